@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up sage-dialog in ./.venv on a fresh machine.
+#   bash scripts/setup.sh         the tool with training, serving, web UI and reports
+#   bash scripts/setup.sh --dev   the same plus test tools, the vLLM CPU build and a browser for UI tests
+# torch is pinned through constraints.txt: unpinned, pip pulls several GB of CUDA wheels on a CPU box.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
+if [ "$dev" = 1 ]; then
+  "${PIP[@]}" -e ".[dev]"
+else
+  "${PIP[@]}" -e ".[all]"
+fi
+echo "sage-dialog is installed in .venv (try: .venv/bin/sage-dialog --help)"
