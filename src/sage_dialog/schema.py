@@ -99,7 +99,7 @@ class SearchNode(Record):
     kind: Literal["node"] = "node"
     id: str
     tree: str
-    parent: str | None
+    parent: str | None = None
     depth: int
     role: Role
     text: str
