@@ -1,0 +1,1 @@
+"""Self-play: user simulator, rollouts and dialog tree search with a judge."""
