@@ -1,0 +1,117 @@
+"""EmpatheticDialogues and ESConv importers, the seed file, label sets and `sage-dialog import`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sage_dialog.cli import main
+from sage_dialog.errors import UserError
+from sage_dialog.formats.empathetic import read_empathetic_csv, read_seeds, write_seeds
+from sage_dialog.formats.esconv import read_esconv
+from sage_dialog.io import read_jsonl
+from sage_dialog.labels import builtin_label_sets, load_label_set
+from sage_dialog.schema import Dialog
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_label_sets_shipped() -> None:
+    assert set(builtin_label_sets()) >= {"esconv_strategies", "empathetic_emotions"}
+    assert len(load_label_set("esconv_strategies")) == 8
+    emotions = load_label_set("empathetic_emotions")
+    assert len(emotions) == 32 and "sentimental" in emotions and "terrified" in emotions
+
+
+def test_label_file_errors(tmp_path: Path) -> None:
+    f = tmp_path / "l.txt"
+    f.write_text("# comment\nA\n\na\n")
+    with pytest.raises(UserError, match=r"l.txt: record 4: label 'a' repeats line 2"):
+        load_label_set(f)
+    with pytest.raises(UserError, match="no such label-set file"):
+        load_label_set(tmp_path / "missing.txt")
+
+
+def test_empathetic_csv() -> None:
+    dialogs = list(read_empathetic_csv(DATA / "ed_sample.csv"))
+    assert [d.id for d in dialogs] == ["hit:0_conv:1", "hit:1_conv:2", "hit:2_conv:3"]
+    d0 = dialogs[0]
+    assert [t.role for t in d0.turns] == ["user", "assistant", "user", "assistant"]
+    assert "people, but" in d0.turns[0].text and "_comma_" not in d0.turns[0].text
+    assert d0.meta["emotion"] == "sentimental"
+    assert d0.meta["emotion"] in load_label_set("empathetic_emotions")
+    # two utterances of the first speaker are merged; a row with extra fields is read
+    d1 = dialogs[1]
+    assert [t.role for t in d1.turns] == ["user", "assistant"]
+    assert d1.turns[0].text.endswith("I could not see anything.")
+    assert d1.turns[1].text == "Oh no! Did you have candles at least?"
+
+
+def test_empathetic_csv_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("conv_id,utterance_idx,context\nx,1,sad\n")
+    with pytest.raises(UserError, match=r"bad.csv: record 1: header lacks column\(s\) prompt, speaker_idx, utterance"):
+        list(read_empathetic_csv(bad))
+    bad.write_text("conv_id,utterance_idx,context,prompt,speaker_idx,utterance\nx,one,sad,p,1,hi\n")
+    with pytest.raises(UserError, match=r"record 2: field utterance_idx: not an integer"):
+        list(read_empathetic_csv(bad))
+    bad.write_bytes(b"conv_id,utterance_idx,context,prompt,speaker_idx,utterance\nx,1,sad,p,1,\xff\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        list(read_empathetic_csv(bad))
+
+
+def test_seed_file_roundtrip(tmp_path: Path) -> None:
+    seeds = read_seeds(DATA / "test_sent.tsv")
+    assert seeds == ["I just got a puppy and she chewed my shoes, haha.", "My exam is tomorrow and I am so nervous.",
+                     "I lost my job today."]
+    out = tmp_path / "s.txt"
+    assert write_seeds(out, seeds) == 3
+    assert read_seeds(out) == seeds
+
+
+def test_esconv() -> None:
+    dialogs = list(read_esconv(DATA / "esconv_sample.json"))
+    d = dialogs[0]
+    assert [t.role for t in d.turns] == ["user", "assistant", "user", "assistant"]
+    # consecutive seeker turns merged, consecutive supporter turns merged with both strategies kept
+    assert d.turns[0].text == "Not great. I think I will be laid off."
+    assert d.turns[1].action is not None and d.turns[1].action.motivation == "Reflection of feelings"
+    assert d.meta["strategies"][1] == ["Reflection of feelings", "Question"]
+    assert d.turns[3].action.motivation == "Providing Suggestions"  # type: ignore[union-attr]
+    # a supporter greeting before the seeker speaks is kept in meta, not dropped
+    assert d.meta["leading_supporter"] == ["Hello, how are you today?"]
+    assert d.meta["emotion_type"] == "anxiety" and d.meta["problem_type"] == "job crisis"
+    # strategy spelling is made canonical
+    assert dialogs[1].turns[1].action.motivation == "Affirmation and Reassurance"  # type: ignore[union-attr]
+    strategies = set(load_label_set("esconv_strategies"))
+    assert all(t.action.motivation in strategies for dd in dialogs for t in dd.turns if t.action)
+
+
+def test_esconv_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"dialog": [{"speaker": "seeker", "content": "hi"},
+                                           {"speaker": "supporter", "content": "yo", "annotation": {"strategy": "Magic"}}]}]))
+    with pytest.raises(UserError, match=r"bad.json: record 1: field dialog\[1\].annotation.strategy: unknown strategy 'Magic'"):
+        list(read_esconv(bad))
+    bad.write_text(json.dumps([{"dialog": [{"speaker": "bot", "content": "hi"}]}]))
+    with pytest.raises(UserError, match=r"field dialog\[0\].speaker"):
+        list(read_esconv(bad))
+
+
+def test_import_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, seeds = tmp_path / "ed.jsonl", tmp_path / "seeds.txt"
+    assert main(["import", "empathetic", str(DATA / "ed_sample.csv"), "-o", str(out), "--seeds-out", str(seeds)]) == 0
+    dialogs = list(read_jsonl(out, Dialog))
+    assert len(dialogs) == 3
+    assert read_seeds(seeds) == [d.turns[0].text for d in dialogs]
+    assert main(["import", "esconv", str(DATA / "esconv_sample.json"), "-o", str(tmp_path / "es.jsonl"), "--limit", "1"]) == 0
+    assert len(list(read_jsonl(tmp_path / "es.jsonl", Dialog))) == 1
+    assert main(["import", "empathetic", str(DATA / "test_sent.tsv"), "-o", str(tmp_path / "s.jsonl")]) == 0
+    assert [len(d.turns) for d in read_jsonl(tmp_path / "s.jsonl", Dialog)] == [1, 1, 1]
+    # bad input: exit 2, one line naming the file, no output left behind
+    missing = tmp_path / "nope.csv"
+    assert main(["import", "empathetic", str(missing), "-o", str(tmp_path / "x.jsonl")]) == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
