@@ -55,11 +55,11 @@ class SamplingConfig(BaseModel):
     """Assistant sampling; the defaults are the original's (temperature 0.95, top-k 50, rep. penalty 1.1)."""
 
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(0.95, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(50, ge=0)
-    repetition_penalty: float = Field(1.1, gt=0)
-    max_tokens: int = Field(128, ge=1)
+    temperature: float = Field(default=0.95, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=50, ge=0)
+    repetition_penalty: float = Field(default=1.1, gt=0)
+    max_tokens: int = Field(default=128, ge=1)
 
     def params(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
@@ -71,15 +71,15 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     strategy: Strategy = "best_of_n"
-    turns: int = Field(8, ge=1, description="assistant turns per dialog")
-    candidates: int = Field(4, ge=1, description="assistant replies sampled per decision")
-    beam_width: int = Field(2, ge=1, description="dialogs kept per seed (beam)")
-    lookahead_depth: int = Field(1, ge=1, description="turns rolled forward per candidate (lookahead)")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig())
-    system_prompt: str | None = Field(None, description="assistant persona (system prompt)")
-    max_resamples: int = Field(2, ge=0, description="new candidate draws when the judge finds none good")
-    budget_requests: int | None = Field(None, ge=1, description="model requests per seed")
-    budget_tokens: int | None = Field(None, ge=1, description="assistant tokens (prompt + completion) per seed")
+    turns: int = Field(default=8, ge=1, description="assistant turns per dialog")
+    candidates: int = Field(default=4, ge=1, description="assistant replies sampled per decision")
+    beam_width: int = Field(default=2, ge=1, description="dialogs kept per seed (beam)")
+    lookahead_depth: int = Field(default=1, ge=1, description="turns rolled forward per candidate (lookahead)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    system_prompt: str | None = Field(default=None, description="assistant persona (system prompt)")
+    max_resamples: int = Field(default=2, ge=0, description="new candidate draws when the judge finds none good")
+    budget_requests: int | None = Field(default=None, ge=1, description="model requests per seed")
+    budget_tokens: int | None = Field(default=None, ge=1, description="assistant tokens (prompt + completion) per seed")
     seed: int = 0
 
 
