@@ -56,6 +56,9 @@ class ChatRequest:
     n: int = 1
     sampling: SamplingParams = field(default_factory=SamplingParams)
     prefill: str | None = None
+    # Index of the first sample wanted (not part of the key): a cache holding samples 0..3 asks
+    # for n=1, sample_offset=4; seeded backends derive sample i's randomness from (seed, i).
+    sample_offset: int = 0
 
     def key_dict(self) -> dict[str, Any]:
         """Everything that determines the output, for the response cache (n excluded: per sample)."""

@@ -1,0 +1,492 @@
+"""In-process transformers backend (``hf:PATH_OR_ID``), the embedded default.
+
+* Requests are rendered with the tokenizer's chat template; a ``prefill`` continues the assistant
+  turn (``continue_final_message=True`` where the template allows it, else the generation prompt
+  plus the prefill text). Completions exclude the prefill.
+* Concurrent ``generate()`` calls are merged by a small micro-batching queue into batches of up to
+  ``batch_size`` sequences (prompt x sample), run with left padding in a worker thread so the event
+  loop stays free. ``n`` expands each prompt into ``n`` rows exactly as ``num_return_sequences``
+  does, so requests with different ``n`` still share a batch.
+* Sampling is done per row by :class:`RowSampler` (temperature, top-p, top-k, repetition penalty,
+  greedy when ``temperature == 0``) with a per-row random generator: a request with a ``seed``
+  gives the same samples whatever else shares its batch, and sample ``i`` depends only on
+  ``(seed, sample index)`` - which is what lets the response cache ask for "samples 4.." alone.
+* Stop strings cut the completion (``finish_reason="stop"``); hitting ``max_tokens`` gives
+  ``"length"``.
+* :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
+  right-padded batches.
+
+Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
+(``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
+``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    Message,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+)
+from .cache import path_fingerprint
+
+log = logging.getLogger(__name__)
+
+_SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The random seed of sample ``index`` of a request seeded with ``seed`` (stable across runs)."""
+    return (seed * _SEED_MIX + index * 0xBF58476D1CE4E5B9 + 1) % (2**63 - 1)
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str | None) -> str:
+    """Render ``messages`` for generation; the assistant turn starts with ``prefill`` (kept exact)."""
+    msgs = [dict(m) for m in messages]
+    if getattr(tokenizer, "chat_template", None) is None:
+        # A base model without a template: a plain, documented fallback rather than an error.
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+        return text + (prefill or "")
+    if prefill:
+        try:
+            text = tokenizer.apply_chat_template(
+                [*msgs, {"role": "assistant", "content": prefill}],
+                continue_final_message=True,
+                tokenize=False,
+            )
+            # continue_final_message strips surrounding whitespace; only trust it when exact.
+            if isinstance(text, str) and text.endswith(prefill):
+                return text
+        except Exception:  # templates that cannot continue a turn: fall through
+            pass
+    text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return str(text) + (prefill or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# micro-batching
+
+
+@dataclass
+class _Job:
+    payload: Any
+    rows: int
+    future: asyncio.Future[Any]
+
+
+class MicroBatcher:
+    """Merge work submitted by concurrent coroutines into batches of at most ``max_rows`` rows.
+
+    ``run`` takes a list of payloads and returns one result per payload; it runs in a worker thread
+    (one batch at a time), so while a batch runs, new submissions pile up and form the next one.
+    """
+
+    def __init__(self, run: Callable[[list[Any]], list[Any]], max_rows: int, linger_s: float = 0.002):
+        self._run = run
+        self.max_rows = max(1, int(max_rows))
+        self.linger_s = linger_s
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self.batches_run = 0
+        self.rows_run = 0
+
+    def submit(self, payload: Any, rows: int) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Job(payload, rows, fut))
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.linger_s)  # let other coroutines enqueue before cutting a batch
+            batch: list[_Job] = []
+            rows = 0
+            while self._pending and (not batch or rows + self._pending[0].rows <= self.max_rows):
+                job = self._pending.popleft()
+                if job.future.cancelled():
+                    continue
+                batch.append(job)
+                rows += job.rows
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(self._run, [j.payload for j in batch])
+            except asyncio.CancelledError:
+                for j in batch:
+                    j.future.cancel()
+                raise
+            except BaseException as e:  # deliver the failure to every caller of this batch
+                for j in batch:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            self.batches_run += 1
+            self.rows_run += rows
+            for j, r in zip(batch, results, strict=True):
+                if not j.future.done():
+                    j.future.set_result(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-row sampling
+
+
+@dataclass
+class _Row:
+    sampling: SamplingParams
+    sample_index: int
+    eos_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class _GenPayload:
+    prompt: str
+    sampling: SamplingParams
+    first_sample: int
+    count: int
+    result: Any = field(default=None)
+
+
+def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        """Choose each row's next token itself and return a one-hot score (the caller decodes greedily)."""
+
+        def __init__(self) -> None:
+            sp = [r.sampling for r in rows]
+            self.greedy = torch.tensor([s.temperature <= 0 for s in sp], device=device)
+            self.temp = torch.tensor([max(s.temperature, 1e-6) for s in sp], device=device).unsqueeze(1)
+            self.rep = torch.tensor([s.repetition_penalty for s in sp], device=device).unsqueeze(1)
+            self.top_p = torch.tensor([s.top_p for s in sp], device=device).unsqueeze(1)
+            self.top_k = torch.tensor([s.top_k if s.top_k > 0 else vocab for s in sp], device=device)
+            self.any_rep = any(s.repetition_penalty != 1.0 for s in sp)
+            self.any_top_k = any(0 < s.top_k < vocab for s in sp)
+            self.any_top_p = any(s.top_p < 1.0 for s in sp)
+            self.all_greedy = bool(self.greedy.all())
+            # Seeded rows get their own generator; the rest share one fresh generator per batch.
+            self.gens: list[Any] = []
+            self.seeded = any(s.seed is not None for s in sp)
+            for r in rows:
+                g = torch.Generator(device=device)
+                if r.sampling.seed is not None:
+                    g.manual_seed(sample_seed(r.sampling.seed, r.sample_index))
+                else:
+                    g.manual_seed(random.getrandbits(63))
+                self.gens.append(g)
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            scores = scores.float()
+            if self.any_rep:
+                picked = torch.gather(scores, 1, input_ids)
+                picked = torch.where(picked < 0, picked * self.rep, picked / self.rep)
+                scores = scores.scatter(1, input_ids, picked)
+            choice = scores.argmax(-1)
+            if not self.all_greedy:
+                logits = scores / self.temp
+                if self.any_top_k or self.any_top_p:
+                    sorted_logits, sorted_idx = logits.sort(-1, descending=True)
+                    remove = torch.zeros_like(sorted_logits, dtype=torch.bool)
+                    if self.any_top_k:
+                        ranks = torch.arange(sorted_logits.shape[1], device=scores.device)
+                        remove |= ranks.unsqueeze(0) >= self.top_k.unsqueeze(1)
+                    if self.any_top_p:
+                        probs = sorted_logits.softmax(-1)
+                        remove |= (probs.cumsum(-1) - probs) > self.top_p  # always keeps the top token
+                    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+                    logits = torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
+                if self.seeded:
+                    u = torch.stack(
+                        [torch.rand(logits.shape[1], generator=g, device=scores.device) for g in self.gens]
+                    )
+                else:
+                    u = torch.rand(logits.shape, generator=self.gens[0], device=scores.device)
+                # Gumbel-max: argmax(logits + Gumbel noise) is a sample from softmax(logits).
+                gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+                sampled = (logits + gumbel).argmax(-1)
+                choice = torch.where(self.greedy, choice, sampled)
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, choice.unsqueeze(1), 0.0)
+            return out
+
+    return RowSampler()
+
+
+def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any) -> Any:
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowStopper(StoppingCriteria):
+        """Per-row ``max_tokens`` and stop strings (HF's own criteria are per batch)."""
+
+        def __init__(self) -> None:
+            self.max_new = torch.tensor([r.sampling.max_tokens for r in rows], device=device)
+            self.stop_rows = [i for i, r in enumerate(rows) if r.sampling.stop]
+            # A stop string of c characters spans at most c tokens (+1 for a merge at its start).
+            self.window = {i: max(len(s) for s in rows[i].sampling.stop) + 2 for i in self.stop_rows}
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            gen_len = input_ids.shape[1] - prompt_len
+            done = gen_len >= self.max_new
+            for i in self.stop_rows:
+                if bool(done[i]):
+                    continue
+                start = max(prompt_len, input_ids.shape[1] - self.window[i])
+                tail = tokenizer.decode(input_ids[i, start:], skip_special_tokens=True)
+                if any(s in tail for s in rows[i].sampling.stop):
+                    done[i] = True
+            return done
+
+    return RowStopper()
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+
+
+class HFBackend(Backend):
+    """In-process transformers backend; see the module docstring for options and behaviour."""
+
+    provider = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        merge_adapter: bool = True,
+        linger_ms: float = 2.0,
+        **options: Any,
+    ):
+        super().__init__(model, **options)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+        try:
+            torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+                dtype
+            ]
+        except KeyError:
+            raise UserError(
+                f"backend hf:{model}: option dtype={dtype!r}: use auto, float32, bfloat16 or float16"
+            ) from None
+        self.adapter = str(adapter) if adapter else None
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+        except OSError as e:
+            raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
+        if self.adapter:
+            from peft import PeftModel
+
+            if not Path(self.adapter).exists():
+                raise UserError(f"backend hf:{model}: option adapter: {self.adapter} does not exist")
+            lm = PeftModel.from_pretrained(lm, self.adapter)
+            if merge_adapter:
+                lm = lm.merge_and_unload()  # plain weights: faster generation, same outputs
+        self.lm = lm.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos: set[int] = set()
+        for src in (self.lm.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(src, int):
+                eos.add(src)
+            elif src:
+                eos.update(int(x) for x in src)
+        self.eos_ids = tuple(sorted(eos))
+        self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
+        self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
+        self._fingerprint = {
+            "model": path_fingerprint(model),
+            "adapter": path_fingerprint(self.adapter) if self.adapter else None,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "adapter": self.adapter,
+            "fingerprint": self._fingerprint,
+        }
+
+    # -- generation ----------------------------------------------------------------------------
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        futures: list[list[asyncio.Future[Any]]] = []
+        for req in requests:
+            if req.n < 1:
+                raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
+            prompt = render_prompt(self.tokenizer, req.messages, req.prefill)
+            offset = req.sample_offset
+            parts = []
+            for start in range(0, req.n, self.batch_size):
+                count = min(self.batch_size, req.n - start)
+                parts.append(
+                    self._batcher.submit(_GenPayload(prompt, req.sampling, offset + start, count), count)
+                )
+            futures.append(parts)
+        out: list[ChatResult] = []
+        for parts in futures:
+            done = await asyncio.gather(*parts)
+            comps = [c for tokens_in, cs in done for c in cs]
+            out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        return out
+
+    def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        tok = self.tokenizer
+        enc = tok([p.prompt for p in payloads], add_special_tokens=False)
+        lens = [len(ids) for ids in enc["input_ids"]]
+        rows: list[_Row] = []
+        row_ids: list[list[int]] = []
+        for p, ids in zip(payloads, enc["input_ids"], strict=True):
+            for j in range(p.count):
+                rows.append(_Row(p.sampling, p.first_sample + j))
+                row_ids.append(ids)
+        width = max(lens)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in row_ids], device=self.device)
+        attn = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in row_ids], device=self.device
+        )
+        max_new = max(r.sampling.max_tokens for r in rows)
+        gen_cfg = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new,
+            pad_token_id=pad,
+            eos_token_id=list(self.eos_ids),
+        )
+        vocab = int(self.lm.get_output_embeddings().weight.shape[0])
+        sampler = _make_sampler(rows, vocab, self.device)
+        stopper = _make_stopper(rows, width, tok, self.device)
+        with self._lock, torch.inference_mode():
+            out = self.lm.generate(
+                input_ids=input_ids,
+                attention_mask=attn,
+                generation_config=gen_cfg,
+                logits_processor=LogitsProcessorList([sampler]),
+                stopping_criteria=StoppingCriteriaList([stopper]),
+            )
+        gen = out[:, width:].tolist()
+        results: list[tuple[int, list[Completion]]] = []
+        k = 0
+        eos = set(self.eos_ids)
+        for p, n_in in zip(payloads, lens, strict=True):
+            comps = []
+            for _ in range(p.count):
+                ids = gen[k]
+                k += 1
+                end = next((i for i, t in enumerate(ids) if t in eos), None)
+                hit_eos = end is not None
+                body = ids[:end] if hit_eos else [t for t in ids if t != pad]
+                body = body[: p.sampling.max_tokens]
+                text, stopped = _cut_at_stop(str(tok.decode(body, skip_special_tokens=True)), p.sampling.stop)
+                if stopped or hit_eos:
+                    reason = "stop"
+                elif len(body) >= p.sampling.max_tokens:
+                    reason = "length"
+                else:
+                    reason = "stop"
+                comps.append(Completion(text=text, finish_reason=reason, tokens_out=len(body) + int(hit_eos)))
+            results.append((n_in, comps))
+        return results
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        for req in requests:
+            if not req.options:
+                raise UserError(f"backend {self.name}: score request has no options")
+        prompts = [render_prompt(self.tokenizer, r.messages, r.prefill) for r in requests]
+        return await asyncio.to_thread(self._run_score, prompts, [list(r.options) for r in requests])
+
+    def _run_score(self, prompts: list[str], options: list[list[str]]) -> list[ScoreResult]:
+        import torch
+
+        tok = self.tokenizer
+        p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
+        flat_opts = sorted({o for opts in options for o in opts})
+        o_ids = dict(zip(flat_opts, tok(flat_opts, add_special_tokens=False)["input_ids"], strict=True))
+        seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, prompt_len)
+        for ri, (pi, opts) in enumerate(zip(p_ids, options, strict=True)):
+            for oi, o in enumerate(opts):
+                if not o_ids[o]:
+                    raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
+                seqs.append((ri, oi, list(pi) + list(o_ids[o]), len(pi)))
+        totals: dict[tuple[int, int], float] = {}
+        pad = tok.pad_token_id
+        # Longest first keeps padding low; right padding keeps positions right for a plain forward.
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][2]))
+        for b in range(0, len(order), self.batch_size):
+            chunk = [seqs[i] for i in order[b : b + self.batch_size]]
+            width = max(len(s[2]) for s in chunk)
+            ids = torch.tensor([s[2] + [pad] * (width - len(s[2])) for s in chunk], device=self.device)
+            attn = torch.tensor(
+                [[1] * len(s[2]) + [0] * (width - len(s[2])) for s in chunk], device=self.device
+            )
+            with self._lock, torch.inference_mode():
+                logits = self.lm(input_ids=ids, attention_mask=attn).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tgt = ids[:, 1:]
+            tok_lp = torch.gather(logp, 2, tgt.unsqueeze(2)).squeeze(2)
+            for row, (ri, oi, full, plen) in enumerate(chunk):
+                # token t (t >= plen) is predicted at position t-1
+                totals[(ri, oi)] = float(tok_lp[row, plen - 1 : len(full) - 1].sum())
+        return [
+            ScoreResult(logprobs=[totals[(ri, oi)] for oi in range(len(opts))], tokens_in=len(p_ids[ri]))
+            for ri, opts in enumerate(options)
+        ]
+
+    async def aclose(self) -> None:
+        import gc
+
+        self.lm = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+__all__ = ["BackendError", "HFBackend", "MicroBatcher", "render_prompt", "sample_seed"]

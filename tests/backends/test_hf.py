@@ -1,0 +1,234 @@
+"""HFBackend on the tiny model: n candidates, prefill, stop strings, seeds, micro-batching, scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from sage_dialog.backends import ChatRequest, SamplingParams, ScoreRequest, load_backend
+from sage_dialog.backends.hf import HFBackend, render_prompt
+
+MSGS = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "i failed my exam today"}]
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model) -> HFBackend:
+    b = load_backend(f"hf:{tiny_model}", batch_size=16)
+    assert isinstance(b, HFBackend)
+    return b
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_n_candidates_lengths_and_usage(hf):
+    sp = SamplingParams(temperature=1.0, max_tokens=12, seed=3)
+    [res] = run(hf.generate([ChatRequest(MSGS, n=4, sampling=sp)]))
+    assert len(res.completions) == 4
+    assert res.tokens_in > 10
+    for c in res.completions:
+        assert c.finish_reason in ("stop", "length")
+        assert 0 < c.tokens_out <= 13
+    # random weights hardly ever emit the end token in 12 steps: at least one hits the limit
+    assert any(c.finish_reason == "length" and c.tokens_out == 12 for c in res.completions)
+    assert len(set(res.texts)) > 1, "sampled candidates should differ"
+
+
+def test_seed_is_deterministic_whatever_the_batch(hf):
+    sp = SamplingParams(temperature=1.0, max_tokens=10, seed=42)
+    alone = run(hf.generate([ChatRequest(MSGS, n=3, sampling=sp)]))[0].texts
+    other = ChatRequest(
+        [{"role": "user", "content": "hello there friend"}], n=5, sampling=SamplingParams(max_tokens=10)
+    )
+    mixed = run(hf.generate([other, ChatRequest(MSGS, n=3, sampling=sp), other]))[1].texts
+    assert alone == mixed
+    different = run(hf.generate([ChatRequest(MSGS, n=3, sampling=SamplingParams(max_tokens=10, seed=43))]))[0]
+    assert different.texts != alone
+
+
+def test_sample_offset_continues_the_seeded_stream(hf):
+    sp = SamplingParams(temperature=1.0, max_tokens=8, seed=5)
+    five = run(hf.generate([ChatRequest(MSGS, n=5, sampling=sp)]))[0].texts
+
+    req = ChatRequest(MSGS, n=1, sampling=sp, sample_offset=4)
+    assert run(hf.generate([req]))[0].texts == [five[4]]
+
+
+def test_greedy_is_deterministic_and_matches_plain_transformers(hf):
+    sp = SamplingParams(temperature=0.0, max_tokens=8)
+    a = run(hf.generate([ChatRequest(MSGS, n=2, sampling=sp)]))[0].texts
+    assert a[0] == a[1]
+    import torch
+
+    prompt = render_prompt(hf.tokenizer, MSGS, None)
+    ids = hf.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = hf.lm.generate(**ids, do_sample=False, max_new_tokens=8, eos_token_id=list(hf.eos_ids))
+    ref = out[0, ids["input_ids"].shape[1] :].tolist()
+    ref = [t for t in ref if t not in hf.eos_ids and t != hf.tokenizer.pad_token_id]
+    assert a[0] == hf.tokenizer.decode(ref, skip_special_tokens=True)
+
+
+def test_prefill_continues_the_assistant_turn(hf):
+    pre = "{u_motivation: exam"
+    text = render_prompt(hf.tokenizer, MSGS, pre)
+    assert text.endswith("<|im_start|>assistant\n" + pre)
+    sp = SamplingParams(temperature=0.0, max_tokens=6)
+    [res] = run(hf.generate([ChatRequest(MSGS, n=1, sampling=sp, prefill=pre)]))
+    # the completion is what comes after the prefill: greedy continuation of the full prompt
+    import torch
+
+    ids = hf.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = hf.lm.generate(**ids, do_sample=False, max_new_tokens=6, eos_token_id=list(hf.eos_ids))
+    ref = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in hf.eos_ids]
+    assert res.completions[0].text == hf.tokenizer.decode(ref, skip_special_tokens=True)
+    assert not res.completions[0].text.startswith(pre)
+
+
+def test_stop_strings_cut_and_report_stop(hf):
+    sp = SamplingParams(temperature=1.0, max_tokens=40, seed=1)
+    base = run(hf.generate([ChatRequest(MSGS, n=4, sampling=sp)]))[0].texts
+    # pick a stop string that occurs mid-way in the first candidate
+    text = base[0]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    assert stop.strip(), text
+    res = run(
+        hf.generate(
+            [
+                ChatRequest(
+                    MSGS, n=4, sampling=SamplingParams(temperature=1.0, max_tokens=40, seed=1, stop=(stop,))
+                )
+            ]
+        )
+    )[0]
+    c0 = res.completions[0]
+    assert c0.finish_reason == "stop"
+    assert stop not in c0.text
+    assert c0.text == text[: text.find(stop)]
+
+
+def test_sampling_knobs_change_outputs(hf):
+    greedy = run(
+        hf.generate([ChatRequest(MSGS, n=1, sampling=SamplingParams(temperature=0, max_tokens=10))])
+    )[0].texts[0]
+    # top_k=1 is greedy whatever the temperature
+    k1 = run(
+        hf.generate(
+            [ChatRequest(MSGS, n=3, sampling=SamplingParams(temperature=1.5, top_k=1, max_tokens=10))]
+        )
+    )[0]
+    assert k1.texts == [greedy] * 3
+    # a tiny top_p keeps only the top token as well
+    p0 = run(
+        hf.generate(
+            [ChatRequest(MSGS, n=2, sampling=SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=10))]
+        )
+    )[0]
+    assert p0.texts == [greedy] * 2
+    # a strong repetition penalty changes greedy decoding of a random model
+    rp = run(
+        hf.generate(
+            [
+                ChatRequest(
+                    MSGS, n=1, sampling=SamplingParams(temperature=0, repetition_penalty=5.0, max_tokens=30)
+                )
+            ]
+        )
+    )[0]
+    g30 = run(hf.generate([ChatRequest(MSGS, n=1, sampling=SamplingParams(temperature=0, max_tokens=30))]))[0]
+    assert rp.texts != g30.texts
+
+
+def test_concurrent_calls_are_merged_into_batches(hf):
+    async def main():
+        before = hf._batcher.batches_run
+        sp = SamplingParams(max_tokens=4)
+        reqs = [ChatRequest([{"role": "user", "content": f"hello {i}"}], n=2, sampling=sp) for i in range(16)]
+        outs = await asyncio.gather(*(hf.generate([r]) for r in reqs))
+        return hf._batcher.batches_run - before, outs
+
+    batches, outs = run(main())
+    assert all(len(o[0].completions) == 2 for o in outs)
+    assert batches == 2  # 32 rows / batch_size 16, though 16 separate coroutines asked
+
+
+def test_event_loop_stays_free_during_generation(hf):
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        await hf.generate([ChatRequest(MSGS, n=16, sampling=SamplingParams(max_tokens=60))])
+        t.cancel()
+        return ticks
+
+    assert run(main()) >= 3
+
+
+def test_large_n_is_split_across_batches(hf):
+    [res] = run(hf.generate([ChatRequest(MSGS, n=40, sampling=SamplingParams(max_tokens=3, seed=9))]))
+    assert len(res.completions) == 40
+
+
+def test_score_matches_a_manual_log_likelihood(hf):
+    import torch
+
+    opts = ["yes", "no", "maybe later"]
+    [r] = run(hf.score([ScoreRequest(MSGS, opts, prefill="Answer: ")]))
+    assert len(r.logprobs) == 3 and all(x < 0 for x in r.logprobs)
+    assert math.isclose(sum(r.probs), 1.0, rel_tol=1e-6)
+    prompt = render_prompt(hf.tokenizer, MSGS, "Answer: ")
+    p_ids = hf.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for o, got in zip(opts, r.logprobs, strict=True):
+        o_ids = hf.tokenizer(o, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + o_ids])
+        with torch.inference_mode():
+            lp = torch.log_softmax(hf.lm(input_ids=ids).logits.float(), -1)[0]
+        want = sum(float(lp[len(p_ids) - 1 + i, t]) for i, t in enumerate(o_ids))
+        assert math.isclose(got, want, abs_tol=1e-3)
+    # batching several requests gives the same numbers
+    both = run(hf.score([ScoreRequest(MSGS[1:], ["a", "b"]), ScoreRequest(MSGS, opts, prefill="Answer: ")]))
+    assert both[1].logprobs == pytest.approx(r.logprobs, abs=1e-3)
+
+
+def test_lora_adapter_changes_outputs(tiny_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    plain = load_backend(f"hf:{tiny_model}")
+    tuned = load_backend(f"hf:{tiny_model}", adapter=str(tmp_path / "adapter"))
+    req = [ScoreRequest(MSGS, ["yes", "no"])]
+    assert run(plain.score(req))[0].logprobs != pytest.approx(run(tuned.score(req))[0].logprobs, abs=1e-4)
+    assert tuned.identity()["adapter"] == str(tmp_path / "adapter")
+    assert tuned.identity() != plain.identity()
+
+
+def test_bad_options_are_user_errors(tiny_model):
+    from sage_dialog.errors import UserError
+
+    with pytest.raises(UserError, match="dtype"):
+        load_backend(f"hf:{tiny_model}", dtype="float8")
+    with pytest.raises(UserError, match="adapter"):
+        load_backend(f"hf:{tiny_model}", adapter="/nonexistent/adapter")
+    with pytest.raises(UserError, match="cannot load"):
+        load_backend("hf:/nonexistent/model")
