@@ -1,0 +1,169 @@
+"""Self-play dialog tree search with an LLM judge.
+
+From each seed utterance the assistant samples N candidate replies per turn, a judge keeps the best,
+a user simulator answers it; the whole tree per seed is written as JSONL, with the best paths, the
+original SAGE transcripts and a manifest. Running the same command again on the same output folder
+resumes a killed search without repeating finished model calls.
+
+Seeds: a text file (one utterance per line, EmpatheticDialogues ``_comma_`` escapes allowed), JSONL
+(strings, objects with ``text``/``seed``/``prompt``, or dialogs: their first user turn) or an
+EmpatheticDialogues CSV (first utterance of each conversation).
+
+Example:
+  sage-dialog search seeds.txt --assistant hf:models/sac-sft -o runs/search \\
+      --turns 8 --candidates 4 --judge-mode logprob
+  sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
+      --strategy beam --beam-width 2 -o runs/beam
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError, where
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("seeds", type=Path, help="seed file: .txt/.tsv lines, .jsonl, or EmpatheticDialogues .csv")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
+    p.add_argument("--assistant", required=True, help="assistant backend spec, e.g. hf:PATH, vllm:PATH, openai:MODEL")
+    p.add_argument("--user", help="user-simulator backend spec or 'oracle' (default: the assistant's model)")
+    p.add_argument("--judge", help="selector judge backend spec or 'oracle' (default: the assistant's model)")
+    p.add_argument("--judge-mode", choices=["generate", "logprob"], default="generate",
+                   help="generate: parse 'Response X is better' (the original); logprob: score the options")
+    p.add_argument("--criteria", default="companion",
+                   help="judge criteria: companion, humor, empathy, or a template file with {history} {candidates}")
+    p.add_argument("--none-policy", choices=["resample", "keep_best", "stop"], default="resample",
+                   help="what to do when the judge says no candidate is good")
+    p.add_argument("--strategy", choices=["best_of_n", "beam", "lookahead"], default="best_of_n")
+    p.add_argument("--turns", type=int, default=8, help="assistant turns per dialog (default 8)")
+    p.add_argument("--candidates", "-n", type=int, default=4, help="candidates per decision (default 4)")
+    p.add_argument("--beam-width", type=int, default=2, help="dialogs kept per seed with --strategy beam")
+    p.add_argument("--lookahead-depth", type=int, default=1, help="turns rolled forward with --strategy lookahead")
+    p.add_argument("--max-resamples", type=int, default=2, help="redraws when the judge finds none good")
+    p.add_argument("--temperature", type=float, default=0.95)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--max-tokens", type=int, default=128, help="assistant reply length limit")
+    p.add_argument("--user-max-tokens", type=int, default=64)
+    p.add_argument("--user-persona", help="user persona file (default: the packaged persona_user)")
+    p.add_argument("--assistant-persona", default="persona_assistant",
+                   help="assistant persona: a file, persona_assistant (caring, humorous), persona_assistant_humor, or none")
+    p.add_argument("--humor", action="store_true", help="humor mode: humorous persona and humor judge criteria")
+    p.add_argument("--budget-requests", type=int, help="model requests per seed")
+    p.add_argument("--budget-tokens", type=int, help="assistant tokens per seed")
+    p.add_argument("--limit", type=int, help="use only the first N seeds")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling seeds derive from it)")
+    p.add_argument("--cache", help="SQLite response cache shared by all model calls")
+    p.add_argument("--batch-size", type=int, help="rows per forward batch for hf: backends")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def read_seed_file(path: Path) -> list[str]:
+    """Seed utterances from a text, JSONL or EmpatheticDialogues CSV file (see the module docstring)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        from ..formats.empathetic import read_empathetic_csv
+
+        seeds = [d.turns[0].text for d in read_empathetic_csv(path) if d.turns]
+    elif suffix == ".jsonl":
+        from ..io import iter_jsonl_raw
+
+        seeds = []
+        for lineno, obj in iter_jsonl_raw(path):
+            if isinstance(obj, str):
+                text: Any = obj
+            elif isinstance(obj, dict) and isinstance(obj.get("turns"), list):
+                users = [t for t in obj["turns"] if isinstance(t, dict) and t.get("role") == "user"]
+                if not users:
+                    raise UserError(f"{where(path, lineno, 'turns')}: dialog has no user turn to start from")
+                text = users[0].get("text")
+            elif isinstance(obj, dict):
+                key = next((k for k in ("text", "seed", "prompt", "utterance") if k in obj), None)
+                if key is None:
+                    raise UserError(f"{where(path, lineno)}: expected a string or an object with a 'text' field")
+                text = obj[key]
+            else:
+                raise UserError(f"{where(path, lineno)}: expected a string or an object, got {type(obj).__name__}")
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"{where(path, lineno, 'text')}: expected a non-empty string")
+            seeds.append(text.strip())
+    else:
+        from ..formats.empathetic import read_seeds
+
+        seeds = [s.strip() for s in read_seeds(path)]
+    if not seeds:
+        raise UserError(f"{path}: no seeds found")
+    return seeds
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.base import BackendConfig, SamplingParams, load_backend
+    from ..judges import LLMSelector
+    from ..selfplay.personas import HUMOR_ASSISTANT_PERSONA, load_prompt
+    from ..selfplay.search import SamplingConfig, SearchConfig, run_search
+    from ..selfplay.simulator import LLMUserSimulator
+
+    for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    seeds = read_seed_file(args.seeds)
+    if args.limit is not None:
+        seeds = seeds[: args.limit]
+    persona_name = HUMOR_ASSISTANT_PERSONA if args.humor and args.assistant_persona == "persona_assistant" \
+        else args.assistant_persona
+    system_prompt = None if persona_name.lower() == "none" else load_prompt(persona_name)
+    user_persona = load_prompt(args.user_persona) if args.user_persona else None
+    criteria = "humor" if args.humor and args.criteria == "companion" else args.criteria
+    try:
+        cfg = SearchConfig(
+            strategy=args.strategy, turns=args.turns, candidates=args.candidates, beam_width=args.beam_width,
+            lookahead_depth=args.lookahead_depth, max_resamples=args.max_resamples, system_prompt=system_prompt,
+            sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                    repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens),
+            budget_requests=args.budget_requests, budget_tokens=args.budget_tokens, seed=args.seed)
+    except Exception as e:  # pydantic range errors -> one line each
+        raise UserError(f"bad search option: {e}") from None
+
+    backends: dict[str, Any] = {}
+
+    def backend(spec: str) -> Any:
+        if spec not in backends:  # one model loaded once, even when it plays several roles
+            opts = {"batch_size": args.batch_size} if args.batch_size and spec.startswith("hf:") else {}
+            backends[spec] = load_backend(BackendConfig(spec=spec, options=opts, cache=args.cache))
+        return backends[spec]
+
+    assistant = backend(args.assistant)
+    user_spec = args.user or args.assistant
+    judge_spec = args.judge or args.assistant
+    if user_spec == "oracle":
+        from ..sandbox.oracles import oracle_for
+
+        user = oracle_for("user", seed=args.seed)
+    else:
+        user = LLMUserSimulator(backend(user_spec), persona_text=user_persona,
+                                sampling=SamplingParams(temperature=args.temperature, top_k=args.top_k,
+                                                        repetition_penalty=args.repetition_penalty,
+                                                        max_tokens=args.user_max_tokens))
+    if judge_spec == "oracle":
+        from ..sandbox.oracles import oracle_for
+
+        selector = oracle_for("selector")
+    else:
+        selector = LLMSelector(backend(judge_spec), criteria=criteria, mode=args.judge_mode,
+                               none_policy=args.none_policy)
+    try:
+        out = run_search(assistant, user, selector, seeds, cfg, args.out, progress=not args.no_progress)
+    finally:
+        import asyncio
+
+        for b in backends.values():
+            asyncio.run(b.aclose())
+    summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
+    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
+          f"-> {out}/trees, {out}/best.jsonl")
+    return 0
