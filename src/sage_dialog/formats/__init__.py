@@ -59,7 +59,7 @@ class Format:
     read: Reader | None = None
     write: Writer | None = None
     check: Checker | None = None
-    folder: bool = False
+    folder: bool | None = False  # None: a file or a folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +195,8 @@ def _register_builtin() -> None:
         register(Format(name, "pair", f"preference pairs, {fmt_name} form",
                         _lazy("preferences", "read_preferences", fmt=fmt_name),
                         _lazy("preferences", "write_preferences", fmt=fmt_name),
-                        _lazy("preferences", "check_preferences", fmt=fmt_name)))
+                        _lazy("preferences", "check_preferences", fmt=fmt_name),
+                        folder=None if fmt_name == "llamafactory" else False))
     register(Format("data-spec", "other", "data_spec.json of the mixing step",
                     check=_lazy("data_spec", "check_data_spec")))
     for name, func in (("judge-input", "check_judge_input"), ("judge-output", "check_judge_output"),
@@ -341,9 +342,9 @@ def check_file(path: str | Path, fmt: str | None = None) -> tuple[str, list[str]
     p = Path(path)
     name = fmt or detect_format(p)
     f = get_format(name)
-    if f.folder and not p.is_dir():
+    if f.folder is True and not p.is_dir():
         return name, [f"{p}: expected a folder for format {name}"], 0
-    if not f.folder and p.is_dir():
+    if f.folder is False and p.is_dir():
         return name, [f"{p}: is a directory, expected a file"], 0
     assert f.check is not None
     try:
