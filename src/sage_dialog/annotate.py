@@ -325,7 +325,7 @@ def check_answer(text: str, dialog: Dialog, labels: LabelSets, *, tidy: bool) ->
             if resolved is None:
                 out.problems.append(f"turn {i}: {fld} {val!r} is not an allowed label")
                 continue
-            out.mapped += resolved != val and labels.get(turn.role, fld) is not None
+            out.mapped += _norm(resolved) != _norm(val)  # near misses, not mere case or spacing
             values[fld] = resolved
         if "topics" not in it:
             out.problems.append(f"turn {i}: missing field 'topics'")
@@ -600,7 +600,12 @@ class AnnotateConfig(BaseModel):
 
 def build_annotator(cfg: AnnotateConfig) -> tuple[Annotator, Backend | None]:
     """The annotator a config names, and the backend to close afterwards (None for the oracle)."""
+    labels = LabelSets.from_spec(cfg.labels, cfg.closed)  # checked first: a bad set is an error for any annotator
     if cfg.annotator == "oracle":
+        llm_only = [k for k in ("few_shot", "prompt") if getattr(cfg, k)] + (["labels"] if cfg.labels else []) \
+            + (["tidy"] if cfg.tidy else [])
+        if llm_only:
+            raise UserError(f"annotator 'oracle': option(s) {', '.join(llm_only)} only apply to an LLM annotator")
         try:
             from .sandbox.oracles import oracle_for
         except ImportError:
@@ -614,7 +619,6 @@ def build_annotator(cfg: AnnotateConfig) -> tuple[Annotator, Backend | None]:
     if cfg.backend_options:
         bcfg = bcfg.model_copy(update={"options": {**bcfg.options, **cfg.backend_options}})
     backend = load_backend(bcfg)
-    labels = LabelSets.from_spec(cfg.labels, cfg.closed)
     few = load_few_shot(cfg.few_shot) if cfg.few_shot else []
     template = None
     if cfg.prompt:

@@ -1,0 +1,267 @@
+"""Annotation: answer validation and repair, closed label sets, the stage end to end.
+
+Backends: the in-process transformers backend on the tiny local model (its answers are garbage, so
+this is the malformed path) and the real OpenAI-compatible HTTP backend against ``scripted_llm``, a
+named stand-in for an LLM server (tests/dataprep/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sage_dialog import annotate
+from sage_dialog.annotate import AnnotateConfig, LabelSets, LLMAnnotator, answer_schema, check_answer
+from sage_dialog.cli import main
+from sage_dialog.errors import UserError
+from sage_dialog.io import read_json, read_jsonl, write_jsonl
+from sage_dialog.schema import Dialog, Turn
+
+
+def dlg(id_: str, *texts: str) -> Dialog:
+    return Dialog(id=id_, turns=[Turn(role="user" if i % 2 == 0 else "assistant", text=t) for i, t in enumerate(texts)])
+
+
+D = dlg("d1", "I failed my exam.", "That's rough. Want to talk about it?", "Yes please.")
+
+
+def answer(*items: dict) -> str:
+    return json.dumps({"turns": list(items)})
+
+
+def item(i: int, m: str = "venting", e: str = "sad", t: list[str] | None = None) -> dict:
+    return {"index": i, "motivation": m, "emotion": e, "topics": ["exam"] if t is None else t}
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and local repair
+
+
+def test_check_answer_valid_and_cleaned() -> None:
+    chk = check_answer(answer(item(0, "Venting: {anger}"), item(1, "comfort", "calm"), item(2, e="hopeful")), D,
+                       LabelSets(), tidy=False)
+    assert chk.problems == [] and chk.tags is not None
+    assert chk.tags[0].motivation == "Venting anger"  # SAC delimiters cleaned away
+    assert [t.emotion for t in chk.tags] == ["sad", "calm", "hopeful"]
+
+
+def test_check_answer_local_repairs() -> None:
+    fenced = "Sure!\n```json\n" + answer(item(0), item(1), item(2))[:-2] + ",]}\n```"
+    chk = check_answer(fenced, D, LabelSets(), tidy=False)
+    assert chk.tags is not None and "trailing commas" in chk.repairs
+    bare = json.dumps([{"motivation": "a", "emotion": "b", "topic": "x, y"}] * 3)  # list, topic as a string
+    chk = check_answer(bare, D, LabelSets(), tidy=False)
+    assert chk.tags is not None and chk.tags[0].topics == ["x", "y"]
+    assert {"bare list", "topic for topics", "topics as a string"} <= set(chk.repairs)
+    shuffled = answer(item(2, "c"), item(0, "a"), item(1, "b"))  # numbered out of order
+    chk = check_answer(shuffled, D, LabelSets(), tidy=False)
+    assert [t.motivation for t in chk.tags or []] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"turns": [', "not JSON"),
+    (answer(item(0), item(1)), "expected 3 turns, got 2"),
+    (answer({"index": 0, "motivation": "x", "topics": []}, item(1), item(2)), "turn 0: missing field 'emotion'"),
+    (answer(item(0, m="  "), item(1), item(2)), "turn 0: empty 'motivation'"),
+    (answer(item(0), item(1), {"index": 5, "motivation": "x", "emotion": "y", "topics": []}), "are not 0..2"),
+    ('"just a string"', "expected a JSON object"),
+])
+def test_check_answer_problems(text: str, problem: str) -> None:
+    chk = check_answer(text, D, LabelSets(), tidy=False)
+    assert chk.tags is None and any(problem in p for p in chk.problems), chk.problems
+
+
+def test_closed_sets_map_or_reject() -> None:
+    labels = LabelSets.from_spec({"assistant.motivation": "esconv_strategies", "user.emotion": "empathetic_emotions"})
+    assert labels.resolve("assistant", "motivation", "reflection of feeling") == "Reflection of feelings"
+    assert labels.resolve("assistant", "motivation", "self disclosure") == "Self-disclosure"
+    assert labels.resolve("assistant", "motivation", "telepathy") is None
+    assert labels.resolve("user", "motivation", "telepathy") == "telepathy"  # open for users
+    assert labels.resolve("user", "emotion", "feeling anxious") == "anxious"
+    strict = LabelSets(labels.sets, mode="reject")
+    assert strict.resolve("assistant", "motivation", "QUESTION") == "Question"
+    assert strict.resolve("assistant", "motivation", "reflection of feeling") is None
+    chk = check_answer(answer(item(0, e="sad"), item(1, m="questions", e="calm"), item(2, e="nervous wreck")), D,
+                       labels, tidy=False)
+    assert chk.problems == ["turn 2: emotion 'nervous wreck' is not an allowed label"]
+    chk = check_answer(answer(item(0, e="sad"), item(1, m="questions", e="calm"), item(2, e="Hopeful")), D,
+                       labels, tidy=False)
+    assert chk.tags is not None and chk.tags[1].motivation == "Question" and chk.mapped == 1
+    with pytest.raises(UserError, match=r"bad key 'assistant\.mood'"):
+        LabelSets.from_spec({"assistant.mood": "esconv_strategies"})
+
+
+def test_answer_schema_has_enums_for_closed_sets() -> None:
+    labels = LabelSets.from_spec({"motivation": "esconv_strategies"})
+    schema = json.dumps(answer_schema(labels, tidy=True))
+    assert '"Providing Suggestions"' in schema and '"text"' in schema
+    assert '"enum"' not in json.dumps(answer_schema(LabelSets(), tidy=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage with the sandbox oracle
+
+
+def test_annotate_with_oracle(tmp_path: Path) -> None:
+    from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
+
+    dialogs = generate_corpus(CorpusConfig(n_dialogs=12, seed=3))
+    dialogs.append(dlg("unreadable", "zzz qqq", "hmm"))
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, dialogs)
+    cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator="oracle", chunk_size=5)
+    annotate.run(cfg, quiet=True)
+    out = list(read_jsonl(cfg.output, Dialog))
+    assert len(out) == 12
+    for d in out:
+        for t, gold in zip(d.turns, d.meta["gold"], strict=True):
+            tags = t.state if t.role == "user" else t.action
+            assert tags is not None and (t.action if t.role == "user" else t.state) is None
+            assert tags.motivation == gold["motivation"] and tags.emotion == gold["emotion"]
+    rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
+    assert [r["id"] for r in rejects] == ["unreadable"] and "turn 0" in rejects[0]["reason"]
+    summary = read_json(cfg.summary_path())["summary"]
+    assert summary["dialogs"] == 13 and summary["annotated"] == 12 and summary["rejected"] == 1
+    assert sum(summary["labels"]["user.motivation"].values()) == sum(len(d.turns) for d in out) // 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny local model: garbage answers, every dialog rejected with a reason and counted
+
+
+@pytest.mark.slow
+def test_annotate_tiny_model_malformed_path(tmp_path: Path, tiny_model: Path) -> None:
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [D, dlg("d2", "hello there", "hi! how are you?")])
+    cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"hf:{tiny_model}", max_attempts=2,
+                         max_tokens_per_turn=8)
+    annotate.run(cfg, quiet=True)
+    assert list(read_jsonl(cfg.output, Dialog, allow_empty=True)) == []
+    rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
+    assert [r["id"] for r in rejects] == ["d1", "d2"]
+    for r in rejects:
+        assert r["attempts"] == 2 and len(r["raw"]) == 2 and r["reason"]
+        assert r["dialog"]["turns"][0]["text"] in ("I failed my exam.", "hello there")  # the input is kept whole
+    man = read_json(cfg.summary_path())
+    assert man["summary"]["rejected"] == 2 and man["summary"]["annotated"] == 0
+    assert sum(man["summary"]["reject_reasons"].values()) == 2
+    assert man["usage"]["requests"] == 4 and man["usage"]["model_calls"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# a served model: the real OpenAI-compatible backend against the scripted server
+
+
+def served_dialogs() -> list[Dialog]:
+    return [
+        dlg("valid", "VALID I got the job!", "Congratulations, that is huge.", "Thanks, I start monday."),
+        dlg("fenced", "FENCED my cat is sick", "Oh no, what happened?"),
+        dlg("broken", "BROKEN exams next week", "You have time to prepare."),
+        dlg("wrongcount", "WRONGCOUNT rain again", "Rainy days can be cozy."),
+        dlg("missing", "MISSING lost my keys", "That is annoying."),
+        dlg("missingonce", "MISSINGONCE new phone", "Nice, which one?"),
+        dlg("garbage", "GARBAGE hello", "hi"),
+    ]
+
+
+def served_config(tmp_path: Path, srv, **kw) -> AnnotateConfig:  # type: ignore[no-untyped-def]
+    src = tmp_path / "raw.jsonl"
+    if not src.exists():
+        write_jsonl(src, served_dialogs())
+    return AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator="openai:scripted",
+                          backend_options={"base_url": srv.base_url}, cache=str(tmp_path / "cache.sqlite"),
+                          max_attempts=3, **kw)
+
+
+def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sage_dialog.backends.openai_backend")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    cfg = served_config(tmp_path, scripted_llm)
+    annotate.run(cfg, quiet=True)
+    out = {d.id: d for d in read_jsonl(cfg.output, Dialog)}
+    assert set(out) == {"valid", "fenced", "broken", "missingonce"}
+    v = out["valid"]
+    assert v.turns[0].state is not None and v.turns[0].state.emotion == "Anxious"  # cleaned
+    assert v.turns[1].action is not None and v.turns[1].action.motivation == "Reflection of feelings"
+    assert v.turns[2].state is not None and v.turns[2].state.topics == ["monday"]
+    rejects = {r["id"]: r for r in map(json.loads, cfg.rejects_path().read_text().splitlines())}
+    assert set(rejects) == {"wrongcount", "missing", "garbage"}
+    assert "expected 2 turns, got 1" in rejects["wrongcount"]["reason"]
+    assert "missing field 'emotion'" in rejects["missing"]["reason"]
+    assert "not JSON" in rejects["garbage"]["reason"]
+    assert all(r["attempts"] == 3 and len(r["raw"]) == 3 for r in rejects.values())
+    man = read_json(cfg.summary_path())
+    s = man["summary"]
+    assert (s["dialogs"], s["annotated"], s["rejected"]) == (7, 4, 3)
+    assert s["reject_reasons"] == {"wrong_turn_count": 1, "missing_field": 1, "malformed_json": 1}
+    assert s["repaired_by_retry"] == 2  # broken, missingonce
+    assert s["attempts"] == {"1": 2, "2": 2, "3": 3}
+    # requests: 7 first answers, 5 repairs, 3 last tries
+    assert scripted_llm.hits == 15 and man["usage"]["model_calls"] == 15
+    # the same input again: every answer from the cache, zero calls to the server
+    first = cfg.output.read_text()
+    annotate.run(cfg, quiet=True)
+    assert scripted_llm.hits == 15
+    assert read_json(cfg.summary_path())["usage"]["model_calls"] == 0
+    assert cfg.output.read_text() == first
+
+
+def test_annotate_served_closed_sets_and_tidy(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sage_dialog.backends.openai_backend")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [dlg("near", "NEARMISS so worried", "That sounds hard."),
+                      dlg("ok", "VALID hi", "Hello, what is on your mind?")])
+    cfg = served_config(tmp_path, scripted_llm, labels={"assistant.motivation": "esconv_strategies",
+                                                          "user.emotion": "empathetic_emotions"}, tidy=True)
+    annotate.run(cfg, quiet=True)
+    out = {d.id: d for d in read_jsonl(cfg.output, Dialog)}
+    near = out["near"]
+    assert near.turns[1].action is not None and near.turns[1].action.motivation == "Reflection of feelings"
+    assert near.turns[0].state is not None and near.turns[0].state.emotion == "anxious"  # mapped onto the set
+    # tidy: the bridging question is added, the original text kept
+    assert near.turns[1].text == "That sounds hard. How does that feel?"
+    assert near.turns[1].original_text == "That sounds hard."
+    assert out["ok"].turns[1].original_text is None  # already ended with a question: unchanged
+    prompt = scripted_llm.bodies[0]["messages"][0]["content"]
+    assert "Providing Suggestions" in prompt and "bridging question" in prompt
+    assert read_json(cfg.summary_path())["summary"]["tidied_turns"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def test_annotate_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [D])
+    out = tmp_path / "ann.jsonl"
+    assert main(["annotate", str(tmp_path / "nope.jsonl"), "-o", str(out), "--annotator", "oracle"]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+    assert main(["annotate", str(src), "-o", str(out), "--annotator", "oracle", "--labels", "mood=x"]) == 2
+    assert main(["annotate", str(src), "-o", str(out), "--annotator", "bogus:thing"]) == 2
+    assert "unknown provider 'bogus'" in capsys.readouterr().err
+    assert main(["annotate", str(src), "-o", str(out), "--annotator", "openai:x", "--labels",
+                 "emotion=/no/such/set.txt"]) == 2
+    assert "no such label-set file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"v": 1, "kind": "dialog", "id": "x", "turns": [{"role": "robot", "text": "hi"}]}\n')
+    assert main(["annotate", str(bad), "-o", str(out), "--annotator", "oracle"]) == 2
+    assert "bad.jsonl: record 1: field turns[0].role" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["annotate", str(src), "-o", str(out), "--annotator", "oracle", "-q"]) == 0
+
+
+def test_llm_annotator_is_a_role() -> None:
+    from sage_dialog.roles import Annotator
+
+    class Nothing:  # only used to build the annotator object; never asked to generate
+        name = "none:x"
+
+    ann = LLMAnnotator(Nothing(), labels=LabelSets())  # type: ignore[arg-type]
+    assert isinstance(ann, Annotator)
+    msgs = ann.messages(D)
+    assert msgs[-1]["content"].splitlines()[0] == "[0] user: I failed my exam."
+    assert "3 turns, numbered 0 to 2" in msgs[0]["content"]
