@@ -1,0 +1,218 @@
+"""What SFT and DPO share: device and precision, tokenizer and template, model loading, LoRA, resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import write_json
+from .config import AdapterSection, ModelSection, TrainSection, _RunConfig
+from .templates import has_generation_markers, resolve_template
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(train: TrainSection) -> str:
+    """``cuda`` when asked for or available, else ``cpu``; asking for cuda without one is an error."""
+    import torch
+
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA GPU is visible")
+    if train.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return train.device
+
+
+def precision_args(train: TrainSection, device: str) -> dict[str, Any]:
+    """TrainingArguments for precision, gradient checkpointing and CPU use.
+
+    TRL defaults to bf16 and gradient checkpointing, which fail or crawl on CPU: on CPU both go off
+    and ``use_cpu`` is set. On GPU, ``auto`` means bf16 where supported.
+    """
+    import torch
+
+    prec = train.precision
+    if device == "cpu":
+        if prec in ("bf16", "fp16"):
+            raise UserError(f"train.precision={prec} needs a GPU; use fp32 or auto on CPU")
+        return {"use_cpu": True, "bf16": False, "fp16": False, "gradient_checkpointing": bool(train.gradient_checkpointing)}
+    if prec == "auto":
+        prec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    gc = True if train.gradient_checkpointing is None else train.gradient_checkpointing
+    return {"use_cpu": False, "bf16": prec == "bf16", "fp16": prec == "fp16", "gradient_checkpointing": gc}
+
+
+def load_tokenizer(model_cfg: ModelSection) -> tuple[Any, str]:
+    """The tokenizer with the chat template used for training (returned as well) and a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
+    except OSError as e:
+        raise UserError(f"model.name_or_path: cannot load a tokenizer from {model_cfg.name_or_path!r}: {e}") from None
+    if model_cfg.chat_template is not None:
+        template = resolve_template(model_cfg.chat_template)
+    elif tok.chat_template:
+        template = tok.chat_template
+        if isinstance(template, dict):  # several named templates: use the default one
+            template = template.get("default") or next(iter(template.values()))
+    else:
+        log.warning("%s has no chat template; using chatml", model_cfg.name_or_path)
+        template = resolve_template("chatml")
+    if not has_generation_markers(template):
+        log.info("chat template has no {%% generation %%} markers; assistant turns found by prefix rendering")
+    tok.chat_template = template
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, template
+
+
+def _dtype(model_cfg: ModelSection, device: str) -> Any:
+    import torch
+
+    if model_cfg.dtype == "auto":
+        # float32 on CPU (bf16 matmuls are slow there); the checkpoint's dtype on GPU
+        return torch.float32 if device == "cpu" else "auto"
+    return getattr(torch, model_cfg.dtype)
+
+
+def load_model(model_cfg: ModelSection, adapter: AdapterSection, device: str) -> Any:
+    """Load the causal LM (4-bit quantised for QLoRA) ready for a trainer."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": _dtype(model_cfg, device), "trust_remote_code": model_cfg.trust_remote_code}
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    if adapter.method == "qlora":
+        if device != "cuda":
+            raise UserError("adapter.method=qlora needs a CUDA GPU; use lora or full on CPU")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError("adapter.method=qlora needs bitsandbytes: pip install -c constraints.txt bitsandbytes")
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+        )
+        if "LOCAL_RANK" in os.environ:
+            kwargs["device_map"] = {"": int(os.environ["LOCAL_RANK"])}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_cfg.name_or_path, **kwargs)
+    except OSError as e:
+        raise UserError(f"model.name_or_path: cannot load {model_cfg.name_or_path!r}: {e}") from None
+    if adapter.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    return model
+
+
+def lora_config(adapter: AdapterSection) -> Any:
+    """PEFT LoraConfig for lora / qlora, None for full fine-tuning."""
+    if adapter.method == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=adapter.target_modules,
+        modules_to_save=adapter.modules_to_save,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+
+
+def check_target_modules(model: Any, adapter: AdapterSection) -> None:
+    """A clear error when LoRA target modules match nothing in the model."""
+    if adapter.method == "full" or isinstance(adapter.target_modules, str):
+        return  # "all-linear" or a regex: PEFT validates it
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in adapter.target_modules if t not in leaf_names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise UserError(f"adapter.target_modules: {missing} not in the model; its linear layers are {linear}")
+
+
+def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: a given path, or the last one in output_dir when resume is true."""
+    if train.resume is False:
+        return None
+    if isinstance(train.resume, str) and train.resume not in ("true", "last"):
+        p = Path(train.resume)
+        if not (p / "trainer_state.json").exists():
+            raise UserError(f"train.resume: {p} is not a checkpoint folder (no trainer_state.json)")
+        return str(p)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last is None:
+        log.warning("train.resume: no checkpoint in %s, starting from scratch", output_dir)
+    return last
+
+
+def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments fields shared by SFTConfig and DPOConfig."""
+    t = cfg.train
+    report = [r for r in t.report_to if importlib.util.find_spec(r if r != "tensorboard" else "tensorboard")]
+    for r in t.report_to:
+        if r not in report:
+            log.warning("train.report_to: %s is not installed, not logging to it", r)
+    args: dict[str, Any] = {
+        "output_dir": str(cfg.output_dir),
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": t.warmup_ratio,  # a float < 1 is a ratio in transformers 5
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "logging_steps": t.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps" if t.save_steps else "epoch",
+        "save_total_limit": t.save_total_limit,
+        "eval_strategy": ("steps" if t.eval_steps else "epoch") if has_eval else "no",
+        "report_to": report or "none",
+        "include_num_input_tokens_seen": "non_padding",
+        "deepspeed": str(t.deepspeed) if t.deepspeed else None,
+        "disable_tqdm": False,
+        **precision_args(t, device),
+    }
+    if t.save_steps:
+        args["save_steps"] = t.save_steps
+    if t.eval_steps and has_eval:
+        args["eval_steps"] = t.eval_steps
+    if args["gradient_checkpointing"]:
+        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    return args
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def save_template(out_dir: Path, tokenizer: Any, template: str) -> None:
+    """Save the tokenizer with the training chat template (``chat_template.jinja``) for inference."""
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "chat_template.jinja").write_text(template, encoding="utf-8")
+
+
+def write_run_config(out_dir: Path, cfg: _RunConfig) -> None:
+    write_json(out_dir / "train_config.json", cfg.model_dump(mode="json"))

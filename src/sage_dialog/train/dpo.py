@@ -1,0 +1,118 @@
+"""Preference optimisation (DPO) with an SFT term mixed in, on TRL's DPOTrainer.
+
+The original SAGE runs used LLaMA-Factory's ``dpo_ftx: 1.0``: the DPO loss plus 1.0 × the
+negative log-likelihood of the chosen reply. TRL 1.16 expresses this as ``loss_type=["sigmoid",
+"sft"]`` with ``loss_weights=[1.0, 1.0]``; ``dpo.sft_weight`` sets the second weight. Under LoRA the
+reference model is the base with the adapter disabled (TRL does this when given a ``peft_config``);
+under full fine-tuning it is a frozen copy of the starting model.
+
+Example::
+
+    cfg = load_config(DPORunConfig, "configs/train-dpo-small.yaml", ["model.name_or_path=runs/sft-merged"])
+    out = train_dpo(cfg)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import finish_manifest, new_manifest, sha256_path
+from .common import (
+    check_target_modules,
+    common_args,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    resolve_device,
+    resume_checkpoint,
+    save_template,
+    write_run_config,
+)
+from .config import DPORunConfig
+from .data import load_preferences, split_eval
+from .moe import set_zero3_leaf_modules
+from .sft import make_summary
+from .summary import Timer, write_summary
+
+log = logging.getLogger(__name__)
+
+KNOWN_LOSSES = {
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+}
+
+
+def loss_spec(cfg: DPORunConfig) -> tuple[list[str], list[float]]:
+    """TRL ``loss_type`` and ``loss_weights``: the preference losses (weight 1) plus the SFT term."""
+    bad = [t for t in cfg.dpo.loss_type if t not in KNOWN_LOSSES]
+    if bad:
+        raise UserError(f"dpo.loss_type: unknown {bad}; known: {sorted(KNOWN_LOSSES)}")
+    types = list(cfg.dpo.loss_type)
+    weights = [1.0] * len(types)
+    if cfg.dpo.sft_weight > 0:
+        types.append("sft")
+        weights.append(cfg.dpo.sft_weight)
+    return types, weights
+
+
+def build_datasets(cfg: DPORunConfig) -> tuple[Any, Any | None]:
+    from datasets import Dataset
+
+    d = cfg.data
+    train = load_preferences(d.train, d.limit)
+    if d.eval is not None:
+        ev = load_preferences(d.eval, d.limit)
+    else:
+        train, ev = split_eval(train, d.eval_fraction, cfg.train.seed)
+    return Dataset.from_list(train), (Dataset.from_list(ev) if ev else None)
+
+
+def train_dpo(cfg: DPORunConfig) -> Path:
+    """Run DPO (+ SFT term) from ``cfg.model`` on ``cfg.data``; return the output folder."""
+    from trl import DPOConfig, DPOTrainer
+
+    device = resolve_device(cfg.train)
+    out = Path(cfg.output_dir)
+    tokenizer, template = load_tokenizer(cfg.model)
+    train_ds, eval_ds = build_datasets(cfg)
+    manifest = new_manifest("train-dpo", cfg.model_dump(mode="json"), seed=cfg.train.seed,
+                            inputs={str(cfg.data.train): sha256_path(cfg.data.train)})
+    types, weights = loss_spec(cfg)
+    args = DPOConfig(
+        **common_args(cfg, device, has_eval=eval_ds is not None),
+        max_length=cfg.data.max_length,
+        beta=cfg.dpo.beta,
+        loss_type=types,
+        loss_weights=weights,
+        label_smoothing=cfg.dpo.label_smoothing,
+        dataset_num_proc=None,
+    )
+    model = load_model(cfg.model, cfg.adapter, device)
+    check_target_modules(model, cfg.adapter)
+    set_zero3_leaf_modules(model)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # LoRA: base with adapter off; full: TRL makes a frozen copy
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.adapter),
+    )
+    resume = resume_checkpoint(cfg.train, out)
+    with Timer() as timer:
+        trainer.train(resume_from_checkpoint=resume)
+    eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
+    trainer.save_model(str(out))
+    save_template(out, tokenizer, template)
+    write_run_config(out, cfg)
+    summary = make_summary(trainer, cfg, "dpo", timer.elapsed, len(train_ds), len(eval_ds or []), resume, device)
+    if eval_loss is not None:
+        summary.final_eval_loss = float(eval_loss)
+    write_summary(out, summary)
+    finish_manifest(manifest, out, outputs=[str(out)], summary=summary.model_dump(exclude={"log_history"}))
+    log.info("DPO done: %s (%d steps, final loss %s)", out, summary.steps, summary.final_train_loss)
+    return out

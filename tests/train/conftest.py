@@ -1,0 +1,70 @@
+"""Toy data for the training tests: small, deterministic, learnable (the reply follows from the user turn)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sage_dialog import sac
+from sage_dialog.schema import Tags
+
+EMOTIONS = ["sad", "happy", "anxious", "tired", "proud", "angry"]
+TOPICS = ["exam", "job", "dog", "trip", "movie", "family"]
+REPLY = {
+    "sad": ("comfort", "gentle", "That sounds really hard."),
+    "happy": ("praise", "excited", "That's great news!"),
+    "anxious": ("reassurance", "calm", "You will be okay."),
+    "tired": ("advice", "calm", "Maybe rest a bit today."),
+    "proud": ("praise", "happy", "You should be proud!"),
+    "angry": ("empathy", "calm", "That sounds really unfair."),
+}
+
+
+def sac_reply(emotion: str, topic: str) -> str:
+    mot, emo, text = REPLY[emotion]
+    return sac.render_turn(
+        text,
+        state=Tags(motivation="venting", emotion=emotion, topics=[topic]),
+        action=Tags(motivation=mot, emotion=emo, topics=[topic]),
+    )
+
+
+def toy_conversations(n: int = 24) -> list[list[dict[str, str]]]:
+    out = []
+    for i in range(n):
+        emo, topic = EMOTIONS[i % len(EMOTIONS)], TOPICS[(i // len(EMOTIONS)) % len(TOPICS)]
+        out.append([
+            {"role": "user", "content": f"I feel {emo} about my {topic}."},
+            {"role": "assistant", "content": sac_reply(emo, topic)},
+        ])
+    return out
+
+
+def toy_preferences(n: int = 24) -> list[dict]:
+    out = []
+    for conv in toy_conversations(n):
+        emo = conv[0]["content"].split()[2]
+        wrong = EMOTIONS[(EMOTIONS.index(emo) + 1) % len(EMOTIONS)]
+        out.append({
+            "prompt": [conv[0]],
+            "chosen": [conv[1]],
+            "rejected": [{"role": "assistant", "content": sac.strip(sac_reply(wrong, "job")) + " Haha."}],
+        })
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sft_data(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "sft.jsonl", [{"messages": c} for c in toy_conversations()])
+
+
+@pytest.fixture
+def dpo_data(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "dpo.jsonl", toy_preferences())
