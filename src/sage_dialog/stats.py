@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ class LengthStats:
     mean_words_per_turn: float
 
 
-def length_stats(dialogs_by_model: dict[str, Sequence[Dialog]]) -> list[LengthStats]:
+def length_stats(dialogs_by_model: Mapping[str, Sequence[Dialog]]) -> list[LengthStats]:
     """Assistant words per dialog (mean, median) and per assistant turn, for each model."""
     out = []
     for model, dialogs in dialogs_by_model.items():
