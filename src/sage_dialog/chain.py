@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UserError
 from .schema import Dialog, Turn
 
 
@@ -43,13 +44,24 @@ def chain_dialog(d: Dialog) -> Dialog:
 
 
 def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = None,
-               dst_format: str | None = None) -> int:
+               dst_format: str | None = None, progress: bool = False) -> int:
     """Chain every dialog of ``src`` into ``dst`` (formats detected from the names unless given).
 
     When both files are ShareGPT JSON the output is a chained ShareGPT file, exactly as the original
     scripts wrote it. Returns the number of dialogs written; nothing is written on bad input.
     """
-    from .formats import convert_file
+    from .formats import convert_file, detect_format, get_format
+    from .formats.sharegpt import check_sharegpt
 
-    return convert_file(src, dst, src_format=src_format, dst_format=dst_format, transform=chain_dialog,
-                        default_dst_format="sharegpt-chained")
+    fin = get_format(src_format or detect_format(src))
+    if fin.kind != "dialog":
+        raise UserError(f"{src}: format {fin.name} holds no dialogs to chain")
+    if fin.name.startswith("sharegpt"):
+        # an annotated file must tag every turn; a half-annotated one would chain into wrong states
+        problems, _ = check_sharegpt(src, style="annotated")
+        if problems:
+            raise UserError(problems)
+    if dst_format is None and Path(dst).suffix.lower() == ".json":
+        dst_format = "sharegpt-chained"
+    return convert_file(src, dst, src_format=fin.name, dst_format=dst_format, transform=chain_dialog,
+                        progress=progress)

@@ -99,18 +99,25 @@ def _pair_extra(path: Path, lineno: int, rec: Any) -> list[str]:
     return pair_problems(path, lineno, rec)
 
 
-def _read_dialogs(path: Path) -> Iterable[Any]:
-    from .. import io
-    from ..schema import Dialog
+def _jsonl_reader(model: type[BaseModel], extra: Callable[[Path, int, Any], list[str]]) -> Reader:
+    """Stream validated records; the first bad line (shape or meaning) raises a UserError."""
 
-    return io.read_jsonl(path, Dialog)
+    def read(path: Path) -> Iterable[Any]:
+        from ..io import format_validation_error
+        from ._common import stream_jsonl
 
+        def convert(obj: Any, lineno: int) -> Any:
+            try:
+                rec = model.model_validate(obj)
+            except ValidationError as e:
+                raise UserError(format_validation_error(path, lineno, e)) from None
+            if probs := extra(path, lineno, rec):
+                raise UserError(probs)
+            return rec
 
-def _read_pairs(path: Path) -> Iterable[Any]:
-    from .. import io
-    from ..schema import PreferencePair
+        return stream_jsonl(path, convert)
 
-    return io.read_jsonl(path, PreferencePair)
+    return read
 
 
 def _write_jsonl(path: Path, records: Iterable[Any]) -> int:
@@ -170,7 +177,8 @@ def register(fmt: Format) -> Format:
 def _register_builtin() -> None:
     from ..schema import Dialog, PreferencePair
 
-    register(Format("dialogs", "dialog", "JSONL of schema.Dialog (canonical)", _read_dialogs, _write_jsonl,
+    register(Format("dialogs", "dialog", "JSONL of schema.Dialog (canonical)", _jsonl_reader(Dialog, _dialog_extra),
+                    _write_jsonl,
                     _jsonl_check(Dialog, _dialog_extra)))
     for style in (None, "raw", "annotated", "chained"):
         r, w, c = _sharegpt(style)
@@ -188,7 +196,8 @@ def _register_builtin() -> None:
                         _lazy("transcripts", "read_transcript_dir", variant=variant),
                         _lazy("transcripts", "write_transcript_dir", variant=variant),
                         _lazy("transcripts", "check_transcript_dir", variant=variant), folder=True))
-    register(Format("pairs", "pair", "JSONL of schema.PreferencePair (canonical)", _read_pairs, _write_jsonl,
+    register(Format("pairs", "pair", "JSONL of schema.PreferencePair (canonical)",
+                    _jsonl_reader(PreferencePair, _pair_extra), _write_jsonl,
                     _jsonl_check(PreferencePair, _pair_extra)))
     for name, fmt_name in (("prefs-original", "original"), ("prefs-llamafactory", "llamafactory"),
                            ("prefs-trl", "trl")):
@@ -381,6 +390,7 @@ def convert_file(
     dst_format: str | None = None,
     transform: Callable[[Any], Any] | None = None,
     default_dst_format: str | None = None,
+    progress: bool = False,
 ) -> int:
     """Read ``src`` and write its records to ``dst``, optionally through ``transform``; return the count.
 
@@ -405,6 +415,10 @@ def convert_file(
     records = fin.read(s)
     if transform is not None:
         records = (transform(r) for r in records)
+    if progress:
+        from tqdm import tqdm
+
+        records = tqdm(records, desc=f"{fin.name} -> {fout.name}", unit=" records", disable=None)
     if fout.folder:
         with _staged_folder(d) as tmp:
             return fout.write(tmp, records)

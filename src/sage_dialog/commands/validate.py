@@ -1,0 +1,33 @@
+"""Check a file against its format and list every problem.
+
+Every problem is printed on its own line naming the file, the record (1-based line or array
+position, or the key) and the field; the exit code is 2 if there is any, 0 with a one-line summary
+otherwise. The format is detected from the name and contents unless --format is given
+(`sage-dialog convert --list` prints the names). JSONL files are streamed.
+
+Example:
+  sage-dialog validate data1_reannot.json
+  sage-dialog validate data1_reannot.json --format sharegpt-annotated
+  sage-dialog validate search_traj/full --format transcripts-full
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="file or folder to check")
+    parser.add_argument("--format", "-f", dest="fmt", metavar="FORMAT", help="format name (default: detected)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..formats import check_file
+
+    name, problems, n = check_file(args.file, args.fmt)
+    if problems:
+        raise UserError(problems)
+    print(f"OK: {args.file}: {name}, {n} records")
+    return 0
