@@ -1,0 +1,198 @@
+"""Mixing: the original data_spec rules (checked against a reference written from FORMATS.md section 2),
+blending, proportions, dedup, the validation split and the trainer-ready outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sage_dialog import mix, sac
+from sage_dialog.cli import main
+from sage_dialog.io import read_json, write_jsonl
+from sage_dialog.schema import Dialog, Tags, Turn
+
+
+def h(v: str) -> dict[str, str]:
+    return {"from": "human", "value": v}
+
+
+def g(v: str) -> dict[str, str]:
+    return {"from": "gpt", "value": v}
+
+
+def chained(reply: str, mot: str) -> str:
+    return sac.render_turn(reply, state=Tags(motivation="venting", emotion="sad", topics=["work"]),
+                           action=Tags(motivation=mot, emotion="calm", topics=["work"]))
+
+
+def reference_mix(spec_path: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """The original scripts' rules, as FORMATS.md section 2 states them."""
+    spec = json.loads(spec_path.read_text())
+    out = []
+    for name, s in spec.items():
+        data = json.loads((spec_path.parent / name).read_text())[: s["size"]]
+        for d in copy.deepcopy(data):
+            conv = d.get("conversations", [])
+            for t in conv:
+                if t.get("from") == "gpt":
+                    t["value"] = s["prompt"] + t["value"]
+            ok = bool(conv) and all(set(t) == {"from", "value"} for t in conv) and all(
+                t["from"] == ("human" if i % 2 == 0 else "gpt") for i, t in enumerate(conv))
+            if ok:
+                out.append(d)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def conv_key(conv: list[dict[str, str]]) -> str:
+    return json.dumps([[t["from"], t["value"]] for t in conv])
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    a = [
+        {"id": "identity_0", "conversations": [h("I lost my job."), g(chained("That is hard.", "comfort")),
+                                                h("Yes."), g(chained("Want to talk?", "question"))]},
+        {"id": "identity_1", "conversations": [h("Hi"), g("Hello!"), h("Bye")]},                   # odd length
+        {"id": "identity_2", "conversations": [g("I start"), h("wrong order")]},                    # bad start
+        {"id": "identity_3", "conversations": []},                                                  # empty
+        {"id": "identity_4", "conversations": [h("x"), {"from": "gpt", "value": "y", "weight": 1}]},  # extra key
+        {"id": "identity_5", "conversations": [h("My dog is sick."), g(chained("Oh no.", "empathy"))]},
+        {"id": "identity_6", "conversations": [h("I lost my job."), g(chained("That is hard.", "comfort")),
+                                                h("Yes."), g(chained("Want to talk?", "question"))]},  # dup of 0
+        {"id": "identity_7", "conversations": [h("beyond size"), g("not taken")]},
+    ]
+    b = [
+        {"id": "b_0", "conversations": [h("Tell me a joke"), g("Why did the chicken cross the road?")]},
+        {"id": "b_1", "conversations": [h("Again"), g("Knock knock."), h("Who is there?"), g("Lettuce.")]},
+        {"id": "b_2", "conversations": [h("Hi"), h("hello?")]},                                    # two humans
+        {"id": "b_3", "conversations": [h("Bored"), g("Let's play a game."), h("ok"), g("Pick a number.")]},
+    ]
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.json").write_text(json.dumps(b))
+    p = tmp_path / "data_spec.json"
+    p.write_text(json.dumps({"a.json": {"prompt": "", "size": 7},
+                             "sub/b.json": {"prompt": "[humor] ", "size": 10}}))
+    return p
+
+
+def read_outputs(out: Path) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+    """Conversations of mix.json and of train.jsonl (as from/value turns)."""
+    lf = read_json(out / "llamafactory" / "mix.json")
+    trl = [json.loads(line)["messages"] for line in (out / "train.jsonl").read_text().splitlines()]
+    names = {"user": "human", "assistant": "gpt"}
+    return ([r["conversations"] for r in lf],
+            [[{"from": names[m["role"]], "value": m["content"]} for m in msgs] for msgs in trl])
+
+
+def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
+    warnings: list[str] = []
+    cfg = mix.MixConfig(spec=spec, output=tmp_path / "out", dedup=False)
+    mix.run(cfg, warn=warnings.append)
+    ref = Counter(conv_key(d["conversations"]) for d in reference_mix(spec))
+    lf, trl = read_outputs(cfg.output)
+    assert Counter(conv_key(c) for c in lf) == ref
+    assert Counter(conv_key(c) for c in trl) == ref
+    assert sum(ref.values()) == 7  # 0, 1, 5, 6 of a; 0, 1, 3 of b
+    # the prompt is prefixed to gpt turns only
+    assert any(c[1]["value"] == "[humor] Why did the chicken cross the road?" for c in lf)
+    # every dropped dialog is named in a warning
+    dropped = {"identity_2", "identity_3", "identity_4", "b_2"}
+    for rid in dropped:
+        assert any(f"({rid})" in w for w in warnings), (rid, warnings)
+    assert not any("identity_7" in w for w in warnings)  # beyond size: not taken, not warned about
+    man = read_json(cfg.output / "manifest.json")
+    assert man["summary"]["dropped_invalid"] == 4 and man["summary"]["files"][str(spec.parent / "a.json")]["taken"] == 7
+
+
+def test_mix_seed_order_and_dedup(spec: Path, tmp_path: Path) -> None:
+    outs = []
+    for i, seed in enumerate((1, 1, 2)):
+        cfg = mix.MixConfig(spec=spec, output=tmp_path / f"o{i}", seed=seed)
+        mix.run(cfg, warn=lambda m: None)
+        outs.append(read_outputs(cfg.output)[0])
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    assert Counter(map(conv_key, outs[0])) == Counter(map(conv_key, outs[2]))
+    ref = reference_mix(spec)
+    assert len(outs[0]) == len(ref) - 1  # identity_6 duplicates identity_0
+    assert len(set(map(conv_key, outs[0]))) == len(outs[0])
+
+
+def test_mix_blend(spec: Path, tmp_path: Path) -> None:
+    cfg = mix.MixConfig(spec=spec, output=tmp_path / "out", blend=2, dedup=False, seed=5)
+    mix.run(cfg, warn=lambda m: None)
+    by_id = {d["id"]: d["conversations"] for d in reference_mix(spec)}
+    cut = {k: v[: len(v) - len(v) % 2] for k, v in by_id.items()}
+    blended = read_json(cfg.output / "llamafactory" / "mix.json")
+    assert sorted(r["id"].split("+")[0] for r in blended) == sorted(by_id)
+    for r in blended:
+        ids = r["id"].split("+")
+        assert len(ids) == 3 and len(set(ids)) == 3
+        assert r["conversations"] == cut[ids[0]] + cut[ids[1]] + cut[ids[2]]
+        assert len(r["conversations"]) % 2 == 0
+
+
+def test_mix_valid_split_and_llamafactory_schema(spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["mix", str(spec), "-o", str(out), "--valid-size", "2", "--no-dedup"]) == 0
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    valid = [json.loads(x) for x in (out / "valid.jsonl").read_text().splitlines()]
+    assert len(valid) == 2 and len(train) == 5
+    info = read_json(out / "llamafactory" / "dataset_info.json")
+    # LLaMA-Factory's documented sharegpt schema (data/README.md): default tags from/value, human/gpt
+    assert info["data_mix"] == {"file_name": "mix.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}
+    assert info["data_mix_valid"]["file_name"] == "mix_valid.json"
+    for name in ("mix.json", "mix_valid.json"):
+        for rec in read_json(out / "llamafactory" / name):
+            roles = [t["from"] for t in rec["conversations"]]
+            assert roles[0] == "human" and all(r == ("human", "gpt")[i % 2] for i, r in enumerate(roles))
+            assert all(set(t) == {"from", "value"} for t in rec["conversations"])
+    # re-mixing without a split leaves no stale validation files behind
+    assert main(["mix", str(spec), "-o", str(out)]) == 0
+    assert not (out / "valid.jsonl").exists() and not (out / "llamafactory" / "mix_valid.json").exists()
+    assert "data_mix_valid" not in read_json(out / "llamafactory" / "dataset_info.json")
+
+
+def test_mix_proportions_and_jsonl_input(tmp_path: Path) -> None:
+    dialogs = [Dialog(id=f"d{i}", turns=[Turn(role="user", text=f"hello {i}"),
+                                         Turn(role="assistant", text=f"hi {i}", state=Tags(motivation="greeting"),
+                                              action=Tags(motivation="greeting", emotion="warm", topics=[]))])
+               for i in range(10)]
+    write_jsonl(tmp_path / "sac.jsonl", dialogs)
+    (tmp_path / "raw.json").write_text(json.dumps([{"id": f"r_{i}", "conversations": [h(f"q{i}"), g(f"a{i}")]}
+                                                   for i in range(3)]))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"sac.jsonl": {"proportion": 0.75}, "raw.json": {"proportion": 0.25}}))
+    warnings: list[str] = []
+    out = mix.run(mix.MixConfig(spec=spec, output=tmp_path / "out", total=16), warn=warnings.append)
+    lf = read_json(out / "llamafactory" / "mix.json")
+    assert len(lf) == 16
+    from_sac = [r for r in lf if r["conversations"][0]["value"].startswith("hello")]
+    assert len(from_sac) == 12 and len({r["id"] for r in from_sac}) == 10  # 10 usable: all once, 2 repeated
+    assert any("repeating" in w for w in warnings)
+    # Dialog JSONL input keeps its SAC tags in the trainer files
+    assert from_sac[0]["conversations"][1]["value"].startswith("{u_motivation: greeting")
+    with pytest.raises(Exception, match="--total"):
+        mix.run(mix.MixConfig(spec=spec, output=tmp_path / "o2"))
+
+
+def test_mix_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"missing.json": {"prompt": "", "size": 3}}))
+    assert main(["mix", str(spec), "-o", str(tmp_path / "out")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "a.json").write_text(json.dumps([{"id": "x_1", "conversations": [h("a"), g("b")]}]))
+    spec.write_text(json.dumps({"a.json": {"prompt": "", "size": "many"}}))
+    assert main(["mix", str(spec), "-o", str(tmp_path / "out")]) == 2
+    assert "size" in capsys.readouterr().err
+    spec.write_text(json.dumps({"a.json": {"promt": ""}}))
+    assert main(["mix", str(spec), "-o", str(tmp_path / "out")]) == 2
+    assert "promt" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
