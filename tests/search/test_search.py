@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.errors import UserError
+from sage_dialog.formats.transcripts import read_transcript_dir
 from sage_dialog.io import read_jsonl
 from sage_dialog.judges import LLMSelector
 from sage_dialog.schema import Dialog, SearchNode
@@ -18,7 +19,7 @@ SEEDS = ["I failed my driving test again.", "My sister is getting married!", "I 
 
 def _search(be, out: Path, seeds=SEEDS, mode="logprob", **cfg):
     sel = LLMSelector(be, mode=mode, none_policy=cfg.pop("none_policy", "resample"))
-    return run_search(be, LLMUserSimulator(be), sel, seeds, SearchConfig(**cfg), out, transcripts=False)
+    return run_search(be, LLMUserSimulator(be), sel, seeds, SearchConfig(**cfg), out)
 
 
 def _trees(out: Path) -> list[list[SearchNode]]:
@@ -48,6 +49,9 @@ def test_strategies_write_valid_trees(scripted, tmp_path, strategy):
             assert any(n.sampling.get("lookahead") for n in nodes)
     best = list(read_jsonl(out / "best.jsonl", Dialog))
     assert [d.meta["seed"] for d in best] == SEEDS
+    back = read_transcript_dir(out / "transcripts", "plain")
+    assert len(back) == 3 and len(list((out / "transcripts" / "full").glob("*.txt"))) == 3
+    assert sorted(d.turns[-1].text for d in back) == sorted(d.turns[-1].text for d in best)
     man = json.loads((out / "manifest.json").read_text())
     assert man["summary"]["seeds"] == 3 and man["usage"]["model_calls"] > 0
     # all seeds are batched together: the first generation call carries 3 seeds x 3 candidates

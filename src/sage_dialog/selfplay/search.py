@@ -502,7 +502,8 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     dialogs = best_dialogs(out)
     io.write_jsonl(out / "best.jsonl", dialogs)
     outputs = ["trees", "best.jsonl"]
-    if transcripts and export_transcripts(out):
+    if transcripts:
+        export_transcripts(out)
         outputs.append("transcripts")
     io.finish_manifest(manifest, out, outputs=outputs,
                        usage={k: stats[k] for k in ("requests", "tokens", "model_calls", "replayed_calls", "batches")},
@@ -511,11 +512,12 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     return out
 
 
-def export_transcripts(out_dir: str | Path) -> bool:
-    """Write the original transcript files of every tree under ``out_dir/transcripts``; False if unavailable."""
-    try:
-        from .transcripts_export import export_trees
-    except ImportError:
-        return False
-    export_trees(load_trees(out_dir), Path(out_dir) / "transcripts")
-    return True
+def export_transcripts(out_dir: str | Path, dest: str | Path | None = None) -> int:
+    """Write every tree of a search folder in the original transcript layout (``dest/*.txt`` + ``dest/full/``).
+
+    ``dest`` defaults to ``out_dir/transcripts``. Returns the number of transcripts.
+    """
+    from ..formats.transcripts import dialog_from_tree, write_transcripts
+
+    return write_transcripts(Path(dest) if dest else Path(out_dir) / "transcripts",
+                             [dialog_from_tree(nodes) for nodes in load_trees(out_dir)])
