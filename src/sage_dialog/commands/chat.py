@@ -1,0 +1,40 @@
+"""Chat in the terminal with the latent visible and steerable.
+
+Each reply streams after two lines showing the state the model read in your message and the action
+it chose. Steer the next turn with /steer, regenerate with /regen, see alternatives with /alts N,
+save with /save FILE (.jsonl: a Dialog record; .txt: the original SAGE transcript format).
+
+Example:
+  sage-dialog chat --model hf:runs/sft/merged
+  sage-dialog chat --model hf:Qwen/Qwen2.5-0.5B-Instruct --adapter runs/sft/adapter --temperature 0.7
+  you> I failed my exam again.
+  you> /steer a_emotion=playful a_motivation=joke
+  you> /regen
+  you> /save my-dialog.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..steer import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.add_argument("--no-stream", action="store_true", help="print each reply whole instead of streaming")
+    parser.add_argument(
+        "--steer", nargs="+", metavar="KEY=VALUE", help="steer the first turn, e.g. a_emotion=playful"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..chat import ChatSession, repl
+    from ..steer import backend_from_args, parse_steering, sampling_from_args
+
+    sampling = sampling_from_args(args)
+    steering = parse_steering(args.steer, what="--steer")
+    backend = backend_from_args(args)
+    session = ChatSession(backend, system_prompt=args.system, sampling=sampling, stream=not args.no_stream)
+    session.steering = steering
+    return repl(session)
