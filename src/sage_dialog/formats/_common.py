@@ -59,9 +59,11 @@ def iter_jsonl_lines(path: str | Path, problems: list[str]) -> Iterator[tuple[in
                 continue
             seen = True
             try:
-                yield lineno, json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 problems.append(f"{where(p, lineno)}: malformed JSON: {e.msg} (column {e.colno})")
+                continue
+            yield lineno, obj
     if not seen:
         problems.append(f"{p}: empty file, expected JSONL records")
 

@@ -303,7 +303,7 @@ def _consensus(path: Path) -> tuple[dict[str, int], dict[str, Label], list[str]]
             problems.append(f"{where(path, i)}: expected '<file name><TAB>A|B|M'")
         else:
             agreed[row[0]] = row[1]  # type: ignore[assignment]
-    if not problems:
+    if len(counts) == len(LABELS):
         for k in LABELS:
             n = sum(1 for v in agreed.values() if v == k)
             if counts.get(k) != n:

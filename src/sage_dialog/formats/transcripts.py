@@ -153,10 +153,10 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
             ln, kind, content = entries[-1]
             entries[-1] = (ln, kind, content + "\n" + line)  # a turn whose text has newlines
         elif line.strip():
-            shown = " or ".join(repr(p.strip()) for p, _ in prefixes[:2])
+            shown = " or ".join(f"'{p.strip()}'" for p, _ in prefixes[:2])
             probs.append(f"{where(path, lineno)}: expected a line starting with {shown}")
     if not entries and not probs:
-        probs.append(f"{path}: empty transcript, expected lines starting with {_prefixes(variant)[0][0].strip()!r}")
+        probs.append(f"{path}: empty transcript, expected lines starting with '{_prefixes(variant)[0][0].strip()}'")
     turns: list[Turn] = []
     dropped: dict[int, list[Turn]] = {}
     lines_of: list[int] = []
