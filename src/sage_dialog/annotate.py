@@ -598,8 +598,11 @@ class AnnotateConfig(BaseModel):
         return self.summary or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".summary.json")
 
 
-def build_annotator(cfg: AnnotateConfig) -> tuple[Annotator, Backend | None]:
-    """The annotator a config names, and the backend to close afterwards (None for the oracle)."""
+def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator, Backend | None]:
+    """The annotator a config names, and the backend to close afterwards (None for the oracle).
+
+    ``ledger`` (a :class:`backends.ledger.Ledger`) counts the backend's calls, cache hits included.
+    """
     labels = LabelSets.from_spec(cfg.labels, cfg.closed)  # checked first: a bad set is an error for any annotator
     if cfg.annotator == "oracle":
         llm_only = [k for k in ("few_shot", "prompt") if getattr(cfg, k)] + (["labels"] if cfg.labels else []) \
@@ -619,6 +622,8 @@ def build_annotator(cfg: AnnotateConfig) -> tuple[Annotator, Backend | None]:
     if cfg.backend_options:
         bcfg = bcfg.model_copy(update={"options": {**bcfg.options, **cfg.backend_options}})
     backend = load_backend(bcfg)
+    if ledger is not None:
+        backend = ledger.track(backend)  # outermost, so it sees cache hits
     few = load_few_shot(cfg.few_shot) if cfg.few_shot else []
     template = None
     if cfg.prompt:
@@ -784,9 +789,12 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if not cfg.input.exists():
         raise UserError(f"{cfg.input}: no such file")
     total = _count(cfg.input, cfg.input_format)
+    from .backends.ledger import Ledger
+
     backend: Backend | None = None
+    ledger = Ledger("annotate")
     if annotator is None:
-        annotator, backend = build_annotator(cfg)
+        annotator, backend = build_annotator(cfg, ledger)
     manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_file(cfg.input)})
 
     async def main() -> dict[str, Any]:
@@ -798,14 +806,14 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
 
     result = asyncio.run(main())
     text = result.pop("text")
-    manifest.usage = result.pop("usage")
+    manifest.usage = {**result.pop("usage"), "ledger": ledger.to_dict()["totals"]}
     manifest.summary = result
     manifest.outputs = [str(cfg.output), str(cfg.rejects_path())]
     manifest.finished = utc_now()
     write_json(cfg.summary_path(), manifest)
     if not quiet:
         print(text, file=sys.stderr)
-        if manifest.usage:
+        if "model_calls" in manifest.usage:
             print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}",
                   file=sys.stderr)
         print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)

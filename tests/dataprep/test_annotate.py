@@ -148,6 +148,7 @@ def test_annotate_tiny_model_malformed_path(tmp_path: Path, tiny_model: Path) ->
     assert man["summary"]["rejected"] == 2 and man["summary"]["annotated"] == 0
     assert sum(man["summary"]["reject_reasons"].values()) == 2
     assert man["usage"]["requests"] == 4 and man["usage"]["model_calls"] == 4
+    assert man["usage"]["ledger"]["requests"] == 4 and man["usage"]["ledger"]["cache_hits"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +205,9 @@ def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scrip
     first = cfg.output.read_text()
     annotate.run(cfg, quiet=True)
     assert scripted_llm.hits == 15
-    assert read_json(cfg.summary_path())["usage"]["model_calls"] == 0
+    usage = read_json(cfg.summary_path())["usage"]
+    assert usage["model_calls"] == 0
+    assert usage["ledger"]["cache_hits"] == 15 and usage["ledger"]["requests"] == 15  # the backends' ledger agrees
     assert cfg.output.read_text() == first
 
 
@@ -265,3 +268,21 @@ def test_llm_annotator_is_a_role() -> None:
     msgs = ann.messages(D)
     assert msgs[-1]["content"].splitlines()[0] == "[0] user: I failed my exam."
     assert "3 turns, numbered 0 to 2" in msgs[0]["content"]
+
+
+def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:
+    from sage_dialog.formats.sharegpt import read_sharegpt, write_sharegpt
+    from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
+
+    raw = tmp_path / "raw.json"
+    write_sharegpt(raw, [d.model_copy(update={"meta": {}}) for d in generate_corpus(CorpusConfig(n_dialogs=4, seed=1))])
+    assert raw.read_text().lstrip().startswith("[")
+    out, sg = tmp_path / "ann.jsonl", tmp_path / "annotated.json"
+    assert main(["annotate", str(raw), "-o", str(out), "--annotator", "oracle", "--sharegpt-out", str(sg), "-q"]) == 0
+    annotated = list(read_jsonl(out, Dialog))
+    back = read_sharegpt(sg)
+    assert [d.id for d in back] == [d.id for d in annotated] and len(back) == 4
+    for a, b in zip(annotated, back, strict=True):
+        assert [(t.text, t.state, t.action) for t in a.turns] == [(t.text, t.state, t.action) for t in b.turns]
+    first = json.loads(sg.read_text())[0]["conversations"][0]["value"]
+    assert first.startswith("{motivation: ")  # the original annotated style
