@@ -141,7 +141,7 @@ class Verdict(Record):
     model_b: str
     judge: str
     shown_first: Literal["a", "b"]
-    winner: Literal["a", "b", "tie"] | None
+    winner: Literal["a", "b", "tie"] | None = None  # None = unparsed (writers drop None fields)
     parsed: bool
     raw_output: str = ""
     probs: dict[str, float] | None = None
