@@ -22,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import sac
 from .errors import UserError
-from .io import format_validation_error, iter_jsonl_raw
+from .io import format_validation_error, iter_jsonl_raw, write_jsonl
 from .schema import Dialog, PreferencePair, SearchNode, Turn
 
-PrefFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
+OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
+# our names for the preference forms of formats/preferences.py ("sage-comparison" is the original's)
+_FORMS = {"trl": "trl", "llamafactory": "llamafactory", "sage-comparison": "original"}
 
 
 class PrefsConfig(BaseModel):
@@ -192,3 +194,71 @@ def build(trees: list[Tree], cfg: PrefsConfig) -> tuple[list[PreferencePair], li
     pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg)), cfg)
     paths = [best_path_dialog(t) for t in trees]
     return pairs, paths
+
+
+def pairs_from_transcript(d: Dialog, cfg: PrefsConfig) -> Iterator[PreferencePair]:
+    """Pairs of one original ``full/`` transcript, as the original comparison builder made them:
+    the chosen path as history and one pair per dropped candidate (the first ``negatives``)."""
+    from .formats.transcripts import dropped_from_meta
+
+    dropped = dropped_from_meta(d)
+    for i, turn in enumerate(d.turns):
+        rejected = dropped.get(i, [])
+        if turn.role != "assistant" or not rejected:
+            continue
+        history = [t if cfg.history_tags or t.role != "assistant" else Turn(role=t.role, text=t.text)
+                   for t in d.turns[:i]]
+        for j, rej in enumerate(rejected[: cfg.negatives] if cfg.negatives is not None else rejected):
+            if cfg.min_margin is not None:
+                continue  # transcripts carry no judge scores, so no pair can show a margin
+            yield PreferencePair(
+                id=f"{d.id}/{i}>{j}",
+                history=history,
+                chosen=turn,
+                rejected=rej,
+                seed=d.id,
+                depth=i,
+                tag_diff=sac.tag_diff(turn.action, rej.action),
+                source="sage-transcript",
+            )
+
+
+def _is_transcript_folder(src: Path) -> bool:
+    return src.is_dir() and (any(src.glob("*.txt")) or (src / "full").is_dir())
+
+
+def load_source(source: str | Path, cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``)."""
+    src = Path(source)
+    if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
+        from .formats.transcripts import read_transcript_dir
+
+        full = read_transcript_dir(src, "full")
+        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg)), cfg)
+        return pairs, [d.model_copy(update={"meta": {"source": "sage-transcript"}}) for d in full]
+    return build(read_trees(src), cfg)
+
+
+def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -> int:
+    """Write pairs as our JSONL or one of the trainer forms of FORMATS.md section 4."""
+    if fmt == "jsonl":
+        return write_jsonl(path, pairs)
+    from .formats.preferences import write_preferences
+
+    return write_preferences(path, pairs, _FORMS[fmt])  # type: ignore[arg-type]
+
+
+def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict[str, int]:
+    """The pipeline's prefs stage: ``pairs.jsonl`` and ``pairs.trl.jsonl`` (DPO), ``best_paths.jsonl``
+    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts."""
+    from .formats.trl import write_trl_sft
+
+    out = Path(out_dir)
+    pairs, paths = load_source(source, cfg)
+    if not pairs:
+        raise UserError(f"{source}: no preference pairs (no decision had a dropped candidate that passed the filters)")
+    write_pairs(out / "pairs.jsonl", pairs, "jsonl")
+    write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
+    write_jsonl(out / "best_paths.jsonl", paths)
+    write_trl_sft(out / "best_paths.trl.jsonl", paths)
+    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs})}

@@ -1,0 +1,59 @@
+"""Build preference pairs and best paths from search trees or original SAGE transcripts.
+
+At every assistant decision the kept candidate is "chosen" and each dropped one (or the first K,
+hardest first by judge score) is "rejected", after the history of the chosen path. The kept path of
+each tree is written too, for rejection-sampling fine-tuning.
+
+Example:
+  sage-dialog prefs runs/search -o pairs.jsonl --format trl --negatives 2
+  sage-dialog prefs SEARCH_DIR --format sage-comparison --negatives 1 -o pairs.json
+  sage-dialog prefs runs/search -o prefs-lf --format llamafactory --best-paths best.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import get_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..prefs import OutFormat
+
+    parser.add_argument("source", type=Path,
+                        help="folder of search-tree JSONL, or of original transcripts (with full/)")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="pairs file (a folder for --format llamafactory)")
+    parser.add_argument("--format", default="jsonl", choices=get_args(OutFormat),
+                        help="jsonl: sage-dialog records; trl: TRL conversational; llamafactory: sharegpt "
+                             "ranking folder; sage-comparison: the original alpaca-style ranking (default: jsonl)")
+    parser.add_argument("--negatives", type=int, default=None, metavar="K",
+                        help="rejected candidates per decision, hardest first (default: all)")
+    parser.add_argument("--min-margin", type=float, default=None,
+                        help="keep only pairs whose judge score margin is at least this")
+    parser.add_argument("--strip-tags", action="store_true", help="remove SAC tags from the history turns")
+    parser.add_argument("--no-dedup", action="store_true", help="keep repeated pairs")
+    parser.add_argument("--max-per-seed", type=int, default=None, help="cap pairs per seed")
+    parser.add_argument("--balance", action="store_true", help="cap every seed at the smallest seed's count")
+    parser.add_argument("--best-paths", type=Path, default=None,
+                        help="also write the kept path of each tree as dialog JSONL (for SFT)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..io import write_jsonl
+    from ..prefs import PrefsConfig, load_source, write_pairs
+
+    if args.negatives is not None and args.negatives < 1:
+        raise UserError(f"--negatives {args.negatives}: must be at least 1")
+    cfg = PrefsConfig(negatives=args.negatives, min_margin=args.min_margin, history_tags=not args.strip_tags,
+                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance)
+    pairs, paths = load_source(args.source, cfg)
+    if not pairs:
+        raise UserError(f"{args.source}: no preference pairs (no decision had a dropped candidate passing the filters)")
+    n = write_pairs(args.output, pairs, args.format)
+    print(f"wrote {n} pairs from {len({p.seed for p in pairs})} seeds to {args.output} ({args.format})")
+    if args.best_paths:
+        write_jsonl(args.best_paths, paths)
+        print(f"wrote {len(paths)} best paths to {args.best_paths}")
+    return 0
