@@ -406,7 +406,8 @@ def _run_info(cfg: SearchConfig, seeds: list[str], assistant: Backend, user: Use
 
 
 async def search_async(assistant: Backend, user: UserSimulator, selector: Selector, seeds: list[str],
-                       cfg: SearchConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, Any]:
+                       cfg: SearchConfig, out_dir: str | Path, *, progress: bool = False,
+                       index_offset: int = 0) -> dict[str, Any]:
     """The search itself (see :func:`run_search`); returns usage and summary numbers."""
     out = Path(out_dir)
     if not seeds:
@@ -424,7 +425,7 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
     roles = _Roles(assistant, user, selector)
     trees_dir, journal_dir = out / "trees", out / "journal"
     searches: list[_SeedSearch | None] = []
-    for i, s in enumerate(seeds):
+    for i, s in enumerate(seeds, index_offset):
         tree = trees_dir / f"seed-{i:04d}.jsonl"
         searches.append(None if tree.exists() else _SeedSearch(i, s, cfg, roles, journal_dir / f"seed-{i:04d}.jsonl"))
 
@@ -488,7 +489,7 @@ def best_dialogs(out_dir: str | Path) -> list[Dialog]:
 
 
 def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seeds: list[str], cfg: SearchConfig,
-               out_dir: str | Path, *, progress: bool = False, transcripts: bool = True) -> Path:
+               out_dir: str | Path, *, progress: bool = False, transcripts: bool = True, index_offset: int = 0) -> Path:
     """Search from every seed and write the results into ``out_dir``; returns ``out_dir``.
 
     Writes ``trees/seed-NNNN.jsonl`` (every node), ``best.jsonl`` (the best path of each seed as a
@@ -498,7 +499,8 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     out = Path(out_dir)
     manifest = io.new_manifest("search", {**cfg.model_dump(mode="json"), "assistant": assistant.name,
                                           "user": user.name, "selector": selector.name}, seed=cfg.seed)
-    stats = asyncio.run(search_async(assistant, user, selector, seeds, cfg, out, progress=progress))
+    stats = asyncio.run(search_async(assistant, user, selector, seeds, cfg, out, progress=progress,
+                                     index_offset=index_offset))
     dialogs = best_dialogs(out)
     io.write_jsonl(out / "best.jsonl", dialogs)
     outputs = ["trees", "best.jsonl"]

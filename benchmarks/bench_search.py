@@ -1,0 +1,207 @@
+"""Benchmark: self-play search throughput vs the original's sequential way and vs the backend's ceiling.
+
+Three runs on the same in-process backend (tiny random-weight model, built locally):
+
+1. **search**: ``run_search`` over all seeds at once (best-of-N; LLM user simulator and LLM judge on
+   the same backend), every role call coalesced across seeds into full batches.
+2. **sequential**: what the original did: one dialog at a time, one request at a time (every list the
+   search hands the backend is split into single requests awaited one after another). Same seeds and
+   sampling seeds, so it produces the very same trees (checked) and the very same tokens.
+3. **saturated**: the exact generation requests the search made, replayed in a few huge batches (all
+   requests of a kind at once): the backend's own tokens/s on this workload, its ceiling.
+
+Reported: wall time, generated tokens/s, speed-up over sequential, fraction of saturated tokens/s.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_search.py --seeds 64 --turns 4 --candidates 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from sage_dialog.backends.base import (
+    Backend,
+    ChatRequest,
+    ChatResult,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+    load_backend,
+)
+from sage_dialog.judges import LLMSelector
+from sage_dialog.selfplay.search import SamplingConfig, SearchConfig, run_search
+from sage_dialog.selfplay.simulator import LLMUserSimulator
+
+SEEDS = [
+    "I failed my driving test again.", "My sister is getting married next week!", "I can't sleep lately.",
+    "My dog has been sick for days.", "I finally finished my thesis.", "Work has been so stressful.",
+    "I'm moving to a new city alone.", "My best friend forgot my birthday.",
+]
+
+
+class Recording(Backend):
+    """Passes calls through, counting tokens and keeping the requests (for the saturated replay)."""
+
+    provider = "recording"
+
+    def __init__(self, inner: Backend, sequential: bool = False):
+        super().__init__(inner.model)
+        self.inner, self.sequential = inner, sequential
+        self.gen_requests: list[ChatRequest] = []
+        self.score_requests: list[ScoreRequest] = []
+        self.tokens_out = 0
+        self.calls = 0
+
+    @property
+    def name(self) -> str:  # same identity as the inner backend, so search.json matches across runs
+        return self.inner.name
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        if self.sequential:  # the original: one request at a time
+            out = []
+            for r in requests:
+                out.extend(await self.inner.generate([r]))
+                self.calls += 1
+        else:
+            out = await self.inner.generate(requests)
+            self.calls += 1
+        self.gen_requests.extend(requests)
+        self.tokens_out += sum(c.tokens_out for r in out for c in r.completions)
+        return out
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self.sequential:
+            out = []
+            for r in requests:
+                out.extend(await self.inner.score([r]))
+                self.calls += 1
+        else:
+            out = await self.inner.score(requests)
+            self.calls += 1
+        self.score_requests.extend(requests)
+        return out
+
+
+def make_roles(be: Backend, args: argparse.Namespace) -> tuple[LLMUserSimulator, LLMSelector]:
+    user = LLMUserSimulator(be, sampling=SamplingParams(temperature=0.95, top_k=50, repetition_penalty=1.1,
+                                                        max_tokens=args.user_tokens))
+    sel = LLMSelector(be, mode=args.judge_mode, sampling=SamplingParams(temperature=0.0, max_tokens=args.judge_tokens))
+    return user, sel
+
+
+def run_once(inner: Backend, seeds: list[str], cfg: SearchConfig, args: argparse.Namespace, out: Path,
+             sequential: bool) -> tuple[float, Recording, list[bytes]]:
+    be = Recording(inner, sequential)
+    user, sel = make_roles(be, args)
+    t0 = time.perf_counter()
+    if sequential:  # one dialog at a time
+        for i, s in enumerate(seeds):
+            run_search(be, user, sel, [s], cfg, out / f"seq-{i}", transcripts=False, index_offset=i)
+        trees = [(out / f"seq-{i}" / "trees" / f"seed-{i:04d}.jsonl").read_bytes() for i in range(len(seeds))]
+    else:
+        run_search(be, user, sel, seeds, cfg, out / "search", transcripts=False)
+        trees = [(out / "search" / "trees" / f"seed-{i:04d}.jsonl").read_bytes() for i in range(len(seeds))]
+    return time.perf_counter() - t0, be, trees
+
+
+def saturated(inner: Backend, rec: Recording) -> tuple[float, int]:
+    """Replay the search's requests, all requests of a kind in one call; returns (seconds, generated tokens).
+
+    Kinds (assistant replies, user replies, judge answers) differ in prompt length and ``max_tokens``;
+    each kind goes in one call so no batch pads a short prompt to a judge prompt's length.
+    """
+    async def go() -> int:
+        kinds: dict[int, list[ChatRequest]] = {}
+        for r in rec.gen_requests:
+            kinds.setdefault(r.sampling.max_tokens, []).append(r)
+        toks = 0
+        for reqs in kinds.values():
+            res = await inner.generate(reqs)
+            toks += sum(c.tokens_out for r in res for c in r.completions)
+        if rec.score_requests:
+            await inner.score(rec.score_requests)
+        return toks
+
+    t0 = time.perf_counter()
+    toks = asyncio.run(go())
+    return time.perf_counter() - t0, toks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model path (default: build the tiny test model in a temp folder)")
+    ap.add_argument("--backend", default="hf", help="provider: hf or vllm")
+    ap.add_argument("--seeds", type=int, default=64)
+    ap.add_argument("--turns", type=int, default=4)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=32, help="assistant reply tokens")
+    ap.add_argument("--user-tokens", type=int, default=16)
+    ap.add_argument("--judge-tokens", type=int, default=8)
+    ap.add_argument("--judge-mode", choices=["generate", "logprob"], default="generate")
+    ap.add_argument("--batch-size", type=int, default=64, help="hf backend rows per forward batch")
+    ap.add_argument("--repeats", type=int, default=3, help="search/saturated repeats (medians are reported)")
+    ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    model = args.model
+    if model is None:
+        from sage_dialog.sandbox.tiny_model import build_tiny_model
+
+        model = str(build_tiny_model(tmp / "tiny"))
+    opts = {"batch_size": args.batch_size} if args.backend == "hf" else {}
+    from sage_dialog.backends.base import BackendConfig
+
+    inner = load_backend(BackendConfig(spec=f"{args.backend}:{model}", options=opts))
+    seeds = [f"{SEEDS[i % len(SEEDS)]} ({i})" for i in range(args.seeds)]
+    cfg = SearchConfig(turns=args.turns, candidates=args.candidates, seed=1,
+                       sampling=SamplingConfig(max_tokens=args.max_tokens))
+    # warm-up (first forward passes allocate)
+    run_once(inner, seeds[:4], cfg, args, tmp / "warm", sequential=False)
+
+    search_t, sat_t, rec = [], [], None
+    trees: list[bytes] = []
+    for k in range(args.repeats):
+        t, rec, trees = run_once(inner, seeds, cfg, args, tmp / f"s{k}", sequential=False)
+        search_t.append(t)
+        st, sat_tokens = saturated(inner, rec)
+        sat_t.append(st)
+        print(f"search run {k}: {t:.2f} s, saturated replay {st:.2f} s")
+    assert rec is not None
+    tokens = rec.tokens_out
+    res: dict[str, object] = {
+        "backend": args.backend, "model": "tiny (0.6M params, random)" if args.model is None else args.model,
+        "seeds": args.seeds, "turns": args.turns, "candidates": args.candidates, "judge_mode": args.judge_mode,
+        "generated_tokens": tokens, "generate_requests": len(rec.gen_requests),
+        "score_requests": len(rec.score_requests), "search_backend_calls": rec.calls,
+        "search_s_median": statistics.median(search_t), "saturated_s_median": statistics.median(sat_t),
+    }
+    res["search_tok_s"] = tokens / statistics.median(search_t)
+    res["saturated_tok_s"] = sat_tokens / statistics.median(sat_t)
+    res["fraction_of_saturated"] = res["search_tok_s"] / res["saturated_tok_s"]  # type: ignore[operator]
+    if not args.skip_sequential:
+        t, seq, seq_trees = run_once(inner, seeds, cfg, args, tmp / "seq", sequential=True)
+        res["sequential_s"] = t
+        res["sequential_tok_s"] = seq.tokens_out / t
+        res["sequential_backend_calls"] = seq.calls
+        res["speedup_vs_sequential"] = t / statistics.median(search_t)
+        res["same_trees_as_sequential"] = seq_trees == trees
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
