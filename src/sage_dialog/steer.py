@@ -116,6 +116,7 @@ class Candidate:
     action: Tags | None
     finish_reason: str = "stop"
     tokens_out: int = 0
+    tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
 
     def turn(self) -> Turn:
@@ -266,15 +267,21 @@ async def generate_turns(
             [ChatRequest(messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None)]
         )
         comps = results[0].completions
+        tokens_in = results[0].tokens_in
     else:
         reqs = [
             ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None)
             for i, p in enumerate(prefills)
         ]
-        comps = [r.completions[0] for r in await backend.generate(reqs)]
-    return [
+        results = await backend.generate(reqs)
+        comps = [r.completions[0] for r in results]
+        tokens_in = results[0].tokens_in
+    cands = [
         _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
     ]
+    for c in cands:
+        c.tokens_in = tokens_in
+    return cands
 
 
 def generate_turns_sync(backend: Backend, messages: Sequence[Message], **kw: Any) -> list[Candidate]:

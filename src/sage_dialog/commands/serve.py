@@ -1,0 +1,64 @@
+"""OpenAI-compatible server in front of a SAC model.
+
+Clients send ordinary chat messages and get ordinary replies: the model's tag blocks are removed from
+the text and returned in choices[i].message.sage = {"state": .., "action": ..}. Steer a reply with
+the extra request field "sage_steer": {"a_emotion": "playful"}. Streaming (SSE) is supported. Binds
+127.0.0.1 unless --host says otherwise. With a token (env SAGE_DIALOG_SERVE_TOKEN, or --token),
+requests without "Authorization: Bearer TOKEN" get 401.
+
+Example:
+  SAGE_DIALOG_SERVE_TOKEN=s3cret sage-dialog serve --model hf:runs/sft/merged --port 8000
+  # then, from Python:
+  #   from openai import OpenAI
+  #   c = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret")
+  #   r = c.chat.completions.create(model="hf:runs/sft/merged",
+  #         messages=[{"role": "user", "content": "I failed my exam"}],
+  #         extra_body={"sage_steer": {"a_emotion": "playful"}})
+  #   print(r.choices[0].message.content, r.choices[0].message.sage)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..steer import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--served-name", help="model id listed by /v1/models (default: the --model spec)")
+    parser.add_argument(
+        "--token",
+        help="bearer token clients must send (prefer the env var SAGE_DIALOG_SERVE_TOKEN: "
+        "a command-line value is visible to other users in the process list)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..serve import TOKEN_ENV, create_app, serve
+    from ..steer import backend_from_args, sampling_from_args
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"warning: serving on {args.host} without a token: anyone who can reach it can use it", file=sys.stderr)
+    sampling = sampling_from_args(args)
+    backend = backend_from_args(args)
+    app = create_app(
+        backend, model_name=args.served_name or args.model, token=token, sampling=sampling, system_prompt=args.system
+    )
+    print(
+        f"serving {args.served_name or args.model} on http://{args.host}:{args.port}/v1"
+        f" ({'token required' if token else 'no token'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,146 @@
+"""`sage-dialog serve` as a real process on loopback, with the openai SDK as the client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import APIStatusError, AuthenticationError, OpenAI
+
+TOKEN = "t0ken-for-tests-only"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGE_DIALOG_SERVE_TOKEN": TOKEN}
+    spec = f"hf:{tiny_model}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sage_dialog", "serve", "--model", spec, "--port", str(port), "--max-tokens", "16",
+         "--served-name", "sage-tiny", "--seed", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("server did not come up in 120 s")
+            time.sleep(0.5)
+        yield base, spec, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log = proc.stdout.read() if proc.stdout else ""
+        assert "401" in log  # the refusals were logged...
+        assert TOKEN not in log  # ...but never the token
+
+
+def test_token_required(server) -> None:
+    base, _, _ = server
+    bad = OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(AuthenticationError) as e:
+        bad.chat.completions.create(model="sage-tiny", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 401
+    assert httpx.get(f"{base}/v1/models").status_code == 401  # no header at all
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_models_and_plain_completion(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["sage-tiny"]
+    r = client.chat.completions.create(
+        model="sage-tiny", messages=[{"role": "user", "content": "I failed my exam"}], n=2, max_tokens=8
+    )
+    assert len(r.choices) == 2
+    for ch in r.choices:
+        assert isinstance(ch.message.content, str)
+        assert "sage" in (ch.message.model_extra or {})
+    assert r.usage is not None and r.usage.prompt_tokens > 0
+
+
+def test_steered_completion_tags_removed_and_returned(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    steer = {"a_motivation": "joke", "a_emotion": "playful", "a_topic": ["exam"]}
+    r = client.chat.completions.create(
+        model="sage-tiny",
+        messages=[{"role": "user", "content": "I failed my exam"}],
+        extra_body={"sage_steer": steer},
+    )
+    msg = r.choices[0].message
+    sage = (msg.model_extra or {})["sage"]
+    assert sage["action"] == {"motivation": "joke", "emotion": "playful", "topics": ["exam"]}
+    assert "a_motivation" not in (msg.content or "")
+    # the returned latent goes back into the history as tags; the next request still works
+    r2 = client.chat.completions.create(
+        model="sage-tiny",
+        messages=[
+            {"role": "user", "content": "I failed my exam"},
+            {"role": "assistant", "content": msg.content, "sage": sage},
+            {"role": "user", "content": "thanks"},
+        ],
+    )
+    assert r2.choices[0].message.content is not None
+
+
+def test_streaming(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    stream = client.chat.completions.create(
+        model="sage-tiny",
+        messages=[{"role": "user", "content": "I failed my exam"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"sage_steer": {"a_motivation": "joke", "a_emotion": "playful", "a_topic": "exam"}},
+    )
+    chunks = list(stream)
+    latents = [(c.choices[0].delta.model_extra or {}).get("sage") for c in chunks if c.choices]
+    latents = [x for x in latents if x]
+    assert latents and latents[0]["action"]["emotion"] == "playful"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "a_emotion" not in text
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals in (["stop"], ["length"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 0
+
+
+def test_bad_requests(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    with pytest.raises(APIStatusError) as e:
+        client.chat.completions.create(
+            model="sage-tiny", messages=[{"role": "user", "content": "x"}], extra_body={"sage_steer": {"mood": "x"}}
+        )
+    assert e.value.status_code == 400 and "mood" in str(e.value)
+    with pytest.raises(APIStatusError) as e:
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 404
