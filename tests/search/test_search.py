@@ -132,3 +132,16 @@ def test_budget_stops_a_seed(scripted, tmp_path):
         meta = json.loads((out / "trees" / f"seed-{i:04d}.meta.json").read_text())
         assert meta["stopped"] == "budget" and meta["requests"] >= 8
         assert len([n for n in best_path(_trees(out)[i]) if n.role == "assistant"]) < 5
+
+
+def test_sandbox_oracle_roles_drop_in(scripted, tmp_path):
+    from sage_dialog.sandbox.oracles import oracle_for
+
+    be = scripted()
+    out = run_search(be, oracle_for("user"), oracle_for("selector"), SEEDS[:2],
+                     SearchConfig(turns=2, candidates=3, max_resamples=1), tmp_path, transcripts=False)
+    for nodes in _trees(out):
+        path = best_path(nodes)
+        assert [n.role for n in path] == ["user", "assistant", "user", "assistant"]
+        assert all(n.decision.mode == "oracle" for n in path if n.role == "assistant")
+        assert all(n.model == "oracle-user" for n in path[2::2])
