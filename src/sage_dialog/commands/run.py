@@ -1,0 +1,47 @@
+"""Run the SAGE loop from one YAML config, skipping stages whose inputs and config are unchanged.
+
+Stages, each in its own folder of the run directory with a manifest.json:
+annotate, chain, mix, sft (M1); per round: search-rK, prefs-rK, sft-rK (M2, M3, ...);
+then search, prefs, dpo, compare. Change one config value and exactly the stages downstream of it
+run again. A stage that fails leaves finished stages in place; run the same command to go on.
+
+Example:
+  sage-dialog run configs/pipeline-tiny.yaml
+  sage-dialog run configs/sage-original.yaml --from search --until dpo
+  sage-dialog run configs/pipeline-tiny.yaml rounds=2 search.config.candidates=8 --list
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML config of the loop (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides of config values, e.g. rounds=2 sft.train.epochs=1")
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and all after it again")
+    parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    parser.add_argument("--list", action="store_true", help="list the stages and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..loop import LoopConfig, build_stages
+    from ..pipeline import run_stages, summary_table
+
+    cfg = load_config(LoopConfig, args.config, args.overrides)
+    stages = build_stages(cfg)
+    if args.list:
+        for s in stages:
+            print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
+        return 0
+    outcomes = run_stages(stages, cfg.run_dir, from_stage=args.from_stage, until=args.until, seed=cfg.seed)
+    print()
+    print(summary_table(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"\nstage {failed[0].name} failed: {failed[0].error}\nfix it and run the same command to go on")
+        return 1
+    return 0
