@@ -1,0 +1,119 @@
+"""The web UI in a real headless Chromium (Debian package) driven by Playwright, fully offline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sage_dialog import io as sio
+from sage_dialog.schema import PreferencePair, Tags
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def webui(tiny_model: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port = _free_port()
+    prefs = tmp_path / "prefs.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sage_dialog", "webui", "--model", f"hf:{tiny_model}", "--prefs", str(prefs),
+         "--port", str(port), "--max-tokens", "12", "--seed", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"web UI exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(base, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("web UI did not come up in 180 s")
+            time.sleep(0.5)
+        yield base, prefs
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_send_edit_latent_regenerate_keep(webui: tuple[str, Path]) -> None:
+    base, prefs = webui
+    outside: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
+            page.goto(base)
+            expect = sync_api.expect
+
+            # send a message: the reply appears and the side panel shows the latent read/chosen
+            page.locator("#msg textarea").fill("I failed my exam again.")
+            page.locator("#msg textarea").press("Enter")
+            expect(page.locator("#chatbot")).to_contain_text("I failed my exam again.")
+            expect(page.locator("#latent")).to_contain_text("Action chosen")
+            expect(page.locator("#latent")).not_to_contain_text("generating")
+
+            # edit the latent and regenerate: the new reply carries the forced action
+            for key, value in (("a_motivation", "joke"), ("a_emotion", "playful"), ("a_topic", "exam")):
+                page.locator(f"#{key} textarea, #{key} input").first.fill(value)
+            page.locator("#regen").click()
+            expect(page.locator("#latent")).to_contain_text("motivation joke · emotion playful · topics exam")
+            expect(page.locator("#latent")).to_contain_text("steered:")
+            expect(page.locator("#status")).to_contain_text("Candidate 2 of 2")
+
+            # keep it: the preference file appears with the kept reply as chosen
+            page.locator("#keep").click()
+            expect(page.locator("#status")).to_contain_text("wrote 1 preference pair")
+
+            # "Edit last latent" copies the reply's latent into the panel
+            page.locator("#a_emotion textarea, #a_emotion input").first.fill("")
+            page.locator("#edit-latent").click()
+            expect(page.locator("#a_emotion textarea, #a_emotion input").first).to_have_value("playful")
+        finally:
+            browser.close()
+
+    (pair,) = list(sio.read_jsonl(prefs, PreferencePair))
+    assert pair.source == "webui"
+    assert [t.role for t in pair.history] == ["user"] and pair.history[0].text == "I failed my exam again."
+    assert pair.chosen.action == Tags(motivation="joke", emotion="playful", topics=["exam"])
+    assert pair.rejected != pair.chosen
+    assert outside == [], f"the page reached outside the server: {outside[:5]}"
