@@ -58,6 +58,9 @@ class LoopConfig(BaseModel):
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPO run config except the model, data.train, output_dir")
     compare: dict[str, Any] = Field(default_factory=dict,
                                     description="CompareConfig fields except out/models (seeds default to search's)")
+    launcher: list[str] | None = Field(
+        None, description="command that runs the training stages in their own processes, e.g. "
+        "[accelerate, launch, --config_file, CONFIG] for DeepSpeed/FSDP on many GPUs; null: in-process")
     provider: Literal["hf", "vllm"] = Field("hf", description="backend that serves the loop's own models")
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the backends serving the loop's own models")
@@ -176,7 +179,26 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     return fn
 
 
-def _train(kind: Literal["sft", "dpo"], section: dict[str, Any], base_of: Any, data_of: Any, label: str):  # type: ignore[no-untyped-def]
+def _launch(launcher: list[str], kind: str, rcfg: BaseModel, out_dir: Path) -> Path:
+    """Run ``sage-dialog train KIND`` under ``launcher`` (accelerate, torchrun, ...) in a new process."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg_file = out_dir / f"{kind}.yaml"
+    cfg_file.write_text(yaml.safe_dump(rcfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    cmd = [*launcher, "-m", "sage_dialog", "train", kind, str(cfg_file)]
+    if launcher[0] == "python":
+        cmd[0] = sys.executable
+    res = subprocess.run(cmd, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {res.returncode}")
+    return Path(rcfg.output_dir)  # type: ignore[attr-defined]
+
+
+def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any], base_of: Any, data_of: Any,
+           label: str):  # type: ignore[no-untyped-def]
     """An SFT or DPO stage: train from ``base_of(ctx)`` on ``data_of(ctx)``, merge into ``model/``."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
@@ -191,7 +213,9 @@ def _train(kind: Literal["sft", "dpo"], section: dict[str, Any], base_of: Any, d
                                "output_dir": str(ctx.out_dir / "train")})
         model_cls = SFTRunConfig if kind == "sft" else DPORunConfig
         rcfg = _validated(model_cls, raw, label)
-        if kind == "sft":
+        if cfg.launcher:
+            out = _launch(cfg.launcher, kind, rcfg, ctx.out_dir)
+        elif kind == "sft":
             from .train.sft import train_sft
 
             out = train_sft(rcfg)
@@ -258,15 +282,36 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
     return fn
 
 
+def check_sections(cfg: LoopConfig) -> None:
+    """Validate every stage section now, so a typo stops the run before any stage starts."""
+    from . import annotate, compare, mix
+    from .prefs import PrefsConfig
+    from .selfplay.search import SearchConfig
+    from .train.config import DPORunConfig, SFTRunConfig
+
+    here = Path(".")
+    _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": here, "output": here}, "annotate")
+    _validated(mix.MixConfig, {**cfg.mix, "spec": here, "output": here}, "mix")
+    placeholders = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "output_dir": "o"}
+    for name, section, model in (("sft", cfg.sft, SFTRunConfig), ("rft", cfg.rft or {}, SFTRunConfig),
+                                 ("dpo", cfg.dpo, DPORunConfig)):
+        _validated(model, _merge(section, placeholders), name)
+    _validated(SearchConfig, cfg.search.config, "search.config")
+    _validated(PrefsConfig, cfg.prefs, "prefs")
+    _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
+
+
 def build_stages(cfg: LoopConfig) -> list[Stage]:
     """The loop's stages in order, each with the config slice its fingerprint covers."""
+    check_sections(cfg)
     dump = cfg.model_dump(mode="json")
-    common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options}
+    common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options,
+              "launcher": cfg.launcher}
     stages = [
         Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw)),
         Stage("chain", _chain, {}, deps=["annotate"]),
         Stage("mix", _mix(cfg), {**common, "mix": dump["mix"], "prompt": cfg.prompt}, deps=["chain"]),
-        Stage("sft", _train("sft", cfg.sft, lambda _c: cfg.base_model, lambda c: c.dir_of("mix") / "train.jsonl",
+        Stage("sft", _train(cfg, "sft", cfg.sft, lambda _c: cfg.base_model, lambda c: c.dir_of("mix") / "train.jsonl",
                             "sft"), {**common, "sft": dump["sft"], "base": cfg.base_model}, deps=["mix"]),
     ]
     models = {"M1": "sft"}
@@ -278,7 +323,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         stages += [
             Stage(s, _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
             Stage(p, _prefs(cfg, s), {"prefs": dump["prefs"]}, deps=[s]),
-            Stage(t, _train("sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
+            Stage(t, _train(cfg, "sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c, p=p: c.dir_of(p) / "best_paths.trl.jsonl", "rft"),
                   {**common, "rft": rft}, deps=[last, p]),
         ]
@@ -287,7 +332,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
     stages += [
         Stage("search", _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
         Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
-        Stage("dpo", _train("dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
+        Stage("dpo", _train(cfg, "dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c: c.dir_of("prefs") / "pairs.trl.jsonl", "dpo"),
               {**common, "dpo": dump["dpo"]}, deps=[last, "prefs"]),
     ]

@@ -1,0 +1,49 @@
+"""Loop configs: shipped ones validate, typos stop before any stage, training under a launcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sage_dialog.cli import main
+from sage_dialog.config import load_config
+from sage_dialog.errors import UserError
+from sage_dialog.io import write_jsonl
+from sage_dialog.loop import LoopConfig, _launch, build_stages
+from sage_dialog.train.config import SFTRunConfig
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+def test_the_original_runs_config_builds_every_stage() -> None:
+    cfg = load_config(LoopConfig, CONFIGS / "sage-original.yaml")
+    assert [s.name for s in build_stages(cfg)] == [
+        "annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"]
+    assert cfg.launcher and cfg.launcher[:2] == ["accelerate", "launch"]
+    assert cfg.search.config["candidates"] == 4 and cfg.search.config["turns"] == 8
+
+
+def test_a_typo_in_a_stage_section_names_the_section_and_field(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(LoopConfig, CONFIGS / "sage-original.yaml", ["dpo.dpo.betta=0.2", f"run_dir={tmp_path}/r"])
+    with pytest.raises(UserError, match=r"config section dpo: field dpo\.betta"):
+        build_stages(cfg)
+    assert main(["run", str(CONFIGS / "sage-original.yaml"), "search.config.turnz=3", f"run_dir={tmp_path}/r"]) == 2
+    assert "search.config: field turnz" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_training_under_a_launcher_runs_in_its_own_process(tmp_path: Path, tiny_model: Path) -> None:
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}] * 8
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    rcfg = SFTRunConfig.model_validate({
+        "model": {"name_or_path": str(tiny_model)}, "adapter": {"method": "full"},
+        "data": {"train": str(tmp_path / "train.jsonl"), "max_length": 64},
+        "train": {"max_steps": 2, "batch_size": 4}, "output_dir": str(tmp_path / "out")})
+    out = _launch(["python"], "sft", rcfg, tmp_path)
+    assert (out / "config.json").exists()
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
+    assert (tmp_path / "sft.yaml").exists()
