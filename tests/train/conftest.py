@@ -68,3 +68,34 @@ def sft_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def dpo_data(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "dpo.jsonl", toy_preferences())
+
+
+def fast_overrides(model: Path, data: Path, out: Path, **kw: object) -> list[str]:
+    """Overrides for a short CPU run: no mid-run checkpoints or evals unless asked."""
+    base = {
+        "model.name_or_path": model,
+        "data.train": data,
+        "output_dir": out,
+        "train.batch_size": 4,
+        "train.logging_steps": 2,
+        "train.save_steps": 1000,
+        "train.eval_steps": 1000,
+        "train.lr_scheduler": "constant",
+    }
+    base.update(kw)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def fast():
+    """``fast(model, data, out, **overrides)`` -> override list for a short run (see fast_overrides)."""
+    return fast_overrides
+
+
+@pytest.fixture
+def toy():
+    """The toy-data helpers (conversations, preferences, writer) for tests that need variants."""
+    import types
+
+    return types.SimpleNamespace(conversations=toy_conversations, preferences=toy_preferences,
+                                 write_jsonl=write_jsonl)

@@ -1,0 +1,82 @@
+"""Fine-tune with SFT or DPO (TRL + PEFT): LoRA, QLoRA or full, on one CPU, one GPU or many.
+
+Example:
+  sage-dialog train sft configs/train-sft-small.yaml --data data/sft.jsonl -o runs/sft
+  sage-dialog train sft configs/train-sft-small.yaml lora.r=8 train.learning_rate=1e-4
+  sage-dialog train dpo configs/train-dpo-small.yaml --model runs/sft-merged --data data/prefs.jsonl -o runs/dpo
+  sage-dialog train sft configs/train-sft-small.yaml --resume          # continue from the last checkpoint
+  accelerate launch --config_file src/sage_dialog/train/accelerate/deepspeed_zero3_offload.yaml \\
+      -m sage_dialog train sft configs/train-sft-mixtral-8x7b.yaml
+
+Overrides are dotted keys of the config (model.*, adapter.*, data.*, train.*, dpo.*, output_dir).
+SFT data: TRL messages JSONL or dialog JSONL. DPO data: TRL prompt/chosen/rejected JSONL or
+preference-pair JSONL. The output folder gets the model or adapter, the tokenizer with the chat
+template used, training_summary.json and manifest.json. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=["sft", "dpo"], help="sft: supervised fine-tuning; dpo: preferences")
+    parser.add_argument("config", nargs="?", help="YAML config (see configs/train-*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. adapter.r=8 train.epochs=1")
+    parser.add_argument("--model", help="base model: hub id or local folder (model.name_or_path)")
+    parser.add_argument("--data", help="training JSONL (data.train)")
+    parser.add_argument("--eval-data", help="evaluation JSONL (data.eval)")
+    parser.add_argument("-o", "--output", help="output folder (output_dir)")
+    parser.add_argument("--method", choices=["lora", "qlora", "full"], help="adapter.method")
+    parser.add_argument("--max-steps", type=int, help="train.max_steps (overrides epochs)")
+    parser.add_argument("--resume", nargs="?", const="true", metavar="CHECKPOINT",
+                        help="resume from the last checkpoint in the output folder, or from CHECKPOINT")
+    parser.add_argument("--seed", type=int, help="train.seed")
+    # allow `train sft CFG --model M key=value`: overrides may follow the flags
+    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """Flags as dotted overrides; flags win over the config file, explicit overrides over flags."""
+    flags = {
+        "model.name_or_path": args.model,
+        "data.train": args.data,
+        "data.eval": args.eval_data,
+        "output_dir": args.output,
+        "adapter.method": args.method,
+        "train.max_steps": args.max_steps,
+        "train.resume": args.resume,
+        "train.seed": args.seed,
+    }
+    out = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    return out + list(args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from ..config import load_config
+    from ..errors import UserError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = args.config
+    overrides = _overrides(args)
+    if config is not None and "=" in config:  # no file given, only overrides
+        overrides.insert(len(overrides) - len(args.overrides), config)
+        config = None
+    if config is None and not any(o.startswith("model.") for o in overrides):
+        raise UserError("give a config file or at least --model, --data and -o")
+    if args.stage == "sft":
+        from ..train.config import SFTRunConfig
+        from ..train.sft import train_sft
+
+        out = train_sft(load_config(SFTRunConfig, config, overrides))
+    else:
+        from ..train.config import DPORunConfig
+        from ..train.dpo import train_dpo
+
+        out = train_dpo(load_config(DPORunConfig, config, overrides))
+    print(f"wrote {out} (training_summary.json inside)")
+    return 0

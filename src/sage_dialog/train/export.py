@@ -1,0 +1,75 @@
+"""Merge a LoRA adapter into its base model and save a standalone model with tokenizer and template.
+
+Example::
+
+    from sage_dialog.train.export import export_model
+    export_model("runs/sft", "runs/sft-merged")   # loads with AutoModelForCausalLM, no PEFT needed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def export_model(src: str | Path, out: str | Path, *, base: str | None = None, dtype: str = "auto") -> Path:
+    """Merge the adapter in ``src`` (or re-save a full model) into ``out``; return ``out``.
+
+    ``base`` overrides the base model recorded in the adapter (useful when it moved). The tokenizer
+    and ``chat_template.jinja`` saved at training time are copied, so inference uses the training
+    template. The result is written to a temporary sibling and renamed: no partial output.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise UserError(f"{src}: no such folder (expected a training output folder)")
+    if out.resolve() == src.resolve():
+        raise UserError(f"-o {out}: must differ from the input folder")
+    torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+    if is_adapter(src):
+        from peft import PeftModel
+
+        cfg = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+        base_path = base or cfg.get("base_model_name_or_path")
+        if not base_path:
+            raise UserError(f"{src / 'adapter_config.json'}: field base_model_name_or_path: missing; pass --base")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+        except OSError as e:
+            raise UserError(f"cannot load the base model {base_path!r}: {e} (pass --base)") from None
+        model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+    elif (src / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch_dtype)
+    else:
+        raise UserError(f"{src}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    template_file = src / "chat_template.jinja"
+    if template_file.exists():
+        tokenizer.chat_template = template_file.read_text(encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if tokenizer.chat_template:
+        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+    for extra in ("training_summary.json", "train_config.json"):
+        if (src / extra).exists():
+            shutil.copy2(src / extra, tmp / extra)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("exported %s -> %s", src, out)
+    return out
