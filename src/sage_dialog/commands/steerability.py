@@ -1,0 +1,118 @@
+"""Measure how often forced actions are followed.
+
+For every context and every forced action, generate --n replies with the action prefilled and let a
+judge read the reply text (tags removed): does it carry out the action? Prints rates per action with
+95% intervals and writes the full report (every reply and verdict) as JSON.
+
+Contexts: --contexts FILE (.jsonl of Dialog records: each dialog up to its last user turn; .txt: one
+user message per line) or --sandbox-contexts N (openings from the built-in sandbox world).
+Actions: --action "a_motivation=joke a_emotion=playful" (repeatable); with --judge oracle and no
+--action, every action of the sandbox world. Judge: "oracle" (the sandbox's action classifier) or a
+backend spec for an LLM judge (yes/no, by log-probabilities when the backend can score).
+
+Example:
+  sage-dialog steerability --model hf:runs/sft/merged --sandbox-contexts 20 --judge oracle -o steer.json
+  sage-dialog steerability --model hf:runs/sft/merged --contexts seeds.txt \\
+      --action "a_motivation=joke a_emotion=playful" --judge openai:gpt-4o-mini --n 2 -o steer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..steer import add_model_arguments
+
+    add_model_arguments(parser)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--contexts", help="contexts: .jsonl of Dialog records or .txt with one user message per line")
+    src.add_argument("--sandbox-contexts", type=int, metavar="N", help="use N openings of the sandbox world")
+    parser.add_argument("--action", action="append", metavar="'KEY=VALUE ...'", help="a forced action (repeatable)")
+    parser.add_argument("--judge", default="oracle", help="'oracle' or a backend spec for an LLM judge")
+    parser.add_argument("--n", type=int, default=1, help="replies per (context, action)")
+    parser.add_argument("--limit", type=int, help="use at most this many contexts")
+    parser.add_argument("-o", "--output", required=True, help="report JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from .. import io as sio
+    from ..errors import UserError, where
+    from ..schema import Dialog, Tags
+    from ..steer import backend_from_args, history_messages, parse_steering, sampling_from_args
+    from ..steerability import ClassifierJudge, LLMJudge, format_report, measure
+
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
+    sampling = sampling_from_args(args)
+    # contexts
+    contexts: list[list[dict[str, str]]] = []
+    if args.sandbox_contexts is not None:
+        if args.sandbox_contexts < 1:
+            raise UserError("--sandbox-contexts must be at least 1")
+        from ..sandbox import world
+
+        contexts = [[{"role": "user", "content": t}] for t in world.seed_openings(args.sandbox_contexts, args.seed or 0)]
+    else:
+        p = Path(args.contexts)
+        if p.suffix == ".jsonl":
+            for i, d in enumerate(sio.read_jsonl(p, Dialog), 1):
+                last_user = max((k for k, t in enumerate(d.turns) if t.role == "user"), default=None)
+                if last_user is None:
+                    raise UserError(f"{where(p, i, 'turns')}: dialog {d.id} has no user turn")
+                contexts.append(history_messages(d.turns[: last_user + 1]))
+        else:
+            try:
+                lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            except FileNotFoundError:
+                raise UserError(f"{p}: no such file") from None
+            contexts = [[{"role": "user", "content": ln}] for ln in lines]
+        if not contexts:
+            raise UserError(f"{p}: no contexts")
+    if args.limit:
+        contexts = contexts[: args.limit]
+    if args.system:
+        contexts = [[{"role": "system", "content": args.system}, *c] for c in contexts]
+    # actions
+    actions: list[Tags] = []
+    for spec in args.action or []:
+        st = parse_steering(spec.split(), what="--action")
+        if st.action is None or st.state is not None:
+            raise UserError(f"--action {spec!r}: give a_* fields only (a_motivation, a_emotion, a_topic)")
+        actions.append(st.action)
+    if not actions:
+        if args.judge != "oracle":
+            raise UserError("give at least one --action (the sandbox's actions are the default only with --judge oracle)")
+        from ..sandbox import world
+
+        actions = [world.action_tags(k, None).model_copy(update={"topics": None}) for k in world.ACTIONS]
+    # judge and model
+    judge: object
+    judge_backend = None
+    if args.judge == "oracle":
+        from ..sandbox.oracles import oracle_for
+
+        judge = ClassifierJudge(oracle_for("action"), name="oracle")
+    else:
+        from ..backends.base import load_backend
+
+        judge_backend = load_backend(args.judge)
+        judge = LLMJudge(judge_backend)
+    backend = backend_from_args(args)
+
+    async def go() -> object:
+        try:
+            return await measure(backend, contexts, actions, judge, n=args.n, sampling=sampling, progress=True)  # type: ignore[arg-type]
+        finally:
+            await backend.aclose()
+            if judge_backend is not None:
+                await judge_backend.aclose()
+
+    report = asyncio.run(go())
+    sio.write_json(args.output, report)
+    print(format_report(report))  # type: ignore[arg-type]
+    print(f"report: {args.output}")
+    return 0
