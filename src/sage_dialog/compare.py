@@ -528,5 +528,6 @@ def analyse_judgements(judgements_dir: str | Path, out_dir: str | Path, *, n_boo
     preds = original_predictions(src)
     verdicts = original_verdicts(src, preds)
     write_original_tsvs(preds, out)
+    io.write_jsonl(out / "verdicts.jsonl", verdicts)
     return build_report(out, models=["A", "B"], verdicts=verdicts, dialogs=None, n_boot=n_boot, seed=seed,
                         title=title)

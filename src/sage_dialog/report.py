@@ -34,6 +34,9 @@ class Report:
     lengths: list[stats.LengthStats] = field(default_factory=list)
     ranking: stats.Ranking | None = None
     evals: dict[str, Any] | None = None
+    title: str = "Model comparison"
+    n_boot: int = 2000
+    seed: int = 0
 
     @property
     def markdown_path(self) -> Path:
@@ -52,6 +55,9 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "title": self.title,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
             "models": self.models,
             "pairs": [asdict(p) for p in self.pairs],
             "judges": [asdict(j) for j in self.judges],
@@ -73,8 +79,11 @@ def _json_safe(obj: Any) -> Any:
 
 def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequence[Verdict],
                  dialogs: dict[str, list[Dialog]] | None, n_boot: int = 2000, seed: int = 0,
-                 title: str = "Model comparison") -> Report:
-    """Compute every statistic and write ``summary.json``, ``report.md`` and ``report.html``."""
+                 title: str = "Model comparison", lengths: list[stats.LengthStats] | None = None) -> Report:
+    """Compute every statistic and write ``summary.json``, ``report.md`` and ``report.html``.
+
+    ``dialogs`` (tags stripped) give the length table; ``lengths`` may be given instead.
+    """
     out = Path(out_dir)
     evals_path = out / "eval_results.json"
     rep = Report(
@@ -82,17 +91,21 @@ def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequen
         models=list(models),
         pairs=stats.pair_stats(verdicts, n_boot=n_boot, seed=seed),
         judges=stats.judge_consistency(verdicts, seed=seed),
-        lengths=stats.length_stats(dialogs) if dialogs else [],
+        lengths=lengths if lengths is not None else (stats.length_stats(dialogs) if dialogs else []),
         ranking=stats.bradley_terry(models, verdicts, n_boot=max(100, n_boot // 4), seed=seed)
         if len(models) > 2 else None,
         evals=io.read_json(evals_path) if evals_path.is_file() else None,
+        title=title,
+        n_boot=n_boot,
+        seed=seed,
     )
-    write_report(rep, title)
+    write_report(rep)
     return rep
 
 
-def write_report(rep: Report, title: str = "Model comparison") -> None:
+def write_report(rep: Report) -> None:
     """(Re)write the three report files of ``rep``."""
+    title = rep.title
     io.write_json(rep.out_dir / "summary.json", _json_safe(rep.to_dict()))
     with io.atomic_write(rep.markdown_path) as fh:
         fh.write(render_markdown(rep, title))
@@ -100,32 +113,23 @@ def write_report(rep: Report, title: str = "Model comparison") -> None:
         fh.write(render_html(rep, title))
 
 
-def refresh_report(out_dir: str | Path, title: str = "Model comparison") -> Report | None:
-    """Re-render a report from ``summary.json`` (after ``sage-dialog eval`` added benchmark results)."""
+def refresh_report(out_dir: str | Path) -> Report | None:
+    """Re-render the report of a comparison folder (after ``sage-dialog eval`` added benchmark results).
+
+    The statistics are recomputed from ``verdicts.jsonl`` with the bootstrap settings recorded in
+    ``summary.json`` (so they come out the same); returns None when the folder holds no comparison.
+    """
     out = Path(out_dir)
-    if not (out / "summary.json").is_file():
+    if not (out / "summary.json").is_file() or not (out / "verdicts.jsonl").is_file():
         return None
     d = io.read_json(out / "summary.json")
-
-    def nan(x: Any) -> Any:
-        return math.nan if x is None else x
-
-    pairs = []
-    for p in d["pairs"]:
-        lc = p.pop("length_controlled")
-        cons = stats.Consensus(**p.pop("consensus"))
-        for k in ("win_rate", "ci_low", "ci_high"):
-            p[k] = nan(p[k])
-        pairs.append(stats.PairStats(**p, consensus=cons, length_controlled=stats.LengthControlled(
-            **{k: nan(v) if k in ("win_rate", "ci_low", "ci_high") else v for k, v in lc.items()}) if lc else None))
-    judges = [stats.JudgeConsistency(**{k: nan(v) if k.endswith("rate") else v for k, v in j.items()})
-              for j in d["judges"]]
-    ranking = stats.Ranking(**d["ranking"]) if d.get("ranking") else None
-    rep = Report(out_dir=out, models=d["models"], pairs=pairs, judges=judges,
-                 lengths=[stats.LengthStats(**x) for x in d["lengths"]], ranking=ranking,
-                 evals=io.read_json(out / "eval_results.json") if (out / "eval_results.json").is_file() else None)
-    write_report(rep, title)
-    return rep
+    lengths = [stats.LengthStats(model=x["model"], dialogs=x["dialogs"],
+                                 **{k: math.nan if x.get(k) is None else float(x[k])
+                                    for k in ("mean_words", "median_words", "mean_words_per_turn")})
+               for x in d.get("lengths", [])]
+    return build_report(out, models=d["models"], verdicts=list(io.read_jsonl(out / "verdicts.jsonl", Verdict)),
+                        dialogs=None, lengths=lengths, n_boot=d.get("n_boot", 2000), seed=d.get("seed", 0),
+                        title=d.get("title") or "Model comparison")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def _num(x: float | None, nd: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head),
             *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)]
@@ -152,7 +156,7 @@ def render_markdown(rep: Report, title: str) -> str:
               "Win rate of the first model (ties count half, unparsed verdicts are counted but not scored); "
               "95% interval by bootstrap over seeds. *Consensus* is the original SAGE rule: a seed counts only "
               "where every judge in both orders agrees (M = agreed tie or unreadable).", ""]
-    lines += _md_table(
+    lines += md_table(
         ["pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI", "consensus A/B/M (of seeds)",
          "length-controlled win rate"],
         [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
@@ -167,7 +171,7 @@ def render_markdown(rep: Report, title: str) -> str:
         lines += ["## Ranking (Bradley-Terry)", "",
                   "Strength on the log-odds scale (mean 0); expected win rate against an average model.", ""]
         order = sorted(range(len(r.models)), key=lambda i: r.rank[i])
-        lines += _md_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
+        lines += md_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
                            [[r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
                              f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])] for i in order])
         lines.append("")
@@ -175,7 +179,7 @@ def render_markdown(rep: Report, title: str) -> str:
               "Order consistency: with both orders parsed, how often the winner stays the same and how often "
               "swapping the dialogs flips it. First-shown rate: how often a decisive verdict picks the dialog "
               "shown first (0.5 = no position bias).", ""]
-    lines += _md_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial",
+    lines += md_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial",
                         "first-shown rate (95% CI)"],
                        [[j.judge, j.verdicts, j.unparsed, j.both_orders, _pct(j.consistent_rate), _pct(j.flip_rate),
                          j.partial, f"{_pct(j.first_rate)} ({_pct(j.first_rate_ci[0])} – {_pct(j.first_rate_ci[1])})"]
@@ -183,7 +187,7 @@ def render_markdown(rep: Report, title: str) -> str:
     lines.append("")
     if rep.lengths:
         lines += ["## Length", "", "Assistant words per dialog, tags stripped.", ""]
-        lines += _md_table(["model", "dialogs", "mean words", "median words", "words per turn"],
+        lines += md_table(["model", "dialogs", "mean words", "median words", "words per turn"],
                            [[x.model, x.dialogs, _num(x.mean_words, 1), _num(x.median_words, 1),
                              _num(x.mean_words_per_turn, 1)] for x in rep.lengths])
         lines.append("")
@@ -199,16 +203,16 @@ def render_markdown(rep: Report, title: str) -> str:
             bins = "; ".join(f"{b['bin']}: {_pct(b['win_rate'])} (n={b['n']})" for b in lc.bins)
             rows.append([f"{p.model_a} vs {p.model_b} ({p.unit})", _pct(p.win_rate), _pct(lc.win_rate),
                          _num(lc.slope_per_100_words), bins])
-        lines += _md_table(["pair", "raw win rate", "at equal length", "slope", "by length"], rows)
+        lines += md_table(["pair", "raw win rate", "at equal length", "slope", "by length"], rows)
         lines.append("")
     if rep.evals:
         lines += ["## General-ability benchmarks (lm-evaluation-harness)", ""]
-        lines += _md_table(["model", "task", "metric", "value", "stderr"], _eval_rows(rep.evals))
+        lines += md_table(["model", "task", "metric", "value", "stderr"], eval_rows(rep.evals))
         lines.append("")
     return "\n".join(lines)
 
 
-def _eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
+def eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for model, res in evals.get("models", {}).items():
         for task, metrics in sorted(res.items()):
@@ -426,7 +430,7 @@ def render_html(rep: Report, title: str) -> str:
                                  for p in lc_pairs]))
     if rep.evals:
         body.append('<h2 id="benchmarks">General-ability benchmarks</h2>')
-        body.append(_html_table(["model", "task", "metric", "value", "stderr"], _eval_rows(rep.evals)))
+        body.append(_html_table(["model", "task", "metric", "value", "stderr"], eval_rows(rep.evals)))
     summary_json = json.dumps(_json_safe(rep.to_dict())).replace("</", "<\\/")  # safe inside <script>
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"

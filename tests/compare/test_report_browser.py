@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sage_dialog import io
 from sage_dialog.report import build_report, refresh_report
 from sage_dialog.schema import Dialog, Turn, Verdict
 
@@ -37,6 +38,7 @@ def _three_model_run(out: Path) -> None:
                                                 shown_first=first, winner=winner, parsed=winner is not None,  # type: ignore[arg-type]
                                                 length_a=len(dialogs[a][i].turns[1].text.split()),
                                                 length_b=len(dialogs[b][i].turns[1].text.split())))
+    io.write_jsonl(out / "verdicts.jsonl", verdicts)
     build_report(out, models=models, verdicts=verdicts, dialogs=dialogs, n_boot=300, title="Three models")
 
 
@@ -55,8 +57,11 @@ def test_report_is_self_contained_and_complete(tmp_path: Path) -> None:
     # benchmark results added later show up when the report is refreshed
     (tmp_path / "eval_results.json").write_text(
         '{"models": {"sft": {"tiny_qa": {"acc": 0.75, "acc_stderr": 0.1}}}}')
-    rep = refresh_report(tmp_path, title="Three models")
-    assert rep is not None and rep.ranking is not None
+    before = (tmp_path / "summary.json").read_text()
+    rep = refresh_report(tmp_path)
+    assert rep is not None and rep.ranking is not None and rep.title == "Three models"
+    assert md.split("## Length")[0] == (tmp_path / "report.md").read_text().split("## Length")[0]  # same numbers
+    assert '"evals": null' not in (tmp_path / "summary.json").read_text() and '"evals": null' in before
     assert "| sft | tiny_qa | acc | 0.7500 | 0.1000 |" in (tmp_path / "report.md").read_text()
 
 
