@@ -12,6 +12,11 @@ dev=0
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
 if [ "$dev" = 1 ]; then
   "${PIP[@]}" -e ".[dev]"
+  # Chromium for the browser tests (HTML report, web UI): Playwright drives the Debian build, no `playwright install`
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+    SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
+    "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq chromium
+  fi
 else
   "${PIP[@]}" -e ".[all]"
 fi
