@@ -4,7 +4,7 @@ The side panel has a box per steerable field (u_* = state, a_* = action): fill s
 on the next generation, leave them empty to let the model choose. The panel shows the state the
 model read and the action it chose. "Regenerate" samples another reply; "Keep this one" appends the
 reply on screen as chosen and the other candidates as rejected to the preferences file
-(schema.PreferencePair JSONL, ready for `sage-dialog train dpo`). Runs offline, binds 127.0.0.1.
+(schema.PreferencePair JSONL, ready for the DPO stage (`sage-dialog train`)). Runs offline, binds 127.0.0.1.
 
 Example:
   sage-dialog webui --model hf:runs/sft/merged --prefs runs/webui-prefs.jsonl --port 7860
