@@ -121,10 +121,14 @@ def _judge_file_stem(judge: str) -> str:
     return re.sub(r"rev", "r_e_v", stem, flags=re.IGNORECASE)
 
 
-def _verdict_key(v: Verdict | PairTask, judge: str) -> tuple[Any, ...]:
-    if isinstance(v, Verdict):
-        return (judge, v.seed, v.model_a, v.model_b, v.shown_first == "b", v.unit, v.turn)
-    return (judge, v.seed, v.model_a, v.model_b, v.swap, v.unit, v.turn)
+def task_key(judge: str, t: PairTask) -> str:
+    """What a verdict answers: the judge, the pair, the order and the very texts shown.
+
+    Resuming matches on this, so a journal left by a run whose dialogs came out differently (no
+    cache, a changed model) is not mistaken for this run's verdicts.
+    """
+    return io.stable_hash([judge, t.seed, t.model_a, t.model_b, t.swap, t.unit, t.turn,
+                           [(x.role, x.text) for x in t.a], [(x.role, x.text) for x in t.b]])
 
 
 def align_seeds(dialogs_by_model: dict[str, list[Dialog]]) -> tuple[list[str], dict[str, dict[str, Dialog]]]:
@@ -191,29 +195,30 @@ async def judge_all(judges: Sequence[PairwiseJudge], tasks: Sequence[PairTask], 
     from tqdm import tqdm
 
     journal = io.JsonlJournal(journal_path)
-    done: dict[tuple[Any, ...], Verdict] = {}
+    done: dict[str, Verdict] = {}
     for rec in journal.load():
-        v = Verdict.model_validate(rec)
-        done[_verdict_key(v, v.judge)] = v
-    todo = [(j, t) for j in judges for t in tasks if _verdict_key(t, j.name) not in done]
-    bar = tqdm(total=len(todo), desc="judging", unit="verdict", disable=not progress or not todo)
+        if isinstance(rec, dict) and "key" in rec:
+            done[rec["key"]] = Verdict.model_validate(rec["verdict"])
+    keys = {id(j): [task_key(j.name, t) for t in tasks] for j in judges}
+    todo = {id(j): [(k, t) for k, t in zip(keys[id(j)], tasks, strict=True) if k not in done] for j in judges}
+    bar = tqdm(total=sum(len(v) for v in todo.values()), desc="judging", unit="verdict", disable=not progress)
     try:
         for j in judges:
-            mine = [t for jj, t in todo if jj is j]
+            mine = todo[id(j)]
             for i in range(0, len(mine), chunk):
                 part = mine[i:i + chunk]
-                verdicts = await j.compare(part)
+                verdicts = await j.compare([t for _, t in part])
                 if len(verdicts) != len(part):
                     raise RuntimeError(f"judge {j.name} returned {len(verdicts)} verdicts for {len(part)} tasks")
-                for t, v in zip(part, verdicts, strict=True):
+                for (k, _), v in zip(part, verdicts, strict=True):
                     v = v.model_copy(update={"judge": j.name})
-                    done[_verdict_key(t, j.name)] = v
-                    journal.append(v)
+                    done[k] = v
+                    journal.append({"key": k, "verdict": v.model_dump(mode="json", exclude_none=True)})
                 bar.update(len(part))
     finally:
         bar.close()
         journal.close()
-    return [done[_verdict_key(t, j.name)] for j in judges for t in tasks]
+    return [done[k] for j in judges for k in keys[id(j)]]
 
 
 def write_original_judgements(verdicts: Sequence[Verdict], out_dir: Path) -> list[Path]:
@@ -383,6 +388,8 @@ async def arun_compare(
     out.mkdir(parents=True, exist_ok=True)
     manifest = io.new_manifest("compare", config or {}, seed=seed)
     models = list(dialogs_by_model)
+    if len({safe_name(m) for m in models}) != len(models):
+        raise UserError(f"compare: model names {models} collide as file names; make them differ in letters or digits")
     for m, ds in dialogs_by_model.items():
         io.write_jsonl(out / "dialogs" / f"{safe_name(m)}.jsonl", ds)
     stripped = {m: [strip_dialog(d) for d in ds] for m, ds in dialogs_by_model.items()}

@@ -112,6 +112,12 @@ def test_killed_judging_resumes_without_asking_again(tmp_path: Path) -> None:
     assert again.tasks == 4 and len(verdicts) == 10
     assert [v.seed for v in verdicts] == [t.seed for t in tasks]
     assert all(v.winner == "a" for v in verdicts)
+    # a task whose dialogs changed (another run, other samples) is judged again, not taken from the journal
+    tasks[0] = PairTask(seed="s0", model_a="x", model_b="y", a=[Turn(role="assistant", text="a")],
+                        b=[Turn(role="assistant", text="bbb")])
+    third = CountingJudge()
+    verdicts = asyncio.run(judge_all([third], tasks, journal, chunk=3, progress=False))
+    assert third.tasks == 1 and verdicts[0].winner == "b"
 
 
 def test_three_models_get_a_ranking_and_tags_are_stripped_before_judging(tmp_path: Path) -> None:
@@ -137,6 +143,21 @@ def test_dialogs_from_transcript_folders_and_jsonl(tmp_path: Path) -> None:
     assert main(["compare", "--dialogs", f"short={tmp_path / 'short_tx'}", "--dialogs", f"long={tmp_path / 'long.jsonl'}",
                  "--judge", "oracle", "--bootstrap", "100", "--no-progress", "-o", str(out)]) == 0
     assert len(_read(out / "verdicts.jsonl")) == 4 * 2
+
+
+def test_config_file_with_overrides(tmp_path: Path) -> None:
+    from sage_dialog import io
+
+    for m, ds in _dialogs(3).items():
+        io.write_jsonl(tmp_path / f"{m}.jsonl", ds)
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(f"out: {tmp_path / 'out'}\ndialogs: {{a: {tmp_path / 'short.jsonl'}, b: {tmp_path / 'long.jsonl'}}}\n"
+                   "judges: [oracle]\ntitle: From YAML\n")
+    assert main(["compare", "--config", str(cfg), "--set", "bootstrap=100", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["title"] == "From YAML" and summary["n_boot"] == 100
+    cfg.write_text(cfg.read_text() + "unknown_key: 1\n")
+    assert main(["compare", "--config", str(cfg)]) == 2
 
 
 def test_input_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
