@@ -110,3 +110,40 @@ def test_cli_search_and_errors(tiny_model, tmp_path):
     assert r.returncode == 2 and "bad.jsonl: record 2" in r.stderr and "Traceback" not in r.stderr
     h = subprocess.run([sys.executable, "-m", "sage_dialog", "search", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "Example:" in h.stdout
+
+
+@pytest.mark.slow
+def test_cli_search_killed_with_sigkill_resumes_to_the_same_tree(tiny_model, tmp_path):
+    import os
+    import signal
+    import time
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("I lost my keys.\nGuess what, I got the job!\n", encoding="utf-8")
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "sage_dialog", "search", str(seeds), "--assistant", f"hf:{tiny_model}",
+                "--judge-mode", "logprob", "--turns", "3", "--candidates", "2", "--max-tokens", "8",
+                "--user-max-tokens", "8", "--no-progress", "-o", str(out)]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    assert subprocess.run(cmd(tmp_path / "a"), capture_output=True, env=env, timeout=600).returncode == 0
+    proc = subprocess.Popen(cmd(tmp_path / "b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    journal = tmp_path / "b" / "journal"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        lines = sum(len(p.read_bytes().splitlines()) for p in journal.glob("*.jsonl")) if journal.exists() else 0
+        if lines >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "b" / "best.jsonl").exists(), "the search finished before it could be killed"
+    r = subprocess.run(cmd(tmp_path / "b"), capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for i in range(2):
+        name = f"trees/seed-{i:04d}.jsonl"
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["usage"]["replayed_calls"] >= 4
+    assert (tmp_path / "b" / "best.jsonl").read_bytes() == (tmp_path / "a" / "best.jsonl").read_bytes()
