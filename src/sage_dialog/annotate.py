@@ -578,6 +578,7 @@ class AnnotateConfig(BaseModel):
     rejects: Path | None = Field(None, description="default: OUTPUT with .rejects.jsonl")
     summary: Path | None = Field(None, description="default: OUTPUT with .summary.json")
     sharegpt_output: Path | None = Field(None, description="also write the original annotated ShareGPT JSON")
+    sac_output: Path | None = Field(None, description="also write the chained (SAC) dialogs: .jsonl or ShareGPT .json")
     labels: dict[str, str] = Field(default_factory=dict, description="FIELD or ROLE.FIELD -> label set name or file")
     closed: Literal["map", "reject"] = "map"
     tidy: bool = False
@@ -805,10 +806,14 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
                 await backend.aclose()
 
     result = asyncio.run(main())
+    if cfg.sac_output:
+        from .chain import chain_file
+
+        chain_file(cfg.output, cfg.sac_output, src_format="dialogs")
     text = result.pop("text")
     manifest.usage = {**result.pop("usage"), "ledger": ledger.to_dict()["totals"]}
     manifest.summary = result
-    manifest.outputs = [str(cfg.output), str(cfg.rejects_path())]
+    manifest.outputs = [str(p) for p in (cfg.output, cfg.rejects_path(), cfg.sharegpt_output, cfg.sac_output) if p]
     manifest.finished = utc_now()
     write_json(cfg.summary_path(), manifest)
     if not quiet:

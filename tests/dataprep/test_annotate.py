@@ -278,7 +278,9 @@ def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:
     write_sharegpt(raw, [d.model_copy(update={"meta": {}}) for d in generate_corpus(CorpusConfig(n_dialogs=4, seed=1))])
     assert raw.read_text().lstrip().startswith("[")
     out, sg = tmp_path / "ann.jsonl", tmp_path / "annotated.json"
-    assert main(["annotate", str(raw), "-o", str(out), "--annotator", "oracle", "--sharegpt-out", str(sg), "-q"]) == 0
+    sac_out = tmp_path / "chained.json"
+    assert main(["annotate", str(raw), "-o", str(out), "--annotator", "oracle", "--sharegpt-out", str(sg),
+                 "--sac-out", str(sac_out), "-q"]) == 0
     annotated = list(read_jsonl(out, Dialog))
     back = read_sharegpt(sg)
     assert [d.id for d in back] == [d.id for d in annotated] and len(back) == 4
@@ -286,3 +288,9 @@ def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:
         assert [(t.text, t.state, t.action) for t in a.turns] == [(t.text, t.state, t.action) for t in b.turns]
     first = json.loads(sg.read_text())[0]["conversations"][0]["value"]
     assert first.startswith("{motivation: ")  # the original annotated style
+    # chained in the same flow: gpt turns carry the preceding user's tags (u_*) and their own (a_*)
+    chained = read_sharegpt(sac_out)
+    for a, c in zip(annotated, chained, strict=True):
+        assert c.turns[0].state is None and c.turns[1].state == a.turns[0].state
+        assert c.turns[1].action == a.turns[1].action
+    assert json.loads(sac_out.read_text())[0]["conversations"][1]["value"].startswith("{u_motivation: ")

@@ -13,7 +13,8 @@ Example:
       --backend-option base_url=http://127.0.0.1:8000/v1 --cache cache.sqlite
   sage-dialog annotate esconv.jsonl -o ann.jsonl --annotator hf:./my-model \\
       --labels assistant.motivation=esconv_strategies --labels user.emotion=empathetic_emotions
-  sage-dialog annotate raw.json -o ann.jsonl --annotator oracle --sharegpt-out annotated.json
+  sage-dialog annotate raw.json -o ann.jsonl --annotator oracle --sharegpt-out annotated.json \\
+      --sac-out chained.json
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rejects", type=Path, help="rejects JSONL (default: OUTPUT.rejects.jsonl)")
     parser.add_argument("--summary", type=Path, help="summary JSON (default: OUTPUT.summary.json)")
     parser.add_argument("--sharegpt-out", type=Path, help="also write the original annotated ShareGPT JSON")
+    parser.add_argument("--sac-out", type=Path,
+                        help="also chain the result into SAC dialogs (Dialog .jsonl, or chained ShareGPT .json)")
     parser.add_argument("--labels", action="append", default=[], metavar="FIELD=SET",
                         help="closed label set for FIELD or ROLE.FIELD (motivation, emotion, topics; user, assistant): "
                              "a shipped set (esconv_strategies, empathetic_emotions) or a file, one label per line")
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(annotate.AnnotateConfig, base={
         "input": args.input, "output": args.output, "annotator": args.annotator, "input_format": args.input_format,
         "rejects": args.rejects, "summary": args.summary, "sharegpt_output": args.sharegpt_out,
+        "sac_output": args.sac_out,
         "labels": _pairs(args.labels, "--labels"), "closed": args.closed, "tidy": args.tidy,
         "few_shot": args.few_shot, "prompt": args.prompt, "max_attempts": args.max_attempts,
         "temperature": args.temperature, "chunk_size": args.chunk_size, "cache": args.cache,
