@@ -15,20 +15,25 @@ from sage_dialog.formats import check_file, data_spec, detect_format, judgements
 J = Path(__file__).parent / "fixtures" / "judgements"
 
 
-@pytest.mark.parametrize("text,want", [
-    ("Dialog A is better.", "A"), ("I think dialog b is better", "B"), ("Dialog  A  is  better", "A"),
-    ("Both are good", "M"), ("Dialog A is better... no, Dialog B is better", "M"), ("", "M"),
-    ("Dialog C is better", "M"),
+@pytest.mark.parametrize("text,want,lenient_want", [
+    ("Dialog A is better.", "A", "A"), ("I think dialog b is better", "M", "B"), ("Dialog  A  is  better", "M", "A"),
+    ("Both are good", "M", "M"), ("Dialog A is better... no, Dialog B is better", "A", "M"), ("", "M", "M"),
+    ("Dialog C is better", "M", "M"), (" Dialog B is better", "M", "B"),
 ])
-def test_parse_answer(text: str, want: str) -> None:
-    assert judgements.parse_answer(text) == want
+def test_parse_answer(text: str, want: str, lenient_want: str) -> None:
+    assert judgements.parse_answer(text) == want  # the original: re.match at the start, case-sensitive
+    assert judgements.parse_answer(text, lenient=True) == lenient_want
 
 
 def test_rev_files_are_flipped() -> None:
     preds = judgements.read_judgement_dir(J / "outputs")
     assert list(preds) == ["judgement_base_vs_sage.judge.json", "judgement_base_vs_sage.rev.judge.json"]
-    assert preds["judgement_base_vs_sage.rev.judge.json"] == {"a.txt": "A", "b.txt": "B", "c.txt": "M", "d.txt": "A"}
-    assert preds["judgement_base_vs_sage.judge.json"]["e.txt"] == "M"
+    # flipped back; e.txt is missing from the rev file, so it is M there (the original rule)
+    assert preds["judgement_base_vs_sage.rev.judge.json"] == {"a.txt": "A", "b.txt": "B", "c.txt": "M", "d.txt": "A",
+                                                              "e.txt": "M"}
+    assert preds["judgement_base_vs_sage.judge.json"]["e.txt"] == "A"  # only the start of the answer counts
+    lenient = judgements.read_judgement_dir(J / "outputs", lenient=True)
+    assert lenient["judgement_base_vs_sage.judge.json"]["d.txt"] == "B"
 
 
 def test_tables_match_the_crafted_files(tmp_path: Path) -> None:
@@ -67,15 +72,20 @@ def test_tables_round_trip_property(preds: dict[str, dict[str, judgements.Label]
         return
     import tempfile
 
+    full = judgements.fill_missing(preds)
     with tempfile.TemporaryDirectory() as d:
         comb = judgements.write_combined_tsv(Path(d) / "c.tsv", preds)
-        assert judgements.read_combined_tsv(comb) == preds
+        assert comb.read_bytes().count(b"\r\n") == 1 + len(next(iter(full.values())))
+        assert judgements.read_combined_tsv(comb) == full
         cons = judgements.write_consensus_tsv(Path(d) / "k.tsv", preds)
         counts, agreed = judgements.read_consensus_tsv(cons)
     assert agreed == judgements.consensus(preds)
     assert sum(counts.values()) == len(agreed)
     for lab, v in agreed.items():
-        assert all(p.get(lab) == v for p in preds.values())
+        assert all(p[lab] == v for p in full.values())
+    assert [v for v in agreed.values()] == sorted(agreed.values())  # ordered by prediction
+    disagreed = set(next(iter(full.values()))) - set(agreed)
+    assert all(len({p[lab] for p in full.values()}) > 1 for lab in disagreed)
 
 
 def test_duplicate_label_and_bad_shape_reported(tmp_path: Path) -> None:

@@ -1,16 +1,23 @@
-"""Judgement files of the original SAGE scripts (FORMATS.md section 6).
+"""Judgement files of the original SAGE scripts (FORMATS.md section 6), read and written as the
+original analysis script does.
 
 * judge input: ``[{"instruction": prompt, "input": "", "output": "<transcript file name>"}]``;
 * judge output: ``[{"label": "<file name>", "predict": "<judge text>"}]``, one file per judge and
   order. Files whose name contains ``rev`` were judged with the dialogs swapped: their A/B answer is
-  flipped back before counting. An answer without ``Dialog A is better`` / ``Dialog B is better``
-  (or with both) counts as ``M``;
-* ``combined_predictions.tsv``: header ``Label`` then one column per judgement file (its file name);
-  one row per label (sorted), cells A, B or M (empty when that file has no answer for the label);
+  flipped back before counting. An answer that does not start with ``Dialog X is better`` counts as
+  ``M`` (:func:`parse_answer`; ``lenient=True`` searches anywhere, any case, and gives ``M`` when
+  both letters appear);
+* ``combined_predictions.tsv``: header ``Label`` then one column per judgement file (file names
+  sorted); one row per label of any file (sorted), cells A, B or M; a label a file lacks is ``M``
+  there;
 * ``consensus_predictions.tsv``: ``Prediction<TAB>Count`` then rows ``A``, ``B``, ``M`` counting the
   labels on which every file agrees, then ``Filename<TAB>Consensus Prediction`` and one row per such
-  label (sorted). Labels on which files disagree, or that a file lacks, are left out: that is how the
-  original handled position bias.
+  label, ordered by prediction then label. Labels on which files disagree are left out: that is how
+  the original handled position bias.
+
+Both tables are written by the ``csv`` module with tab delimiters, so lines end in CRLF, byte for byte
+like the original. One deliberate difference: ``rev`` is looked for in the file *name* only (the
+original looked at the whole path, so a folder named ``...rev...`` flipped every file).
 
 Typical use (compare stage)::
 
@@ -21,6 +28,8 @@ Typical use (compare stage)::
 
 from __future__ import annotations
 
+import csv
+import io as pyio
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -34,7 +43,8 @@ from ._common import type_name
 
 Label = Literal["A", "B", "M"]
 LABELS: tuple[Label, ...] = ("A", "B", "M")
-_ANSWER = re.compile(r"\bDialog\s+([AB])\s+is\s+better\b", re.IGNORECASE)
+_ORIGINAL = re.compile(r"Dialog ([A-Za-z]) is better")
+_LENIENT = re.compile(r"\bDialog\s+([AB])\s+is\s+better\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,9 +64,19 @@ class JudgeOutput:
     predict: str
 
 
-def parse_answer(text: str) -> Label:
-    """``A`` or ``B`` from ``Dialog X is better`` (case and spacing tolerant); ``M`` otherwise or if both."""
-    found = {m.group(1).upper() for m in _ANSWER.finditer(text)}
+def parse_answer(text: str, *, lenient: bool = False) -> Label:
+    """The verdict letter of one judge answer.
+
+    Default (the original rule): ``A``/``B`` when the text *starts* with ``Dialog A is better`` /
+    ``Dialog B is better`` (case-sensitive), else ``M`` (a letter other than A/B, which crashed the
+    original, is ``M`` too). ``lenient``: the phrase anywhere, any case and spacing; ``M`` if both
+    letters appear.
+    """
+    if not lenient:
+        m = _ORIGINAL.match(text)
+        letter = m.group(1) if m else "M"
+        return letter if letter in ("A", "B") else "M"  # type: ignore[return-value]
+    found = {m.group(1).upper() for m in _LENIENT.finditer(text)}
     if found == {"A"}:
         return "A"
     if found == {"B"}:
@@ -153,37 +173,44 @@ def write_judge_output(path: str | Path, items: Iterable[JudgeOutput]) -> int:
     return len(recs)
 
 
-def file_predictions(path: str | Path) -> dict[str, Label]:
+def file_predictions(path: str | Path, *, lenient: bool = False) -> dict[str, Label]:
     """``{label: A|B|M}`` of one judge output file, flipped back when its name contains ``rev``."""
     rev = is_reversed(Path(path).name)
     out: dict[str, Label] = {}
     for o in read_judge_output(path):
-        ans = parse_answer(o.predict)
+        ans = parse_answer(o.predict, lenient=lenient)
         out[o.label] = flip(ans) if rev else ans
     return out
 
 
-def read_judgement_dir(folder: str | Path) -> dict[str, dict[str, Label]]:
+def fill_missing(preds: Mapping[str, Mapping[str, Label]]) -> dict[str, dict[str, Label]]:
+    """Every file gets every label of any file (sorted); a label a file lacks is ``M`` there."""
+    labels = sorted(set().union(*(p.keys() for p in preds.values()))) if preds else []
+    return {name: {lab: p.get(lab, "M") for lab in labels} for name, p in sorted(preds.items())}
+
+
+def read_judgement_dir(folder: str | Path, *, lenient: bool = False) -> dict[str, dict[str, Label]]:
     """Predictions of every ``*.json`` judge output file in a folder: ``{file name: {label: A|B|M}}``.
 
-    Files are taken in name order; every problem of every file is reported together.
+    Files in name order, labels the union over files (sorted), a label a file lacks ``M`` there (the
+    original rule). Every problem of every file is reported together.
     """
     d = Path(folder)
     if not d.is_dir():
         raise UserError(f"{d}: expected a folder of judge output files")
-    files = sorted(d.glob("*.json"))
+    files = sorted(f for f in d.glob("*.json") if f.is_file())
     if not files:
         raise UserError(f"{d}: no judge output files (*.json)")
     problems: list[str] = []
     out: dict[str, dict[str, Label]] = {}
     for f in files:
         try:
-            out[f.name] = file_predictions(f)
+            out[f.name] = file_predictions(f, lenient=lenient)
         except UserError as e:
             problems.extend(e.problems)
     if problems:
         raise UserError(problems)
-    return out
+    return fill_missing(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,44 +218,50 @@ def read_judgement_dir(folder: str | Path) -> dict[str, dict[str, Label]]:
 
 
 def consensus(preds: Mapping[str, Mapping[str, Label]]) -> dict[str, Label]:
-    """Labels on which every file gives the same answer, with that answer (sorted by label)."""
-    if not preds:
+    """Labels on which every file gives the same answer (missing counts as ``M``), ordered by answer then label."""
+    full = fill_missing(preds)
+    if not full:
         return {}
-    files = list(preds.values())
-    labels = sorted(set().union(*(p.keys() for p in files)))
-    out: dict[str, Label] = {}
-    for lab in labels:
-        answers = {p.get(lab) for p in files}
-        if len(answers) == 1 and None not in answers:
-            out[lab] = answers.pop()  # type: ignore[assignment]
-    return out
+    files = list(full.values())
+    agreed: dict[str, Label] = {}
+    for lab in files[0]:
+        answers = {p[lab] for p in files}
+        if len(answers) == 1:
+            agreed[lab] = answers.pop()
+    return dict(sorted(agreed.items(), key=lambda kv: kv[1]))  # stable: label order kept within an answer
+
+
+def _tsv(rows: Iterable[list[str]]) -> str:
+    buf = pyio.StringIO()
+    writer = csv.writer(buf, delimiter="\t")  # the original's writer: CRLF line ends, minimal quoting
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def render_combined_tsv(preds: Mapping[str, Mapping[str, Label]]) -> str:
-    names = list(preds)
-    labels = sorted(set().union(*(p.keys() for p in preds.values()))) if preds else []
-    lines = ["\t".join(["Label", *names])]
-    lines += ["\t".join([lab, *(preds[n].get(lab, "") for n in names)]) for lab in labels]
-    return "".join(line + "\n" for line in lines)
+    full = fill_missing(preds)
+    names = list(full)
+    labels = list(next(iter(full.values()))) if full else []
+    return _tsv([["Label", *names], *([lab, *(full[n][lab] for n in names)] for lab in labels)])
 
 
 def render_consensus_tsv(preds: Mapping[str, Mapping[str, Label]]) -> str:
     agreed = consensus(preds)
     counts = {k: sum(1 for v in agreed.values() if v == k) for k in LABELS}
-    lines = ["Prediction\tCount", *(f"{k}\t{counts[k]}" for k in LABELS), "Filename\tConsensus Prediction"]
-    lines += [f"{lab}\t{v}" for lab, v in agreed.items()]
-    return "".join(line + "\n" for line in lines)
+    rows = [["Prediction", "Count"], *([k, str(counts[k])] for k in LABELS), ["Filename", "Consensus Prediction"]]
+    rows += [[lab, v] for lab, v in agreed.items()]
+    return _tsv(rows)
 
 
 def write_combined_tsv(path: str | Path, preds: Mapping[str, Mapping[str, Label]]) -> Path:
-    """Atomically write ``combined_predictions.tsv`` (see the module docstring)."""
+    """Atomically write ``combined_predictions.tsv`` exactly as the original (see the module docstring)."""
     with io.atomic_write(path) as fh:
         fh.write(render_combined_tsv(preds))
     return Path(path)
 
 
 def write_consensus_tsv(path: str | Path, preds: Mapping[str, Mapping[str, Label]]) -> Path:
-    """Atomically write ``consensus_predictions.tsv`` (see the module docstring)."""
+    """Atomically write ``consensus_predictions.tsv`` exactly as the original (see the module docstring)."""
     with io.atomic_write(path) as fh:
         fh.write(render_consensus_tsv(preds))
     return Path(path)
@@ -245,7 +278,7 @@ def _tsv_rows(path: Path) -> list[list[str]]:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not s.strip():
         raise UserError(f"{path}: empty file, expected a TSV table")
-    return [line.split("\t") for line in s.splitlines() if line != ""]
+    return [row for row in csv.reader(pyio.StringIO(s, newline=""), delimiter="\t") if row]
 
 
 def _combined(path: Path) -> tuple[dict[str, dict[str, Label]], list[str]]:
