@@ -199,3 +199,19 @@ def test_preference_problems(tmp_path: Path) -> None:
         f"{p}: record 1: field chosen.from: unexpected speaker 'human' (expected gpt)",
         f"{p}: record 2: field conversations: must end with a human turn",
     ]
+
+
+def test_user_lines_with_tags_from_the_original_simulator() -> None:
+    text = ("🧑‍💻: I lost my keys.\n"
+            "🤖: {user_motivation: venting, user_emotion: annoyed} {assistant_motivation: help, assistant_emotion: calm}"
+            " Where did you last see them?\n"
+            "🧑‍💻: {user_motivation: answer, user_emotion: neutral} {assistant_motivation: inform, assistant_emotion: tired}"
+            " In the car, I think.\n")
+    d = transcripts.parse_transcript(text, "k")
+    assert d.turns[2].text == "In the car, I think."
+    assert d.turns[2].state == Tags(motivation="answer", emotion="neutral")
+    assert d.turns[2].action == Tags(motivation="inform", emotion="tired")
+    again = transcripts.parse_transcript(transcripts.render_transcript(d), "k")
+    assert again == d
+    assert transcripts.render_transcript(d, "converted").splitlines()[2] == "user: In the car, I think."
+    assert transcripts.convert_transcript_text(text).splitlines()[2] == "user: In the car, I think."

@@ -71,7 +71,8 @@ def render_transcript(d: Dialog, variant: Variant = "plain", dropped: dict[int, 
             prefix = CONV_USER if t.role == "user" else CONV_ASSISTANT
             lines.append(prefix + sac.strip_all(t.text))
         elif t.role == "user":
-            lines.append(USER + turn_content(t, "raw"))
+            # the original's user simulator wrote tags too: keep whatever the turn carries
+            lines.append(USER + sac.render_turn(t.text, state=t.state, action=t.action))
         elif variant == "full":
             lines.append(KEPT + _assistant_content(t))
             lines.extend(DROPPED + _assistant_content(c) for c in dropped.get(i, []))
@@ -176,7 +177,7 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
                 probs.append(f"{where(path, lineno, 'text')}: converted transcripts carry no tag blocks")
             turns.append(Turn(role=role, text=content))
         elif role == "user":
-            turns.append(Turn(role=role, text=content))
+            turns.append(_user_turn(content))
         else:
             turns.append(content_to_turn("assistant", content))
         lines_of.append(lineno)
@@ -190,6 +191,14 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
     if dropped:
         meta["dropped"] = dropped_to_meta(dropped)
     return Dialog(id=dialog_id, turns=turns, meta=meta)
+
+
+def _user_turn(content: str) -> Turn:
+    """A user line; tag blocks the original user simulator wrote go to ``state`` / ``action``."""
+    p = sac.parse(content)
+    if not p.has_tags:
+        return Turn(role="user", text=content)
+    return Turn(role="user", text=p.reply, state=p.state or p.plain, action=p.action)
 
 
 def _read_text(path: Path, problems: list[str]) -> str | None:
