@@ -100,9 +100,10 @@ def _parse_value(raw: str) -> TagValue:
     v = raw.strip()
     if v.startswith("[") and v.endswith("]"):
         inner = v[1:-1]
-        items = [_unquote(x) for x in inner.split(",")]
+        # clean_value: a value read back must be writable again (model output can be malformed)
+        items = [clean_value(_unquote(x)) for x in inner.split(",")]
         return [x for x in items if x and x.lower() not in ("null", "none")]
-    v = _unquote(v)
+    v = clean_value(_unquote(v))
     if v.lower() in ("null", "none", ""):
         return None
     return v

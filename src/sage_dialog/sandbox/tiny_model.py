@@ -53,13 +53,28 @@ def default_corpus(n_lines: int = 600, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000):  # -> PreTrainedTokenizerFast
-    """Train a byte-level BPE tokenizer on ``texts`` and wrap it with the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *,
+                    space_style: str = "prefix"):  # -> PreTrainedTokenizerFast
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it with the chat template.
+
+    ``space_style="prefix"`` (default) is GPT-2 style: a space starts the next word (`` word``).
+    ``"suffix"`` keeps each space with the word before it (``word ``), so text that ends in a space
+    (a steering prefill such as ``{a_motivation: comfort, `` or ``...]} ``) ends on the same token
+    boundary as in training; a small model trained from scratch is very sensitive to that.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if space_style == "suffix":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\S+\s*|\s+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    elif space_style == "prefix":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        raise ValueError(f"space_style={space_style!r}: use 'prefix' or 'suffix'")
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -90,18 +105,24 @@ def build_tiny_model(
     num_heads: int = 4,
     max_positions: int = 1024,
     seed: int = 0,
+    intermediate_size: int | None = None,
+    space_style: str = "prefix",
 ) -> Path:
-    """Create a randomly initialised small Llama with its tokenizer in ``out_dir``; return the path."""
+    """Create a randomly initialised small Llama with its tokenizer in ``out_dir``; return the path.
+
+    ``intermediate_size`` defaults to ``3 * hidden_size``; ``space_style`` goes to :func:`build_tokenizer`.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(texts if texts is not None else default_corpus(), vocab_size)
+    tokenizer = build_tokenizer(texts if texts is not None else default_corpus(), vocab_size,
+                                space_style=space_style)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
+        intermediate_size=intermediate_size or hidden_size * 3,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
