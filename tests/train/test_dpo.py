@@ -25,7 +25,7 @@ def test_loss_spec_adds_the_sft_term(tiny_model, dpo_data, tmp_path, fast):
     cfg = _cfg(tiny_model, dpo_data, tmp_path, fast, **{"dpo.sft_weight": 0, "dpo.loss_type": "[ipo, hinge]"})
     assert loss_spec(cfg) == (["ipo", "hinge"], [1.0, 1.0])
     cfg = _cfg(tiny_model, dpo_data, tmp_path, fast, **{"dpo.loss_type": "[nonsense]"})
-    with pytest.raises(UserError, match="dpo.loss_type: unknown"):
+    with pytest.raises(UserError, match=r"dpo\.loss_type: unknown"):
         loss_spec(cfg)
     with pytest.raises(UserError, match="lists 'sft'"):
         _cfg(tiny_model, dpo_data, tmp_path, fast, **{"dpo.loss_type": "[sigmoid, sft]"})

@@ -41,13 +41,13 @@ def tok(tiny_model):
 
 
 def _trained_text(tok, enc) -> str:
-    return "".join(tok.decode([i]) for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE)
+    return "".join(tok.decode([i]) for i, lab in zip(enc.input_ids, enc.labels, strict=False) if lab != IGNORE)
 
 
 def _segments(tok, enc, want: set[str | None]) -> list[str]:
     """Maximal runs of consecutive tokens whose part is in ``want``, decoded."""
     runs, cur = [], []
-    for i, p in zip(enc.input_ids, enc.parts):
+    for i, p in zip(enc.input_ids, enc.parts, strict=False):
         if p in want:
             cur.append(i)
         elif cur:
@@ -62,7 +62,7 @@ def test_whole_turn_loss_covers_tags_reply_and_end_of_turn_only(tok):
     enc = encode_conversation(tok, CONV, CHATML, loss_on="turn")
     assert len(enc.input_ids) == len(enc.labels) == len(enc.parts)
     # every position: label is the token itself exactly where the part is an assistant part
-    for i, lab, part in zip(enc.input_ids, enc.labels, enc.parts):
+    for i, lab, part in zip(enc.input_ids, enc.labels, enc.parts, strict=False):
         assert (lab == i) if part in ("tags", "reply") else (lab == IGNORE)
     assert _segments(tok, enc, {"tags", "reply"}) == [TAGGED + "<|im_end|>", "Want to talk?<|im_end|>"]
     # nothing of the system/user turns or the role headers is trained
@@ -75,7 +75,7 @@ def test_reply_only_masks_the_tag_blocks(tok):
     enc = encode_conversation(tok, CONV, CHATML, loss_on="reply")
     assert _segments(tok, enc, {"tags"}) == [TAGGED[: TAGGED.index("} That") + 1]]
     assert _trained_text(tok, enc) == " That sounds rough.<|im_end|>Want to talk?<|im_end|>"
-    for lab, part in zip(enc.labels, enc.parts):
+    for lab, part in zip(enc.labels, enc.parts, strict=False):
         assert (lab != IGNORE) == (part == "reply")
 
 

@@ -184,7 +184,7 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
         "logging_first_step": True,
         "save_strategy": "steps" if t.save_steps else "epoch",
         "save_total_limit": t.save_total_limit,
-        "eval_strategy": ("steps" if t.eval_steps else "epoch") if has_eval else "no",
+        "eval_strategy": ("steps" if (t.eval_steps or t.save_steps) else "epoch") if has_eval else "no",
         "report_to": report or "none",
         "include_num_input_tokens_seen": "non_padding",
         "deepspeed": str(t.deepspeed) if t.deepspeed else None,
@@ -193,8 +193,8 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
     }
     if t.save_steps:
         args["save_steps"] = t.save_steps
-    if t.eval_steps and has_eval:
-        args["eval_steps"] = t.eval_steps
+    if has_eval and (t.eval_steps or t.save_steps):
+        args["eval_steps"] = t.eval_steps or t.save_steps
     if args["gradient_checkpointing"]:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
@@ -202,8 +202,11 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
 
 def count_params(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    def n(p: Any) -> int:
+        return int(getattr(p, "ds_numel", 0) or p.numel())  # ZeRO-3 partitions leave numel() at 0
+
+    trainable = sum(n(p) for p in model.parameters() if p.requires_grad)
+    total = sum(n(p) for p in model.parameters())
     return trainable, total
 
 

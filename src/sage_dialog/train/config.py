@@ -81,8 +81,8 @@ class TrainSection(_Section):
     max_grad_norm: float = 1.0
     seed: int = 0
     logging_steps: int = Field(default=10, ge=1)
-    eval_steps: int | None = Field(default=None, ge=1, description="None: evaluate once per epoch")
-    save_steps: int | None = Field(default=None, ge=1, description="None: checkpoint once per epoch")
+    eval_steps: int | None = Field(default=None, ge=1, description="None: evaluate whenever a checkpoint is saved")
+    save_steps: int | None = Field(default=500, ge=1, description="None: checkpoint once per epoch")
     save_total_limit: int | None = 2
     resume: bool | str = Field(
         default=False, description="true: resume from the last checkpoint in output_dir; or a checkpoint path"

@@ -193,12 +193,14 @@ def drop_tags(messages: list[Message], p: float, rng: random.Random) -> list[Mes
 def _render(tokenizer: Any, messages: list[Message], template: str, **kw: Any) -> tuple[str, list[tuple[int, int]]]:
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, indices = render_jinja_template(
+    result: Any = render_jinja_template(  # typed as str upstream; returns (texts, generation spans)
         conversations=[messages],
         chat_template=template,
         **{**tokenizer.special_tokens_map, **kw},
     )
-    return rendered[0], [tuple(x) for x in indices[0]] if indices else []
+    rendered, indices = result
+    spans: list[tuple[int, int]] = [(int(a), int(b)) for a, b in indices[0]] if indices else []
+    return str(rendered[0]), spans
 
 
 def assistant_spans(tokenizer: Any, messages: list[Message], template: str) -> tuple[str, list[tuple[int, int]]]:

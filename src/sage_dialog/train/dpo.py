@@ -107,6 +107,8 @@ def train_dpo(cfg: DPORunConfig) -> Path:
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():  # other ranks of a multi-GPU run write nothing else
+        return out
     save_template(out, tokenizer, template)
     write_run_config(out, cfg)
     summary = make_summary(trainer, cfg, "dpo", timer.elapsed, len(train_ds), len(eval_ds or []), resume, device)

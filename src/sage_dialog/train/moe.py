@@ -26,16 +26,12 @@ def find_moe_block_classes(model: Any) -> list[type]:
         if _MOE_NAME.search(cls.__name__) and "Experts" not in cls.__name__:
             found.setdefault(cls.__name__, cls)
     # keep only classes that are not nested inside another found class
-    outer = []
-    for cls in found.values():
-        nested = False
-        for _name, module in model.named_modules():
-            if type(module) in found.values() and type(module) is not cls:
-                if any(isinstance(sub, cls) for sub in module.modules() if sub is not module):
-                    nested = True
-                    break
-        if not nested:
-            outer.append(cls)
+    classes = set(found.values())
+    inner: set[type] = set()
+    for module in model.modules():
+        if type(module) in classes:
+            inner.update(type(sub) for sub in module.modules() if sub is not module and type(sub) in classes)
+    outer = [c for c in found.values() if c not in inner]
     return outer
 
 

@@ -45,10 +45,12 @@ def build_datasets(cfg: SFTRunConfig, tokenizer: Any, template: str) -> tuple[An
         eval_convs = load_sft_messages(d.eval, d.limit)
     else:
         train_convs, eval_convs = split_eval(train_convs, d.eval_fraction, cfg.train.seed)
-    kw = {"loss_on": d.loss_on, "seed": cfg.train.seed}
-    train_ds = build_sft_dataset(tokenizer, train_convs, template, tag_dropout=d.tag_dropout, **kw)
+    seed = cfg.train.seed
+    train_ds = build_sft_dataset(tokenizer, train_convs, template, loss_on=d.loss_on, tag_dropout=d.tag_dropout,
+                                 seed=seed)
     # eval keeps every turn's tags: it measures the target the user asked for, not the dropout noise
-    eval_ds = build_sft_dataset(tokenizer, eval_convs, template, **kw) if eval_convs else None
+    eval_ds = (build_sft_dataset(tokenizer, eval_convs, template, loss_on=d.loss_on, seed=seed)
+               if eval_convs else None)
     return train_ds, eval_ds
 
 
@@ -90,6 +92,8 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     if eval_ds is not None:
         eval_loss = trainer.evaluate().get("eval_loss")
     trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():  # other ranks of a multi-GPU run write nothing else
+        return out
     save_template(out, tokenizer, template)
     write_run_config(out, cfg)
     summary = make_summary(trainer, cfg, "sft", timer.elapsed, len(train_ds), len(eval_ds or []), resume, device)

@@ -1,0 +1,170 @@
+"""SFT throughput: tokens/s with and without packing on the same data, through ``train_sft``.
+
+tokens/s is measured in steady state: real (non-padding) tokens and time between the first and the
+last logged step, so the first step's warm-up is left out. Models are built locally with random weights (throughput does not depend on the weights):
+``tiny`` (~0.5M parameters, the test model), ``20m`` (~20M) and ``1b`` (~1.1B, TinyLlama shape: GPU).
+Data: synthetic multi-turn SAC dialogs of varied length, so padding matters. Each (model, packing)
+cell runs ``--repeats`` times; the median tokens/s is reported (the machine may be shared).
+
+MFU (model FLOPs utilisation) = 6 · N · tokens/s / peak FLOP/s, N = parameter count (the usual
+6N training estimate, attention FLOPs ignored). It is printed when the peak is known: ``--device cuda``
+looks it up from the GPU name (bf16 dense) or takes ``--peak-tflops``.
+
+Example:
+  .venv/bin/python benchmarks/bench_sft.py --models tiny 20m --steps 20 --repeats 3
+  python benchmarks/bench_sft.py --models 1b --device cuda --steps 30 --batch-size 8 --max-length 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SIZES = {
+    "tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 4},
+    "20m": {"hidden_size": 512, "num_layers": 6, "num_heads": 8},
+    "1b": {"hidden_size": 2048, "num_layers": 22, "num_heads": 32},
+}
+# dense bf16 peak, TFLOP/s, by substring of torch.cuda.get_device_name()
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0,
+               "4090": 165.0, "3090": 71.0}
+
+
+def make_data(path: Path, n: int, seed: int) -> Path:
+    from sage_dialog import sac
+    from sage_dialog.sandbox.tiny_model import _WORDS
+    from sage_dialog.schema import Tags
+
+    rng = random.Random(seed)
+    words = [w for w in _WORDS if w not in ("null", "none")]
+
+    def sentence(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi))).capitalize() + "."
+
+    with path.open("w", encoding="utf-8") as fh:
+        for _ in range(n):
+            msgs = []
+            for _turn in range(rng.randint(1, 4)):
+                msgs.append({"role": "user", "content": sentence(4, 30)})
+                reply = sac.render_turn(
+                    sentence(4, 60),
+                    state=Tags(motivation=rng.choice(words), emotion=rng.choice(words), topics=[rng.choice(words)]),
+                    action=Tags(motivation=rng.choice(words), emotion=rng.choice(words), topics=[]),
+                )
+                msgs.append({"role": "assistant", "content": reply})
+            fh.write(json.dumps({"messages": msgs}) + "\n")
+    return path
+
+
+def peak_flops(device: str, override: float | None) -> float | None:
+    if override:
+        return override * 1e12
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, tf in PEAK_TFLOPS.items():
+        if key in name:
+            return tf * 1e12
+    return None
+
+
+def run_cell(model_dir: Path, data: Path, out: Path, args: argparse.Namespace, packing: bool) -> dict:
+    from sage_dialog.config import load_config
+    from sage_dialog.train.config import SFTRunConfig
+    from sage_dialog.train.sft import train_sft
+
+    overrides = [
+        f"model.name_or_path={model_dir}", f"data.train={data}", f"output_dir={out}",
+        "adapter.method=full", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
+        f"data.max_length={args.max_length}", f"data.packing={str(packing).lower()}",
+        "train.save_steps=100000", "train.logging_steps=1", f"train.device={args.device}",
+        "train.lr_scheduler=constant", "train.learning_rate=1e-4",
+    ]
+    if args.device == "cuda":
+        overrides += ["train.precision=bf16", "train.gradient_checkpointing=false"]
+    train_sft(load_config(SFTRunConfig, None, overrides))
+    summary = json.loads((out / "training_summary.json").read_text())
+    # steady state: tokens and time between the first and the last logged step (skips step-1 warm-up)
+    logs = [h for h in summary["log_history"] if "loss" in h and "train_runtime" in h]
+    if len(logs) >= 2:
+        dt = float(logs[-1]["train_runtime"]) - float(logs[0]["train_runtime"])
+        dn = logs[-1]["num_input_tokens_seen"] - logs[0]["num_input_tokens_seen"]
+        summary["tokens_per_s"] = dn / dt if dt > 0 else summary["tokens_per_s"]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["tiny", "20m"], choices=sorted(SIZES))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--examples", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peak-tflops", type=float, help="peak FLOP/s of the device in TFLOP/s, for MFU")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    import torch
+    import transformers
+
+    from sage_dialog.sandbox.tiny_model import build_tiny_model, default_corpus
+
+    transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = peak_flops(args.device, args.peak_tflops)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-sft-") as tmp:
+        t = Path(tmp)
+        data = make_data(t / "data.jsonl", args.examples, seed=0)
+        for size in args.models:
+            model_dir = build_tiny_model(t / f"model-{size}", default_corpus(), max_positions=max(1024, args.max_length),
+                                         **SIZES[size])
+            # interleave the two settings so both see the same (shared-machine) load; report medians
+            runs: dict[bool, list[dict]] = {False: [], True: []}
+            for r in range(args.repeats):
+                for packing in (False, True):
+                    runs[packing].append(run_cell(model_dir, data, t / f"out-{size}-{packing}-{r}", args, packing))
+            ratios = [p["tokens_per_s"] / n["tokens_per_s"] for n, p in zip(runs[False], runs[True], strict=True)]
+            for packing in (False, True):
+                tps = [r["tokens_per_s"] for r in runs[packing]]
+                n_params = runs[packing][0]["total_params"]
+                med = statistics.median(tps)
+                row = {"model": size, "params": n_params, "packing": packing, "device": args.device,
+                       "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+                       "tokens_per_step": round(statistics.median(r["tokens"] / r["steps"] for r in runs[packing])),
+                       "tokens_per_s_median": round(med, 1), "tokens_per_s_all": [round(x, 1) for x in tps],
+                       "pack_ratio_median": round(statistics.median(ratios), 2) if packing else None,
+                       "mfu": round(6 * n_params * med / peak, 4) if peak else None}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| model | params | packing | tokens/step | tokens/s (median) | runs | MFU |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {'yes' if r['packing'] else 'no'} | {r['tokens_per_step']} "
+              f"| {r['tokens_per_s_median']:,.0f} | {r['tokens_per_s_all']} | {mfu} |")
+    for r in rows:
+        if r["pack_ratio_median"] is not None:
+            print(f"{r['model']}: packing / no packing tokens/s, median of paired runs = {r['pack_ratio_median']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
