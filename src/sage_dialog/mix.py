@@ -155,7 +155,8 @@ def blend(records: list[Record], k: int, rng: random.Random, warn: Callable[[str
         k = max(0, len(pool) - 1)
     out = []
     for i, base in enumerate(pool):
-        others = rng.sample([j for j in range(len(pool)) if j != i], k) if k else []
+        # k distinct others without building an O(n) candidate list per dialog: draw from n-1, skip i
+        others = [j + (j >= i) for j in rng.sample(range(len(pool) - 1), k)] if k else []
         conv = list(base["conversations"])
         for j in others:
             conv.extend(pool[j]["conversations"])
