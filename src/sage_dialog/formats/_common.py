@@ -7,6 +7,7 @@ them all; readers raise :class:`UserError` with the same lines.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,15 @@ def turn_content(turn: Turn, style: Style) -> str:
     return sac.render_turn(turn.text, state=turn.state, action=turn.action)
 
 
+# Checking a file and converting it parse every value twice; a small cache halves the work. Cached
+# results are shared, so callers copy the Tags they hand out (see content_to_turn).
+_parse = functools.lru_cache(maxsize=8192)(sac.parse)
+
+
+def _copy(tags: Tags | None) -> Tags | None:
+    return None if tags is None else tags.model_copy(deep=True)
+
+
 def content_to_turn(role: Literal["system", "user", "assistant"], content: str) -> Turn:
     """Parse the tag blocks in front of one chat message into a :class:`Turn`.
 
@@ -117,17 +127,17 @@ def content_to_turn(role: Literal["system", "user", "assistant"], content: str) 
     """
     if role == "system":
         return Turn(role=role, text=content)
-    parsed = sac.parse(content)
+    parsed = _parse(content)
     if not parsed.has_tags:
         return Turn(role=role, text=content)
     if role == "user":
-        return Turn(role=role, text=parsed.reply, state=parsed.plain or parsed.state)
-    return Turn(role=role, text=parsed.reply, state=parsed.state, action=parsed.action or parsed.plain)
+        return Turn(role=role, text=parsed.reply, state=_copy(parsed.plain or parsed.state))
+    return Turn(role=role, text=parsed.reply, state=_copy(parsed.state), action=_copy(parsed.action or parsed.plain))
 
 
 def looks_like_broken_tags(content: str) -> bool:
     """True when text starts like a tag block that :func:`sac.parse` could not read."""
-    return content.lstrip().startswith("{") and not sac.parse(content).has_tags
+    return content.lstrip().startswith("{") and not _parse(content).has_tags
 
 
 def tags_problem(content: str) -> str | None:
