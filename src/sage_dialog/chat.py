@@ -261,6 +261,7 @@ def repl(session: ChatSession, *, stdin: TextIO | None = None, out: TextIO | Non
             line = line.strip()
             if not line:
                 continue
+            saved = list(session.turns)
             try:
                 if line.startswith("/"):
                     if _command(session, loop, line, out) == "quit":
@@ -270,9 +271,22 @@ def repl(session: ChatSession, *, stdin: TextIO | None = None, out: TextIO | Non
             except UserError as e:
                 for p in e.problems:
                     out.write(f"error: {p}\n")
+            except KeyboardInterrupt:
+                # Ctrl-C while generating: drop that turn and go back to the prompt
+                _cancel_pending(loop)
+                session.turns = saved
+                out.write("\n(interrupted; Ctrl-D or /quit leaves)\n")
     finally:
         loop.run_until_complete(session.backend.aclose())
         loop.close()
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 def _command(session: ChatSession, loop: asyncio.AbstractEventLoop, line: str, out: TextIO) -> str | None:

@@ -360,7 +360,7 @@ async def _hf_token_stream(
 ) -> AsyncIterator[str]:
     """Yield decoded text pieces from ``model.generate`` running in a thread (TextIteratorStreamer)."""
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     from .backends.hf import render_prompt  # the backend's own prompt rendering, prefill kept exact
 
@@ -386,6 +386,14 @@ async def _hf_token_stream(
     # the backend serialises forward passes with this lock; streaming must not race its batches
     lock = getattr(backend, "_lock", None) or threading.Lock()
     error: list[BaseException] = []
+    # set when the consumer stops early (client gone, stop string, Ctrl-C): generation ends at once
+    cancel = threading.Event()
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    gen_kw["stopping_criteria"] = StoppingCriteriaList([_Cancel()])
 
     def work() -> None:
         try:
@@ -401,11 +409,14 @@ async def _hf_token_stream(
     thread.start()
     it = iter(streamer)
     sentinel = object()
-    while True:
-        piece = await asyncio.to_thread(next, it, sentinel)
-        if piece is sentinel:
-            break
-        yield str(piece)
+    try:
+        while True:
+            piece = await asyncio.to_thread(next, it, sentinel)
+            if piece is sentinel:
+                break
+            yield str(piece)
+    finally:
+        cancel.set()
     await asyncio.to_thread(thread.join)
     if error:
         raise error[0]

@@ -144,3 +144,16 @@ def test_bad_requests(server) -> None:
     with pytest.raises(APIStatusError) as e:
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 404
+
+
+def test_streaming_several_choices(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="sage-tiny", messages=[{"role": "user", "content": "hi"}], stream=True, n=2, max_tokens=6
+        )
+    )
+    indexes = {c.choices[0].index for c in chunks if c.choices}
+    assert indexes == {0, 1}
+    assert sum(1 for c in chunks if c.choices and c.choices[0].finish_reason) == 2
