@@ -1,10 +1,25 @@
-"""Content-addressed response cache (SQLite) shared by all stages; see :class:`CachedBackend`."""
+"""Content-addressed response cache (SQLite) shared by all stages; see :class:`CachedBackend`.
+
+Use it through a backend config (``cache: runs/cache.sqlite``) or directly::
+
+    backend = CachedBackend(load_backend("hf:path/to/model"), "runs/cache.sqlite")
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
+import json
 import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from .base import Backend, BackendError, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
 
 
 def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
@@ -32,3 +47,218 @@ def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
                 fh.seek(size - (1 << 20))
                 h.update(fh.read(1 << 20))
     return h.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------
+# the response cache
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class ResponseCache:
+    """A content-addressed SQLite store: ``key`` (sha256 of identity + request + sample) -> JSON.
+
+    Safe with concurrent writers (several processes or stages sharing one file): WAL journal, a
+    busy timeout, short transactions and ``INSERT OR IGNORE`` (the first writer of a key wins; a
+    key's content is determined by the key anyway).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._retry(lambda: self._db.execute(_SCHEMA))
+
+    def _retry(self, fn: Any, attempts: int = 20) -> Any:
+        # busy_timeout covers most contention; WAL set-up and schema creation can still race.
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or i == attempts - 1:
+                    raise
+                time.sleep(0.05 * (i + 1))
+        return None
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):  # stay under SQLite's host-parameter limit
+                chunk = keys[i : i + 500]
+                q = f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
+                for k, v in self._retry(lambda q=q, chunk=chunk: self._db.execute(q, chunk).fetchall()):
+                    out[k] = json.loads(v)
+        return out
+
+    def put_many(self, kind: str, items: list[tuple[str, Any]]) -> None:
+        if not items:
+            return
+        now = time.time()
+        rows = [(k, kind, json.dumps(v, ensure_ascii=False), now) for k, v in items]
+
+        def write() -> None:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+        with self._lock:
+            self._retry(write)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedBackend(Backend):
+    """Wrap a backend with the response cache: re-running finished work makes zero model calls.
+
+    Generation is cached per sample: the key is ``(backend identity, request.key_dict(), sample
+    index)``, so asking for ``n=5`` after ``n=4`` computes one new sample (the inner backend is
+    asked for ``n=1, sample_offset=4``). Each request is sent to the inner backend as its own call
+    (batching backends merge concurrent calls again) and stored as soon as it finishes, so a run
+    killed half-way keeps what it finished. Completions with ``finish_reason="error"`` are not
+    stored. Hits come back with ``cached=True``; ``hits`` / ``misses`` count samples.
+    """
+
+    def __init__(self, inner: Backend, path: str | os.PathLike[str] | ResponseCache):
+        super().__init__(inner.model)
+        self.inner = inner
+        self.provider = inner.provider
+        self.store = path if isinstance(path, ResponseCache) else ResponseCache(path)
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    @property
+    def supports_scoring(self) -> bool:
+        return self.inner.supports_scoring
+
+    def _gen_keys(self, req: ChatRequest) -> list[str]:
+        ident = self.identity()
+        kd = req.key_dict()
+        return [self.store.key("gen", ident, kd, i) for i in range(req.n)]
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        keys = [self._gen_keys(r) for r in requests]
+        found = self.store.get_many([k for ks in keys for k in ks])
+        results: list[list[Completion | None]] = []
+        tokens_in: list[int] = [0] * len(requests)
+        calls = []
+        for ri, (req, ks) in enumerate(zip(requests, keys, strict=True)):
+            slots: list[Completion | None] = []
+            for k in ks:
+                hit = found.get(k)
+                if hit is None:
+                    slots.append(None)
+                else:
+                    tokens_in[ri] = hit.get("tokens_in", 0)
+                    slots.append(
+                        Completion(hit["text"], hit["finish_reason"], hit.get("tokens_out", 0), cached=True)
+                    )
+            results.append(slots)
+            self.hits += sum(s is not None for s in slots)
+            for start, count in _missing_runs(slots):
+                sub = dataclasses.replace(req, n=count, sample_offset=req.sample_offset + start)
+                calls.append((ri, start, count, sub))
+        self.misses += sum(c[2] for c in calls)
+
+        async def one(ri: int, start: int, count: int, sub: ChatRequest) -> None:
+            [res] = await self.inner.generate([sub])
+            if len(res.completions) != count:
+                raise BackendError(
+                    "bad_response", f"{self.name} returned {len(res.completions)} of {count} samples"
+                )
+            tokens_in[ri] = res.tokens_in
+            to_store = []
+            for j, c in enumerate(res.completions):
+                results[ri][start + j] = c
+                if c.finish_reason != "error":
+                    d = {"text": c.text, "finish_reason": c.finish_reason, "tokens_out": c.tokens_out}
+                    to_store.append((keys[ri][start + j], {**d, "tokens_in": res.tokens_in}))
+            self.store.put_many("gen", to_store)  # at once: a killed run keeps what finished
+
+        outcomes = await asyncio.gather(*(one(*c) for c in calls), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
+        return [
+            ChatResult(completions=[c for c in slots if c is not None], tokens_in=tokens_in[ri])
+            for ri, slots in enumerate(results)
+        ]
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        ident = self.identity()
+        keys = [self.store.key("score", ident, r.key_dict()) for r in requests]
+        found = self.store.get_many(keys)
+        out: list[ScoreResult | None] = []
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            hit = found.get(k)
+            if hit is None:
+                out.append(None)
+                todo.append(i)
+            else:
+                out.append(ScoreResult(hit["logprobs"], hit.get("tokens_in", 0), cached=True))
+        self.hits += len(requests) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            fresh = await self.inner.score([requests[i] for i in todo])
+            for i, r in zip(todo, fresh, strict=True):
+                out[i] = r
+            self.store.put_many(
+                "score",
+                [
+                    (keys[i], {"logprobs": r.logprobs, "tokens_in": r.tokens_in})
+                    for i, r in zip(todo, fresh, strict=True)
+                ],
+            )
+        return [r for r in out if r is not None]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        self.store.close()
+
+
+def _missing_runs(slots: Sequence[object | None]) -> list[tuple[int, int]]:
+    """Contiguous runs ``(start, count)`` of missing (None) slots."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, s in enumerate([*slots, 0]):
+        if s is None and start is None:
+            start = i
+        elif s is not None and start is not None:
+            runs.append((start, i - start))
+            start = None
+    return runs

@@ -18,7 +18,8 @@
 
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
-``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true).
+``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
+``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone).
 """
 
 from __future__ import annotations
@@ -284,11 +285,17 @@ class HFBackend(Backend):
         batch_size: int = 32,
         merge_adapter: bool = True,
         linger_ms: float = 2.0,
+        num_threads: int | None = None,
         **options: Any,
     ):
         super().__init__(model, **options)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if num_threads:
+            # Process-wide. On a busy small CPU box 1 thread can be many times faster than 2
+            # (OpenMP threads spin waiting for each other); see docs/backends.md.
+            torch.set_num_threads(int(num_threads))
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
