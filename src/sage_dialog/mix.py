@@ -90,6 +90,7 @@ class MixConfig(BaseModel):
     valid_fraction: float = Field(0.0, ge=0, lt=1)
     valid_size: int | None = Field(None, ge=0, description="held-out dialogs (overrides valid_fraction)")
     dedup: bool = True
+    even: bool = Field(False, description="cut every dialog to an even number of turns (LLaMA-Factory skips odd ones)")
     total: int | None = Field(None, ge=1, description="mix size when the spec gives proportions")
     name: str = "data_mix"
 
@@ -170,8 +171,8 @@ def blend(records: list[Record], k: int, rng: random.Random, warn: Callable[[str
 
 
 def collect(spec: dict[Path, SpecEntry], *, dedup: bool, total: int | None, rng: random.Random,
-            warn: Callable[[str], None]) -> tuple[list[Record], dict[str, dict[str, int]]]:
-    """Records of every file after size, prompt, validation, dedup and proportions (not shuffled)."""
+            warn: Callable[[str], None], even: bool = False) -> tuple[list[Record], dict[str, dict[str, int]]]:
+    """Records of every file after size, prompt, validation, even cut, dedup and proportions (not shuffled)."""
     per_file: dict[str, dict[str, int]] = {}
     seen: set[tuple[tuple[str, str], ...]] = set()
     kept_by_file: list[tuple[Path, SpecEntry, list[Record]]] = []
@@ -188,6 +189,14 @@ def collect(spec: dict[Path, SpecEntry], *, dedup: bool, total: int | None, rng:
                 for line in problems:
                     warn(f"dropped: {line}")
                 continue
+            if even and len(rec["conversations"]) % 2:
+                rec = cut_even(rec)
+                stats["cut_to_even"] += 1
+                if not rec["conversations"]:
+                    stats["dropped_single_turn"] += 1
+                    rid = rec.get("id")
+                    warn(f"dropped: {where(path, f'{i} ({rid})')}: a single human turn, nothing left at an even length")
+                    continue
             if dedup:
                 key = _key(rec)
                 if key in seen:
@@ -243,7 +252,7 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
     manifest = new_manifest("mix", cfg.model_dump(mode="json"), seed=cfg.seed,
                             inputs={str(p): sha256_file(p) for p in [cfg.spec, *spec]})
     rng = random.Random(cfg.seed)
-    records, per_file = collect(spec, dedup=cfg.dedup, total=cfg.total, rng=rng, warn=_warn)
+    records, per_file = collect(spec, dedup=cfg.dedup, total=cfg.total, rng=rng, warn=_warn, even=cfg.even)
     if not records:
         raise UserError(f"{cfg.spec}: no usable dialogs in any file")
     if cfg.shuffle:
@@ -255,6 +264,9 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
     if cfg.blend:
         train = blend(train, cfg.blend, rng, _warn)
         valid = blend(valid, cfg.blend, rng, _warn) if valid else []
+    odd = sum(len(r["conversations"]) % 2 for r in train + valid)
+    if odd:
+        _warn(f"{odd} dialogs end on a human turn; LLaMA-Factory's sharegpt loader skips those (--even cuts them)")
     train_d = [sharegpt.record_to_dialog(r) for r in train]
     valid_d = [sharegpt.record_to_dialog(r) for r in valid]
     out = cfg.output
@@ -276,6 +288,7 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         "dropped_invalid": sum(f.get("dropped_invalid", 0) for f in per_file.values()),
         "dropped_duplicate": sum(f.get("dropped_duplicate", 0) for f in per_file.values()),
         "turns_train": sum(len(d.turns) for d in train_d),
+        "odd_length": odd,
         "warnings": warnings[:200],
         "n_warnings": len(warnings),
     }

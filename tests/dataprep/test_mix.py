@@ -108,7 +108,9 @@ def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
     for rid in dropped:
         assert any(f"({rid})" in w for w in warnings), (rid, warnings)
     assert not any("identity_7" in w for w in warnings)  # beyond size: not taken, not warned about
+    assert any("1 dialogs end on a human turn" in w for w in warnings)  # identity_1: LLaMA-Factory would skip it
     man = read_json(cfg.output / "manifest.json")
+    assert man["summary"]["odd_length"] == 1
     assert man["summary"]["dropped_invalid"] == 4 and man["summary"]["files"][str(spec.parent / "a.json")]["taken"] == 7
 
 
@@ -196,3 +198,61 @@ def test_mix_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["mix", str(spec), "-o", str(tmp_path / "out")]) == 2
     assert "promt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _llamafactory_data() -> tuple[Any, Any]:
+    """LLaMA-Factory's own dataset parser and sharegpt converter, or skip.
+
+    Optional tier: LLaMA-Factory pins transformers <= 5.6, so it is not a dependency here. Point
+    ``SAGE_LLAMAFACTORY_SRC`` at an unpacked wheel (``pip download llamafactory --no-deps``, unzip)
+    or have it importable; only ``llamafactory.data.parser`` and ``.converter`` are loaded (the
+    package's ``__init__`` pulls in audio/vision libraries the loader does not need).
+    """
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    import types
+
+    src = os.environ.get("SAGE_LLAMAFACTORY_SRC")
+    if src:
+        root = Path(src) / "llamafactory"
+    else:
+        spec = importlib.util.find_spec("llamafactory")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("LLaMA-Factory not available (set SAGE_LLAMAFACTORY_SRC to an unpacked wheel)")
+        root = Path(next(iter(spec.submodule_search_locations)))
+    if not (root / "data" / "converter.py").is_file():
+        pytest.skip(f"{root}: not a LLaMA-Factory package")
+    os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
+    if "llamafactory.data.converter" not in sys.modules:
+        for name, path in (("llamafactory", root), ("llamafactory.data", root / "data")):
+            mod = types.ModuleType(name)
+            mod.__path__ = [str(path)]
+            sys.modules[name] = mod
+    try:
+        parser = importlib.import_module("llamafactory.data.parser")
+        converter = importlib.import_module("llamafactory.data.converter")
+    except ImportError as e:  # pragma: no cover - depends on the installed version
+        pytest.skip(f"LLaMA-Factory's data modules do not import here: {e}")
+    return parser, converter
+
+
+def test_llamafactory_loader_reads_the_export(spec: Path, tmp_path: Path) -> None:
+    parser, converter = _llamafactory_data()
+    out = tmp_path / "out"
+    warnings: list[str] = []
+    mix.run(mix.MixConfig(spec=spec, output=out, valid_size=1, even=True, dedup=False), warn=warnings.append)
+    assert not any("human turn" in w for w in warnings)  # --even: nothing for LLaMA-Factory to skip
+    lf = out / "llamafactory"
+    for name, file in (("data_mix", "mix.json"), ("data_mix_valid", "mix_valid.json")):
+        (attr,) = parser.get_dataset_list([name], str(lf))
+        assert attr.formatting == "sharegpt" and attr.load_from == "file" and attr.dataset_name == file
+        conv = converter.get_dataset_converter(attr.formatting, attr, None)
+        for rec in read_json(lf / file):
+            row = conv(rec)
+            # a skipped ("abnormal") example comes back with empty prompt and response
+            assert row["_prompt"] and row["_response"], rec["id"]
+            got = [m["content"] for m in row["_prompt"] + row["_response"]]
+            assert got == [t["value"] for t in rec["conversations"]]
+            assert [m["role"] for m in row["_prompt"]][::2] == ["user"] * ((len(got) + 1) // 2)

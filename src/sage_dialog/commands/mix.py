@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-fraction", type=float, default=0.0, help="share held out for validation")
     parser.add_argument("--valid-size", type=int, help="number of dialogs held out (overrides --valid-fraction)")
     parser.add_argument("--total", type=int, help="mix size when the spec gives proportions")
+    parser.add_argument("--even", action="store_true",
+                        help="cut every dialog to an even number of turns (LLaMA-Factory skips dialogs ending on a human turn)")
     parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicate dialogs")
     parser.add_argument("--no-shuffle", action="store_true", help="keep file order")
     parser.add_argument("--name", default="data_mix", help="dataset name in dataset_info.json (default data_mix)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(mix.MixConfig, base={
         "spec": args.spec, "output": args.output, "seed": args.seed, "blend": args.blend,
         "valid_fraction": args.valid_fraction, "valid_size": args.valid_size, "total": args.total,
-        "dedup": not args.no_dedup, "shuffle": not args.no_shuffle, "name": args.name,
+        "dedup": not args.no_dedup, "even": args.even, "shuffle": not args.no_shuffle, "name": args.name,
     })
     out = mix.run(cfg)
     s = read_json(out / "manifest.json")["summary"]
