@@ -29,7 +29,7 @@ def make(n: int, turns: int = 8) -> list[Dialog]:
             if j % 2 == 0:
                 ts.append(Turn(role="user", text=f"User line {j} of dialog {i}, talking about work and family."))
             else:
-                ts.append(Turn(role="assistant", text=f"Reply {j}: that sounds hard; what happened next?",
+                ts.append(Turn(role="assistant", text=f"Reply {j} in dialog {i}: that sounds hard; what happened next?",
                                state=Tags(motivation="venting", emotion="sad", topics=["work"]),
                                action=Tags(motivation="comfort", emotion="calm", topics=["work", "family"])))
         out.append(Dialog(id=f"identity_{i}", turns=ts))

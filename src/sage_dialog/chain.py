@@ -15,6 +15,7 @@ Example (Python)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UserError
@@ -44,11 +45,13 @@ def chain_dialog(d: Dialog) -> Dialog:
 
 
 def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = None,
-               dst_format: str | None = None, progress: bool = False) -> int:
+               dst_format: str | None = None, progress: bool = False,
+               warn: Callable[[str], None] | None = None) -> int:
     """Chain every dialog of ``src`` into ``dst`` (formats detected from the names unless given).
 
     When both files are ShareGPT JSON the output is a chained ShareGPT file, exactly as the original
     scripts wrote it. Returns the number of dialogs written; nothing is written on bad input.
+    ``warn`` hears about dialogs without any user tags (their assistant turns get no state).
     """
     from .formats import convert_file, detect_format, get_format
     from .formats.sharegpt import check_sharegpt
@@ -63,5 +66,15 @@ def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = Non
             raise UserError(problems)
     if dst_format is None and Path(dst).suffix.lower() == ".json":
         dst_format = "sharegpt-chained"
-    return convert_file(src, dst, src_format=fin.name, dst_format=dst_format, transform=chain_dialog,
-                        progress=progress)
+    untagged: list[str] = []
+
+    def transform(d: Dialog) -> Dialog:
+        if not any(t.role == "user" and t.state is not None for t in d.turns):
+            untagged.append(d.id)
+        return chain_dialog(d)
+
+    n = convert_file(src, dst, src_format=fin.name, dst_format=dst_format, transform=transform, progress=progress)
+    if untagged and warn is not None:
+        shown = ", ".join(untagged[:5]) + (", ..." if len(untagged) > 5 else "")
+        warn(f"{src}: {len(untagged)} of {n} dialogs have no user tags to chain ({shown}); is the input annotated?")
+    return n

@@ -94,3 +94,11 @@ def test_jsonl_inputs_are_streamed(tmp_path: Path) -> None:
     it = read_records(p)
     assert isinstance(it, types.GeneratorType)
     assert next(iter(it)).id == "d1"
+
+
+def test_chain_warns_about_untagged_dialogs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jl = tmp_path / "raw.jsonl"
+    assert main(["convert", str(FIX / "raw.json"), str(jl)]) == 0
+    assert main(["chain", str(jl), str(tmp_path / "c.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "2 of 2 dialogs have no user tags to chain (identity_1, identity_2)" in err
