@@ -234,7 +234,9 @@ def render_block(tags: Tags | None, kind: BlockKind) -> str:
         f"{p}topic: {_render_value(tags.topics, 'topic')}",
     ]
     for k, val in tags.extra.items():
-        if not _KEY_RE.match(k) or k in _LOOKUP:
+        if k in _LOOKUP:
+            continue  # a duplicate or other-block key read from malformed model output: the canonical fields win
+        if not _KEY_RE.match(k):
             raise SacError(f"extra key {k!r} cannot be written as a SAC tag key")
         parts.append(f"{k}: {_render_value(val, k)}")
     return "{" + ", ".join(parts) + "}"
