@@ -77,6 +77,7 @@ class Completion:
     finish_reason: str = "stop"  # "stop" | "length" | "error"
     tokens_out: int = 0
     cached: bool = False
+    error: str | None = None  # with finish_reason "error": "kind: message" (BackendError text)
 
 
 @dataclass

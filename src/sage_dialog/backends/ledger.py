@@ -64,6 +64,11 @@ class Ledger:
         u = self._u(name)
         u.requests += len(requests)
         for res in results:
+            for c in res.completions:
+                if c.finish_reason == "error":  # a failed sample returned in place (on_error="return")
+                    u.errors += 1
+                    kind = (c.error or "error").partition(":")[0]
+                    u.error_kinds[kind] = u.error_kinds.get(kind, 0) + 1
             fresh = [c for c in res.completions if not c.cached]
             u.samples += len(res.completions)
             u.cache_hits += len(res.completions) - len(fresh)

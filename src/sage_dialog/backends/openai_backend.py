@@ -1,0 +1,469 @@
+"""Any OpenAI-compatible server (``openai:MODEL``) through the ``openai`` SDK's async client.
+
+* Bounded concurrency (``concurrency``, default 16 requests in flight).
+* Retries with exponential backoff and full jitter on timeouts, connection errors, 408/409/429
+  (``Retry-After`` / ``retry-after-ms`` honoured) and 5xx, and on malformed or truncated replies;
+  after ``max_retries`` a typed :class:`BackendError` (``kind`` = ``timeout``, ``rate_limited``,
+  ``server_error``, ``connection``, ``malformed``, ``truncated``; ``bad_request``/``auth`` are not
+  retried). ``on_error="raise"`` (default) raises it once every request of the call has ended;
+  ``on_error="return"`` gives the failed samples as ``Completion(finish_reason="error")`` with
+  ``error`` set, so a big run never drops anything silently.
+* ``n``: asked natively; when a server returns fewer choices than asked (transformers serve,
+  llama.cpp, Ollama ignore ``n``) the rest is fanned out as parallel ``n=1`` requests, and later
+  requests go straight to fan-out. Seeded requests are always fanned out, sample ``i`` with seed
+  ``sample_seed(seed, i)``, so that a cache can ask for any sample alone.
+* ``prefill``: ``prefill_mode="continue"`` (default) sends the prefill as a final assistant message
+  with ``continue_final_message=true, add_generation_prompt=false`` (vLLM); ``"completions"``
+  renders the prompt here with the chat template of ``tokenizer`` (a path) and uses
+  ``/v1/completions`` (any server with a legacy completions endpoint, e.g. transformers serve).
+* Several ``base_urls`` for one model: each request goes to the endpoint with the fewest requests
+  in flight.
+* The API key is read from the environment variable named by ``api_key_env`` (default
+  ``OPENAI_API_KEY``); it is never logged, put in :meth:`identity`, cached or written anywhere.
+* :meth:`score` uses prompt logprobs (vLLM's ``prompt_logprobs``); servers without them raise
+  :class:`ScoringUnsupported`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from .base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    ScoreRequest,
+    ScoreResult,
+    ScoringUnsupported,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 429}
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    # same derivation as the HF backend, without importing it (it imports torch)
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) % (2**31 - 1)
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        try:
+            dt = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, dt.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    client: Any = None
+    in_flight: int = 0
+    served: int = 0
+    failures: int = 0
+
+
+class OpenAIBackend(Backend):
+    """OpenAI-compatible HTTP backend; see the module docstring for behaviour and options."""
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        base_urls: Sequence[str] | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 16,
+        max_retries: int = 6,
+        timeout_s: float = 120.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        retry_after_max_s: float = 120.0,
+        on_error: str = "raise",
+        prefill_mode: str = "continue",
+        tokenizer: str | None = None,
+        stream: bool = False,
+        max_tokens_field: str = "max_tokens",
+        **options: Any,
+    ):
+        super().__init__(model, **options)
+        urls = list(base_urls or []) + ([base_url] if base_url else [])
+        if not urls:
+            urls = [os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)]
+        if on_error not in ("raise", "return"):
+            raise UserError(f"backend openai:{model}: option on_error={on_error!r}: use raise or return")
+        if prefill_mode not in ("continue", "completions"):
+            raise UserError(
+                f"backend openai:{model}: option prefill_mode={prefill_mode!r}: use continue or completions"
+            )
+        if prefill_mode == "completions" and not tokenizer:
+            raise UserError(
+                f"backend openai:{model}: prefill_mode=completions needs option tokenizer (a local path)"
+            )
+        if not os.environ.get(api_key_env) and any("api.openai.com" in u for u in urls):
+            raise UserError(f"backend openai:{model}: environment variable {api_key_env} is not set")
+        self.api_key_env = api_key_env
+        self.timeout_s = timeout_s
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.endpoints = [_Endpoint(u) for u in self.base_urls]
+        self._clients_loop: Any = None
+        self.concurrency = int(concurrency)
+        self.max_retries = int(max_retries)
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
+        self.on_error = on_error
+        self.prefill_mode = prefill_mode
+        self.stream = stream
+        self.max_tokens_field = max_tokens_field
+        self.tokenizer_path = tokenizer
+        self._tokenizer: Any = None
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: Any = None
+        self.native_n: bool | None = None  # learned: does the server honour n?
+        self.retries = 0
+        self.error_counts: dict[str, int] = {}
+
+    def identity(self) -> dict[str, Any]:
+        # The served model and how prompts are built; never the key, never the URL's credentials.
+        return {"provider": self.provider, "model": self.model, "prefill_mode": self.prefill_mode}
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem = asyncio.Semaphore(self.concurrency)
+            self._sem_loop = loop
+        return self._sem
+
+    def _ensure_clients(self) -> None:
+        """One AsyncOpenAI client per endpoint and event loop (httpx connections are loop-bound).
+
+        The key is read from the environment here and handed to the SDK only; this object keeps
+        no copy of it.
+        """
+        from openai import AsyncOpenAI
+
+        loop = asyncio.get_running_loop()
+        if self._clients_loop is loop:
+            return
+        for e in self.endpoints:
+            e.client = AsyncOpenAI(
+                base_url=e.url,
+                api_key=os.environ.get(self.api_key_env) or "EMPTY",  # local servers take any key
+                max_retries=0,  # retries are ours (typed, with Retry-After)
+                timeout=self.timeout_s,
+            )
+        self._clients_loop = loop
+
+    def _pick(self) -> _Endpoint:
+        least = min(e.in_flight for e in self.endpoints)
+        return random.choice([e for e in self.endpoints if e.in_flight == least])
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+    async def _call(self, fn: Any) -> Any:
+        """Run ``fn(client)`` under the semaphore on the least-loaded endpoint, with retries."""
+        import openai
+
+        self._ensure_clients()
+        last: _Retryable | None = None
+        for attempt in range(self.max_retries + 1):
+            ep = self._pick()
+            try:
+                async with self._semaphore():
+                    ep.in_flight += 1
+                    try:
+                        out = await fn(ep.client)
+                    finally:
+                        ep.in_flight -= 1
+                ep.served += 1
+                return out
+            except openai.APITimeoutError:
+                last = _Retryable("timeout", f"{ep.url}: request timed out")
+            except openai.APIStatusError as e:
+                st = e.status_code
+                if st in RETRY_STATUS or st >= 500:
+                    kind = "rate_limited" if st == 429 else "server_error" if st >= 500 else f"http_{st}"
+                    last = _Retryable(kind, f"{ep.url}: HTTP {st}", _retry_after(e.response.headers))
+                else:
+                    kind = "auth" if st in (401, 403) else "bad_request"
+                    raise BackendError(kind, f"{ep.url}: HTTP {st}: {_short(e.message)}") from None
+            except openai.APIConnectionError as e:
+                last = _Retryable("connection", f"{ep.url}: {_short(str(e.__cause__ or e))}")
+            except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                last = _Retryable("malformed", f"{ep.url}: malformed reply: {_short(str(e))}")
+            except _Retryable as e:
+                last = e
+            ep.failures += 1
+            if attempt == self.max_retries:
+                break
+            self.retries += 1
+            wait = self._backoff(attempt)
+            if last.retry_after is not None:
+                wait = min(self.retry_after_max_s, last.retry_after) + random.uniform(0, 0.1)
+            log.debug("retrying after %s (%.2fs, attempt %d)", last.kind, wait, attempt + 1)
+            await asyncio.sleep(wait)
+        assert last is not None
+        raise BackendError(last.kind, f"{last} (after {self.max_retries + 1} attempts)")
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _sampling_body(
+        self, req: ChatRequest, n: int, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        sp = req.sampling
+        body: dict[str, Any] = {"n": n, "temperature": sp.temperature, "top_p": sp.top_p}
+        body[self.max_tokens_field] = sp.max_tokens
+        if sp.stop:
+            body["stop"] = list(sp.stop)
+        if seed is not None:
+            body["seed"] = seed
+        extra: dict[str, Any] = {}
+        if sp.top_k > 0:
+            extra["top_k"] = sp.top_k
+        if sp.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = sp.repetition_penalty
+        return body, extra
+
+    def _render(self, req: ChatRequest | ScoreRequest, prefill: str | None) -> str:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from .hf import render_prompt
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+            self._render_fn = render_prompt
+        return str(self._render_fn(self._tokenizer, req.messages, prefill))
+
+    async def _one_call(self, req: ChatRequest, n: int, seed: int | None) -> tuple[list[Completion], int]:
+        """One HTTP request for up to ``n`` samples; returns the completions it got and prompt tokens."""
+        body, extra = self._sampling_body(req, n, seed)
+        if self.prefill_mode == "completions":
+            prompt = self._render(req, req.prefill)
+
+            async def call(client: Any) -> Any:
+                return await client.completions.create(
+                    model=self.model, prompt=prompt, extra_body=extra, **body
+                )
+
+            resp = await self._call(call)
+            choices = [(c.text, c.finish_reason) for c in (resp.choices or [])]
+        else:
+            messages = [dict(m) for m in req.messages]
+            if req.prefill:
+                messages.append({"role": "assistant", "content": req.prefill})
+                extra = {**extra, "continue_final_message": True, "add_generation_prompt": False}
+
+            async def call(client: Any) -> Any:
+                if self.stream:
+                    return await self._streamed(client, messages, body, extra)
+                return await client.chat.completions.create(
+                    model=self.model, messages=messages, extra_body=extra, **body
+                )
+
+            resp = await self._call(call)
+            choices = [
+                ((c.message.content if c.message else None), c.finish_reason) for c in (resp.choices or [])
+            ]
+        if not choices or any(t is None for t, _ in choices):
+            raise BackendError("malformed", f"{self.name}: reply without choices or content")
+        usage = getattr(resp, "usage", None)
+        tin = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tout = int(getattr(usage, "completion_tokens", 0) or 0)
+        comps = []
+        for i, (text, reason) in enumerate(choices[:n]):
+            text, cut = _cut_at_stop(str(text), req.sampling.stop)
+            share = tout // len(choices) + (1 if i < tout % len(choices) else 0)
+            comps.append(
+                Completion(text=text, finish_reason="stop" if cut else (reason or "stop"), tokens_out=share)
+            )
+        return comps, tin
+
+    async def _streamed(
+        self, client: Any, messages: list[dict[str, str]], body: dict[str, Any], extra: dict[str, Any]
+    ) -> Any:
+        """A streamed chat completion, re-assembled; a stream that ends early is ``truncated``."""
+        from types import SimpleNamespace
+
+        stream = await client.chat.completions.create(
+            model=self.model, messages=messages, extra_body=extra, stream=True, **body
+        )
+        texts: dict[int, list[str]] = {}
+        reasons: dict[int, str | None] = {}
+        usage = None
+        async for chunk in stream:
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+            for ch in chunk.choices or []:
+                texts.setdefault(ch.index, [])
+                if ch.delta and ch.delta.content:
+                    texts[ch.index].append(ch.delta.content)
+                if ch.finish_reason:
+                    reasons[ch.index] = ch.finish_reason
+        if not texts or any(reasons.get(i) is None for i in texts):
+            raise _Retryable("truncated", "stream ended before every choice finished")
+        choices = [
+            SimpleNamespace(message=SimpleNamespace(content="".join(texts[i])), finish_reason=reasons[i])
+            for i in sorted(texts)
+        ]
+        return SimpleNamespace(choices=choices, usage=usage)
+
+    async def _samples(self, req: ChatRequest) -> ChatResult:
+        """All ``req.n`` samples of one request: natively, then by fan-out for what is missing."""
+        seed = req.sampling.seed
+        comps: list[Completion] = []
+        tin = 0
+        if seed is None and self.native_n is not False and req.n > 1:
+            got, tin = await self._one_call(req, req.n, None)
+            if len(got) < req.n and self.native_n is None:
+                log.info(
+                    "%s returned %d of n=%d choices: fanning n out from now on", self.name, len(got), req.n
+                )
+                self.native_n = False
+            elif len(got) == req.n:
+                self.native_n = True
+            comps.extend(got)
+        missing = req.n - len(comps)
+        if missing > 0:
+            first = req.sample_offset + len(comps)
+            seeds = [None if seed is None else _sample_seed(seed, first + i) for i in range(missing)]
+            outs = await asyncio.gather(
+                *(self._one_call(req, 1, s) for s in seeds), return_exceptions=self.on_error == "return"
+            )
+            for o in outs:
+                if isinstance(o, BaseException):
+                    comps.append(self._error_completion(o))
+                else:
+                    c, t = o
+                    comps.extend(c[:1])
+                    tin = tin or t
+        return ChatResult(completions=comps, tokens_in=tin)
+
+    def _error_completion(self, e: BaseException) -> Completion:
+        kind = e.kind if isinstance(e, BackendError) else type(e).__name__
+        self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
+        return Completion(text="", finish_reason="error", tokens_out=0, error=str(e))
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        outs = await asyncio.gather(*(self._samples(r) for r in requests), return_exceptions=True)
+        results: list[ChatResult] = []
+        first_error: BaseException | None = None
+        for req, o in zip(requests, outs, strict=True):
+            if isinstance(o, BaseException):
+                if not isinstance(o, Exception):
+                    raise o  # cancellation and the like
+                if self.on_error == "raise":
+                    first_error = first_error or o
+                    results.append(ChatResult(completions=[]))
+                else:
+                    results.append(ChatResult(completions=[self._error_completion(o) for _ in range(req.n)]))
+            else:
+                results.append(o)
+        if first_error is not None:
+            if isinstance(first_error, BackendError):
+                self.error_counts[first_error.kind] = self.error_counts.get(first_error.kind, 0) + 1
+            raise first_error
+        return results
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    async def _prompt_logprobs(self, messages: list[dict[str, str]], cont: str | None) -> list[float]:
+        """Prompt-token logprobs of ``messages`` (+ assistant text ``cont``), via vLLM's extension."""
+        extra: dict[str, Any] = {"prompt_logprobs": 0}
+        msgs = list(messages)
+        if cont:
+            msgs.append({"role": "assistant", "content": cont})
+            extra.update(continue_final_message=True, add_generation_prompt=False)
+
+        async def call(client: Any) -> Any:
+            return await client.chat.completions.create(
+                model=self.model, messages=msgs, max_tokens=1, temperature=0.0, extra_body=extra
+            )
+
+        resp = await self._call(call)
+        plp = getattr(resp, "prompt_logprobs", None)
+        if plp is None and getattr(resp, "model_extra", None):
+            plp = resp.model_extra.get("prompt_logprobs")
+        if plp is None:
+            raise ScoringUnsupported(
+                f"{self.name}: the server returned no prompt logprobs (vLLM does; transformers serve, "
+                f"llama.cpp and OpenAI do not) - use an hf: or vllm: backend for judges that score options"
+            )
+        out = []
+        for entry in plp:
+            if not entry:
+                out.append(0.0)
+                continue
+            # {token_id: {logprob, rank, decoded_token}}; with prompt_logprobs=0 the actual token
+            # is the only entry (plus, at most, nothing else).
+            best = next(iter(entry.values()))
+            out.append(float(best["logprob"] if isinstance(best, dict) else best.logprob))
+        return out
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        async def one(req: ScoreRequest) -> ScoreResult:
+            msgs = [dict(m) for m in req.messages]
+            base = await self._prompt_logprobs(msgs, req.prefill)
+            opts = await asyncio.gather(
+                *(self._prompt_logprobs(msgs, (req.prefill or "") + o) for o in req.options)
+            )
+            return ScoreResult(logprobs=[sum(o[len(base) :]) for o in opts], tokens_in=len(base))
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def aclose(self) -> None:
+        if self._clients_loop is asyncio.get_running_loop():
+            for e in self.endpoints:
+                await e.client.close()
+        self._clients_loop = None
+
+
+def _short(s: str, n: int = 200) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

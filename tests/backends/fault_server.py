@@ -1,0 +1,229 @@
+"""A fault-injection OpenAI-compatible HTTP server of our own, for the HTTP backend's tests.
+
+It answers ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) and, at set
+rates, fails instead: ``429`` with ``Retry-After``, ``5xx``, ``400``, a timeout (holds the connection, then
+drops it), malformed JSON, or a truncated body / stream. Healthy replies are deterministic
+functions of the request, honour ``n`` (unless ``ignore_n``) and report usage. It counts what it
+did so tests can check that nothing was dropped silently::
+
+    with FaultServer(rates={"429": 0.06, "500": 0.06, "timeout": 0.06, "malformed": 0.06,
+                            "truncated": 0.06}) as srv:
+        srv.url  # http://127.0.0.1:PORT/v1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("429", "500", "timeout", "malformed", "truncated", "400")
+
+
+class FaultServer:
+    def __init__(
+        self,
+        rates: dict[str, float] | None = None,
+        *,
+        seed: int = 0,
+        retry_after: str = "0.05",
+        hang_s: float = 1.0,
+        delay_s: float = 0.0,
+        ignore_n: bool = False,
+    ):
+        self.rates = dict(rates or {})
+        unknown = set(self.rates) - set(FAULTS)
+        assert not unknown, f"unknown fault kinds {unknown}"
+        assert sum(self.rates.values()) <= 1.0
+        self.rng = random.Random(seed)
+        self.retry_after = retry_after
+        self.hang_s = hang_s
+        self.delay_s = delay_s
+        self.ignore_n = ignore_n
+        self.counts: Counter[str] = Counter()
+        self.auth_headers: set[str] = set()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pick_fault(self) -> str | None:
+        with self.lock:
+            x = self.rng.random()
+        acc = 0.0
+        for kind in FAULTS:
+            acc += self.rates.get(kind, 0.0)
+            if x < acc:
+                return kind
+        return None
+
+    # -- the handler -----------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": "fault-model"}]}).encode())
+                else:
+                    self._send(200, b'{"status":"ok"}')
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with srv.lock:
+                    srv.auth_headers.add(self.headers.get("Authorization", ""))
+                if srv.delay_s:
+                    time.sleep(srv.delay_s)
+                fault = srv.pick_fault()
+                with srv.lock:
+                    srv.counts[fault or "ok"] += 1
+                stream = bool(body.get("stream"))
+                if fault == "429":
+                    self._send(
+                        429,
+                        b'{"error":{"message":"slow down","type":"rate_limit"}}',
+                        {"Retry-After": srv.retry_after},
+                    )
+                elif fault == "400":
+                    self._send(400, b'{"error":{"message":"bad request: unknown field"}}')
+                elif fault == "500":
+                    self._send(srv.rng.choice([500, 502, 503]), b'{"error":{"message":"boom"}}')
+                elif fault == "timeout":
+                    srv._stop.wait(srv.hang_s)  # the client gives up first
+                    self.close_connection = True
+                elif fault == "malformed":
+                    self._send(200, b'{"id": "x", "choices": [{"index": 0, "mess')
+                elif fault == "truncated" and not stream:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "4000")
+                    self.end_headers()
+                    self.wfile.write(b'{"id": "x", "choices": [')
+                    self.wfile.flush()
+                    self.close_connection = True
+                else:
+                    self._reply(body, truncate=fault == "truncated")
+
+            def _reply(self, body: dict[str, Any], truncate: bool) -> None:
+                chat = self.path.rstrip("/").endswith("/chat/completions")
+                n = 1 if srv.ignore_n else int(body.get("n") or 1)
+                prompt = json.dumps(body.get("messages") if chat else body.get("prompt"), sort_keys=True)
+                texts = [
+                    _fake_text(prompt, body.get("seed"), i, int(body.get("max_tokens") or 16))
+                    for i in range(n)
+                ]
+                usage = {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": sum(len(t.split()) for t in texts),
+                    "total_tokens": len(prompt.split()) + sum(len(t.split()) for t in texts),
+                }
+                if body.get("stream"):
+                    self._stream(chat, texts, usage, truncate)
+                    return
+                if chat:
+                    choices = [
+                        {
+                            "index": i,
+                            "message": {"role": "assistant", "content": t},
+                            "finish_reason": "length",
+                        }
+                        for i, t in enumerate(texts)
+                    ]
+                    obj = "chat.completion"
+                else:
+                    choices = [
+                        {"index": i, "text": t, "finish_reason": "length"} for i, t in enumerate(texts)
+                    ]
+                    obj = "text_completion"
+                out = {
+                    "id": "r",
+                    "object": obj,
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": choices,
+                    "usage": usage,
+                }
+                self._send(200, json.dumps(out).encode())
+
+            def _stream(self, chat: bool, texts: list[str], usage: dict[str, int], truncate: bool) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+                def emit(obj: dict[str, Any]) -> None:
+                    self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+
+                base = {"id": "r", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+                for i, t in enumerate(texts):
+                    words = t.split(" ")
+                    for j, w in enumerate(words):
+                        piece = w if j == 0 else " " + w
+                        emit(
+                            {
+                                **base,
+                                "choices": [{"index": i, "delta": {"content": piece}, "finish_reason": None}],
+                            }
+                        )
+                        if truncate and j == len(words) // 2:
+                            self.wfile.flush()
+                            return  # connection closes mid-stream: no finish_reason, no [DONE]
+                    emit({**base, "choices": [{"index": i, "delta": {}, "finish_reason": "length"}]})
+                emit({**base, "choices": [], "usage": usage})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
+        return Handler
+
+
+def _fake_text(prompt: str, seed: Any, i: int, max_tokens: int) -> str:
+    h = hashlib.sha256(f"{prompt}|{seed}|{i}".encode()).hexdigest()
+    words = [h[k : k + 4] for k in range(0, min(len(h), 4 * max(1, min(max_tokens, 8))), 4)]
+    return " ".join(words)
