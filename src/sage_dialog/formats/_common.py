@@ -110,9 +110,9 @@ def turn_content(turn: Turn, style: Style) -> str:
     return sac.render_turn(turn.text, state=turn.state, action=turn.action)
 
 
-# Checking a file and converting it parse every value twice; a small cache halves the work. Cached
-# results are shared, so callers copy the Tags they hand out (see content_to_turn).
-_parse = functools.lru_cache(maxsize=8192)(sac.parse)
+# Readers check a record and then convert it, parsing each value twice; a small cache (one record's
+# values) halves the work. Cached results are shared, so callers copy the Tags they hand out.
+_parse = functools.lru_cache(maxsize=256)(sac.parse)
 
 
 def _copy(tags: Tags | None) -> Tags | None:
