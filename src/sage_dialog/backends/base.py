@@ -59,14 +59,21 @@ class ChatRequest:
     # Index of the first sample wanted (not part of the key): a cache holding samples 0..3 asks
     # for n=1, sample_offset=4; seeded backends derive sample i's randomness from (seed, i).
     sample_offset: int = 0
+    # A JSON schema the answer should follow. Backends with structured output / guided decoding
+    # apply it (OpenAI ``response_format`` json_schema, vLLM guided JSON); others ignore it, so
+    # callers still validate. Part of the cache key only when set (older keys stay valid).
+    json_schema: dict[str, Any] | None = None
 
     def key_dict(self) -> dict[str, Any]:
         """Everything that determines the output, for the response cache (n excluded: per sample)."""
-        return {
+        key = {
             "messages": [dict(m) for m in self.messages],
             "sampling": self.sampling.as_dict(),
             "prefill": self.prefill,
         }
+        if self.json_schema is not None:
+            key["json_schema"] = self.json_schema
+        return key
 
 
 @dataclass
