@@ -31,7 +31,7 @@ import string
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -265,7 +265,8 @@ def _as_label(value: Any) -> str | None:
         value = ", ".join(str(x) for x in value)
     if value is None:
         return None
-    cleaned = sac.clean_value(str(value))
+    # SAC-safe, and without the sentence punctuation models like to add ("Anxious!", "'venting'")
+    cleaned = sac.clean_value(str(value)).strip(" .!?;'\"`*")
     return cleaned if cleaned and cleaned.lower() not in ("null", "none") else None
 
 
@@ -363,10 +364,6 @@ def check_answer(text: str, dialog: Dialog, labels: LabelSets, *, tidy: bool) ->
 # the LLM annotator
 
 
-def _supports(name: str) -> bool:
-    return any(f.name == name for f in fields(ChatRequest))
-
-
 class LLMAnnotator:
     """:class:`roles.Annotator` on any backend: one JSON request per dialog, validated and repaired.
 
@@ -427,11 +424,8 @@ class LLMAnnotator:
         if self.tidy:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
-        extra: dict[str, Any] = {}
-        # structured output where the backend protocol carries it (the backend decides how to apply it)
-        if _supports("json_schema"):
-            extra["json_schema"] = self.schema
-        return ChatRequest(messages=messages, sampling=sampling, **extra)
+        # structured output / guided decoding where the backend has it; the answer is validated anyway
+        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema)
 
     # -- the protocol
 
@@ -462,7 +456,7 @@ class LLMAnnotator:
                 text = comp.text if comp is not None else ""
                 raws[i].append(text)
                 if comp is None or comp.finish_reason == "error":
-                    problems = [f"backend error: {text or 'no completion'}"]
+                    problems = [f"backend error: {(comp.error if comp else None) or text or 'no completion'}"]
                     chk = Checked(problems=problems)
                 else:
                     chk = check_answer(text, dialogs[i], self.labels, tidy=self.tidy)
@@ -476,7 +470,9 @@ class LLMAnnotator:
                     continue
                 last_problems[i] = chk.problems
                 still.append(i)
-                if attempt < self.max_attempts:
+                backend_failed = comp is None or comp.finish_reason == "error"
+                # a failed call is simply sent again; a bad answer is shown to the model with its problems
+                if attempt < self.max_attempts and not backend_failed:
                     repair = string.Template(_template("annotator_repair.txt")).safe_substitute(
                         problems="\n".join(f"- {p}" for p in chk.problems[:10]), n_turns=len(dialogs[i].turns)
                     )
@@ -544,12 +540,12 @@ def _read_sharegpt(path: Path) -> Iterator[Dialog]:
     yield from read_sharegpt(path)
 
 
-def _count(path: Path, fmt: InputFormat) -> int | None:
-    """Number of dialogs, cheaply where possible (for the progress bar)."""
+def _count(path: Path, fmt: InputFormat) -> int:
+    """Number of dialogs, for the progress bar's ETA (JSONL lines are counted without parsing records)."""
     kind = _sniff(path) if fmt == "auto" else fmt
     if kind == "dialog":
         return sum(1 for _ in iter_jsonl_raw(path))
-    return None
+    return sum(1 for _ in load_dialogs(path, fmt))  # whole-document formats: a second, cheap read
 
 
 def _chunks(it: Iterable[Dialog], size: int) -> Iterator[list[Dialog]]:
@@ -620,8 +616,11 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
     bcfg = cfg.annotator if isinstance(cfg.annotator, BackendConfig) else BackendConfig(spec=cfg.annotator)
     if cfg.cache and not bcfg.cache:
         bcfg = bcfg.model_copy(update={"cache": cfg.cache})
-    if cfg.backend_options:
-        bcfg = bcfg.model_copy(update={"options": {**bcfg.options, **cfg.backend_options}})
+    options = {**bcfg.options, **cfg.backend_options}
+    if bcfg.spec.startswith("openai:"):
+        # one failed request rejects its dialog (with the reason), not the whole chunk
+        options.setdefault("on_error", "return")
+    bcfg = bcfg.model_copy(update={"options": options})
     backend = load_backend(bcfg)
     if ledger is not None:
         backend = ledger.track(backend)  # outermost, so it sees cache hits
@@ -739,7 +738,7 @@ def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     write_sharegpt(path, dialogs, style="annotated")
 
 
-async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int | None) -> dict[str, Any]:
+async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int) -> dict[str, Any]:
     from tqdm import tqdm
 
     summary = Summary()
@@ -748,7 +747,7 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int | Non
     dialogs = load_dialogs(cfg.input, cfg.input_format)
     if cfg.limit:
         dialogs = itertools.islice(dialogs, cfg.limit)
-        total = min(total, cfg.limit) if total is not None else cfg.limit
+        total = min(total, cfg.limit)
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True) as bar:
         for chunk in _chunks(dialogs, cfg.chunk_size):

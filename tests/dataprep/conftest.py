@@ -10,7 +10,7 @@ answers are scripted per dialog. The dialog to annotate is the last user message
 * ``WRONGCOUNT``: always one turn too few;  ``MISSING``: always lacks ``emotion`` on turn 0;
 * ``MISSINGONCE``: lacks ``emotion`` first, correct after the repair request;
 * ``NEARMISS``: assistant motivations spelled ``reflection of feeling`` (for closed sets);
-* ``GARBAGE``: never JSON.
+* ``GARBAGE``: never JSON;  ``HTTP500``: the server answers 500 (a server error, not an answer).
 When the system prompt asks for ``text`` (tidy mode), assistant turns not ending in a question get
 one added.
 Everything else gets correct JSON. The server counts hits and keeps request bodies.
@@ -98,6 +98,9 @@ class ScriptedLLM:
                 with owner.lock:
                     owner.hits += 1
                     owner.bodies.append(body)
+                if "HTTP500" in json.dumps(body["messages"]):
+                    self._send(500, {"error": {"message": "scripted server error", "type": "server_error"}})
+                    return
                 text = scripted_answer(body)
                 n = int(body.get("n") or 1)
                 self._send(200, {

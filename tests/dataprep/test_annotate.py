@@ -171,9 +171,9 @@ def served_config(tmp_path: Path, srv, **kw) -> AnnotateConfig:  # type: ignore[
     src = tmp_path / "raw.jsonl"
     if not src.exists():
         write_jsonl(src, served_dialogs())
+    kw.setdefault("backend_options", {"base_url": srv.base_url})
     return AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator="openai:scripted",
-                          backend_options={"base_url": srv.base_url}, cache=str(tmp_path / "cache.sqlite"),
-                          max_attempts=3, **kw)
+                          cache=str(tmp_path / "cache.sqlite"), max_attempts=3, **kw)
 
 
 def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -229,7 +229,7 @@ def test_annotate_served_closed_sets_and_tidy(tmp_path: Path, scripted_llm, monk
     assert near.turns[1].original_text == "That sounds hard."
     assert out["ok"].turns[1].original_text is None  # already ended with a question: unchanged
     prompt = scripted_llm.bodies[0]["messages"][0]["content"]
-    assert "Providing Suggestions" in prompt and "bridging question" in prompt
+    assert "Providing Suggestions" in prompt and "bridging" in prompt
     assert read_json(cfg.summary_path())["summary"]["tidied_turns"] == 1
 
 
@@ -268,6 +268,8 @@ def test_llm_annotator_is_a_role() -> None:
     msgs = ann.messages(D)
     assert msgs[-1]["content"].splitlines()[0] == "[0] user: I failed my exam."
     assert "3 turns, numbered 0 to 2" in msgs[0]["content"]
+    # the answer schema travels with the request, for backends with structured output
+    assert ann._request(D, msgs).json_schema == answer_schema(LabelSets(), tidy=False)
 
 
 def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:
@@ -294,3 +296,18 @@ def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:
         assert c.turns[0].state is None and c.turns[1].state == a.turns[0].state
         assert c.turns[1].action == a.turns[1].action
     assert json.loads(sac_out.read_text())[0]["conversations"][1]["value"].startswith("{u_motivation: ")
+
+
+def test_annotate_served_server_errors_reject_only_their_dialog(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sage_dialog.backends.openai_backend")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [dlg("down", "HTTP500 anyone there?", "yes"), dlg("fine", "VALID hello", "hi there")])
+    cfg = served_config(tmp_path, scripted_llm, backend_options={"base_url": scripted_llm.base_url, "max_retries": 0})
+    annotate.run(cfg, quiet=True)
+    assert [d.id for d in read_jsonl(cfg.output, Dialog)] == ["fine"]
+    (rej,) = map(json.loads, cfg.rejects_path().read_text().splitlines())
+    assert rej["id"] == "down" and rej["reason"].startswith("backend error:") and "HTTP 500" in rej["reason"]
+    assert rej["attempts"] == 3  # the failed call was sent again as it was, not as a repair
+    assert all(len(b["messages"]) == 2 for b in scripted_llm.bodies)
+    assert read_json(cfg.summary_path())["summary"]["reject_reasons"] == {"backend_error": 1}
