@@ -16,11 +16,19 @@ task per order and asks every judge).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 from . import sac
-from .backends.base import Backend, ChatRequest, SamplingParams, ScoreRequest, ScoringUnsupported
+from .backends.base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    SamplingParams,
+    ScoreRequest,
+    ScoringUnsupported,
+)
 from .roles import PairTask
 from .schema import Turn, Verdict
 from .selfplay.personas import load_prompt
@@ -84,6 +92,7 @@ class LLMPairwiseJudge:
         self.mode = mode
         self.with_probs = with_probs
         self.sampling = sampling or JUDGE_SAMPLING
+        self._no_scoring = False
         self.dialog_template = load_prompt(dialog_prompt)
         self.turn_template = load_prompt(turn_prompt)
 
@@ -103,15 +112,21 @@ class LLMPairwiseJudge:
         return [f"{word} A is better", f"{word} B is better", "Tie"]
 
     async def _probs(self, tasks: Sequence[PairTask], prompts: list[str]) -> list[list[float]] | None:
-        if not (self.with_probs or self.mode == "score"):
+        if self.mode != "score" and (not self.with_probs or self._no_scoring):
             return None
         reqs = [ScoreRequest(messages=[{"role": "user", "content": p}], options=self.options(t))
                 for t, p in zip(tasks, prompts, strict=True)]
         try:
             return [r.probs for r in await self.backend.score(reqs)]
-        except ScoringUnsupported:
+        except BackendError as e:
+            # probabilities are extra evidence in generate mode: a server that cannot score (no prompt
+            # logprobs, e.g. `transformers serve`) must not stop the judging; say so once
             if self.mode == "score":
                 raise
+            self._no_scoring = True
+            if not isinstance(e, ScoringUnsupported):
+                warnings.warn(f"judge {self.name}: option probabilities unavailable ({e}); judging without them",
+                              stacklevel=2)
             return None
 
     async def compare(self, tasks: Sequence[PairTask]) -> list[Verdict]:

@@ -109,6 +109,27 @@ def test_unparsable_answers_are_kept_and_not_defaulted() -> None:
     assert all(v.probs is None for v in vs)  # the backend cannot score: no probabilities, no error
 
 
+def test_a_server_that_fails_to_score_gives_verdicts_without_probabilities() -> None:
+    from sage_dialog.backends.base import BackendError
+
+    class NoLogprobs(ScriptedJudgeBackend):
+        score_calls = 0
+
+        async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+            self.score_calls += 1
+            raise BackendError("bad_request", "HTTP 422")
+
+    backend = NoLogprobs()
+    judge = LLMPairwiseJudge(backend)
+    with pytest.warns(UserWarning, match="probabilities unavailable"):
+        vs = asyncio.run(judge.compare(_tasks()))
+    vs += asyncio.run(judge.compare(_tasks()))
+    assert [v.winner for v in vs] == ["a"] * 4 and all(v.probs is None for v in vs)
+    assert backend.score_calls == 1  # not asked again
+    with pytest.raises(BackendError):
+        asyncio.run(LLMPairwiseJudge(NoLogprobs(), mode="score").compare(_tasks()))
+
+
 def test_score_mode_decides_by_option_probabilities_and_ties_are_explicit() -> None:
     judge = LLMPairwiseJudge(ScriptedJudgeBackend(answer="garbage"), mode="score")
     v1, v2 = asyncio.run(judge.compare(_tasks()))
