@@ -385,20 +385,19 @@ async def arun_compare(
     if len({j.name for j in judges}) != len(judges):
         raise UserError("compare: judges must have distinct names")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = io.new_manifest("compare", config or {}, seed=seed)
     models = list(dialogs_by_model)
     if len({safe_name(m) for m in models}) != len(models):
         raise UserError(f"compare: model names {models} collide as file names; make them differ in letters or digits")
+    if turn_backends and set(models) - set(turn_backends):
+        raise UserError("compare: per-turn mode needs a backend for every model; "
+                        f"missing {sorted(set(models) - set(turn_backends))}")
+    stripped = {m: [strip_dialog(d) for d in ds] for m, ds in dialogs_by_model.items()}
+    seeds, by_model = align_seeds(stripped)  # checks before anything is written
+    manifest = io.new_manifest("compare", config or {}, seed=seed)
     for m, ds in dialogs_by_model.items():
         io.write_jsonl(out / "dialogs" / f"{safe_name(m)}.jsonl", ds)
-    stripped = {m: [strip_dialog(d) for d in ds] for m, ds in dialogs_by_model.items()}
-    seeds, by_model = align_seeds(stripped)
     tasks = dialog_tasks(models, seeds, by_model)
     if turn_backends:
-        missing = set(models) - set(turn_backends)
-        if missing:
-            raise UserError(f"compare: per-turn mode needs a backend for every model; missing {sorted(missing)}")
         contexts = [by_model[models[0]][s] for s in seeds]
         tasks += await turn_tasks({m: turn_backends[m] for m in models}, contexts,
                                   sampling=sampling or SamplingParams(temperature=0.0, max_tokens=128),

@@ -175,3 +175,11 @@ def test_input_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     assert main(["compare", "--dialogs", f"a={bad}", "--dialogs", f"b={bad}", "--set", "turns=0"]) == 2
     assert "turns" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    from sage_dialog import io
+
+    io.write_jsonl(tmp_path / "x.jsonl", [Dialog(id="1", turns=[Turn(role="user", text="hello")])])
+    io.write_jsonl(tmp_path / "y.jsonl", [Dialog(id="1", turns=[Turn(role="user", text="other seed")])])
+    assert main(["compare", "--dialogs", f"x={tmp_path / 'x.jsonl'}", "--dialogs", f"y={tmp_path / 'y.jsonl'}",
+                 "-o", str(tmp_path / "o")]) == 2
+    assert "share no seed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing half-made
