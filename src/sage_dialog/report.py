@@ -31,6 +31,7 @@ class Report:
     models: list[str]
     pairs: list[stats.PairStats]
     judges: list[stats.JudgeConsistency]
+    by_judge: dict[str, list[stats.PairStats]] = field(default_factory=dict)  # only with several judges
     lengths: list[stats.LengthStats] = field(default_factory=list)
     ranking: stats.Ranking | None = None
     evals: dict[str, Any] | None = None
@@ -61,6 +62,7 @@ class Report:
             "models": self.models,
             "pairs": [asdict(p) for p in self.pairs],
             "judges": [asdict(j) for j in self.judges],
+            "by_judge": {k: [asdict(p) for p in v] for k, v in self.by_judge.items()},
             "lengths": [asdict(x) for x in self.lengths],
             "ranking": asdict(self.ranking) if self.ranking else None,
             "evals": self.evals,
@@ -91,6 +93,7 @@ def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequen
         models=list(models),
         pairs=stats.pair_stats(verdicts, n_boot=n_boot, seed=seed),
         judges=stats.judge_consistency(verdicts, seed=seed),
+        by_judge=_by_judge(verdicts, n_boot, seed),
         lengths=lengths if lengths is not None else (stats.length_stats(dialogs) if dialogs else []),
         ranking=stats.bradley_terry(models, verdicts, n_boot=max(100, n_boot // 4), seed=seed)
         if len(models) > 2 else None,
@@ -101,6 +104,23 @@ def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequen
     )
     write_report(rep)
     return rep
+
+
+def _by_judge(verdicts: Sequence[Verdict], n_boot: int, seed: int) -> dict[str, list[stats.PairStats]]:
+    """Each judge's own win rates, when several judges vote (do they agree on the direction?)."""
+    names = list(dict.fromkeys(v.judge for v in verdicts))
+    if len(names) < 2:
+        return {}
+    return {j: stats.pair_stats([v for v in verdicts if v.judge == j], n_boot=max(200, n_boot // 4), seed=seed)
+            for j in names}
+
+
+def _judge_rows(rep: Report) -> list[list[Any]]:
+    return [[j, f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
+             f"{_pct(p.ci_low)} – {_pct(p.ci_high)}"] for j, ps in rep.by_judge.items() for p in ps]
+
+
+_JUDGE_HEAD = ["judge", "pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI"]
 
 
 def write_report(rep: Report) -> None:
@@ -185,6 +205,8 @@ def render_markdown(rep: Report, title: str) -> str:
                          j.partial, f"{_pct(j.first_rate)} ({_pct(j.first_rate_ci[0])} – {_pct(j.first_rate_ci[1])})"]
                         for j in rep.judges])
     lines.append("")
+    if rep.by_judge:
+        lines += ["Win rates by judge:", "", *md_table(_JUDGE_HEAD, _judge_rows(rep)), ""]
     if rep.lengths:
         lines += ["## Length", "", "Assistant words per dialog, tags stripped.", ""]
         lines += md_table(["model", "dialogs", "mean words", "median words", "words per turn"],
@@ -405,6 +427,9 @@ def render_html(rep: Report, title: str) -> str:
     body.append(_html_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial"],
                             [[j.judge, j.verdicts, j.unparsed, j.both_orders, _pct(j.consistent_rate),
                               _pct(j.flip_rate), j.partial] for j in rep.judges]))
+    if rep.by_judge:
+        body.append('<p class="note">Win rates by judge (several judges vote; do they agree?):</p>')
+        body.append(_html_table(_JUDGE_HEAD, _judge_rows(rep)))
 
     lc_pairs = [p for p in rep.pairs if p.length_controlled]
     if rep.lengths or lc_pairs:

@@ -54,6 +54,7 @@ def test_report_is_self_contained_and_complete(tmp_path: Path) -> None:
     assert "sage &lt;dpo&gt;" in page and "sage <dpo>" not in page.split("<script")[0]
     md = (tmp_path / "report.md").read_text()
     assert "## Ranking (Bradley-Terry)" in md and "| 1 | sage <dpo> |" in md
+    assert "| judge-2 | base vs sft | dialog |" in md  # each judge's own win rates
     # benchmark results added later show up when the report is refreshed
     (tmp_path / "eval_results.json").write_text(
         '{"models": {"sft": {"tiny_qa": {"acc": 0.75, "acc_stderr": 0.1}}}}')
