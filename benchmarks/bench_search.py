@@ -101,9 +101,10 @@ def make_roles(be: Backend, args: argparse.Namespace) -> tuple[LLMUserSimulator,
 
 
 def run_once(inner: Backend, seeds: list[str], cfg: SearchConfig, args: argparse.Namespace, out: Path,
-             sequential: bool) -> tuple[float, Recording, list[bytes]]:
+             sequential: bool) -> tuple[float, float, Recording, list[bytes]]:
     be = Recording(inner, sequential)
     user, sel = make_roles(be, args)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     if sequential:  # one dialog at a time
         for i, s in enumerate(seeds):
@@ -112,10 +113,10 @@ def run_once(inner: Backend, seeds: list[str], cfg: SearchConfig, args: argparse
     else:
         run_search(be, user, sel, seeds, cfg, out / "search", transcripts=False)
         trees = [(out / "search" / "trees" / f"seed-{i:04d}.jsonl").read_bytes() for i in range(len(seeds))]
-    return time.perf_counter() - t0, be, trees
+    return time.perf_counter() - t0, time.process_time() - c0, be, trees
 
 
-def saturated(inner: Backend, rec: Recording) -> tuple[float, int]:
+def saturated(inner: Backend, rec: Recording) -> tuple[float, float, int]:
     """Replay the search's requests, all requests of a kind in one call; returns (seconds, generated tokens).
 
     Kinds (assistant replies, user replies, judge answers) differ in prompt length and ``max_tokens``;
@@ -133,9 +134,10 @@ def saturated(inner: Backend, rec: Recording) -> tuple[float, int]:
             await inner.score(rec.score_requests)
         return toks
 
+    c0 = time.process_time()
     t0 = time.perf_counter()
     toks = asyncio.run(go())
-    return time.perf_counter() - t0, toks
+    return time.perf_counter() - t0, time.process_time() - c0, toks
 
 
 def main() -> None:
@@ -151,6 +153,8 @@ def main() -> None:
     ap.add_argument("--judge-mode", choices=["generate", "logprob"], default="generate")
     ap.add_argument("--batch-size", type=int, default=64, help="hf backend rows per forward batch")
     ap.add_argument("--repeats", type=int, default=3, help="search/saturated repeats (medians are reported)")
+    ap.add_argument("--sequential-seeds", type=int, default=8,
+                    help="seeds the sequential reference runs (it is linear in seeds; its tokens/s is compared)")
     ap.add_argument("--skip-sequential", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
@@ -171,14 +175,16 @@ def main() -> None:
     # warm-up (first forward passes allocate)
     run_once(inner, seeds[:4], cfg, args, tmp / "warm", sequential=False)
 
-    search_t, sat_t, rec = [], [], None
+    search_t, sat_t, search_c, sat_c, rec = [], [], [], [], None
     trees: list[bytes] = []
     for k in range(args.repeats):
-        t, rec, trees = run_once(inner, seeds, cfg, args, tmp / f"s{k}", sequential=False)
+        t, c, rec, trees = run_once(inner, seeds, cfg, args, tmp / f"s{k}", sequential=False)
         search_t.append(t)
-        st, sat_tokens = saturated(inner, rec)
+        search_c.append(c)
+        st, sc, sat_tokens = saturated(inner, rec)
         sat_t.append(st)
-        print(f"search run {k}: {t:.2f} s, saturated replay {st:.2f} s")
+        sat_c.append(sc)
+        print(f"search run {k}: {t:.2f} s ({c:.2f} CPU s), saturated replay {st:.2f} s ({sc:.2f} CPU s)", flush=True)
     assert rec is not None
     tokens = rec.tokens_out
     res: dict[str, object] = {
@@ -191,13 +197,22 @@ def main() -> None:
     res["search_tok_s"] = tokens / statistics.median(search_t)
     res["saturated_tok_s"] = sat_tokens / statistics.median(sat_t)
     res["fraction_of_saturated"] = res["search_tok_s"] / res["saturated_tok_s"]  # type: ignore[operator]
+    # CPU seconds are less sensitive than wall time to other processes on a shared machine
+    res["search_cpu_s_median"] = statistics.median(search_c)
+    res["saturated_cpu_s_median"] = statistics.median(sat_c)
+    res["fraction_of_saturated_cpu"] = res["saturated_cpu_s_median"] / res["search_cpu_s_median"]  # type: ignore[operator]
     if not args.skip_sequential:
-        t, seq, seq_trees = run_once(inner, seeds, cfg, args, tmp / "seq", sequential=True)
+        k = min(args.sequential_seeds, len(seeds))
+        t, c, seq, seq_trees = run_once(inner, seeds[:k], cfg, args, tmp / "seq", sequential=True)
+        res["sequential_seeds"] = k
         res["sequential_s"] = t
+        res["sequential_cpu_s"] = c
+        res["speedup_vs_sequential_cpu"] = (c / seq.tokens_out) / (statistics.median(search_c) / tokens)
+        res["sequential_s_extrapolated_all_seeds"] = t * len(seeds) / k
         res["sequential_tok_s"] = seq.tokens_out / t
         res["sequential_backend_calls"] = seq.calls
-        res["speedup_vs_sequential"] = t / statistics.median(search_t)
-        res["same_trees_as_sequential"] = seq_trees == trees
+        res["speedup_vs_sequential"] = res["search_tok_s"] / res["sequential_tok_s"]  # type: ignore[operator]
+        res["same_trees_as_sequential"] = seq_trees == trees[:k]
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
