@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a shortened demo (smaller corpus, fewer seeds)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a demo setting (see sage_dialog.sandbox.demo.DemoConfig), repeatable")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, CPUs))")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

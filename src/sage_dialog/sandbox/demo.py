@@ -54,7 +54,7 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
-    threads: int | None = Field(None, description="torch CPU threads (default: min(2, CPUs))")
+    threads: int = Field(1, ge=1, description="torch CPU threads (1: the matrices are tiny, a second thread gains little and loses much when the cores are shared)")
     # corpus
     n_dialogs: int = 600
     good_rate: float = 0.4
@@ -73,8 +73,8 @@ class DemoConfig(BaseModel):
     candidates: int = 4
     search_temperature: float = 1.0
     # M2 (rejection-sampling fine-tuning) and DPO
-    rft_epochs: float = 3.0
-    rft_lr: float = 1e-3
+    rft_epochs: float = 4.0
+    rft_lr: float = 2e-3
     dpo_epochs: float = 2.0
     dpo_lr: float = 5e-4
     dpo_beta: float = 0.1
@@ -176,7 +176,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     _quiet_libraries()
     import torch
 
-    torch.set_num_threads(cfg.threads or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "demo_config.json"
     if cfg_path.exists():

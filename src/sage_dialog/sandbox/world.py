@@ -70,44 +70,46 @@ STATES: dict[str, UserState] = {
     )
 }
 
+# Every template states its action first (the cue) and names the topic noun last, so the action a
+# reply realises is decided by its first words.
 ACTIONS: dict[str, Action] = {
     a.key: a
     for a in (
         Action("comfort", "comfort", "gentle", ("sorry", "here for you", "hug"), (
-            "I'm so sorry about your {noun}. I'm here for you.",
-            "Sorry, the {noun} sounds painful. Sending you a hug.",
-            "That {noun} must weigh on you. I'm here for you.",
-            "Oh no, I'm sorry about the {noun}. A big hug.",
+            "I'm so sorry about your {noun}.",
+            "Sorry, that sounds painful with the {noun}.",
+            "I'm here for you with the {noun}.",
+            "Sending you a hug about the {noun}.",
         )),
         Action("reassure", "reassurance", "calm", ("will be okay", "you can handle", "take a breath"), (
-            "Take a breath, the {noun} will be okay.",
-            "You can handle the {noun}, step by step.",
-            "It will be okay with the {noun}. Take a breath.",
-            "You can handle this {noun}. It will be okay.",
+            "Take a breath, it will be okay with the {noun}.",
+            "You can handle the {noun}.",
+            "It will be okay with the {noun}.",
+            "Take a breath about the {noun}.",
         )),
         Action("validate", "validation", "earnest", ("not fair", "every right", "makes sense"), (
-            "That's not fair. You have every right to be upset about the {noun}.",
+            "That's not fair about the {noun}.",
+            "You have every right to be upset about the {noun}.",
             "It makes sense you feel that way about the {noun}.",
-            "You have every right to feel that, the {noun} was not fair.",
-            "With the {noun} like that, your reaction makes sense.",
+            "Your reaction makes sense with the {noun}.",
         )),
         Action("advise", "advice", "encouraging", ("you could try", "next step", "make a list"), (
-            "You could try one small thing for the {noun} today.",
-            "A good next step for the {noun}: make a list.",
-            "Make a list about the {noun} and pick one next step.",
-            "For the {noun}, you could try asking a friend for help.",
+            "You could try one small thing with the {noun}.",
+            "A good next step is to talk about the {noun}.",
+            "Make a list for the {noun}.",
+            "You could try asking a friend about the {noun}.",
         )),
         Action("celebrate", "celebration", "cheerful", ("congratulations", "amazing", "well done"), (
-            "Congratulations on the {noun}! That's amazing.",
+            "Congratulations on the {noun}!",
             "Well done with the {noun}!",
             "That's amazing news about your {noun}!",
-            "Congratulations! Well done on the {noun}.",
+            "Amazing, well done on the {noun}!",
         )),
         Action("joke", "humor", "playful", ("haha", "funny", "at least"), (
-            "Haha, at least the {noun} keeps life interesting!",
-            "Funny how the {noun} always picks the worst day, haha.",
-            "At least the {noun} gives you a good story, haha.",
-            "Haha, the {noun} sounds like a sitcom.",
+            "Haha, at least you have the {noun}!",
+            "Funny how it's always the {noun}, haha.",
+            "At least it's a good story about the {noun}.",
+            "Haha, classic {noun}.",
         )),
     )
 }
