@@ -228,7 +228,8 @@ class OpenAIBackend(Backend):
                     last = _Retryable(kind, f"{ep.url}: HTTP {st}", _retry_after(e.response.headers))
                 else:
                     kind = "auth" if st in (401, 403) else "bad_request"
-                    raise BackendError(kind, f"{ep.url}: HTTP {st}: {_short(e.message)}") from None
+                    detail = e.body if e.body is not None else e.message
+                    raise BackendError(kind, f"{ep.url}: HTTP {st}: {_short(str(detail))}") from None
             except openai.APIConnectionError as e:
                 last = _Retryable("connection", f"{ep.url}: {_short(str(e.__cause__ or e))}")
             except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -421,27 +422,37 @@ class OpenAIBackend(Backend):
                 model=self.model, messages=msgs, max_tokens=1, temperature=0.0, extra_body=extra
             )
 
-        resp = await self._call(call)
-        plp = getattr(resp, "prompt_logprobs", None)
-        if plp is None and getattr(resp, "model_extra", None):
-            plp = resp.model_extra.get("prompt_logprobs")
+        unsupported = (
+            f"{self.name}: the server gives no prompt logprobs (vLLM does; transformers serve, "
+            f"llama.cpp and OpenAI do not) - use an hf: or vllm: backend for roles that score options"
+        )
+        try:
+            resp = await self._call(call)
+        except BackendError as e:
+            if e.kind == "bad_request":  # e.g. 422 "unknown field prompt_logprobs"
+                raise ScoringUnsupported(f"{unsupported} ({e})") from None
+            raise
+        extra_fields = getattr(resp, "model_extra", None) or {}
+        plp = getattr(resp, "prompt_logprobs", None) or extra_fields.get("prompt_logprobs")
+        ids = getattr(resp, "prompt_token_ids", None) or extra_fields.get("prompt_token_ids")
         if plp is None:
-            raise ScoringUnsupported(
-                f"{self.name}: the server returned no prompt logprobs (vLLM does; transformers serve, "
-                f"llama.cpp and OpenAI do not) - use an hf: or vllm: backend for judges that score options"
-            )
+            raise ScoringUnsupported(unsupported)
         out = []
-        for entry in plp:
+        for i, entry in enumerate(plp):
             if not entry:
-                out.append(0.0)
+                out.append(0.0)  # the first token has no logprob
                 continue
-            # {token_id: {logprob, rank, decoded_token}}; with prompt_logprobs=0 the actual token
-            # is the only entry (plus, at most, nothing else).
-            best = next(iter(entry.values()))
-            out.append(float(best["logprob"] if isinstance(best, dict) else best.logprob))
+            # {token_id: {logprob, rank, decoded_token}}: take the prompt's own token
+            want = str(ids[i]) if ids is not None and i < len(ids) else None
+            item = entry.get(want) if want is not None else None
+            if item is None:
+                item = next(iter(entry.values()))
+            out.append(float(item["logprob"] if isinstance(item, dict) else item.logprob))
         return out
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Sum of the option tokens' prompt logprobs after ``messages`` (+ prefill): k+1 calls."""
+
         async def one(req: ScoreRequest) -> ScoreResult:
             msgs = [dict(m) for m in req.messages]
             base = await self._prompt_logprobs(msgs, req.prefill)

