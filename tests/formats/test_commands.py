@@ -71,6 +71,9 @@ def test_convert_chain_of_formats(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["convert", str(tdir), str(conv), "--to", "transcripts-converted"]) == 0
     assert (conv / "I_failed_my_driving_test_again..txt").read_text(encoding="utf-8").startswith(
         "user: I failed my driving test again.\nassistant: That's rough. Third time? 🚗\n")
+    lf = tmp_path / "lf"
+    assert main(["convert", str(trl), str(lf), "--to", "llamafactory-sft"]) == 0
+    assert "wrote 2 records to" in capsys.readouterr().err
     assert main(["convert", "--list"]) == 0
     assert "prefs-llamafactory" in capsys.readouterr().out
 

@@ -145,6 +145,14 @@ def _sharegpt(style: str | None) -> tuple[Reader, Writer, Checker]:
     return read, write, check
 
 
+def _write_lf_sft(path: Path, records: Iterable[Any]) -> int:
+    from .llamafactory import write_sft_export
+
+    items = list(records)
+    write_sft_export(path, items)
+    return len(items)
+
+
 def _lazy(module: str, func: str, **kw: Any) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         import importlib
@@ -187,7 +195,7 @@ def _register_builtin() -> None:
     register(Format("trl-sft", "dialog", "TRL messages JSONL", _lazy("trl", "read_trl_sft"),
                     _lazy("trl", "write_trl_sft"), _lazy("trl", "check_trl_sft")))
     register(Format("llamafactory-sft", "dialog", "LLaMA-Factory SFT folder (mix.json + dataset_info.json)",
-                    _lazy("llamafactory", "read_sft_export"), _lazy("llamafactory", "write_sft_export"),
+                    _lazy("llamafactory", "read_sft_export"), _write_lf_sft,
                     _lazy("llamafactory", "check_sft_export"), folder=True))
     for variant, desc in (("plain", "self-play transcripts"), ("full", "full/ transcripts (kept and dropped)"),
                           ("converted", "converted transcripts (no tags)")):
