@@ -53,7 +53,6 @@ def test_lora_dpo_prefers_chosen_and_keeps_the_sft_term(tiny_model, dpo_data, tm
     assert (out / "chat_template.jinja").exists()
 
 
-@pytest.mark.slow
 def test_full_dpo_changes_weights_and_loss_falls(tiny_model, dpo_data, tmp_path, fast):
     out = tmp_path / "dpo-full"
     train_dpo(_cfg(tiny_model, dpo_data, out, fast,

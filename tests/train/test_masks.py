@@ -173,3 +173,22 @@ def test_split_eval_is_reproducible_and_never_empty():
     assert split_eval(recs, 0.2, seed=3) == (tr, ev)
     assert split_eval([1], 0.5, 0) == ([1], [])
     assert len(split_eval([1, 2], 0.01, 0)[1]) == 1
+
+
+def test_template_choice_model_own_named_or_chatml_fallback(tiny_model, tmp_path):
+    import shutil
+
+    from sage_dialog.train.common import load_tokenizer
+    from sage_dialog.train.config import ModelSection
+
+    tok, tmpl = load_tokenizer(ModelSection(name_or_path=str(tiny_model)))
+    assert tmpl == tok.chat_template and "generation" in tmpl  # the model's own
+    tok, tmpl = load_tokenizer(ModelSection(name_or_path=str(tiny_model), chat_template="mistral"))
+    assert tmpl == MISTRAL and tok.chat_template == MISTRAL
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model, bare)
+    (bare / "chat_template.jinja").unlink()
+    tok, tmpl = load_tokenizer(ModelSection(name_or_path=str(bare)))
+    assert tmpl == CHATML
+    with pytest.raises(UserError, match="unknown template 'nope'"):
+        load_tokenizer(ModelSection(name_or_path=str(tiny_model), chat_template="nope"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,7 +54,6 @@ def test_full_sft_learns_the_toy_set(tiny_model, sft_data, tmp_path, fast):
     assert tok.decode(gen[0, ids["input_ids"].shape[1]:]).startswith("{u_motivation: venting")
 
 
-@pytest.mark.slow
 def test_lora_sft_then_export_loads_and_generates(tiny_model, sft_data, tmp_path, fast):
     out = tmp_path / "lora"
     cfg = load_config(SFTRunConfig, None, fast(

@@ -50,10 +50,13 @@ def test_accelerate_configs_are_shipped():
 def test_cli_trains_with_flags_and_overrides_then_exports(tiny_model, sft_data, tmp_path, capsys):
     out = tmp_path / "cli-out"
     rc = cli.main(["train", "sft", "--model", str(tiny_model), "--data", str(sft_data), "-o", str(out),
-                   "--max-steps", "2", "train.batch_size=4", "adapter.r=4", "train.save_steps=1000"])
+                   "--max-steps", "2", "train.batch_size=4", "adapter.r=4", "train.save_steps=1000",
+                   "data.packing=true", "data.max_length=256"])
     assert rc == 0
     s = json.loads((out / "training_summary.json").read_text())
     assert s["steps"] == 2
+    # packed: 4 rows of up to 256 tokens per step, far more than 4 unpacked toy dialogs (~60 tokens each)
+    assert s["tokens"] > 2 * 4 * 100
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
     rc = cli.main(["export", str(out), "-o", str(tmp_path / "merged")])
     assert rc == 0 and (tmp_path / "merged" / "model.safetensors").exists()

@@ -162,7 +162,7 @@ def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
 def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, Any]:
     """TrainingArguments fields shared by SFTConfig and DPOConfig."""
     t = cfg.train
-    report = [r for r in t.report_to if importlib.util.find_spec(r if r != "tensorboard" else "tensorboard")]
+    report = [r for r in t.report_to if importlib.util.find_spec(r)]  # wandb / tensorboard packages
     for r in t.report_to:
         if r not in report:
             log.warning("train.report_to: %s is not installed, not logging to it", r)
