@@ -333,7 +333,7 @@ def check_answer(text: str, dialog: Dialog, labels: LabelSets, *, tidy: bool) ->
         else:
             raw = it["topics"]
             if isinstance(raw, str):
-                raw = [x for x in raw.split(",")]
+                raw = raw.split(",")
                 out.repairs.append("topics as a string")
             if not isinstance(raw, list):
                 out.problems.append(f"turn {i}: 'topics' must be a list")
@@ -418,9 +418,9 @@ class LLMAnnotator:
         msgs.append({"role": "user", "content": render_dialog(dialog)})
         return msgs
 
-    def _request(self, dialog: Dialog, messages: list[dict[str, str]]) -> ChatRequest:
+    def _request(self, dialog: Dialog, messages: list[dict[str, str]], scale: int = 1) -> ChatRequest:
         n = len(dialog.turns)
-        budget = 64 + self.max_tokens_per_turn * n
+        budget = (64 + self.max_tokens_per_turn * n) * scale
         if self.tidy:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
@@ -436,10 +436,11 @@ class LLMAnnotator:
         results: list[AnnotationResult | None] = [None] * len(dialogs)
         last_problems: list[list[str]] = [[] for _ in dialogs]
         pending = list(range(len(dialogs)))
+        scale = [1] * len(dialogs)  # token budget multiplier, doubled after an answer was cut off
         for attempt in range(1, self.max_attempts + 1):
             if not pending:
                 break
-            reqs = [self._request(dialogs[i], convs[i]) for i in pending]
+            reqs = [self._request(dialogs[i], convs[i], scale[i]) for i in pending]
             try:
                 answers = await self.backend.generate(reqs)
             except BackendError as e:
@@ -462,6 +463,7 @@ class LLMAnnotator:
                     chk = check_answer(text, dialogs[i], self.labels, tidy=self.tidy)
                     if comp.finish_reason == "length" and chk.problems:
                         chk.problems.insert(0, "answer cut off at the token limit")
+                        scale[i] *= 2
                 if chk.tags is not None:
                     if chk.repairs:
                         self.stats["repaired_locally"] += 1

@@ -10,6 +10,7 @@ answers are scripted per dialog. The dialog to annotate is the last user message
 * ``WRONGCOUNT``: always one turn too few;  ``MISSING``: always lacks ``emotion`` on turn 0;
 * ``MISSINGONCE``: lacks ``emotion`` first, correct after the repair request;
 * ``NEARMISS``: assistant motivations spelled ``reflection of feeling`` (for closed sets);
+* ``LONG``: cut off (``finish_reason: length``) while ``max_tokens`` < 300;
 * ``GARBAGE``: never JSON;  ``HTTP500``: the server answers 500 (a server error, not an answer).
 When the system prompt asks for ``text`` (tidy mode), assistant turns not ending in a question get
 one added.
@@ -37,7 +38,7 @@ def scripted_answer(body: dict[str, Any]) -> str:
     attempt = 1 + sum(m["role"] == "assistant" for m in msgs[t_idx:])  # repair rounds so far
     tidy = '"text"' in msgs[0]["content"]
     marker = next((w for w in ("VALID", "FENCED", "BROKEN", "WRONGCOUNT", "MISSINGONCE", "MISSING", "NEARMISS",
-                               "GARBAGE") if w in turns[0][2]), "VALID")
+                               "LONG", "GARBAGE") if w in turns[0][2]), "VALID")
     items = []
     for idx, role, text in turns:
         words = re.findall(r"[a-z]+", text.lower())
@@ -61,6 +62,8 @@ def scripted_answer(body: dict[str, Any]) -> str:
     if marker == "MISSING" or (marker == "MISSINGONCE" and attempt == 1):
         del items[0]["emotion"]
         return json.dumps({"turns": items})
+    if marker == "LONG" and int(body.get("max_tokens") or 0) < 300:
+        return good[:40]
     if marker == "GARBAGE":
         return "I would rather write a poem about " + turns[0][2]
     return good
@@ -103,9 +106,10 @@ class ScriptedLLM:
                     return
                 text = scripted_answer(body)
                 n = int(body.get("n") or 1)
+                cut = "LONG" in json.dumps(body["messages"]) and int(body.get("max_tokens") or 0) < 300
                 self._send(200, {
                     "id": f"cmpl-{owner.hits}", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "length" if cut else "stop"}
                                 for i in range(n)],
                     "usage": {"prompt_tokens": 10, "completion_tokens": len(text) // 4, "total_tokens": 10 + len(text) // 4},
                 })

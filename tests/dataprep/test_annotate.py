@@ -311,3 +311,15 @@ def test_annotate_served_server_errors_reject_only_their_dialog(tmp_path: Path, 
     assert rej["attempts"] == 3  # the failed call was sent again as it was, not as a repair
     assert all(len(b["messages"]) == 2 for b in scripted_llm.bodies)
     assert read_json(cfg.summary_path())["summary"]["reject_reasons"] == {"backend_error": 1}
+
+
+def test_annotate_served_cut_off_answer_gets_a_bigger_budget(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sage_dialog.backends.openai_backend")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [dlg("long", "LONG tell me everything", "Sure, where to start?")])
+    cfg = served_config(tmp_path, scripted_llm)
+    annotate.run(cfg, quiet=True)
+    assert [d.id for d in read_jsonl(cfg.output, Dialog)] == ["long"]
+    assert [b["max_tokens"] for b in scripted_llm.bodies] == [160, 320]
+    assert read_json(cfg.summary_path())["summary"]["attempts"] == {"2": 1}
