@@ -54,7 +54,7 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
-    threads: int = Field(1, ge=1, description="torch CPU threads (1: the matrices are tiny, a second thread gains little and loses much when the cores are shared)")
+    threads: int = Field(default=1, ge=1, description="torch CPU threads (1: the matrices are tiny, a second thread gains little and loses much when the cores are shared)")
     # corpus
     n_dialogs: int = 600
     good_rate: float = 0.4
@@ -203,7 +203,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
         from ..annotate import AnnotateConfig
         from ..annotate import run as annotate_run
 
-        annotate_run(AnnotateConfig(input=c_dir / "raw.jsonl", output=d / "annotated.jsonl", annotator="oracle"),
+        annotate_run(AnnotateConfig.model_validate({"input": c_dir / "raw.jsonl", "output": d / "annotated.jsonl",
+                                                  "annotator": "oracle"}),
                      annotator=oracle_for("annotator"), quiet=True)
 
     a_dir = r.stage("annotate", do_annotate)
@@ -222,7 +223,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
         from ..mix import run as mix_run
 
         io.write_json(d / "data_spec.json", {str(ch_dir / "sac.jsonl"): {"prompt": ""}})
-        mix_run(MixConfig(spec=d / "data_spec.json", output=d / "mix", seed=cfg.seed), warn=lambda m: None)
+        mix_run(MixConfig.model_validate({"spec": d / "data_spec.json", "output": d / "mix", "seed": cfg.seed}),
+                warn=lambda m: None)
 
     m_dir = r.stage("mix", do_mix)
 
@@ -260,7 +262,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     def do_prefs(d: Path) -> None:
         from ..prefs import PrefsConfig, run_prefs
 
-        counts = run_prefs(s_dir / "out" / "trees", d, PrefsConfig(min_margin=cfg.min_margin))
+        counts = run_prefs(s_dir / "out" / "trees", d, PrefsConfig.model_validate({"min_margin": cfg.min_margin}))
         io.write_json(d / "counts.json", counts)
 
     p_dir = r.stage("prefs", do_prefs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from .. import sac
 from ..errors import UserError
@@ -177,7 +177,7 @@ class OraclePairwiseJudge:
     def _one(self, task: PairTask) -> Verdict:
         ra, rb = self._value(task.a, task.unit), self._value(task.b, task.unit)
         winner: Any = "tie" if abs(ra - rb) <= self.tie_margin else ("a" if ra > rb else "b")
-        shown_first = "b" if task.swap else "a"
+        shown_first: Literal["a", "b"] = "b" if task.swap else "a"
         if winner == "tie":
             raw = "Tie"
         else:
