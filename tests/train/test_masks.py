@@ -192,3 +192,20 @@ def test_template_choice_model_own_named_or_chatml_fallback(tiny_model, tmp_path
     assert tmpl == CHATML
     with pytest.raises(UserError, match="unknown template 'nope'"):
         load_tokenizer(ModelSection(name_or_path=str(tiny_model), chat_template="nope"))
+
+
+def test_chatml_end_of_turn_becomes_the_eos(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from sage_dialog.train.common import align_eos
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok.eos_token = "<|unk|>"
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|unk|>")
+    align_eos(tok, model, CHATML)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token == "<|im_end|>"
+    assert model.generation_config.eos_token_id == [im_end, tok.convert_tokens_to_ids("<|unk|>")]
+    align_eos(tok, model, MISTRAL)  # no chatml marker in the template: nothing changes
+    assert tok.eos_token == "<|im_end|>"

@@ -200,6 +200,28 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
     return args
 
 
+def align_eos(tokenizer: Any, model: Any, template: str) -> None:
+    """Make generation stop at the template's end-of-turn token (``<|im_end|>`` for chatml).
+
+    A base model given the chatml template may have ``</s>`` as its eos: the trained model would
+    then end turns with ``<|im_end|>`` but generation would run on. When the token is in the
+    vocabulary it becomes the tokenizer's eos and is added to the model's generation eos ids.
+    """
+    marker = "<|im_end|>"
+    if marker not in template or tokenizer.eos_token == marker:
+        return
+    vocab = tokenizer.get_vocab()
+    if marker not in vocab:
+        log.warning("the chat template ends turns with %s, which is not in the vocabulary; generation may not "
+                    "stop at the end of a turn (prefer the model's own template)", marker)
+        return
+    tokenizer.eos_token = marker
+    eos = model.generation_config.eos_token_id
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if vocab[marker] not in ids:
+        model.generation_config.eos_token_id = [vocab[marker], *ids]
+
+
 def count_params(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     def n(p: Any) -> int:

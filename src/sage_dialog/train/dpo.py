@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import finish_manifest, new_manifest, sha256_path
 from .common import (
+    align_eos,
     check_target_modules,
     common_args,
     load_model,
@@ -92,6 +93,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     )
     model = load_model(cfg.model, cfg.adapter, device)
     check_target_modules(model, cfg.adapter)
+    align_eos(tokenizer, model, template)
     set_zero3_leaf_modules(model)
     trainer = DPOTrainer(
         model=model,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..io import finish_manifest, new_manifest, sha256_path
 from .common import (
+    align_eos,
     check_target_modules,
     common_args,
     count_params,
@@ -76,6 +77,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     # created after the TrainingArguments so that a ZeRO-3 config is active while the model loads
     model = load_model(cfg.model, cfg.adapter, device)
     check_target_modules(model, cfg.adapter)
+    align_eos(tokenizer, model, template)
     set_zero3_leaf_modules(model)
     trainer = SFTTrainer(
         model=model,
