@@ -55,3 +55,18 @@ def test_quick_demo_improves_on_m1(tmp_path: Path, capsys):
     # a second run on the same folder skips every stage
     assert main(["demo", "-o", str(out), "--quick", "--no-progress"]) == 0
     assert "skipped" in capsys.readouterr().err
+
+
+def test_flipped_conversations_teach_the_user_side():
+    from sage_dialog.sandbox import corpus, world
+    from sage_dialog.sandbox.demo import flipped_conversations
+
+    dialogs = corpus.generate_corpus(corpus.CorpusConfig(n_dialogs=20, seed=2))
+    rows = flipped_conversations(dialogs)
+    assert len(rows) == 20
+    for d, row in zip(dialogs, rows, strict=True):
+        msgs = row["messages"]
+        assert msgs[0]["role"] == "assistant" and msgs[-1]["role"] == "assistant"
+        users = [t.text for t in d.turns if t.role == "user"]
+        assert [m["content"] for m in msgs if m["role"] == "assistant"] == users
+        assert all(world.read_state(m["content"]) for m in msgs if m["role"] == "assistant")

@@ -36,9 +36,9 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,9 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
     threads: int = Field(default=1, ge=1, description="torch CPU threads (1: the matrices are tiny, a second thread gains little and loses much when the cores are shared)")
+    user: Literal["oracle", "model"] = Field(
+        default="oracle", description="who plays the user in search and evaluation: the scripted oracle, or a "
+        "tiny model trained on the corpus with the roles flipped (LLMUserSimulator)")
     # corpus
     n_dialogs: int = 600
     good_rate: float = 0.4
@@ -243,6 +246,29 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     m1 = _final_model(r.stage("sft", do_sft))
 
+    # 5b. the user model (roles flipped), when asked for ---------------------------------------
+    def do_user(d: Path) -> None:
+        from ..train.sft import train_sft
+
+        convs = flipped_conversations(io.read_jsonl(ch_dir / "sac.jsonl", Dialog))
+        io.write_jsonl(d / "flipped.jsonl", convs)
+        train_sft(_sft_config(m1.parent / "base", d / "flipped.jsonl", _final_model(d), epochs=cfg.sft_epochs,
+                              lr=cfg.sft_lr, batch=cfg.batch_size, seed=cfg.seed))
+        _drop_checkpoints(_final_model(d))
+
+    def make_user(seed: int) -> Any:
+        if cfg.user == "oracle":
+            return oracle_for("user", seed=seed)
+        from ..backends.base import SamplingParams
+        from ..selfplay.simulator import LLMUserSimulator
+
+        return LLMUserSimulator(_backend(user_model), persona_text="", name="tiny-user-model",
+                                sampling=SamplingParams(temperature=cfg.eval_temperature, max_tokens=48))
+
+    if cfg.user == "model":
+        r.n_stages += 1
+        user_model = _final_model(r.stage("user", do_user))
+
     # 6. search ---------------------------------------------------------------------------
     def do_search(d: Path) -> None:
         from ..selfplay.search import SamplingConfig, SearchConfig, run_search
@@ -253,7 +279,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
                                                     repetition_penalty=1.0, max_tokens=64),
                             max_resamples=0, seed=cfg.seed)
         backend = _backend(m1)
-        run_search(backend, oracle_for("user", seed=cfg.seed), oracle_for("selector"), seeds, scfg, d / "out",
+        run_search(backend, make_user(cfg.seed), oracle_for("selector"), seeds, scfg, d / "out",
                    progress=progress)
 
     s_dir = r.stage("search", do_search)
@@ -306,7 +332,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
         sampling = SamplingParams(temperature=cfg.eval_temperature, max_tokens=64)
         for name, path in models.items():
             backend = _backend(path)
-            dialogs = asyncio.run(play_dialogs(backend, oracle_for("user", seed=cfg.seed + 7), seeds,
+            dialogs = asyncio.run(play_dialogs(backend, make_user(cfg.seed + 7), seeds,
                                                turns=cfg.eval_turns, sampling=sampling, seed=cfg.seed + 7))
             for dlg in dialogs:
                 s = world.score_turns(dlg.turns)
@@ -350,6 +376,22 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     with io.atomic_write(out / "results.md") as fh:
         fh.write(table + "\n")
     return results
+
+
+def flipped_conversations(dialogs: Iterable[Dialog]) -> list[dict[str, Any]]:
+    """TRL ``messages`` rows that teach a model to play the *user*: the roles flipped exactly as
+    :class:`~sage_dialog.selfplay.simulator.LLMUserSimulator` shows a dialog (user turns as the
+    model's own, assistant replies without tags as the other party's), with no persona prompt."""
+    from ..selfplay.simulator import flipped_messages
+
+    rows = []
+    for d in dialogs:
+        turns = list(d.turns)
+        while turns and turns[-1].role != "user":
+            turns.pop()  # nothing to learn after the last user turn
+        if turns:
+            rows.append({"messages": flipped_messages(turns, None)})
+    return rows
 
 
 def _quiet_libraries() -> None:
