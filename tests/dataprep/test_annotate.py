@@ -323,3 +323,34 @@ def test_annotate_served_cut_off_answer_gets_a_bigger_budget(tmp_path: Path, scr
     assert [d.id for d in read_jsonl(cfg.output, Dialog)] == ["long"]
     assert [b["max_tokens"] for b in scripted_llm.bodies] == [160, 320]
     assert read_json(cfg.summary_path())["summary"]["attempts"] == {"2": 1}
+
+
+def test_few_shot_and_custom_prompt(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sage_dialog.backends.openai_backend")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    from sage_dialog.schema import Tags
+
+    ex = Dialog(id="ex", turns=[
+        Turn(role="user", text="I aced my test!", state=Tags(motivation="sharing news", emotion="proud", topics=["test"])),
+        Turn(role="assistant", text="Amazing, well done!", action=Tags(motivation="praise", emotion="happy", topics=[])),
+    ])
+    shots = tmp_path / "shots.jsonl"
+    write_jsonl(shots, [ex])
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Label all $n_turns turns as JSON.\n$label_rules")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [dlg("one", "VALID my cat is back", "So glad to hear it!")])
+    out = tmp_path / "ann.jsonl"
+    assert main(["annotate", str(src), "-o", str(out), "--annotator", "openai:scripted", "--backend-option",
+                 f"base_url={scripted_llm.base_url}", "--few-shot", str(shots), "--prompt", str(prompt), "-q"]) == 0
+    msgs = scripted_llm.bodies[0]["messages"]
+    assert msgs[0] == {"role": "system", "content": "Label all 2 turns as JSON.\n"}
+    assert msgs[1]["content"] == "[0] user: I aced my test!\n[1] assistant: Amazing, well done!"
+    shown = json.loads(msgs[2]["content"])["turns"]
+    assert msgs[2]["role"] == "assistant" and shown[0]["emotion"] == "proud" and shown[1]["motivation"] == "praise"
+    assert msgs[3]["content"].startswith("[0] user: VALID my cat is back")
+    assert len(list(read_jsonl(out, Dialog))) == 1
+    # a few-shot example without labels is refused, naming the record and field
+    write_jsonl(shots, [dlg("bare", "hi", "hello")])
+    with pytest.raises(UserError, match=r"shots.jsonl: record 1: field turns\[0\].state"):
+        annotate.load_few_shot(shots)
