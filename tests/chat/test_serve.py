@@ -15,6 +15,7 @@ import pytest
 from openai import APIStatusError, AuthenticationError, OpenAI
 
 TOKEN = "t0ken-for-tests-only"
+pytestmark = pytest.mark.slow  # starts a server process with a model (~20 s on a busy 2-core box)
 
 
 def _free_port() -> int:
