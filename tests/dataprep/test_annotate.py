@@ -354,3 +354,25 @@ def test_few_shot_and_custom_prompt(tmp_path: Path, scripted_llm, monkeypatch) -
     write_jsonl(shots, [dlg("bare", "hi", "hello")])
     with pytest.raises(UserError, match=r"shots.jsonl: record 1: field turns\[0\].state"):
         annotate.load_few_shot(shots)
+
+
+@pytest.mark.slow
+def test_annotate_real_transformers_serve(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A real server (`transformers serve` on the tiny model) through OpenAIBackend: garbage answers
+    land in the rejects with reasons, and a second run makes zero model calls."""
+    servers = pytest.importorskip("sage_dialog.backends.servers")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [D, dlg("d2", "hello there", "hi! how are you?")])
+    with servers.transformers_server(tiny_model) as srv:
+        cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"openai:{srv.model}",
+                             backend_options={"base_url": srv.base_url, "timeout_s": 120},
+                             cache=str(tmp_path / "cache.sqlite"), max_attempts=2, max_tokens_per_turn=8)
+        annotate.run(cfg, quiet=True)
+        rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
+        assert sorted(r["id"] for r in rejects) == ["d1", "d2"]
+        assert all(r["reason"] and r["attempts"] == 2 for r in rejects)
+        assert read_json(cfg.summary_path())["usage"]["model_calls"] == 4
+        annotate.run(cfg, quiet=True)
+        assert read_json(cfg.summary_path())["usage"]["model_calls"] == 0
+    assert not servers.port_is_open(srv.port)
