@@ -75,6 +75,7 @@ class LabelSets:
 
     sets: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     mode: Literal["map", "reject"] = "map"
+    _normed: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_spec(cls, spec: dict[str, str], mode: Literal["map", "reject"] = "map") -> LabelSets:
@@ -112,12 +113,14 @@ class LabelSets:
         labels = self.get(role, fld)
         if labels is None:
             return value
-        norm = {_norm(x): x for x in labels}
+        norm = self._normed.get((role, fld))
+        if norm is None:
+            norm = self._normed[(role, fld)] = {_norm(x): x for x in labels}
         hit = norm.get(_norm(value))
         if hit is not None or self.mode == "reject":
             return hit
         key = _norm(value)
-        for cand in (key.rstrip("s"), key + "s", key.replace("-", " "), key.replace(" ", "-")):
+        for cand in (key.rstrip("s"), key + "s"):  # plurals (case, spacing, - and _ are normalised)
             if cand in norm:
                 return norm[cand]
         close = difflib.get_close_matches(key, list(norm), n=1, cutoff=0.8)
@@ -623,9 +626,7 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
         # one failed request rejects its dialog (with the reason), not the whole chunk
         options.setdefault("on_error", "return")
     bcfg = bcfg.model_copy(update={"options": options})
-    backend = load_backend(bcfg)
-    if ledger is not None:
-        backend = ledger.track(backend)  # outermost, so it sees cache hits
+    # every input is checked before a model is loaded
     few = load_few_shot(cfg.few_shot) if cfg.few_shot else []
     template = None
     if cfg.prompt:
@@ -633,6 +634,9 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             template = cfg.prompt.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"{cfg.prompt}: no such prompt file") from None
+    backend = load_backend(bcfg)
+    if ledger is not None:
+        backend = ledger.track(backend)  # outermost, so it sees cache hits
     ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
                        temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template)
     return ann, backend
@@ -687,6 +691,7 @@ class Summary:
         self.attempts: Counter[int] = Counter()
         self.labels: dict[str, Counter[str]] = {f"{r}.{f}": Counter() for r in ROLES for f in FIELDS}
         self.tidied = 0
+        self.repaired = 0
 
     def add(self, dialog: Dialog, result: AnnotationResult, reason: str | None) -> None:
         self.dialogs += 1
@@ -696,6 +701,7 @@ class Summary:
             self.reasons[_reason_kind(reason)] += 1
             return
         self.annotated += 1
+        self.repaired += result.attempts > 1
         for t in dialog.turns:
             self.turns += 1
             tags = t.state if t.role == "user" else t.action
@@ -716,7 +722,7 @@ class Summary:
             "reject_reasons": dict(self.reasons.most_common()),
             "turns": self.turns,
             "tidied_turns": self.tidied,
-            "repaired_by_retry": sum(n for a, n in self.attempts.items() if a > 1) - self.rejected,
+            "repaired_by_retry": self.repaired,
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
             "labels": {k: dict(c.most_common(top)) for k, c in self.labels.items() if c},
             "distinct_labels": {k: len(c) for k, c in self.labels.items() if c},
@@ -740,7 +746,7 @@ def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     write_sharegpt(path, dialogs, style="annotated")
 
 
-async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int) -> dict[str, Any]:
+async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quiet: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     summary = Summary()
@@ -751,7 +757,8 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int) -> d
         dialogs = itertools.islice(dialogs, cfg.limit)
         total = min(total, cfg.limit)
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
-            tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True) as bar:
+            tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
+                 disable=quiet) as bar:
         for chunk in _chunks(dialogs, cfg.chunk_size):
             results = await annotator.annotate(chunk)
             if len(results) != len(chunk):
@@ -775,6 +782,9 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int) -> d
     stats = Counter(getattr(annotator, "stats", Counter()))
     stats.subtract(usage_before)
     result = summary.as_dict()
+    # answers fixed without asking again, and closed-set near misses mapped onto their label
+    result["repaired_locally"] = stats.pop("repaired_locally", 0)
+    result["mapped_labels"] = stats.pop("mapped_labels", 0)
     result["usage"] = {k: v for k, v in stats.items()}
     if "requests" in result["usage"]:
         result["usage"]["model_calls"] = result["usage"]["requests"] - result["usage"].get("cached", 0)
@@ -801,7 +811,7 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
 
     async def main() -> dict[str, Any]:
         try:
-            return await _run_async(cfg, annotator, total)
+            return await _run_async(cfg, annotator, total, quiet)
         finally:
             if backend is not None:
                 await backend.aclose()

@@ -198,6 +198,7 @@ def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scrip
     assert (s["dialogs"], s["annotated"], s["rejected"]) == (7, 4, 3)
     assert s["reject_reasons"] == {"wrong_turn_count": 1, "missing_field": 1, "malformed_json": 1}
     assert s["repaired_by_retry"] == 2  # broken, missingonce
+    assert s["repaired_locally"] == 1  # fenced, with a trailing comma
     assert s["attempts"] == {"1": 2, "2": 2, "3": 3}
     # requests: 7 first answers, 5 repairs, 3 last tries
     assert scripted_llm.hits == 15 and man["usage"]["model_calls"] == 15
