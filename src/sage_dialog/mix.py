@@ -118,7 +118,8 @@ def record_problems(path: Path, index: int, rec: Any) -> list[str]:
     conv = rec.get("conversations") if isinstance(rec, dict) else None
     if not problems and isinstance(conv, list) and conv[0].get("from") != "human":
         rid = rec.get("id")
-        problems = [f"{where(path, f'{index} ({rid})', 'conversations[0].from')}: a dialog starts with human"]
+        first = conv[0].get("from")
+        problems = [f"{where(path, f'{index} ({rid})', 'conversations[0].from')}: must be human, got {first!r}"]
     return problems
 
 
