@@ -15,8 +15,9 @@ Added here: a ``seed`` for every random choice; ``proportion`` per file (with ``
 gives ``round(total * p / sum(p))`` dialogs, sampled without replacement, repeated with a warning
 when it has fewer); exact-duplicate removal (on by default, before the split so no dialog is in both
 halves); a held-out validation split (blended within each half, never across). Files may be
-ShareGPT JSON (raw, annotated or chained) or our Dialog JSONL. Dialogs whose tags do not parse are
-dropped with a warning too.
+ShareGPT JSON (raw, annotated or chained), or any other dialog format sage-dialog reads (Dialog
+JSONL, TRL messages, a LLaMA-Factory folder, transcripts, EmpatheticDialogues, ESConv). Dialogs whose
+tags do not parse are dropped with a warning too.
 
 Outputs in the output folder: ``train.jsonl`` / ``valid.jsonl`` (TRL ``messages`` rows),
 ``llamafactory/`` (``mix.json`` and, with a split, ``mix_valid.json``, plus their
@@ -36,8 +37,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError, where
-from .io import finish_manifest, format_validation_error, new_manifest, read_json, read_jsonl, sha256_file
-from .schema import Dialog
+from .io import finish_manifest, format_validation_error, new_manifest, read_json, sha256_path
 
 Record = dict[str, Any]
 
@@ -67,7 +67,7 @@ def load_spec(path: str | Path) -> dict[Path, SpecEntry]:
             continue
         f = Path(name)
         f = f if f.is_absolute() else p.parent / f
-        if not f.is_file():
+        if not f.exists():
             problems.append(f"{where(p, repr(name))}: no such file {f}")
         out[f] = e
     props = [e.proportion is not None for e in out.values()]
@@ -124,12 +124,17 @@ def record_problems(path: Path, index: int, rec: Any) -> list[str]:
 
 
 def _load_records(path: Path) -> list[Any]:
-    """A file's dialogs as ShareGPT records (Dialog JSONL is rendered in its own style)."""
-    from .formats import sharegpt
+    """A file's dialogs as ShareGPT records: the raw array of a ShareGPT file (so the original rules
+    see it as it is), any other dialog format (Dialog JSONL, TRL messages, a LLaMA-Factory folder,
+    transcripts, ...) read with its reader and rendered in its own style."""
+    from .formats import detect_format, get_format, read_records, sharegpt
 
-    if path.suffix.lower() == ".jsonl":
-        return [sharegpt.dialog_to_record(d) for d in read_jsonl(path, Dialog)]
-    return sharegpt.load_array(path)
+    fmt = detect_format(path)
+    if fmt.startswith("sharegpt"):
+        return sharegpt.load_array(path)
+    if get_format(fmt).kind != "dialog":
+        raise UserError(f"{path}: format {fmt} holds no dialogs to mix")
+    return [sharegpt.dialog_to_record(d) for d in read_records(path, fmt)]
 
 
 def _key(rec: Record) -> tuple[tuple[str, str], ...]:
@@ -251,7 +256,7 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
 
     spec = load_spec(cfg.spec)
     manifest = new_manifest("mix", cfg.model_dump(mode="json"), seed=cfg.seed,
-                            inputs={str(p): sha256_file(p) for p in [cfg.spec, *spec]})
+                            inputs={str(p): sha256_path(p) for p in [cfg.spec, *spec]})
     rng = random.Random(cfg.seed)
     records, per_file = collect(spec, dedup=cfg.dedup, total=cfg.total, rng=rng, warn=_warn, even=cfg.even)
     if not records:

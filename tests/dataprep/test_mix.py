@@ -256,3 +256,25 @@ def test_llamafactory_loader_reads_the_export(spec: Path, tmp_path: Path) -> Non
             got = [m["content"] for m in row["_prompt"] + row["_response"]]
             assert got == [t["value"] for t in rec["conversations"]]
             assert [m["role"] for m in row["_prompt"]][::2] == ["user"] * ((len(got) + 1) // 2)
+
+
+def test_mix_reads_other_dialog_formats(spec: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    mix.run(mix.MixConfig(spec=spec, output=first, dedup=False, shuffle=False), warn=lambda m: None)
+    (tmp_path / "ed.csv").write_text((Path(__file__).parent / "data" / "ed_sample.csv").read_text())
+    spec2 = tmp_path / "spec2.json"
+    spec2.write_text(json.dumps({"first/train.jsonl": {"size": 2}, "first/llamafactory": {"prompt": "> "},
+                                 "ed.csv": {}}))
+    out = tmp_path / "second"
+    mix.run(mix.MixConfig(spec=spec2, output=out, dedup=False, shuffle=False), warn=lambda m: None)
+    lf = read_json(out / "llamafactory" / "mix.json")
+    trl_rows = [json.loads(x)["messages"] for x in (first / "train.jsonl").read_text().splitlines()]
+    assert len(lf) == 2 + 7 + 3  # two TRL rows, the whole first export, the three ED conversations
+    assert [r["conversations"][0]["value"] for r in lf[:2]] == [m[0]["content"] for m in trl_rows[:2]]
+    assert all(t["value"].startswith("> ") for r in lf[2:9] for t in r["conversations"] if t["from"] == "gpt")
+    assert lf[9]["conversations"][0]["value"].startswith("I remember going to the fireworks")
+    bad = tmp_path / "spec3.json"
+    (tmp_path / "p.jsonl").write_text('{"v": 1, "kind": "pair", "id": "x"}\n')
+    bad.write_text(json.dumps({"p.jsonl": {}}))
+    with pytest.raises(Exception, match="holds no dialogs to mix"):
+        mix.run(mix.MixConfig(spec=bad, output=tmp_path / "o3"))

@@ -5,7 +5,8 @@ to the spec). Each file gives its first SIZE dialogs, PROMPT is prefixed to ever
 that are empty, do not alternate human/gpt from a human start or have extra turn keys are dropped
 with a warning naming them, and the rest are shuffled. Optional: "proportion" per file with --total,
 --blend K (append K random dialogs to each, after cutting to an even length), a held-out split,
-deduplication (on by default). Files may be ShareGPT JSON or Dialog JSONL.
+deduplication (on by default). Files may be ShareGPT JSON or any dialog format sage-dialog
+reads (Dialog JSONL, TRL messages JSONL, a LLaMA-Factory folder, transcripts, ED CSV, ESConv JSON).
 
 Writes OUTDIR/train.jsonl (+ valid.jsonl) as TRL messages, OUTDIR/llamafactory/ (mix.json and its
 dataset_info.json entry "data_mix"; train with dataset_dir: OUTDIR/llamafactory, dataset: data_mix)
