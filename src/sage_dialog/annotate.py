@@ -46,9 +46,8 @@ from .io import (
     dumps,
     iter_jsonl_raw,
     new_manifest,
-    read_json,
     read_jsonl,
-    sha256_file,
+    sha256_path,
     write_json,
 )
 from .labels import load_label_set
@@ -57,7 +56,8 @@ from .schema import Dialog, Tags, utc_now
 
 FIELDS = ("motivation", "emotion", "topics")
 ROLES = ("user", "assistant")
-InputFormat = Literal["auto", "dialog", "sharegpt", "empathetic", "esconv", "seeds"]
+# "auto", "seeds" (one utterance per line) or the name of a dialog format in sage_dialog.formats
+InputFormat = str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,58 +497,42 @@ class LLMAnnotator:
 # reading inputs
 
 
-def _sniff(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return "dialog"
-    if suffix == ".csv":
-        return "empathetic"
-    if suffix in (".tsv", ".txt"):
-        return "seeds"
-    if suffix == ".json":
-        from .formats.esconv import looks_like_esconv
+def _resolve_format(path: Path, fmt: str) -> str:
+    """The format name to read ``path`` with: ``seeds`` or a dialog format of :mod:`sage_dialog.formats`."""
+    if fmt == "dialog":
+        return "dialogs"  # the short spelling
+    if fmt != "auto":
+        return fmt
+    if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
+        return "seeds"  # the original test_sent.tsv: one utterance per line
+    from .formats import detect_format
 
-        data = read_json(path)
-        return "esconv" if looks_like_esconv(data) else "sharegpt"
-    raise UserError(f"{path}: cannot tell the format from the extension; pass --input-format")
+    return detect_format(path)
 
 
 def load_dialogs(path: str | Path, fmt: InputFormat = "auto") -> Iterator[Dialog]:
-    """Stream dialogs from any supported input format (``auto`` goes by extension and content)."""
+    """Stream dialogs from ``path``: a seed file (``seeds``) or any dialog format sage-dialog reads
+    (Dialog JSONL, ShareGPT JSON, TRL messages, a LLaMA-Factory folder, transcripts,
+    EmpatheticDialogues CSV, ESConv JSON); ``auto`` detects it as ``sage-dialog convert`` does."""
+    from .formats import get_format, read_records
+
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
-    kind = _sniff(p) if fmt == "auto" else fmt
-    if kind == "dialog":
-        yield from read_jsonl(p, Dialog)
-    elif kind == "empathetic":
-        from .formats.empathetic import read_empathetic_csv
-
-        yield from read_empathetic_csv(p)
-    elif kind == "seeds":
+    name = _resolve_format(p, fmt)
+    if name == "seeds":
         from .formats.empathetic import seed_dialogs
 
         yield from seed_dialogs(p)
-    elif kind == "esconv":
-        from .formats.esconv import read_esconv
-
-        yield from read_esconv(p)
-    elif kind == "sharegpt":
-        yield from _read_sharegpt(p)
-    else:  # pragma: no cover - guarded by InputFormat
-        raise UserError(f"unknown input format {kind!r}")
-
-
-def _read_sharegpt(path: Path) -> Iterator[Dialog]:
-    from .formats.sharegpt import read_sharegpt
-
-    yield from read_sharegpt(path)
+        return
+    if get_format(name).kind != "dialog":
+        raise UserError(f"{p}: format {name} holds no dialogs")
+    yield from read_records(p, name)
 
 
 def _count(path: Path, fmt: InputFormat) -> int:
     """Number of dialogs, for the progress bar's ETA (JSONL lines are counted without parsing records)."""
-    kind = _sniff(path) if fmt == "auto" else fmt
-    if kind == "dialog":
+    if _resolve_format(path, fmt) == "dialogs":
         return sum(1 for _ in iter_jsonl_raw(path))
     return sum(1 for _ in load_dialogs(path, fmt))  # whole-document formats: a second, cheap read
 
@@ -807,7 +791,7 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     ledger = Ledger("annotate")
     if annotator is None:
         annotator, backend = build_annotator(cfg, ledger)
-    manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_file(cfg.input)})
+    manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_path(cfg.input)})
 
     async def main() -> dict[str, Any]:
         try:

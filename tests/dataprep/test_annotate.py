@@ -377,3 +377,21 @@ def test_annotate_real_transformers_serve(tmp_path: Path, tiny_model: Path, monk
         annotate.run(cfg, quiet=True)
         assert read_json(cfg.summary_path())["usage"]["model_calls"] == 0
     assert not servers.port_is_open(srv.port)
+
+
+def test_annotate_reads_any_dialog_format(tmp_path: Path) -> None:
+    from sage_dialog.formats.llamafactory import write_sft_export
+    from sage_dialog.formats.trl import write_trl_sft
+    from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
+
+    dialogs = generate_corpus(CorpusConfig(n_dialogs=3, seed=2))
+    write_trl_sft(tmp_path / "trl.jsonl", dialogs)
+    write_sft_export(tmp_path / "lf", dialogs, style="raw")
+    for src in (tmp_path / "trl.jsonl", tmp_path / "lf"):
+        out = tmp_path / f"{src.stem}.ann.jsonl"
+        annotate.run(AnnotateConfig(input=src, output=out, annotator="oracle"), quiet=True)
+        got = list(read_jsonl(out, Dialog))
+        assert [[t.text for t in d.turns] for d in got] == [[t.text for t in d.turns] for d in dialogs]
+        assert all(t.state is not None for d in got for t in d.turns if t.role == "user")
+    with pytest.raises(UserError, match="holds no dialogs"):
+        list(annotate.load_dialogs(tmp_path / "trl.jsonl", "pairs"))

@@ -5,7 +5,8 @@ earlier labels). Answers are validated against a schema, repaired or retried (--
 dialogs that still fail go to the rejects file with the reason. Re-running on the same input with a
 --cache makes zero model calls. A label-distribution summary is printed and written as JSON.
 
-Input: Dialog JSONL, raw ShareGPT JSON, EmpatheticDialogues CSV, ESConv JSON or a seed file.
+Input: Dialog JSONL, raw ShareGPT JSON, TRL messages, a LLaMA-Factory folder, transcripts,
+EmpatheticDialogues CSV, ESConv JSON or a seed file (one utterance per line).
 Output: Dialog JSONL whose user turns carry `state` and assistant turns `action`.
 
 Example:
@@ -27,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="dialogs to annotate")
     parser.add_argument("-o", "--output", type=Path, required=True, help="annotated Dialog JSONL to write")
     parser.add_argument("--annotator", required=True, help='"oracle" or a backend spec (hf:PATH, vllm:PATH, openai:MODEL)')
-    parser.add_argument("--input-format", default="auto",
-                        choices=["auto", "dialog", "sharegpt", "empathetic", "esconv", "seeds"])
+    parser.add_argument("--input-format", default="auto", metavar="FORMAT",
+                        help="auto (default: detected), seeds (one utterance per line), or a dialog format of "
+                             "`sage-dialog convert --help`: dialogs, sharegpt, trl-sft, llamafactory-sft, "
+                             "transcripts, empathetic, esconv, ...")
     parser.add_argument("--rejects", type=Path, help="rejects JSONL (default: OUTPUT.rejects.jsonl)")
     parser.add_argument("--summary", type=Path, help="summary JSON (default: OUTPUT.summary.json)")
     parser.add_argument("--sharegpt-out", type=Path, help="also write the original annotated ShareGPT JSON")

@@ -99,7 +99,3 @@ def read_esconv(path: str | Path) -> Iterator[Dialog]:
     for i, rec in enumerate(data, 1):
         yield _dialog(p, i, rec, canon)
 
-
-def looks_like_esconv(data: Any) -> bool:
-    """Whether parsed JSON looks like ESConv (a list of objects with a ``dialog`` list)."""
-    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and isinstance(data[0].get("dialog"), list)
