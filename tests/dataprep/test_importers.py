@@ -115,3 +115,31 @@ def test_import_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["import", "empathetic", str(missing), "-o", str(tmp_path / "x.jsonl")]) == 2
     assert f"{missing}: no such file" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("reader", [read_empathetic_csv, read_esconv])
+def test_importers_never_crash_on_garbage(tmp_path: Path, reader) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the bytes, an importer gives dialogs or a UserError naming the file, never a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    header = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance\n"
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                               lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                                   st.sampled_from(["dialog", "speaker", "content", "annotation", "strategy", "x"]),
+                                   c, max_size=4), max_leaves=12)
+    texts = st.one_of(st.text(max_size=80).map(lambda t: header + t), json_values.map(json.dumps), st.text(max_size=40))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(texts)
+    def check(text: str) -> None:
+        f = tmp_path / ("x.csv" if reader is read_empathetic_csv else "x.json")
+        f.write_text(text, encoding="utf-8")
+        try:
+            for d in reader(f):
+                assert d.turns and d.turns[0].role == "user"
+                assert all(a.role != b.role for a, b in zip(d.turns, d.turns[1:], strict=False))
+        except UserError as e:
+            assert all(line.startswith(str(f)) for line in e.problems), e.problems
+
+    check()
