@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
 
 from .errors import UserError, where
 from .io import finish_manifest, format_validation_error, new_manifest, read_json, sha256_path
@@ -187,7 +188,9 @@ def collect(spec: dict[Path, SpecEntry], *, dedup: bool, total: int | None, rng:
         taken = data[: entry.size] if entry.size is not None else data
         stats = Counter({"in_file": len(data), "taken": len(taken)})
         kept: list[Record] = []
-        for i, raw in enumerate(taken, 1):
+        # validation is most of the reading time; show it on large files only
+        bar = tqdm(taken, desc=f"mix {path.name}", unit="dialog", file=sys.stderr, disable=len(taken) < 5000)
+        for i, raw in enumerate(bar, 1):
             rec = _with_prompt(raw, entry.prompt)
             problems = record_problems(path, i, rec)
             if problems:
