@@ -83,6 +83,7 @@ class DemoConfig(BaseModel):
     dpo_beta: float = 0.1
     dpo_sft_weight: float = 1.0
     min_margin: float = 0.5
+    negatives: int = 2
     # evaluation
     eval_seeds: int = 64
     eval_turns: int = 4
@@ -183,8 +184,11 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "demo_config.json"
     if cfg_path.exists():
-        old = io.read_json(cfg_path)
-        if old != json.loads(cfg.model_dump_json()):
+        try:  # settings added since that demo ran take their defaults
+            same = DemoConfig.model_validate(io.read_json(cfg_path)) == cfg
+        except ValueError:
+            same = False
+        if not same:
             raise UserError(f"{cfg_path}: {out} holds a demo with other settings; use a new folder (-o) or delete it")
     else:
         io.write_json(cfg_path, json.loads(cfg.model_dump_json()))
@@ -288,7 +292,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     def do_prefs(d: Path) -> None:
         from ..prefs import PrefsConfig, run_prefs
 
-        counts = run_prefs(s_dir / "out" / "trees", d, PrefsConfig.model_validate({"min_margin": cfg.min_margin}))
+        counts = run_prefs(s_dir / "out" / "trees", d, PrefsConfig.model_validate({"min_margin": cfg.min_margin, "negatives": cfg.negatives}))
         io.write_json(d / "counts.json", counts)
 
     p_dir = r.stage("prefs", do_prefs)
