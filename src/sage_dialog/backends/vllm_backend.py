@@ -1,0 +1,191 @@
+"""vLLM in-process backend (``vllm:PATH_OR_ID``, optional extra ``sage-dialog[vllm]``).
+
+* ``vllm.LLM`` with prefix caching on, ``tensor_parallel_size``, ``max_model_len``, ``dtype``;
+  any other option goes to ``vllm.LLM`` as is (e.g. ``gpu_memory_utilization``).
+* Prompts are rendered here with the model's chat template (same rules as the ``hf`` backend,
+  prefill included) and passed as token ids; ``n`` is vLLM's own ``n``.
+* Concurrent ``generate()`` calls are merged by the same micro-batching queue as the ``hf``
+  backend (``batch_size`` sequences per ``LLM.generate`` call, default 256) and run in a worker
+  thread, so the event loop stays free.
+* ``adapter=PATH`` serves a LoRA adapter through ``LoRARequest`` (``max_lora_rank`` option).
+* :meth:`VLLMBackend.score` reads ``prompt_logprobs`` of prompt + option.
+* ``seed``: passed to vLLM per request (``pass_seed``, default true). The CPU build has crashed on
+  large batches of seeded requests: set ``pass_seed=false`` there if it does.
+
+``vllm`` is imported only when the backend is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import UserError
+from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
+from .cache import path_fingerprint
+from .hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
+
+
+class VLLMBackend(Backend):
+    """In-process vLLM engine behind the batch-first protocol."""
+
+    provider = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        max_lora_rank: int = 16,
+        batch_size: int = 256,
+        pass_seed: bool = True,
+        linger_ms: float = 5.0,
+        **engine_options: Any,
+    ):
+        super().__init__(model)
+        try:
+            import vllm
+            from vllm.lora.request import LoRARequest
+        except ImportError as e:  # load_backend turns this into a UserError naming the extra
+            raise ImportError(f"vllm is not installed ({e})", name="vllm") from e
+        self.adapter = str(adapter) if adapter else None
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "tensor_parallel_size": int(tensor_parallel_size),
+            "enable_prefix_caching": bool(enable_prefix_caching),
+            "dtype": dtype,
+            **engine_options,
+        }
+        if max_model_len:
+            kwargs["max_model_len"] = int(max_model_len)
+        if self.adapter:
+            kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank))
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"backend vllm:{model}: cannot start the engine: {str(e).splitlines()[0]}"
+            ) from None
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora = LoRARequest("adapter", 1, self.adapter) if self.adapter else None
+        self.batch_size = int(batch_size)
+        self.pass_seed = pass_seed
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self._lock = threading.Lock()
+        self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
+        self._fingerprint = {
+            "model": path_fingerprint(model),
+            "adapter": path_fingerprint(self.adapter) if self.adapter else None,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "adapter": self.adapter,
+            "fingerprint": self._fingerprint,
+        }
+
+    def _params(self, p: _GenPayload) -> Any:
+        from vllm import SamplingParams as VSP
+
+        sp = p.sampling
+        kw: dict[str, Any] = {
+            # vLLM refuses n>1 with greedy decoding; greedy samples are identical, so copy one
+            "n": 1 if sp.temperature <= 0 else p.count,
+            "temperature": sp.temperature,
+            "top_p": sp.top_p,
+            "repetition_penalty": sp.repetition_penalty,
+            "max_tokens": sp.max_tokens,
+            "stop": list(sp.stop) or None,
+        }
+        if sp.top_k > 0:
+            kw["top_k"] = sp.top_k
+        if sp.seed is not None and self.pass_seed:
+            kw["seed"] = sample_seed(sp.seed, p.first_sample) % (2**31 - 1)
+        return VSP(**kw)
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        futures = []
+        for req in requests:
+            if req.n < 1:
+                raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
+            prompt = render_prompt(self.tokenizer, req.messages, req.prefill)
+            payload = _GenPayload(prompt, req.sampling, req.sample_offset, req.n)
+            futures.append(self._batcher.submit(payload, req.n))
+        done = await asyncio.gather(*futures)
+        return [ChatResult(completions=cs, tokens_in=tin) for tin, cs in done]
+
+    def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
+        prompts = [
+            {"prompt_token_ids": self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"]}
+            for p in payloads
+        ]
+        params = [self._params(p) for p in payloads]
+        with self._lock:
+            outs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
+        results = []
+        for p, o in zip(payloads, outs, strict=True):
+            comps = [
+                Completion(
+                    text=c.text,
+                    finish_reason="length" if c.finish_reason == "length" else "stop",
+                    tokens_out=len(c.token_ids),
+                )
+                for c in o.outputs
+            ]
+            while len(comps) < p.count:  # greedy: n copies of the one decode
+                comps.append(dataclasses.replace(comps[0]))
+            results.append((len(o.prompt_token_ids or []), comps))
+        return results
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        for req in requests:
+            if not req.options:
+                raise UserError(f"backend {self.name}: score request has no options")
+        prompts = [render_prompt(self.tokenizer, r.messages, r.prefill) for r in requests]
+        return await asyncio.to_thread(self._run_score, prompts, [list(r.options) for r in requests])
+
+    def _run_score(self, prompts: list[str], options: list[list[str]]) -> list[ScoreResult]:
+        from vllm import SamplingParams as VSP
+
+        tok = self.tokenizer
+        p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        seqs: list[tuple[int, int, list[int], int]] = []
+        for ri, (pi, opts) in enumerate(zip(p_ids, options, strict=True)):
+            for oi, o in enumerate(opts):
+                o_ids = tok(o, add_special_tokens=False)["input_ids"]
+                if not o_ids:
+                    raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
+                seqs.append((ri, oi, list(pi) + list(o_ids), len(pi)))
+        params = VSP(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        with self._lock:
+            outs = self.llm.generate(
+                [{"prompt_token_ids": s[2]} for s in seqs], params, lora_request=self._lora, use_tqdm=False
+            )
+        totals: dict[tuple[int, int], float] = {}
+        for (ri, oi, ids, plen), o in zip(seqs, outs, strict=True):
+            lps = o.prompt_logprobs
+            totals[(ri, oi)] = sum(float(lps[t][ids[t]].logprob) for t in range(plen, len(ids)))
+        return [
+            ScoreResult(logprobs=[totals[(ri, oi)] for oi in range(len(opts))], tokens_in=len(p_ids[ri]))
+            for ri, opts in enumerate(options)
+        ]
+
+    async def aclose(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            with contextlib.suppress(Exception):  # best effort: engine internals differ by version
+                llm.llm_engine.engine_core.shutdown()
+            del llm
+        gc.collect()
