@@ -13,6 +13,7 @@ Example:
   sage-dialog demo -o demo-out
   sage-dialog demo -o demo-quick --quick
   sage-dialog demo -o demo-out --set eval_seeds=128 --set candidates=6
+  sage-dialog demo -o demo-user --set user=model    # a tiny model plays the user (roles flipped)
 """
 
 from __future__ import annotations

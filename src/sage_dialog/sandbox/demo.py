@@ -453,6 +453,7 @@ def _results(cfg: DemoConfig, played: dict[str, list[Dialog]], wins: dict[str, A
         "improved": any(m.get("significant") and m["diff_vs_m1"] > 0 for m in models.values()),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "wall_s": round(wall, 1),
+        "stages_total_s": round(sum(timings.values()), 1),
         "config": json.loads(cfg.model_dump_json()),
     }
 
@@ -480,7 +481,8 @@ def format_table(res: dict[str, Any]) -> str:
         f"{s['compliance']:.1%} [{s['ci'][0]:.1%}, {s['ci'][1]:.1%}] over {s['n']} replies",
         f"held-out seeds: {res['models']['M1']['n']}; * = the 95% interval of the difference excludes zero; "
         f"win/tie/loss counts over both judge orders",
-        "stage timings (s): " + ", ".join(f"{k} {v}" for k, v in res["timings_s"].items()) + f"; total {res['wall_s']}",
+        "stage timings (s): " + ", ".join(f"{k} {v}" for k, v in res["timings_s"].items())
+        + f"; all stages {res.get('stages_total_s', '?')}, this invocation {res['wall_s']}",
     ]
     return "\n".join(lines)
 
