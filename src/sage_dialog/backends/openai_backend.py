@@ -145,6 +145,7 @@ class OpenAIBackend(Backend):
         self.base_urls = [u.rstrip("/") for u in urls]
         self.endpoints = [_Endpoint(u) for u in self.base_urls]
         self._clients_loop: Any = None
+        self._retired: list[Any] = []
         self.concurrency = int(concurrency)
         self.max_retries = int(max_retries)
         self.backoff_base_s = backoff_base_s
@@ -186,6 +187,9 @@ class OpenAIBackend(Backend):
         loop = asyncio.get_running_loop()
         if self._clients_loop is loop:
             return
+        # Clients of an earlier (now closed) loop cannot be closed from this one; dropping them
+        # makes the SDK schedule a doomed aclose() here, so keep them referenced instead.
+        self._retired.extend(e.client for e in self.endpoints if e.client is not None)
         for e in self.endpoints:
             e.client = AsyncOpenAI(
                 base_url=e.url,
