@@ -55,10 +55,10 @@ def bench_judging(seeds: int, repeats: int) -> dict[str, float]:
         tasks = dialog_tasks(list(dialogs), order, by_model)
         judge = LLMPairwiseJudge(backend)
         out: dict[str, float] = {"tasks": len(tasks)}
-        times: dict[str, list[float]] = {"batched": [], "one_at_a_time": []}
+        times: dict[str, list[float]] = {"batched": [], "chunks_of_16": [], "one_at_a_time": []}
         asyncio.run(judge_all([judge], tasks[:4], Path(tmp) / "warmup.jsonl", chunk=4, progress=False))
         for r in range(repeats):  # interleaved, so that load changes on the shared machine hit both alike
-            for label, chunk in (("batched", 64), ("one_at_a_time", 1)):
+            for label, chunk in (("batched", 64), ("chunks_of_16", 16), ("one_at_a_time", 1)):
                 t0 = time.perf_counter()
                 asyncio.run(judge_all([judge], tasks, Path(tmp) / f"j-{label}-{r}.jsonl", chunk=chunk, progress=False))
                 times[label].append(time.perf_counter() - t0)
@@ -100,13 +100,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-stats", action="store_true")
+    ap.add_argument("--skip-judging", action="store_true")
     args = ap.parse_args()
-    j = bench_judging(args.seeds, args.repeats)
-    print(f"judging {int(j['tasks'])} tasks: batched {j['batched_s']:.2f} s ({j['batched_verdicts_per_s']:.1f} verdicts/s), "
-          f"one at a time {j['one_at_a_time_s']:.2f} s ({j['one_at_a_time_verdicts_per_s']:.1f} verdicts/s), "
-          f"speed-up x{j['one_at_a_time_s'] / j['batched_s']:.1f}")
+    if not args.skip_judging:
+        report_judging(bench_judging(args.seeds, args.repeats))
+    if args.skip_stats:
+        return
     s = bench_stats(args.repeats)
     print(f"statistics + report for {s['verdicts']} verdicts (4 models, 2000 bootstrap resamples): {s['report_s']:.2f} s")
+
+
+def report_judging(j: dict[str, float]) -> None:
+    print(f"judging {int(j['tasks'])} tasks: batched {j['batched_s']:.2f} s ({j['batched_verdicts_per_s']:.1f} verdicts/s), "
+          f"chunks of 16 {j['chunks_of_16_s']:.2f} s ({j['chunks_of_16_verdicts_per_s']:.1f} verdicts/s), "
+          f"one at a time {j['one_at_a_time_s']:.2f} s ({j['one_at_a_time_verdicts_per_s']:.1f} verdicts/s), "
+          f"speed-up x{j['one_at_a_time_s'] / j['batched_s']:.1f}")
 
 
 if __name__ == "__main__":

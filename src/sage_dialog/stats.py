@@ -410,13 +410,13 @@ def bradley_terry(
     by_seed: dict[str, list[Verdict]] = defaultdict(list)
     for v in vs:
         by_seed[v.seed].append(v)
-    seeds = list(by_seed)
+    # one win matrix per seed; a bootstrap replicate is the sum over its resampled seeds
+    per_seed = np.stack([_win_matrix(models, group) for group in by_seed.values()])
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(models)))
     for b in range(n_boot):
-        pick = rng.integers(0, len(seeds), size=len(seeds))
-        sample = [v for j in pick for v in by_seed[seeds[j]]]
-        boot[b] = bt_fit(models, _win_matrix(models, sample))
+        counts = np.bincount(rng.integers(0, len(per_seed), size=len(per_seed)), minlength=len(per_seed))
+        boot[b] = bt_fit(models, np.tensordot(counts, per_seed, axes=1))
     lo = [percentile_interval(boot[:, i], level)[0] for i in range(len(models))]
     hi = [percentile_interval(boot[:, i], level)[1] for i in range(len(models))]
     # rank 1 = strongest; ranks per bootstrap replicate give the rank interval
