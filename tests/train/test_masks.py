@@ -209,3 +209,11 @@ def test_chatml_end_of_turn_becomes_the_eos(tiny_model):
     assert model.generation_config.eos_token_id == [im_end, tok.convert_tokens_to_ids("<|unk|>")]
     align_eos(tok, model, MISTRAL)  # no chatml marker in the template: nothing changes
     assert tok.eos_token == "<|im_end|>"
+
+
+def test_full_tag_dropout_leaves_no_tag_tokens(tok):
+    ds = build_sft_dataset(tok, [CONV] * 3, CHATML, loss_on="turn", tag_dropout=1.0)
+    text = tok.decode(ds[0]["input_ids"])
+    assert "u_motivation" not in text and "That sounds rough." in text
+    trained = tok.decode([t for t in ds[0]["labels"] if t != IGNORE])
+    assert trained == "That sounds rough.<|im_end|>Want to talk?<|im_end|>"

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="folder for the merged model")
     parser.add_argument("--base", help="base model, when not the one recorded in adapter_config.json")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                        help="dtype of the saved weights (auto: float32)")
+                        help="dtype of the saved weights (auto: as stored in the base model)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 
@@ -37,7 +38,7 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         raise UserError(f"{src}: no such folder (expected a training output folder)")
     if out.resolve() == src.resolve():
         raise UserError(f"-o {out}: must differ from the input folder")
-    torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+    torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)  # auto: the checkpoint's dtype
     if is_adapter(src):
         from peft import PeftModel
 
