@@ -48,7 +48,9 @@ def test_thousand_requests_at_30_percent_faults_nothing_dropped(fault_server):
     faults = sum(srv.counts[k] for k in rates)
     assert 0.2 < faults / sum(srv.counts.values()) < 0.4
     assert len(bad) < 40
-    assert b.retries == faults - len(bad)  # attempts = ok + faults; retries = attempts - 1000
+    # every injected fault was retried unless it was a request's last attempt; a few more retries
+    # are connection errors on keep-alive sockets the server had closed (it never saw those)
+    assert b.retries >= faults - len(bad)
     assert elapsed < 120
 
 
