@@ -83,7 +83,7 @@ class DemoConfig(BaseModel):
     dpo_beta: float = 0.1
     dpo_sft_weight: float = 1.0
     min_margin: float = 0.5
-    negatives: int = 2
+    negatives: int | None = Field(default=None, description="rejected candidates per decision (all: None)")
     # evaluation
     eval_seeds: int = 64
     eval_turns: int = 4
