@@ -375,6 +375,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     results = _results(cfg, played, io.read_json(cmp_dir / "win_rates.json"),
                        io.read_json(st_dir / "steerability.json"), r.timings, time.perf_counter() - t_start)
+    results["annotation"] = annotation_accuracy(io.read_jsonl(a_dir / "annotated.jsonl", Dialog))
     io.write_json(out / "results.json", results)
     table = format_table(results)
     with io.atomic_write(out / "results.md") as fh:
@@ -396,6 +397,24 @@ def flipped_conversations(dialogs: Iterable[Dialog]) -> list[dict[str, Any]]:
         if turns:
             rows.append({"messages": flipped_messages(turns, None)})
     return rows
+
+
+def annotation_accuracy(dialogs: Iterable[Dialog]) -> dict[str, Any]:
+    """Share of annotated turns whose tags equal the corpus's gold tags (``meta["gold"]``), per field."""
+    n = 0
+    right = {"motivation": 0, "emotion": 0, "topic": 0, "all": 0}
+    for d in dialogs:
+        for turn, gold in zip(d.turns, d.meta.get("gold", []), strict=False):
+            tags = turn.state if turn.role == "user" else turn.action
+            if tags is None:
+                continue
+            n += 1
+            hits = {"motivation": tags.motivation == gold["motivation"], "emotion": tags.emotion == gold["emotion"],
+                    "topic": tags.topics == gold["topics"]}
+            for k, v in hits.items():
+                right[k] += v
+            right["all"] += all(hits.values())
+    return {"turns": n, **{k: (v / n if n else 0.0) for k, v in right.items()}}
 
 
 def _quiet_libraries() -> None:
@@ -479,6 +498,8 @@ def format_table(res: dict[str, Any]) -> str:
         "",
         f"M1 steering compliance (action forced by prefill, reply read by the oracle action classifier): "
         f"{s['compliance']:.1%} [{s['ci'][0]:.1%}, {s['ci'][1]:.1%}] over {s['n']} replies",
+        *([f"oracle annotator agreement with the corpus's gold tags: {res['annotation']['all']:.1%} of "
+            f"{res['annotation']['turns']} turns"] if "annotation" in res else []),
         f"held-out seeds: {res['models']['M1']['n']}; * = the 95% interval of the difference excludes zero; "
         f"win/tie/loss counts over both judge orders",
         "stage timings (s): " + ", ".join(f"{k} {v}" for k, v in res["timings_s"].items())
