@@ -45,6 +45,7 @@ def test_quick_demo_improves_on_m1(tmp_path: Path, capsys):
     assert m["DPO"]["fitting_share"] > m["M1"]["fitting_share"]
     assert m["DPO"]["win_vs_m1"]["win_rate"] > 0.5
     assert res["steering"]["compliance"] >= 0.7
+    assert res["annotation"]["all"] >= 0.99 and res["annotation"]["turns"] > 1000
     # every stage left its artifacts, and the table was printed and written
     for stage in ("corpus", "annotate", "chain", "mix", "sft", "search", "prefs", "rft", "dpo", "eval", "compare", "steer"):
         assert (out / stage / ".done").exists(), stage
