@@ -102,3 +102,41 @@ def test_http_backend_against_vllm_server(vllm_srv, hf):
     [sh] = asyncio.run(hf.score(req))
     assert sv.logprobs == pytest.approx(sh.logprobs, abs=2e-2)
     asyncio.run(b.aclose())
+
+
+def test_inprocess_lora_adapter_matches_hf(tiny_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sage_dialog.backends import ScoringUnsupported
+
+    pm = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.5)
+    pm.save_pretrained(tmp_path / "adapter")
+    g = [ChatRequest(MSGS, n=1, sampling=greedy(max_tokens=8))]
+    hf_plain = load_backend(f"hf:{tiny_model}")
+    hf_lora = load_backend(f"hf:{tiny_model}", adapter=str(tmp_path / "adapter"))
+    v = load_backend(
+        f"vllm:{tiny_model}",
+        adapter=str(tmp_path / "adapter"),
+        max_model_len=512,
+        dtype="float32",
+        max_lora_rank=8,
+    )
+    try:
+        want = asyncio.run(hf_lora.generate(g))[0].texts
+        assert want != asyncio.run(hf_plain.generate(g))[0].texts  # the adapter matters
+        assert asyncio.run(v.generate(g))[0].texts == want  # served through LoRARequest
+        if v._on_cpu():
+            with pytest.raises(ScoringUnsupported, match="LoRA"):
+                asyncio.run(v.score([ScoreRequest(MSGS, [" yes", " no"])]))
+    finally:
+        asyncio.run(v.aclose())

