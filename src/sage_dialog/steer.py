@@ -13,20 +13,19 @@ A model trained on State-Action Chains writes ``{state} {action} reply``. Steeri
 
 Every step is one batched ``backend.generate`` call over all candidates. :func:`generate_turns`
 returns parsed :class:`Candidate` objects; :func:`stream_turn` yields the latent as soon as it is
-known and then the reply text piece by piece: token by token for in-process transformers models
-(``TextIteratorStreamer``), otherwise the whole reply is generated first and then emitted.
+known and then the reply text piece by piece through :meth:`Backend.stream`: token by token for
+backends that stream (``hf``, ``openai``), otherwise the whole reply is generated and then emitted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from . import sac
-from .backends.base import Backend, ChatRequest, Message, SamplingParams
+from .backends.base import Backend, ChatRequest, Completion, Message, SamplingParams
 from .errors import UserError
 from .schema import Tags, Turn
 
@@ -304,19 +303,6 @@ class StreamEvent:
     candidate: Candidate | None = None
 
 
-def hf_parts(backend: Backend) -> tuple[Any, Any] | None:
-    """The ``(model, tokenizer)`` of the in-process transformers backend (``hf:``), else None.
-
-    Used only for token streaming; any other backend streams by "generate whole, then emit".
-    """
-    if getattr(backend, "provider", None) != "hf":
-        return None
-    model, tok = getattr(backend, "lm", None), getattr(backend, "tokenizer", None)
-    if model is None or tok is None or not hasattr(model, "generate"):
-        return None
-    return model, tok
-
-
 class _TagHold:
     """Holds back streamed text while it may still be a leading tag block; releases the reply."""
 
@@ -355,78 +341,6 @@ class _TagHold:
         return events
 
 
-async def _hf_token_stream(
-    backend: Backend, messages: Sequence[Message], prefill: str, sampling: SamplingParams
-) -> AsyncIterator[str]:
-    """Yield decoded text pieces from ``model.generate`` running in a thread (TextIteratorStreamer)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-    from .backends.hf import render_prompt  # the backend's own prompt rendering, prefill kept exact
-
-    parts = hf_parts(backend)
-    assert parts is not None
-    model, tok = parts
-    prompt = render_prompt(tok, messages, prefill or None)
-    enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    eos = list(getattr(backend, "eos_ids", ())) or tok.eos_token_id
-    gen_kw: dict[str, Any] = {
-        "max_new_tokens": sampling.max_tokens,
-        "streamer": streamer,
-        "eos_token_id": eos,
-        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    }
-    if sampling.temperature > 0:
-        gen_kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-    else:
-        gen_kw["do_sample"] = False
-    if sampling.repetition_penalty != 1.0:
-        gen_kw["repetition_penalty"] = sampling.repetition_penalty
-    # the backend serialises forward passes with this lock; streaming must not race its batches
-    lock = getattr(backend, "_lock", None) or threading.Lock()
-    error: list[BaseException] = []
-    # set when the consumer stops early (client gone, stop string, Ctrl-C): generation ends at once
-    cancel = threading.Event()
-
-    class _Cancel(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    gen_kw["stopping_criteria"] = StoppingCriteriaList([_Cancel()])
-
-    def work() -> None:
-        try:
-            with lock, torch.inference_mode():
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
-                model.generate(**enc, **gen_kw)
-        except BaseException as e:  # surfaced to the consumer below
-            error.append(e)
-            streamer.end()
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    it = iter(streamer)
-    sentinel = object()
-    try:
-        while True:
-            piece = await asyncio.to_thread(next, it, sentinel)
-            if piece is sentinel:
-                break
-            yield str(piece)
-    finally:
-        cancel.set()
-    await asyncio.to_thread(thread.join)
-    if error:
-        raise error[0]
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
 async def stream_turn(
     backend: Backend,
     messages: Sequence[Message],
@@ -445,32 +359,23 @@ async def stream_turn(
     hold = _TagHold()
     for ev in hold.feed(prefill):
         yield ev
-    parts = hf_parts(backend) if token_stream else None
+    request = ChatRequest(messages=list(messages), n=1, sampling=sampling, prefill=prefill or None)
     pieces: list[str] = []
-    finish = "stop"
-    if parts is not None:
-        tok = parts[1]
-        async for piece in _hf_token_stream(backend, messages, prefill, sampling):
-            pieces.append(piece)
-            if sampling.stop:
-                so_far, hit = _cut_at_stop("".join(pieces), sampling.stop)
-                if hit:
-                    pieces = [so_far]
-                    for ev in hold.feed(so_far[len(hold.buf) - len(prefill) :]):
-                        yield ev
-                    break
-            for ev in hold.feed(piece):
-                yield ev
-        n_tokens = len(tok("".join(pieces), add_special_tokens=False)["input_ids"])
-        finish = "length" if n_tokens >= sampling.max_tokens else "stop"
+    if token_stream:
+        # token by token where the backend can (hf, openai), else one piece; stop strings are cut
+        # by the stream, and leaving this generator early closes it, which stops the generation
+        async with backend.stream(request) as stream:
+            async for piece in stream:
+                pieces.append(piece)
+                for ev in hold.feed(piece):
+                    yield ev
+        comp = stream.completion or Completion("".join(pieces))
     else:
-        res = await backend.generate(
-            [ChatRequest(messages=list(messages), n=1, sampling=sampling, prefill=prefill or None)]
-        )
-        comp = res[0].completions[0]
-        pieces, finish, n_tokens = [comp.text], comp.finish_reason, comp.tokens_out
+        comp = (await backend.generate([request]))[0].completions[0]
+        pieces = [comp.text]
         for ev in hold.feed(comp.text):
             yield ev
+    finish, n_tokens = comp.finish_reason, comp.tokens_out
     for ev in hold.feed("", final=True):
         yield ev
     cand = _candidate(prefill, "".join(pieces), finish, n_tokens, steering)

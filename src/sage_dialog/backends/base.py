@@ -4,12 +4,15 @@ Stages hand a backend a *list* of requests and await a list of results, so a bat
 (transformers, vLLM) sees whole batches and an HTTP backend can run them concurrently. Concurrency,
 batching, retries and caching live in backends, never in stages.
 
-Two calls:
+Two calls, and an optional third:
 
 * :meth:`Backend.generate` - chat requests -> ``n`` completions each, with finish reason and usage.
   ``prefill`` is text the assistant turn already starts with; completions exclude it.
 * :meth:`Backend.score` - log-probability of each of a fixed set of options after a prompt (for
   judges and annotators that choose from closed sets).
+* :meth:`Backend.stream` - one sample of one request as text pieces (a :class:`ChatStream`), for
+  interactive front ends. Every backend has it: the default generates the whole sample and yields
+  it once; ``hf`` and ``openai`` stream token by token (``supports_streaming``).
 
 Backends are named by a short spec, ``provider:model`` (``hf:PATH``, ``vllm:PATH``,
 ``openai:MODEL``); providers register lazily so that importing this module imports no heavy library.
@@ -18,8 +21,9 @@ Backends are named by a short spec, ``provider:model`` (``hf:PATH``, ``vllm:PATH
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -148,8 +152,125 @@ class ScoringUnsupported(BackendError):
         super().__init__("scoring_unsupported", message)
 
 
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+class StopHold:
+    """Cut a text stream at the first stop string without ever releasing any part of it.
+
+    :meth:`feed` returns the text that is safe to show: everything except a tail that could still
+    be the start of a stop string. Once a stop string is complete, ``stopped`` is set and the text
+    before it is released; nothing after it ever is. :meth:`flush` releases the held tail when the
+    stream ends without a stop.
+    """
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = tuple(s for s in stops if s)
+        self.buf = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.buf += piece
+        if not self.stops:
+            out, self.buf = self.buf, ""
+            return out
+        cut = min((i for i in (self.buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.buf = self.buf[:cut], ""
+            return out
+        # hold the longest tail that is a proper prefix of some stop string
+        keep = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.buf)), keep, -1):
+                if self.buf.endswith(s[:k]):
+                    keep = k
+                    break
+        out = self.buf[: len(self.buf) - keep]
+        self.buf = self.buf[len(self.buf) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buf = ("" if self.stopped else self.buf), ""
+        return out
+
+
+class ChatStream(AsyncIterator[str]):
+    """The text pieces of one streamed sample (prefill excluded, stop strings cut off).
+
+    Iterate it with ``async for``; when it is exhausted, :attr:`completion` holds the whole
+    :class:`Completion` (text, ``finish_reason``, ``tokens_out``) and :attr:`tokens_in` the prompt
+    size. Stopping early - ``break``, an exception, :meth:`aclose`, leaving ``async with`` - stops
+    the generation behind it; use ``async with backend.stream(req) as s:`` (or
+    :func:`contextlib.aclosing`) so that happens at once rather than when it is garbage-collected.
+
+    Backends produce the raw pieces with an async generator (``Backend._stream``) that may write
+    ``completion`` / ``tokens_in`` on this object before it ends; stop strings are applied here, so
+    every backend cuts them the same way.
+    """
+
+    def __init__(self, request: ChatRequest, source: Callable[[ChatStream], AsyncIterator[str]]):
+        self.request = request
+        self.completion: Completion | None = None
+        self.tokens_in = 0
+        self._hold = StopHold(request.sampling.stop)
+        self._text: list[str] = []
+        self._source = source(self)
+        self._done = False
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._done:
+            try:
+                piece = await self._source.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                out = self._hold.flush()
+                self._text.append(out)
+                self._finish(stopped=False)
+                if out:
+                    return out
+                break
+            out = self._hold.feed(piece)
+            self._text.append(out)
+            if self._hold.stopped:
+                self._done = True
+                await self._close_source()  # a stop string ends the generation now
+                self._finish(stopped=True)
+            if out:
+                return out
+        raise StopAsyncIteration
+
+    def _finish(self, stopped: bool) -> None:
+        c = self.completion or Completion(text="")
+        reason = "stop" if stopped else c.finish_reason
+        self.completion = dataclasses.replace(c, text="".join(self._text), finish_reason=reason)
+
+    async def _close_source(self) -> None:
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def aclose(self) -> None:
+        """Stop iterating and stop the generation behind the stream (idempotent)."""
+        self._done = True
+        await self._close_source()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 class Backend(abc.ABC):
-    """Async, batch-first model interface. Subclasses implement ``_generate`` and maybe ``_score``."""
+    """Async, batch-first model interface. Subclasses implement ``generate`` and maybe ``score``
+    and ``_stream``."""
 
     provider: str = "base"
 
@@ -176,6 +297,33 @@ class Backend(abc.ABC):
     @property
     def supports_scoring(self) -> bool:
         return type(self).score is not Backend.score
+
+    def stream(self, request: ChatRequest) -> ChatStream:
+        """Stream one sample of ``request`` (``n`` must be 1) as text pieces; see :class:`ChatStream`.
+
+        The prefill is honoured and not part of the pieces; stop strings end the stream and no
+        part of them is ever yielded (text that could be the start of one is held back until it
+        is known not to be). Backends without token streaming (``supports_streaming`` false)
+        generate the whole sample and yield it once.
+        """
+        if request.n != 1:
+            raise UserError(f"backend {self.name}: stream() gives one sample: request n={request.n}, use n=1")
+        return ChatStream(request, lambda out: self._stream(request, out))
+
+    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
+        """Raw text pieces of one sample; the default generates it whole. May set ``out.completion``."""
+        [res] = await self.generate([request])
+        comp = res.completions[0]
+        if comp.finish_reason == "error":
+            raise BackendError("error", comp.error or "generation failed")
+        out.completion, out.tokens_in = comp, res.tokens_in
+        if comp.text:
+            yield comp.text
+
+    @property
+    def supports_streaming(self) -> bool:
+        """True when :meth:`stream` yields token by token (not the default generate-then-yield)."""
+        return type(self)._stream is not Backend._stream
 
     async def aclose(self) -> None:
         """Release servers, processes, GPU memory."""

@@ -15,11 +15,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
+from .base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    Completion,
+    ScoreRequest,
+    ScoreResult,
+)
 
 
 def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
@@ -217,6 +226,32 @@ class CachedBackend(Backend):
             ChatResult(completions=[c for c in slots if c is not None], tokens_in=tokens_in[ri])
             for ri, slots in enumerate(results)
         ]
+
+    @property
+    def supports_streaming(self) -> bool:
+        return self.inner.supports_streaming
+
+    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
+        """A cached sample is yielded whole; a miss streams from the inner backend and is stored
+        once it has run to its end (not when the consumer stopped early)."""
+        key = self.store.key("gen", self.identity(), request.key_dict(), request.sample_offset)
+        hit = self.store.get_many([key]).get(key)
+        if hit is not None:
+            self.hits += 1
+            out.tokens_in = hit.get("tokens_in", 0)
+            out.completion = Completion(hit["text"], hit["finish_reason"], hit.get("tokens_out", 0), cached=True)
+            if hit["text"]:
+                yield hit["text"]
+            return
+        self.misses += 1
+        async with self.inner.stream(request) as inner:
+            async for piece in inner:
+                yield piece
+        c = inner.completion
+        if c is not None and c.finish_reason != "error":
+            out.completion, out.tokens_in = c, inner.tokens_in
+            d = {"text": c.text, "finish_reason": c.finish_reason, "tokens_out": c.tokens_out}
+            self.store.put_many("gen", [(key, {**d, "tokens_in": inner.tokens_in})])
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         ident = self.identity()

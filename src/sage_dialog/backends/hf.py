@@ -13,6 +13,12 @@
   ``(seed, sample index)`` - which is what lets the response cache ask for "samples 4.." alone.
 * Stop strings cut the completion (``finish_reason="stop"``); hitting ``max_tokens`` gives
   ``"length"``.
+* :meth:`HFBackend.stream` streams one sample token by token: ``generate`` with a
+  ``TextIteratorStreamer`` in a worker thread, holding the backend's lock (so it never races a
+  batch), with the same per-row sampler as :meth:`generate` - a seeded streamed sample is the same
+  text as the generated one. Closing the stream stops the generation at the next token.
+* ``json_schema`` on a request is not enforced here (no constrained decoding): callers validate
+  the answer, as the annotator does.
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
   right-padded batches.
 
@@ -29,7 +35,7 @@ import collections
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ from .base import (
     BackendError,
     ChatRequest,
     ChatResult,
+    ChatStream,
     Completion,
     Message,
     SamplingParams,
@@ -165,6 +172,7 @@ class _GenPayload:
     first_sample: int
     count: int
     result: Any = field(default=None)
+    json_schema: dict[str, Any] | None = None  # vLLM guided decoding; the hf backend ignores it
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -435,6 +443,95 @@ class HFBackend(Backend):
                 comps.append(Completion(text=text, finish_reason=reason, tokens_out=len(body) + int(hit_eos)))
             results.append((n_in, comps))
         return results
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
+        """Token streaming: ``generate`` in a thread feeds a ``TextIteratorStreamer`` we read here."""
+        import torch
+        from transformers import (
+            GenerationConfig,
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
+
+        if self.lm is None:
+            raise BackendError("closed", f"backend {self.name} is closed")
+        tok = self.tokenizer
+        sp = request.sampling
+        prompt = render_prompt(tok, request.messages, request.prefill)
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        out.tokens_in = len(ids)
+        rows = [_Row(sp, request.sample_offset)]
+        vocab = int(self.lm.get_output_embeddings().weight.shape[0])
+        sampler = _make_sampler(rows, vocab, self.device)
+        stopper = _make_stopper(rows, len(ids), tok, self.device)
+        cancel = threading.Event()  # set when the consumer stops: generation ends at the next token
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        gen_cfg = GenerationConfig(
+            do_sample=False,  # the RowSampler picks the token; greedy over its one-hot scores
+            max_new_tokens=sp.max_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=list(self.eos_ids),
+        )
+        input_ids = torch.tensor([ids], device=self.device)
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            ended = False  # generate() ends the streamer itself when it finishes normally
+            try:
+                with self._lock, torch.inference_mode():  # one forward pass at a time, as in batches
+                    if cancel.is_set() or self.lm is None:
+                        return
+                    ended = True
+                    gen = self.lm.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        generation_config=gen_cfg,
+                        logits_processor=LogitsProcessorList([sampler]),
+                        stopping_criteria=StoppingCriteriaList([stopper, _Cancel()]),
+                        streamer=streamer,
+                    )
+                result["ids"] = gen[0, len(ids) :].tolist()
+            except BaseException as e:  # handed to the consumer below
+                result["error"] = e
+                ended = False
+            finally:
+                if not ended:
+                    streamer.end()  # wake the reader
+
+        thread = threading.Thread(target=work, name="hf-stream", daemon=True)
+        thread.start()
+        it = iter(streamer)
+        end = object()
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, it, end)
+                if piece is end:
+                    break
+                if piece:
+                    yield str(piece)
+        finally:
+            cancel.set()
+            await asyncio.to_thread(thread.join)
+            gen_ids = result.get("ids")
+            if gen_ids is not None:
+                eos = set(self.eos_ids)
+                stop_at = next((i for i, t in enumerate(gen_ids) if t in eos), None)
+                body = gen_ids[:stop_at] if stop_at is not None else gen_ids
+                reason = "length" if stop_at is None and len(body) >= sp.max_tokens else "stop"
+                out.completion = Completion(
+                    text="", finish_reason=reason, tokens_out=len(body) + int(stop_at is not None)
+                )
+        if "error" in result:
+            raise result["error"]
 
     # -- scoring -------------------------------------------------------------------------------
 

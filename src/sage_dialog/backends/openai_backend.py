@@ -20,6 +20,15 @@
   in flight.
 * The API key is read from the environment variable named by ``api_key_env`` (default
   ``OPENAI_API_KEY``); it is never logged, put in :meth:`identity`, cached or written anywhere.
+* :meth:`stream` streams one sample with the SDK's ``stream=True`` (chat or completions, the
+  prefill honoured). Failures before the first piece are retried like any call; a stream that
+  breaks after text was yielded raises a typed :class:`BackendError` (``truncated`` when it just
+  ends without a finish reason) - it is never silently restarted, since the consumer already has
+  part of the text. Closing the stream closes the HTTP response (vLLM then aborts the request).
+* ``json_schema`` on a request (and no prefill) is sent as ``response_format={"type":
+  "json_schema", "json_schema": {"name": "answer", "schema": ..., "strict": false}}``. A server
+  that rejects it with 400/422 gets the request once more without it; when that succeeds the base
+  URL is remembered (for this process) as not supporting it and later requests go without.
 * :meth:`score` uses prompt logprobs (vLLM's ``prompt_logprobs``); servers without them raise
   :class:`ScoringUnsupported`.
 """
@@ -33,7 +42,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +52,7 @@ from .base import (
     BackendError,
     ChatRequest,
     ChatResult,
+    ChatStream,
     Completion,
     ScoreRequest,
     ScoreResult,
@@ -53,6 +63,14 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429}
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Base URLs that answered a json_schema response_format with 400/422 (and then served the same
+# request without it): later requests to them go without. Per process, shared by all instances.
+SCHEMA_UNSUPPORTED: set[str] = set()
+
+
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI ``response_format`` body for a JSON schema (non-strict: any valid schema works)."""
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": False}}
 
 
 def _sample_seed(seed: int, index: int) -> int:
@@ -153,7 +171,7 @@ class OpenAIBackend(Backend):
         self.retry_after_max_s = retry_after_max_s
         self.on_error = on_error
         self.prefill_mode = prefill_mode
-        self.stream = stream
+        self.stream_replies = stream  # generate() reads replies as streams (re-assembled)
         self.max_tokens_field = max_tokens_field
         self.tokenizer_path = tokenizer
         self._tokenizer: Any = None
@@ -206,11 +224,56 @@ class OpenAIBackend(Backend):
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
 
-    async def _call(self, fn: Any) -> Any:
-        """Run ``fn(client)`` under the semaphore on the least-loaded endpoint, with retries."""
+    def _classify(self, e: BaseException, ep: _Endpoint) -> _Retryable:
+        """A failed attempt as a retryable error; raises :class:`BackendError` for final ones."""
+        import httpx
         import openai
 
+        if isinstance(e, _Retryable):
+            return e
+        if isinstance(e, openai.APITimeoutError):
+            return _Retryable("timeout", f"{ep.url}: request timed out")
+        if isinstance(e, openai.APIStatusError):
+            st = e.status_code
+            if st in RETRY_STATUS or st >= 500:
+                kind = "rate_limited" if st == 429 else "server_error" if st >= 500 else f"http_{st}"
+                return _Retryable(kind, f"{ep.url}: HTTP {st}", _retry_after(e.response.headers))
+            kind = "auth" if st in (401, 403) else "bad_request"
+            detail = e.body if e.body is not None else e.message
+            raise BackendError(kind, f"{ep.url}: HTTP {st}: {_short(str(detail))}") from None
+        if isinstance(e, openai.APIConnectionError):
+            return _Retryable("connection", f"{ep.url}: {_short(str(e.__cause__ or e))}")
+        if isinstance(e, httpx.TransportError):  # raised raw while reading a streamed body
+            return _Retryable("connection", f"{ep.url}: {_short(str(e) or type(e).__name__)}")
+        if isinstance(e, (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError)):
+            return _Retryable("malformed", f"{ep.url}: malformed reply: {_short(str(e))}")
+        raise e
+
+    @staticmethod
+    def _retry_on() -> tuple[type[BaseException], ...]:
+        import httpx
+        import openai
+
+        return (
+            openai.APIError,
+            httpx.TransportError,
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            _Retryable,
+        )
+
+    async def _wait_before_retry(self, last: _Retryable, attempt: int) -> None:
+        self.retries += 1
+        wait = self._backoff(attempt)
+        if last.retry_after is not None:
+            wait = min(self.retry_after_max_s, last.retry_after) + random.uniform(0, 0.1)
+        log.debug("retrying after %s (%.2fs, attempt %d)", last.kind, wait, attempt + 1)
+        await asyncio.sleep(wait)
+
+    async def _call(self, fn: Any) -> Any:
+        """Run ``fn(client)`` under the semaphore on the least-loaded endpoint, with retries."""
         self._ensure_clients()
+        retry_on = self._retry_on()
         last: _Retryable | None = None
         for attempt in range(self.max_retries + 1):
             ep = self._pick()
@@ -223,34 +286,41 @@ class OpenAIBackend(Backend):
                         ep.in_flight -= 1
                 ep.served += 1
                 return out
-            except openai.APITimeoutError:
-                last = _Retryable("timeout", f"{ep.url}: request timed out")
-            except openai.APIStatusError as e:
-                st = e.status_code
-                if st in RETRY_STATUS or st >= 500:
-                    kind = "rate_limited" if st == 429 else "server_error" if st >= 500 else f"http_{st}"
-                    last = _Retryable(kind, f"{ep.url}: HTTP {st}", _retry_after(e.response.headers))
-                else:
-                    kind = "auth" if st in (401, 403) else "bad_request"
-                    detail = e.body if e.body is not None else e.message
-                    raise BackendError(kind, f"{ep.url}: HTTP {st}: {_short(str(detail))}") from None
-            except openai.APIConnectionError as e:
-                last = _Retryable("connection", f"{ep.url}: {_short(str(e.__cause__ or e))}")
-            except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
-                last = _Retryable("malformed", f"{ep.url}: malformed reply: {_short(str(e))}")
-            except _Retryable as e:
-                last = e
+            except retry_on as e:
+                last = self._classify(e, ep)
             ep.failures += 1
             if attempt == self.max_retries:
                 break
-            self.retries += 1
-            wait = self._backoff(attempt)
-            if last.retry_after is not None:
-                wait = min(self.retry_after_max_s, last.retry_after) + random.uniform(0, 0.1)
-            log.debug("retrying after %s (%.2fs, attempt %d)", last.kind, wait, attempt + 1)
-            await asyncio.sleep(wait)
+            await self._wait_before_retry(last, attempt)
         assert last is not None
         raise BackendError(last.kind, f"{last} (after {self.max_retries + 1} attempts)")
+
+    async def _with_schema(
+        self, client: Any, schema: dict[str, Any] | None, create: Callable[[dict[str, Any]], Awaitable[Any]]
+    ) -> Any:
+        """``create(extra_body_fields)`` with the schema's ``response_format``, falling back once.
+
+        A 400/422 answer to a request that carried the schema is retried once without it; if that
+        works the base URL is remembered in :data:`SCHEMA_UNSUPPORTED`.
+        """
+        import openai
+
+        url = str(client.base_url).rstrip("/")
+        if schema is None or url in SCHEMA_UNSUPPORTED:
+            return await create({})
+        try:
+            return await create({"response_format": response_format(schema)})
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+            first = e
+        out = await create({})
+        SCHEMA_UNSUPPORTED.add(url)
+        log.warning(
+            "%s: %s rejected response_format json_schema (HTTP %s); sending requests without it",
+            self.name,
+            url,
+            first.status_code,
+        )
+        return out
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -284,28 +354,35 @@ class OpenAIBackend(Backend):
     async def _one_call(self, req: ChatRequest, n: int, seed: int | None) -> tuple[list[Completion], int]:
         """One HTTP request for up to ``n`` samples; returns the completions it got and prompt tokens."""
         body, extra = self._sampling_body(req, n, seed)
+        schema = _schema_of(req)
         if self.prefill_mode == "completions":
             prompt = self._render(req, req.prefill)
 
             async def call(client: Any) -> Any:
-                return await client.completions.create(
-                    model=self.model, prompt=prompt, extra_body=extra, **body
+                return await self._with_schema(
+                    client,
+                    schema,
+                    lambda fmt: client.completions.create(
+                        model=self.model, prompt=prompt, extra_body={**extra, **fmt}, **body
+                    ),
                 )
 
             resp = await self._call(call)
             choices = [(c.text, c.finish_reason) for c in (resp.choices or [])]
         else:
-            messages = [dict(m) for m in req.messages]
+            messages = self._messages(req)
             if req.prefill:
-                messages.append({"role": "assistant", "content": req.prefill})
                 extra = {**extra, "continue_final_message": True, "add_generation_prompt": False}
 
-            async def call(client: Any) -> Any:
-                if self.stream:
-                    return await self._streamed(client, messages, body, extra)
+            async def create(client: Any, fmt: dict[str, Any]) -> Any:
+                if self.stream_replies:
+                    return await self._streamed(client, messages, body, {**extra, **fmt})
                 return await client.chat.completions.create(
-                    model=self.model, messages=messages, extra_body=extra, **body
+                    model=self.model, messages=messages, extra_body={**extra, **fmt}, **body
                 )
+
+            async def call(client: Any) -> Any:
+                return await self._with_schema(client, schema, lambda fmt: create(client, fmt))
 
             resp = await self._call(call)
             choices = [
@@ -324,6 +401,94 @@ class OpenAIBackend(Backend):
                 Completion(text=text, finish_reason="stop" if cut else (reason or "stop"), tokens_out=share)
             )
         return comps, tin
+
+    @staticmethod
+    def _messages(req: ChatRequest) -> list[dict[str, str]]:
+        """Chat messages to send; a prefill is a final assistant message to continue."""
+        messages = [dict(m) for m in req.messages]
+        if req.prefill:
+            messages.append({"role": "assistant", "content": req.prefill})
+        return messages
+
+    async def _open_stream(self, client: Any, req: ChatRequest, seed: int | None) -> Any:
+        """Start one streamed ``n=1`` request (chat, or completions in that prefill mode)."""
+        body, extra = self._sampling_body(req, 1, seed)
+        schema = _schema_of(req)
+        if self.prefill_mode == "completions":
+            prompt = self._render(req, req.prefill)
+            return await self._with_schema(
+                client,
+                schema,
+                lambda fmt: client.completions.create(
+                    model=self.model, prompt=prompt, extra_body={**extra, **fmt}, stream=True, **body
+                ),
+            )
+        if req.prefill:
+            extra = {**extra, "continue_final_message": True, "add_generation_prompt": False}
+        messages = self._messages(req)
+        return await self._with_schema(
+            client,
+            schema,
+            lambda fmt: client.chat.completions.create(
+                model=self.model, messages=messages, extra_body={**extra, **fmt}, stream=True, **body
+            ),
+        )
+
+    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
+        """Token streaming with retries until the first piece; after it, failures are final."""
+        self._ensure_clients()
+        retry_on = self._retry_on()
+        seed = request.sampling.seed
+        # the same seed as sample `sample_offset` of a fanned-out generate() call
+        s_seed = None if seed is None else _sample_seed(seed, request.sample_offset)
+        yielded = False
+        last: _Retryable | None = None
+        for attempt in range(self.max_retries + 1):
+            ep = self._pick()
+            try:
+                finish: str | None = None
+                usage: Any = None
+                pieces = 0
+                async with self._semaphore():
+                    ep.in_flight += 1
+                    stream: Any = None
+                    try:
+                        stream = await self._open_stream(ep.client, request, s_seed)
+                        async for chunk in stream:
+                            if getattr(chunk, "usage", None):
+                                usage = chunk.usage
+                            for ch in chunk.choices or []:
+                                delta = getattr(ch, "delta", None)
+                                text = delta.content if delta is not None else getattr(ch, "text", None)
+                                if ch.finish_reason:
+                                    finish = ch.finish_reason
+                                if text:
+                                    pieces += 1
+                                    yielded = True
+                                    yield text
+                    finally:
+                        ep.in_flight -= 1
+                        if stream is not None:
+                            await stream.close()  # the consumer stopped or it failed: drop the response
+                if finish is None:
+                    raise _Retryable("truncated", f"{ep.url}: stream ended before its finish reason")
+                ep.served += 1
+                tout = int(getattr(usage, "completion_tokens", 0) or 0) or pieces
+                out.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+                out.completion = Completion(text="", finish_reason=finish, tokens_out=tout)
+                return
+            except retry_on as e:
+                last = self._classify(e, ep)
+                if yielded:
+                    self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
+                    raise BackendError(last.kind, f"{last} (after part of the reply was streamed)") from None
+            ep.failures += 1
+            if attempt == self.max_retries:
+                break
+            await self._wait_before_retry(last, attempt)
+        assert last is not None
+        self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
+        raise BackendError(last.kind, f"{last} (after {self.max_retries + 1} attempts)")
 
     async def _streamed(
         self, client: Any, messages: list[dict[str, str]], body: dict[str, Any], extra: dict[str, Any]
@@ -472,6 +637,11 @@ class OpenAIBackend(Backend):
             for e in self.endpoints:
                 await e.client.close()
         self._clients_loop = None
+
+
+def _schema_of(req: ChatRequest) -> dict[str, Any] | None:
+    """The schema to enforce: none with a prefill (the answer would start mid-document)."""
+    return req.json_schema if req.json_schema is not None and not req.prefill else None
 
 
 def _short(s: str, n: int = 200) -> str:

@@ -10,6 +10,10 @@
 * ``adapter=PATH`` serves a LoRA adapter through ``LoRARequest`` (``max_lora_rank`` option);
   on the CPU build, scoring with an adapter raises :class:`ScoringUnsupported` (it crashes there).
 * :meth:`VLLMBackend.score` reads ``prompt_logprobs`` of prompt + option.
+* ``json_schema`` on a request (without a prefill) turns on vLLM's structured output / guided
+  decoding for it: ``StructuredOutputsParams(json=schema)`` (vLLM >= 0.11, as in 0.32) or
+  ``GuidedDecodingParams(json=schema)`` on older versions. Requests with and without a schema
+  share batches. A prefill disables it (the answer would have to start mid-document).
 * ``seed``: passed to vLLM per request (``pass_seed``, default true). The CPU build has crashed on
   large batches of seeded requests: set ``pass_seed=false`` there if it does.
 
@@ -30,6 +34,21 @@ from ..errors import UserError
 from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult, ScoringUnsupported
 from .cache import path_fingerprint
 from .hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
+
+
+def guided_json(schema: dict[str, Any]) -> dict[str, Any]:
+    """``vllm.SamplingParams`` keyword arguments that constrain decoding to a JSON schema.
+
+    vLLM renamed its guided decoding to *structured outputs* (``StructuredOutputsParams``, keyword
+    ``structured_outputs``); older releases have ``GuidedDecodingParams`` / ``guided_decoding``.
+    """
+    import vllm.sampling_params as vsp
+
+    if hasattr(vsp, "StructuredOutputsParams"):
+        return {"structured_outputs": vsp.StructuredOutputsParams(json=schema)}
+    if hasattr(vsp, "GuidedDecodingParams"):  # vLLM < 0.11
+        return {"guided_decoding": vsp.GuidedDecodingParams(json=schema)}
+    raise UserError("this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; cannot apply json_schema")
 
 
 class VLLMBackend(Backend):
@@ -122,6 +141,8 @@ class VLLMBackend(Backend):
             kw["top_k"] = sp.top_k
         if sp.seed is not None and self.pass_seed:
             kw["seed"] = sample_seed(sp.seed, p.first_sample) % (2**31 - 1)
+        if p.json_schema is not None:
+            kw.update(guided_json(p.json_schema))
         return VSP(**kw)
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
@@ -130,7 +151,8 @@ class VLLMBackend(Backend):
             if req.n < 1:
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
             prompt = render_prompt(self.tokenizer, req.messages, req.prefill)
-            payload = _GenPayload(prompt, req.sampling, req.sample_offset, req.n)
+            schema = req.json_schema if not req.prefill else None
+            payload = _GenPayload(prompt, req.sampling, req.sample_offset, req.n, json_schema=schema)
             futures.append(self._batcher.submit(payload, req.n))
         done = await asyncio.gather(*futures)
         return [ChatResult(completions=cs, tokens_in=tin) for tin, cs in done]
