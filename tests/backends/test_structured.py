@@ -5,6 +5,7 @@ vLLM's guided decoding (in-process, skipped without vllm)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import threading
@@ -168,8 +169,8 @@ def test_400_unrelated_to_the_schema_is_not_blamed_on_it() -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_vllm_guided_json_decoding(tiny_model) -> None:
-    pytest.importorskip("vllm")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     b = load_backend(f"vllm:{tiny_model}", max_model_len=512, dtype="float32")
     try:
