@@ -223,3 +223,32 @@ def test_cache_passes_streaming_through_and_stores_complete_results(fault_server
     # generate() sees the streamed sample as sample 0 of the same request
     [r] = run(c.generate([req]))
     assert r.completions[0].cached and r.texts == ["".join(live)]
+
+
+# -- steer.stream_turn on top of Backend.stream ------------------------------------------------------
+
+
+def test_stream_turn_streams_hf_token_by_token_and_stops_when_closed(hf: HFBackend) -> None:
+    from sage_dialog.steer import parse_steering, stream_turn
+
+    st = parse_steering(["a_motivation=joke", "a_emotion=playful", "a_topic=exam"])
+    sp = SamplingParams(temperature=1.0, max_tokens=40, seed=2)
+
+    async def whole() -> list:
+        return [ev async for ev in stream_turn(hf, MSGS, steering=st, sampling=sp)]
+
+    events = run(whole())
+    texts = [e.text for e in events if e.kind == "text"]
+    assert len(texts) > 1, "the reply should arrive in several pieces"
+    done = events[-1].candidate
+    assert done is not None and done.tokens_out > 0 and "".join(texts).strip() == done.reply
+
+    async def first_text_then_leave() -> None:
+        agen = stream_turn(hf, MSGS, steering=st, sampling=dataclasses.replace(sp, max_tokens=400))
+        async for ev in agen:
+            if ev.kind == "text":
+                break
+        await agen.aclose()  # e.g. the HTTP client went away
+
+    run(first_text_then_leave())
+    assert not hf._lock.locked()
