@@ -29,7 +29,7 @@ import asyncio
 import dataclasses
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import io, sac
 from .backends.base import Backend, BackendConfig, SamplingParams, load_backend
 from .errors import UserError
+from .formats.judgements import Label
 from .report import Report, build_report
 from .roles import PairTask, PairwiseJudge, UserSimulator
 from .schema import Dialog, Turn, Verdict
@@ -228,7 +229,7 @@ def write_original_judgements(verdicts: Sequence[Verdict], out_dir: Path) -> lis
     order; each is ``[{"label": transcript file name, "predict": raw judge text}]``. The TSVs are
     then made from these files by the original rule (:mod:`sage_dialog.formats.judgements`).
     """
-    from .formats.judgements import JudgeOutput, write_judge_output
+    from .formats.judgements import JudgeOutput, read_judgement_dir, write_judge_output
     from .formats.transcripts import transcript_name
 
     folders: dict[tuple[str, str], dict[str, list[JudgeOutput]]] = {}
@@ -243,85 +244,22 @@ def write_original_judgements(verdicts: Sequence[Verdict], out_dir: Path) -> lis
         d = out_dir / "judgements" / pair_folder(ma, mb)
         for name, items in files.items():
             write_judge_output(d / name, items)
-        write_original_tsvs(original_predictions(d), d)
+        write_original_tsvs(read_judgement_dir(d), d)
         out.append(d)
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# the original SAGE analysis of judge output files
-#
-# Faithful to the original script, which differs from the tolerant reader of
-# formats.judgements in four ways that change its numbers or bytes: an answer counts only when the
-# text *starts* with "Dialog X is better" (case-sensitive); a label missing from a file is "M" there
-# (and so can agree with other files' "M"); consensus rows are ordered by prediction, then label;
-# the TSVs are written by the csv module (CRLF line ends). Letters other than A/B (which crash the
-# original) count as "M".
-
-_ORIGINAL_ANSWER = re.compile(r"Dialog ([A-Za-z]) is better")
+# the original SAGE analysis of judge output files (the rule itself is in formats.judgements)
 
 
-def original_letter(predict: str, rev: bool) -> str:
-    """The original's reading of one answer: ``A``/``B`` (flipped back for ``rev`` files) or ``M``."""
-    m = _ORIGINAL_ANSWER.match(predict)
-    letter = m.group(1) if m else "M"
-    if letter not in ("A", "B"):
-        return "M"
-    return {"A": "B", "B": "A"}[letter] if rev else letter
-
-
-def original_predictions(folder: str | Path) -> dict[str, dict[str, str]]:
-    """``{file name: {label: A|B|M}}`` for every ``*.json`` judge output file of a folder, by the
-    original rule: labels are the union over files, a label a file lacks is ``M`` there."""
-    from .formats.judgements import is_reversed, read_judge_output
-
-    d = Path(folder)
-    if not d.is_dir():
-        raise UserError(f"{d}: expected a folder of judge output files (*.json)")
-    files = sorted(f for f in d.iterdir() if f.name.endswith(".json") and f.is_file())
-    if not files:
-        raise UserError(f"{d}: no judge output files (*.json)")
-    problems: list[str] = []
-    answers: dict[str, dict[str, str]] = {}
-    for f in files:
-        try:
-            answers[f.name] = {o.label: original_letter(o.predict, is_reversed(f.name)) for o in read_judge_output(f)}
-        except UserError as e:
-            problems.extend(e.problems)
-    if problems:
-        raise UserError(problems)
-    labels = sorted(set().union(*answers.values()))
-    return {name: {lab: a.get(lab, "M") for lab in labels} for name, a in answers.items()}
-
-
-def write_original_tsvs(preds: dict[str, dict[str, str]], out_dir: str | Path) -> tuple[Path, Path]:
+def write_original_tsvs(preds: Mapping[str, Mapping[str, Label]], out_dir: str | Path) -> tuple[Path, Path]:
     """``combined_predictions.tsv`` and ``consensus_predictions.tsv`` exactly as the original writes them."""
-    import csv
-    import io as pyio
+    from .formats.judgements import write_combined_tsv, write_consensus_tsv
 
-    names = sorted(preds)
-    labels = sorted(next(iter(preds.values()))) if preds else []
-    buf = pyio.StringIO(newline="")
-    w = csv.writer(buf, delimiter="\t")
-    w.writerow(["Label", *names])
-    for lab in labels:
-        w.writerow([lab, *(preds[n][lab] for n in names)])
-    combined = buf.getvalue()
-    agreed = {lab: preds[names[0]][lab] for lab in labels if len({preds[n][lab] for n in names}) == 1}
-    buf = pyio.StringIO(newline="")
-    w = csv.writer(buf, delimiter="\t")
-    w.writerow(["Prediction", "Count"])
-    for k in ("A", "B", "M"):
-        w.writerow([k, sum(v == k for v in agreed.values())])
-    w.writerow(["Filename", "Consensus Prediction"])
-    for lab, v in sorted(agreed.items(), key=lambda kv: kv[1]):  # stable: labels stay sorted within a letter
-        w.writerow([lab, v])
     out = Path(out_dir)
-    paths = (out / "combined_predictions.tsv", out / "consensus_predictions.tsv")
-    for path, text in zip(paths, (combined, buf.getvalue()), strict=True):
-        with io.atomic_write(path) as fh:
-            fh.write(text)
-    return paths
+    return (write_combined_tsv(out / "combined_predictions.tsv", preds),
+            write_consensus_tsv(out / "consensus_predictions.tsv", preds))
 
 
 def _judge_of_file(name: str) -> str:
@@ -330,7 +268,7 @@ def _judge_of_file(name: str) -> str:
     return re.sub(r"[._-]?rev(?=$|[._-])|^rev[._-]?", "", stem, count=1) or stem
 
 
-def original_verdicts(folder: str | Path, preds: dict[str, dict[str, str]]) -> list[Verdict]:
+def original_verdicts(folder: str | Path, preds: Mapping[str, Mapping[str, Label]]) -> list[Verdict]:
     """Verdicts (model ``A`` against model ``B``) from original judge files, one file = one judge
     in one order; ``M`` becomes a tie when the answer says so, else an unparsed verdict."""
     from .formats.judgements import is_reversed, read_judge_output
@@ -531,7 +469,9 @@ def analyse_judgements(judgements_dir: str | Path, out_dir: str | Path, *, n_boo
     file as one judge in one order, "Dialog A" as model ``A`` and "Dialog B" as model ``B``.
     """
     src, out = Path(judgements_dir), Path(out_dir)
-    preds = original_predictions(src)
+    from .formats.judgements import read_judgement_dir
+
+    preds = read_judgement_dir(src)
     verdicts = original_verdicts(src, preds)
     write_original_tsvs(preds, out)
     io.write_jsonl(out / "verdicts.jsonl", verdicts)
