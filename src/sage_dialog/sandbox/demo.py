@@ -21,6 +21,9 @@ scratch (:mod:`.tiny_model`):
 12. ``steer``    :func:`sage_dialog.steerability.measure`: M1 with each action forced by prefill,
                  the oracle action classifier reading the reply
 
+With ``user="model"`` a ``user`` stage trains a second tiny model with the roles flipped
+(:func:`flipped_conversations`) and it plays the user (``LLMUserSimulator``) in search and eval.
+
 It ends with a table (``results.md`` / ``results.json`` in the output folder): ground-truth reward
 of each model (mean and 95% bootstrap interval over the held-out seeds), the paired difference to
 M1 with its interval, judge win rates against M1 and M1's steering compliance. A finished stage
