@@ -252,3 +252,19 @@ def test_stream_turn_streams_hf_token_by_token_and_stops_when_closed(hf: HFBacke
 
     run(first_text_then_leave())
     assert not hf._lock.locked()
+
+
+def test_ledger_passes_token_streaming_through_and_counts_the_sample(hf: HFBackend) -> None:
+    from sage_dialog.backends.ledger import Ledger
+
+    ledger = Ledger("chat")
+    metered = ledger.track(hf)
+    assert metered.supports_streaming
+    req = ChatRequest(MSGS, sampling=SamplingParams(temperature=0.0, max_tokens=12))
+    pieces = run(collect(metered.stream(req)))
+    assert len(pieces) > 1  # token by token, not generated whole
+    [whole] = run(hf.generate([req]))
+    assert "".join(pieces) == whole.completions[0].text
+    usage = ledger.usage[metered.name]
+    assert usage.samples == 1 and usage.requests == 1
+    assert usage.tokens_out == whole.completions[0].tokens_out and usage.tokens_in == whole.tokens_in

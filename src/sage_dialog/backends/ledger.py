@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..io import write_json
-from .base import Backend, BackendError, ChatRequest, ChatResult, ScoreRequest, ScoreResult
+from .base import Backend, BackendError, ChatRequest, ChatResult, ChatStream, ScoreRequest, ScoreResult
 
 
 @dataclass
@@ -158,6 +158,26 @@ class MeteredBackend(Backend):
             self.ledger._u(self.name).seconds += time.perf_counter() - t
         self.ledger.record_generate(self.name, requests, out)
         return out
+
+    @property
+    def supports_streaming(self) -> bool:
+        return self.inner.supports_streaming
+
+    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
+        """Pass the inner backend's pieces through; the finished sample is counted like a generate."""
+        t = time.perf_counter()
+        try:
+            async with self.inner.stream(request) as inner:
+                async for piece in inner:
+                    yield piece
+        except BackendError as e:
+            self.ledger.record_error(self.name, e)
+            raise
+        finally:
+            self.ledger._u(self.name).seconds += time.perf_counter() - t
+        if inner.completion is not None:
+            out.completion, out.tokens_in = inner.completion, inner.tokens_in
+            self.ledger.record_generate(self.name, [request], [ChatResult([inner.completion], inner.tokens_in)])
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         t = time.perf_counter()
