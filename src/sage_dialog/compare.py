@@ -36,11 +36,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import io, sac
-from .backends.base import Backend, BackendConfig, SamplingParams, load_backend
+from .backends.base import Backend, BackendConfig, SamplingParams
 from .errors import UserError
 from .formats.judgements import Label
 from .report import Report, build_report
-from .roles import PairTask, PairwiseJudge, UserSimulator
+from .roles import PairTask, PairwiseJudge
+from .rolespec import BackendPool, make_pairwise_judge, make_user
 from .schema import Dialog, Turn, Verdict
 
 # ---------------------------------------------------------------------------------------------
@@ -372,50 +373,6 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
     return list(io.read_jsonl(p, Dialog))
 
 
-class _Backends:
-    """Backends by spec, loaded once even when one model plays several roles (model, user, judge)."""
-
-    def __init__(self, cache: str | None):
-        self.cache = cache
-        self.loaded: dict[str, Backend] = {}
-
-    def get(self, spec: str | BackendConfig) -> Backend:
-        cfg = spec if isinstance(spec, BackendConfig) else BackendConfig(spec=spec, cache=self.cache)
-        key = cfg.model_dump_json()
-        if key not in self.loaded:
-            self.loaded[key] = load_backend(cfg)
-        return self.loaded[key]
-
-    async def aclose(self) -> None:
-        for be in self.loaded.values():
-            await be.aclose()
-
-
-def make_judge(spec: str | BackendConfig, backends: _Backends, mode: str = "generate") -> PairwiseJudge:
-    """A pairwise judge from a config value: ``"oracle"`` or a backend spec/config."""
-    if spec == "oracle":
-        from .sandbox.oracles import oracle_for
-
-        judge: PairwiseJudge = oracle_for("pairwise")
-        return judge
-    from .pairwise import LLMPairwiseJudge
-
-    return LLMPairwiseJudge(backends.get(spec), mode=mode)  # type: ignore[arg-type]
-
-
-def make_user(spec: str | BackendConfig, backends: _Backends, persona: str | None = None, seed: int = 0) -> UserSimulator:
-    """A user simulator from a config value: ``"oracle"`` or a backend spec/config."""
-    if spec == "oracle":
-        from .sandbox.oracles import oracle_for
-
-        user: UserSimulator = oracle_for("user", seed=seed)
-        return user
-    from .selfplay.personas import load_prompt
-    from .selfplay.simulator import LLMUserSimulator
-
-    return LLMUserSimulator(backends.get(spec), persona_text=load_prompt(persona) if persona else None)
-
-
 async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
     from .selfplay.rollout import play_dialogs
 
@@ -429,15 +386,18 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
     dialogs_by_model: dict[str, list[Dialog]] = {}
     for name in names:
         dialogs_by_model[name] = read_dialogs(cfg.dialogs[name]) if name in cfg.dialogs else []
-    pool = _Backends(cfg.cache)
+    pool = BackendPool(cfg.cache)
     try:
         backends = {name: pool.get(spec) for name, spec in cfg.models.items()}
-        judges = [make_judge(j, pool, cfg.judge_mode) for j in cfg.judges]
+        judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
         if backends:
             from .commands.search import read_seed_file
 
             seeds = read_seed_file(Path(cfg.seeds or ""))[: cfg.max_seeds]
-            user = make_user(cfg.user, pool, cfg.user_persona, cfg.seed)
+            from .selfplay.personas import load_prompt
+
+            persona = load_prompt(cfg.user_persona) if cfg.user_persona else None
+            user = make_user(cfg.user, pool, persona=persona, seed=cfg.seed)
             for name, be in backends.items():
                 dialogs_by_model[name] = await play_dialogs(be, user, seeds, turns=cfg.turns,
                                                             sampling=cfg.sampling.params(),

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .backends.base import Backend, BackendConfig, load_backend
+from .backends.base import BackendConfig
 from .errors import UserError
 from .io import format_validation_error, write_json
 from .pipeline import Stage, StageContext
+from .rolespec import BackendPool, make_selector, make_user
 
 RoleSpec = str  # a backend spec (hf:PATH, openai:MODEL, ...) or "oracle" (the sandbox world's oracle)
 
@@ -84,47 +85,9 @@ def _validated(model: type[BaseModel], data: dict[str, Any], section: str) -> An
         raise UserError(format_validation_error(f"config section {section}", None, e)) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# role objects from specs
-
-
-class _Pool:
-    """Backends by spec, each loaded once even when it plays several roles."""
-
-    def __init__(self, cfg: LoopConfig):
-        self.cfg = cfg
-        self.loaded: dict[str, Backend] = {}
-
-    def get(self, spec: str) -> Backend:
-        if spec not in self.loaded:
-            opts = self.cfg.backend_options if spec.startswith(f"{self.cfg.provider}:") else {}
-            self.loaded[spec] = load_backend(BackendConfig(spec=spec, options=opts, cache=self.cfg.cache_path()))
-        return self.loaded[spec]
-
-    async def aclose(self) -> None:
-        for b in self.loaded.values():
-            await b.aclose()
-
-
-def _user(spec: str, pool: _Pool, assistant: str, seed: int) -> Any:
-    if spec == "oracle":
-        from .sandbox.oracles import oracle_for
-
-        return oracle_for("user", seed=seed)
-    from .selfplay.simulator import LLMUserSimulator
-
-    return LLMUserSimulator(pool.get(assistant if spec == "assistant" else spec))
-
-
-def _selector(st: SearchStage, pool: _Pool, assistant: str) -> Any:
-    if st.judge == "oracle":
-        from .sandbox.oracles import oracle_for
-
-        return oracle_for("selector")
-    from .judges import LLMSelector
-
-    return LLMSelector(pool.get(assistant if st.judge == "assistant" else st.judge), criteria=st.criteria,
-                       mode=st.judge_mode)
+def _role(spec: str, assistant: str) -> str:
+    """``assistant`` names the model being improved; anything else is a backend spec or ``oracle``."""
+    return assistant if spec == "assistant" else spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,12 +207,14 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
 
         seeds = read_seed_file(cfg.search.seeds)[: cfg.search.max_seeds]
         scfg = _validated(SearchConfig, {"seed": cfg.seed, **cfg.search.config}, "search.config")
-        pool = _Pool(cfg)
+        pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
         spec = f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"
+        st = cfg.search
         try:
             assistant = pool.get(spec)
-            user = _user(cfg.search.user, pool, spec, cfg.seed)
-            run_search(assistant, user, _selector(cfg.search, pool, spec), seeds, scfg, ctx.out_dir)
+            user = make_user(_role(st.user, spec), pool, seed=cfg.seed)
+            selector = make_selector(_role(st.judge, spec), pool, criteria=st.criteria, mode=st.judge_mode)
+            run_search(assistant, user, selector, seeds, scfg, ctx.out_dir)
         finally:
             asyncio.run(pool.aclose())
         return {"seeds": len(seeds)}

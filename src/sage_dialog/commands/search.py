@@ -102,11 +102,10 @@ def read_seed_file(path: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.base import BackendConfig, SamplingParams, load_backend
-    from ..judges import LLMSelector
+    from ..backends.base import SamplingParams
+    from ..rolespec import BackendPool, make_selector, make_user
     from ..selfplay.personas import HUMOR_ASSISTANT_PERSONA, load_prompt
     from ..selfplay.search import SamplingConfig, SearchConfig, run_search
-    from ..selfplay.simulator import LLMUserSimulator
 
     for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
         if getattr(args, name) < 1:
@@ -129,40 +128,21 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # pydantic range errors -> one line each
         raise UserError(f"bad search option: {e}") from None
 
-    backends: dict[str, Any] = {}
-
-    def backend(spec: str) -> Any:
-        if spec not in backends:  # one model loaded once, even when it plays several roles
-            opts = {"batch_size": args.batch_size} if args.batch_size and spec.startswith("hf:") else {}
-            backends[spec] = load_backend(BackendConfig(spec=spec, options=opts, cache=args.cache))
-        return backends[spec]
-
-    assistant = backend(args.assistant)
-    user_spec = args.user or args.assistant
-    judge_spec = args.judge or args.assistant
-    if user_spec == "oracle":
-        from ..sandbox.oracles import oracle_for
-
-        user = oracle_for("user", seed=args.seed)
-    else:
-        user = LLMUserSimulator(backend(user_spec), persona_text=user_persona,
-                                sampling=SamplingParams(temperature=args.temperature, top_k=args.top_k,
-                                                        repetition_penalty=args.repetition_penalty,
-                                                        max_tokens=args.user_max_tokens))
-    if judge_spec == "oracle":
-        from ..sandbox.oracles import oracle_for
-
-        selector = oracle_for("selector")
-    else:
-        selector = LLMSelector(backend(judge_spec), criteria=criteria, mode=args.judge_mode,
-                               none_policy=args.none_policy)
+    pool = BackendPool(args.cache, {"batch_size": args.batch_size} if args.batch_size else None)
+    assistant = pool.get(args.assistant)
+    user_sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k,
+                                   repetition_penalty=args.repetition_penalty, max_tokens=args.user_max_tokens)
+    # one model plays the user and the judge too unless told otherwise (loaded once by the pool)
+    user = make_user(args.user or args.assistant, pool, persona=user_persona, seed=args.seed,
+                     sampling=user_sampling)
+    selector = make_selector(args.judge or args.assistant, pool, criteria=criteria, mode=args.judge_mode,
+                             none_policy=args.none_policy)
     try:
         out = run_search(assistant, user, selector, seeds, cfg, args.out, progress=not args.no_progress)
     finally:
         import asyncio
 
-        for b in backends.values():
-            asyncio.run(b.aclose())
+        asyncio.run(pool.aclose())
     summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
     print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
           f"-> {out}/trees, {out}/best.jsonl")
