@@ -232,7 +232,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
         from ..mix import MixConfig
         from ..mix import run as mix_run
 
-        io.write_json(d / "data_spec.json", {str(ch_dir / "sac.jsonl"): {"prompt": ""}})
+        # relative to the spec's folder, as data specs are read: the demo folder stays movable
+        io.write_json(d / "data_spec.json", {os.path.relpath(ch_dir / "sac.jsonl", d): {"prompt": ""}})
         mix_run(MixConfig.model_validate({"spec": d / "data_spec.json", "output": d / "mix", "seed": cfg.seed}),
                 warn=lambda m: None)
 
