@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,13 @@ def test_bad_options_are_user_errors(tiny_model):
         load_backend(f"hf:{tiny_model}", adapter="/nonexistent/adapter")
     with pytest.raises(UserError, match="cannot load"):
         load_backend("hf:/nonexistent/model")
+
+
+def test_a_misspelt_option_is_an_error_not_a_no_op(tiny_model: Path) -> None:
+    from sage_dialog.backends import BackendConfig
+    from sage_dialog.errors import UserError
+
+    with pytest.raises(UserError, match=r"unknown option\(s\) batchsize"):
+        load_backend(BackendConfig(spec=f"hf:{tiny_model}", options={"batchsize": 4}))
+    with pytest.raises(UserError, match=r"unknown option\(s\) concurency"):
+        load_backend(BackendConfig(spec="openai:m", options={"base_url": "http://127.0.0.1:9/v1", "concurency": 2}))

@@ -275,6 +275,9 @@ class Backend(abc.ABC):
     provider: str = "base"
 
     def __init__(self, model: str, **options: Any):
+        # subclasses pass on the options they did not take: a misspelt option is an error, not a no-op
+        if options:
+            raise UserError(f"backend {self.provider}:{model}: unknown option(s) {', '.join(sorted(options))}")
         self.model = model
         self.options = options
 
