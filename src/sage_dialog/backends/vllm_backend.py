@@ -14,8 +14,9 @@
   decoding for it: ``StructuredOutputsParams(json=schema)`` (vLLM >= 0.11, as in 0.32) or
   ``GuidedDecodingParams(json=schema)`` on older versions. Requests with and without a schema
   share batches. A prefill disables it (the answer would have to start mid-document).
-* ``seed``: passed to vLLM per request (``pass_seed``, default true). The CPU build has crashed on
-  large batches of seeded requests: set ``pass_seed=false`` there if it does.
+* ``seed``: passed to vLLM per request (``pass_seed``; default: on a GPU, not on the CPU build, whose
+  engine dies on large batches of seeded requests with "CPU Generator does not use offset"). Without
+  it seeded requests are sampled unseeded; the response cache still makes re-runs repeatable.
 
 ``vllm`` is imported only when the backend is built.
 """
@@ -67,7 +68,7 @@ class VLLMBackend(Backend):
         max_model_len: int | None = None,
         max_lora_rank: int = 16,
         batch_size: int = 256,
-        pass_seed: bool = True,
+        pass_seed: bool | None = None,
         linger_ms: float = 5.0,
         **engine_options: Any,
     ):
@@ -98,7 +99,11 @@ class VLLMBackend(Backend):
         self.tokenizer = self.llm.get_tokenizer()
         self._lora = LoRARequest("adapter", 1, self.adapter) if self.adapter else None
         self.batch_size = int(batch_size)
-        self.pass_seed = pass_seed
+        if pass_seed is None:
+            import torch
+
+            pass_seed = torch.cuda.is_available()
+        self.pass_seed = bool(pass_seed)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._lock = threading.Lock()
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
