@@ -58,6 +58,17 @@ def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
     return h.hexdigest()[:32]
 
 
+def local_model_identity(provider: str, model: str, adapter: str | None) -> dict[str, Any]:
+    """The cache identity of an in-process backend: names plus content fingerprints of the model and
+    adapter folders, so a model retrained into the same path does not hit old entries."""
+    return {
+        "provider": provider,
+        "model": model,
+        "adapter": adapter,
+        "fingerprint": {"model": path_fingerprint(model), "adapter": path_fingerprint(adapter) if adapter else None},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # the response cache
 

@@ -53,7 +53,7 @@ from .base import (
     ScoreRequest,
     ScoreResult,
 )
-from .cache import path_fingerprint
+from .cache import local_model_identity
 
 log = logging.getLogger(__name__)
 
@@ -347,18 +347,10 @@ class HFBackend(Backend):
         self.eos_ids = tuple(sorted(eos))
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
-        self._fingerprint = {
-            "model": path_fingerprint(model),
-            "adapter": path_fingerprint(self.adapter) if self.adapter else None,
-        }
+        self._identity = local_model_identity(self.provider, model, self.adapter)
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "adapter": self.adapter,
-            "fingerprint": self._fingerprint,
-        }
+        return self._identity
 
     # -- generation ----------------------------------------------------------------------------
 

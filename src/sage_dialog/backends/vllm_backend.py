@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import UserError
 from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult, ScoringUnsupported
-from .cache import path_fingerprint
+from .cache import local_model_identity
 from .hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
 
 
@@ -107,18 +107,10 @@ class VLLMBackend(Backend):
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._lock = threading.Lock()
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
-        self._fingerprint = {
-            "model": path_fingerprint(model),
-            "adapter": path_fingerprint(self.adapter) if self.adapter else None,
-        }
+        self._identity = local_model_identity(self.provider, model, self.adapter)
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "adapter": self.adapter,
-            "fingerprint": self._fingerprint,
-        }
+        return self._identity
 
     @staticmethod
     def _on_cpu() -> bool:
