@@ -46,8 +46,9 @@ def _open_text(path: Path) -> IO[str]:
         raise UserError(f"{path}: is a directory, expected a file") from None
 
 
-def iter_jsonl_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, parsed_json)`` for each non-blank line, streaming."""
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` (1-based, line end removed), streaming; a byte that is not
+    UTF-8 is a :class:`UserError` naming the file and line."""
     p = Path(path)
     with _open_text(p) as fh:
         lineno = 0
@@ -57,14 +58,20 @@ def iter_jsonl_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as e:
                 raise UserError(f"{where(p, lineno + 1)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not line:
-                break
+                return
             lineno += 1
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where(p, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+            yield lineno, line.rstrip("\r\n")
+
+
+def iter_jsonl_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, parsed_json)`` for each non-blank line, streaming."""
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
 
 
 def read_jsonl(path: str | Path, model: type[M], *, allow_empty: bool = False) -> Iterator[M]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import UserError, where
+from ..io import iter_text_lines
 from ..schema import Dialog, Role, Turn
 
 SOURCE = "empatheticdialogues"
@@ -28,26 +29,6 @@ REQUIRED_COLUMNS = ("conv_id", "utterance_idx", "context", "prompt", "speaker_id
 def unescape(text: str) -> str:
     """Undo the corpus' comma escaping and squeeze whitespace."""
     return " ".join(text.replace("_comma_", ",").split())
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        fh = path.open("r", encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a file") from None
-    with fh:
-        lineno = 0
-        while True:
-            try:
-                line = fh.readline()
-            except UnicodeDecodeError as e:
-                raise UserError(f"{where(path, lineno + 1)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if not line:
-                return
-            lineno += 1
-            yield lineno, line.rstrip("\r\n")
 
 
 def _dialog(path: Path, conv_id: str, rows: list[tuple[int, int, str, str, str, str]]) -> Dialog:
@@ -71,7 +52,7 @@ def _dialog(path: Path, conv_id: str, rows: list[tuple[int, int, str, str, str, 
 def read_empathetic_csv(path: str | Path) -> Iterator[Dialog]:
     """Stream the dialogs of an EmpatheticDialogues CSV file (rows grouped by ``conv_id``)."""
     p = Path(path)
-    it = _lines(p)
+    it = iter_text_lines(p)
     header_line = next(it, None)
     if header_line is None or not header_line[1].strip():
         raise UserError(f"{p}: empty file, expected an EmpatheticDialogues CSV header")
@@ -122,7 +103,7 @@ def read_empathetic_csv(path: str | Path) -> Iterator[Dialog]:
 def read_seeds(path: str | Path) -> list[str]:
     """Seed utterances from a ``test_sent.tsv``-style file: one per line, blank lines skipped."""
     p = Path(path)
-    seeds = [unescape(line) for _, line in _lines(p) if line.strip()]
+    seeds = [unescape(line) for _, line in iter_text_lines(p) if line.strip()]
     if not seeds:
         raise UserError(f"{p}: empty file, expected one seed utterance per line")
     return seeds
