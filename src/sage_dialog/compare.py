@@ -391,7 +391,7 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
         backends = {name: pool.get(spec) for name, spec in cfg.models.items()}
         judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
         if backends:
-            from .commands.search import read_seed_file
+            from .selfplay.seeds import read_seed_file
 
             seeds = read_seed_file(Path(cfg.seeds or ""))[: cfg.max_seeds]
             from .selfplay.personas import load_prompt

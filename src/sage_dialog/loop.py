@@ -202,8 +202,8 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
 
 def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from .commands.search import read_seed_file
         from .selfplay.search import SearchConfig, run_search
+        from .selfplay.seeds import read_seed_file
 
         seeds = read_seed_file(cfg.search.seeds)[: cfg.search.max_seeds]
         scfg = _validated(SearchConfig, {"seed": cfg.seed, **cfg.search.config}, "search.config")
