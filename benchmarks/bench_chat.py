@@ -35,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from sage_dialog.backends import SamplingParams, load_backend
+    from sage_dialog.roles.assistant import BLOCK_MAX_TOKENS, generate_turns, parse_steering, stream_turn
     from sage_dialog.sandbox.tiny_model import build_tiny_model
-    from sage_dialog.steer import BLOCK_MAX_TOKENS, generate_turns, parse_steering, stream_turn
 
     path = Path(args.model) if args.model else build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
     backend = load_backend(f"hf:{path}")

@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _dialogs(n: int, model: str, rng: random.Random):
-    from sage_dialog.schema import Dialog, Turn
+    from sage_dialog.core.schema import Dialog, Turn
 
     words = "sorry hear that hard day want talk about it maybe walk helps friends family rest".split()
     return [Dialog(id=f"{model}{i}", meta={"seed": f"seed {i}: I had a rough day at work"},
@@ -42,9 +42,9 @@ def _dialogs(n: int, model: str, rng: random.Random):
 
 def bench_judging(seeds: int, repeats: int) -> dict[str, float]:
     from sage_dialog.backends import load_backend
-    from sage_dialog.compare import align_seeds, dialog_tasks, judge_all
-    from sage_dialog.pairwise import LLMPairwiseJudge
+    from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
     from sage_dialog.sandbox.tiny_model import build_tiny_model
+    from sage_dialog.stages.compare.compare import align_seeds, dialog_tasks, judge_all
 
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,8 +69,8 @@ def bench_judging(seeds: int, repeats: int) -> dict[str, float]:
 
 
 def bench_stats(repeats: int) -> dict[str, float]:
-    from sage_dialog.report import build_report
-    from sage_dialog.schema import Verdict
+    from sage_dialog.core.schema import Verdict
+    from sage_dialog.stages.compare.report import build_report
 
     rng = random.Random(0)
     strength = {"m0": 0.0, "m1": 0.3, "m2": 0.6, "m3": 1.0}

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sage_dialog import mix, sac
-from sage_dialog.annotate import LabelSets, LLMAnnotator, check_answer
-from sage_dialog.schema import Dialog, Tags, Turn
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.stages import mix
+from sage_dialog.stages.annotate import LabelSets, LLMAnnotator, check_answer
 
 
 def make_records(n: int, tag: str, turns: int = 8) -> list[dict]:

@@ -16,9 +16,9 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from sage_dialog import io
+from sage_dialog.core import io
+from sage_dialog.core.schema import Dialog, Tags, Turn
 from sage_dialog.formats import check_file, convert_file
-from sage_dialog.schema import Dialog, Tags, Turn
 
 
 def make(n: int, turns: int = 8) -> list[Dialog]:

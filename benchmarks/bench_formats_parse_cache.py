@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_formats import make
 
-from sage_dialog import sac
+from sage_dialog.core import sac
 from sage_dialog.formats import _common, sharegpt
 
 

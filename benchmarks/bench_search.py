@@ -39,9 +39,9 @@ from sage_dialog.backends.base import (
     ScoreResult,
     load_backend,
 )
-from sage_dialog.judges import LLMSelector
-from sage_dialog.selfplay.search import SamplingConfig, SearchConfig, run_search
-from sage_dialog.selfplay.simulator import LLMUserSimulator
+from sage_dialog.roles.selector import LLMSelector
+from sage_dialog.roles.user_simulator import LLMUserSimulator
+from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
 
 SEEDS = [
     "I failed my driving test again.", "My sister is getting married next week!", "I can't sleep lately.",

@@ -40,9 +40,9 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G
 
 
 def make_data(path: Path, n: int, seed: int) -> Path:
-    from sage_dialog import sac
+    from sage_dialog.core import sac
+    from sage_dialog.core.schema import Tags
     from sage_dialog.sandbox.tiny_model import _WORDS
-    from sage_dialog.schema import Tags
 
     rng = random.Random(seed)
     words = [w for w in _WORDS if w not in ("null", "none")]
@@ -80,7 +80,7 @@ def peak_flops(device: str, override: float | None) -> float | None:
 
 
 def run_cell(model_dir: Path, data: Path, out: Path, args: argparse.Namespace, packing: bool) -> dict:
-    from sage_dialog.config import load_config
+    from sage_dialog.core.config import load_config
     from sage_dialog.train.config import SFTRunConfig
     from sage_dialog.train.sft import train_sft
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog.errors import UserError
-from sage_dialog.judges import LLMSelector
-from sage_dialog.pairwise import LLMPairwiseJudge
-from sage_dialog.roles import PairwiseJudge, Selector, UserSimulator
-from sage_dialog.rolespec import BackendPool, make_pairwise_judge, make_selector, make_user
-from sage_dialog.selfplay.simulator import LLMUserSimulator
+from sage_dialog.core.errors import UserError
+from sage_dialog.roles.factory import BackendPool, make_pairwise_judge, make_selector, make_user
+from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
+from sage_dialog.roles.protocols import PairwiseJudge, Selector, UserSimulator
+from sage_dialog.roles.selector import LLMSelector
+from sage_dialog.roles.user_simulator import LLMUserSimulator
 
 
 def test_one_model_plays_every_role_and_is_loaded_once(tiny_model: Path, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sage_dialog import sac
-from sage_dialog.schema import Tags
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Tags
 
 word = st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd"), max_codepoint=0x2FF), min_size=1, max_size=8)
 phrase = st.lists(word, min_size=1, max_size=3).map(" ".join).filter(lambda s: s.lower() not in ("null", "none"))

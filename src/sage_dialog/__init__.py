@@ -8,9 +8,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .backends.base import BackendConfig, ChatRequest, SamplingParams, ScoreRequest, load_backend
-from .errors import UserError
-from .schema import Dialog, Manifest, PreferencePair, SearchNode, SelectionDecision, Tags, Turn, Verdict
+from sage_dialog.backends.base import BackendConfig, ChatRequest, SamplingParams, ScoreRequest, load_backend
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import (
+    Dialog,
+    Manifest,
+    PreferencePair,
+    SearchNode,
+    SelectionDecision,
+    Tags,
+    Turn,
+    Verdict,
+)
 
 __all__ = [
     "BackendConfig",

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from sage_dialog.cli import main
 
 sys.exit(main())

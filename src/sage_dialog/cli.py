@@ -13,8 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import UserError
+from sage_dialog import __version__
+from sage_dialog.core.errors import UserError
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {

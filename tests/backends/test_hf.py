@@ -225,7 +225,7 @@ def test_lora_adapter_changes_outputs(tiny_model, tmp_path):
 
 
 def test_bad_options_are_user_errors(tiny_model):
-    from sage_dialog.errors import UserError
+    from sage_dialog.core.errors import UserError
 
     with pytest.raises(UserError, match="dtype"):
         load_backend(f"hf:{tiny_model}", dtype="float8")
@@ -237,7 +237,7 @@ def test_bad_options_are_user_errors(tiny_model):
 
 def test_a_misspelt_option_is_an_error_not_a_no_op(tiny_model: Path) -> None:
     from sage_dialog.backends import BackendConfig
-    from sage_dialog.errors import UserError
+    from sage_dialog.core.errors import UserError
 
     with pytest.raises(UserError, match=r"unknown option\(s\) batchsize"):
         load_backend(BackendConfig(spec=f"hf:{tiny_model}", options={"batchsize": 4}))

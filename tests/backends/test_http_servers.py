@@ -70,7 +70,7 @@ def test_transformers_serve_n_fanout_prefill_and_no_scoring(tserve, tiny_model):
 def test_api_key_never_written_or_logged(
     tserve, tiny_model, tmp_path, caplog, capfd, monkeypatch, fault_server
 ):
-    from sage_dialog.io import finish_manifest, new_manifest
+    from sage_dialog.core.io import finish_manifest, new_manifest
 
     key = "sk-sagetest-LEAKCANARY-7f3a9c1e2b"
     monkeypatch.setenv("SAGE_TEST_API_KEY", key)

@@ -135,7 +135,7 @@ def test_scoring_unsupported_is_clear(fault_server):
 
 
 def test_missing_key_for_openai_is_a_user_error(monkeypatch):
-    from sage_dialog.errors import UserError
+    from sage_dialog.core.errors import UserError
 
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(UserError, match="NO_SUCH_KEY_VAR"):

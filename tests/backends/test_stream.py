@@ -18,7 +18,7 @@ from sage_dialog.backends.base import Backend, ChatResult, ChatStream, Completio
 from sage_dialog.backends.cache import CachedBackend
 from sage_dialog.backends.hf import HFBackend
 from sage_dialog.backends.openai_backend import OpenAIBackend
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
 
 MSGS = [{"role": "user", "content": "i failed my exam today"}]
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2.0}
@@ -229,7 +229,7 @@ def test_cache_passes_streaming_through_and_stores_complete_results(fault_server
 
 
 def test_stream_turn_streams_hf_token_by_token_and_stops_when_closed(hf: HFBackend) -> None:
-    from sage_dialog.steer import parse_steering, stream_turn
+    from sage_dialog.roles.assistant import parse_steering, stream_turn
 
     st = parse_steering(["a_motivation=joke", "a_emotion=playful", "a_topic=exam"])
     sp = SamplingParams(temperature=1.0, max_tokens=40, seed=2)

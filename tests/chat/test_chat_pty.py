@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import io as sio
-from sage_dialog import sac
-from sage_dialog.schema import Dialog, Tags
+from sage_dialog.core import io as sio
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Dialog, Tags
 
 pexpect = pytest.importorskip("pexpect")
 

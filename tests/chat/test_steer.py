@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import sac
 from sage_dialog.backends import SamplingParams, load_backend
-from sage_dialog.errors import UserError
-from sage_dialog.schema import Tags, Turn
-from sage_dialog.steer import (
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Tags, Turn
+from sage_dialog.roles.assistant import (
     StreamEvent,
     format_tags,
     generate_turns,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import sac
 from sage_dialog.backends import load_backend
 from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
 from sage_dialog.cli import main
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Tags
 from sage_dialog.sandbox import world
 from sage_dialog.sandbox.oracles import oracle_for
-from sage_dialog.schema import Tags
-from sage_dialog.steerability import ClassifierJudge, LLMJudge, measure, wilson
+from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, measure, wilson
 
 
 class ScriptedWorldModel(Backend):

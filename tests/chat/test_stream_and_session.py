@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from sage_dialog import io as sio
-from sage_dialog import sac
 from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
-from sage_dialog.chat import ChatSession
-from sage_dialog.schema import Dialog, Tags
-from sage_dialog.steer import StreamEvent, _TagHold, parse_steering, stream_turn
+from sage_dialog.core import io as sio
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Dialog, Tags
+from sage_dialog.interact.chat import ChatSession
+from sage_dialog.roles.assistant import StreamEvent, _TagHold, parse_steering, stream_turn
 
 FULL = "{u_motivation: venting, u_emotion: sad, u_topic: [exam]} {a_motivation: comfort, a_emotion: gentle, a_topic: [exam]} So sorry {about} that."
 
@@ -75,7 +75,7 @@ def test_stream_turn_fallback_for_non_hf_backend() -> None:
 
 
 def test_partial_action_block_filled_by_model_forced_value_wins() -> None:
-    from sage_dialog.steer import generate_turns
+    from sage_dialog.roles.assistant import generate_turns
 
     st = parse_steering({"a_emotion": "playful"})
     (c,) = asyncio.run(generate_turns(ScriptedSacWriter(), [{"role": "user", "content": "x"}], steering=st))

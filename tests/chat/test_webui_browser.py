@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sage_dialog import io as sio
-from sage_dialog.schema import PreferencePair, Tags
+from sage_dialog.core import io as sio
+from sage_dialog.core.schema import PreferencePair, Tags
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.cli import main
-from sage_dialog.compare import judge_all, run_compare
-from sage_dialog.roles import PairTask
-from sage_dialog.schema import Dialog, Turn, Verdict
+from sage_dialog.core.schema import Dialog, Turn, Verdict
+from sage_dialog.roles.protocols import PairTask
+from sage_dialog.stages.compare.compare import judge_all, run_compare
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married next week!",
          "I can't sleep before my exam."]
@@ -83,7 +83,7 @@ class CountingJudge:
             raise RuntimeError("judge crashed")
         self.calls += 1
         self.tasks += len(tasks)
-        from sage_dialog.pairwise import make_verdict
+        from sage_dialog.roles.pairwise_judge import make_verdict
 
         out = []
         for t in tasks:
@@ -136,7 +136,7 @@ def test_dialogs_from_transcript_folders_and_jsonl(tmp_path: Path) -> None:
 
     d = _dialogs(4)
     write_transcript_dir(tmp_path / "short_tx", d["short"])
-    from sage_dialog import io
+    from sage_dialog.core import io
 
     io.write_jsonl(tmp_path / "long.jsonl", d["long"])
     out = tmp_path / "out"
@@ -146,7 +146,7 @@ def test_dialogs_from_transcript_folders_and_jsonl(tmp_path: Path) -> None:
 
 
 def test_config_file_with_overrides(tmp_path: Path) -> None:
-    from sage_dialog import io
+    from sage_dialog.core import io
 
     for m, ds in _dialogs(3).items():
         io.write_jsonl(tmp_path / f"{m}.jsonl", ds)
@@ -175,7 +175,7 @@ def test_input_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     assert main(["compare", "--dialogs", f"a={bad}", "--dialogs", f"b={bad}", "--set", "turns=0"]) == 2
     assert "turns" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    from sage_dialog import io
+    from sage_dialog.core import io
 
     io.write_jsonl(tmp_path / "x.jsonl", [Dialog(id="1", turns=[Turn(role="user", text="hello")])])
     io.write_jsonl(tmp_path / "y.jsonl", [Dialog(id="1", turns=[Turn(role="user", text="other seed")])])

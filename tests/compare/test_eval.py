@@ -84,9 +84,9 @@ def test_eval_on_a_tiny_local_task_through_the_harness_and_through_our_backend(
 
 
 def test_eval_results_join_the_comparison_report(tiny_model: Path, tiny_tasks: Path, tmp_path: Path) -> None:
-    from sage_dialog.compare import run_compare
+    from sage_dialog.core.schema import Dialog, Turn
     from sage_dialog.sandbox.oracles import oracle_for
-    from sage_dialog.schema import Dialog, Turn
+    from sage_dialog.stages.compare.compare import run_compare
 
     dialogs = {m: [Dialog(id=f"{m}{i}", turns=[Turn(role="user", text=f"seed {i}"), Turn(role="assistant", text=r)])
                    for i in range(3)] for m, r in (("a", "I hear you, that is hard."), ("b", "ok"))}

@@ -117,9 +117,9 @@ def test_tsvs_and_consensus_equal_the_original_analysis(judge_folder: Path, tmp_
 
 
 def test_our_own_run_writes_original_files_the_original_analysis_agrees_with(tmp_path: Path) -> None:
-    from sage_dialog.compare import run_compare
+    from sage_dialog.core.schema import Dialog, Turn
     from sage_dialog.sandbox.oracles import oracle_for
-    from sage_dialog.schema import Dialog, Turn
+    from sage_dialog.stages.compare.compare import run_compare
 
     seeds = ["I lost my job today and I feel lost.", "My sister is getting married next week!",
              "I failed my driving test again."]

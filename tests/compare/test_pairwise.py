@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import pytest
 
 from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
-from sage_dialog.pairwise import LLMPairwiseJudge, parse_answer
-from sage_dialog.roles import PairTask
-from sage_dialog.schema import Turn
+from sage_dialog.core.schema import Turn
+from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge, parse_answer
+from sage_dialog.roles.protocols import PairTask
 
 
 class ScriptedJudgeBackend(Backend):

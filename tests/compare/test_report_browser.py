@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import io
-from sage_dialog.report import build_report, refresh_report
-from sage_dialog.schema import Dialog, Turn, Verdict
+from sage_dialog.core import io
+from sage_dialog.core.schema import Dialog, Turn, Verdict
+from sage_dialog.stages.compare.report import build_report, refresh_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

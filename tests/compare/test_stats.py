@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from sage_dialog import stats
-from sage_dialog.schema import Verdict
+from sage_dialog.core.schema import Verdict
+from sage_dialog.stages.compare import stats
 
 
 def _v(seed: str, winner: str | None, *, a: str = "m1", b: str = "m2", judge: str = "j", first: str = "a",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog.agreement import cohen_kappa, compare, fuzzy_ratio, token_jaccard
 from sage_dialog.cli import main
-from sage_dialog.io import write_jsonl
-from sage_dialog.schema import Dialog, Tags, Turn
+from sage_dialog.core.io import write_jsonl
+from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.stages.agreement import cohen_kappa, compare, fuzzy_ratio, token_jaccard
 
 
 def test_cohen_kappa_known_answer() -> None:

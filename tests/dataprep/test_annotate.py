@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import annotate
-from sage_dialog.annotate import AnnotateConfig, LabelSets, LLMAnnotator, answer_schema, check_answer
 from sage_dialog.cli import main
-from sage_dialog.errors import UserError
-from sage_dialog.io import read_json, read_jsonl, write_jsonl
-from sage_dialog.schema import Dialog, Turn
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import read_json, read_jsonl, write_jsonl
+from sage_dialog.core.schema import Dialog, Turn
+from sage_dialog.stages import annotate
+from sage_dialog.stages.annotate import AnnotateConfig, LabelSets, LLMAnnotator, answer_schema, check_answer
 
 
 def dlg(id_: str, *texts: str) -> Dialog:
@@ -259,7 +259,7 @@ def test_annotate_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_llm_annotator_is_a_role() -> None:
-    from sage_dialog.roles import Annotator
+    from sage_dialog.roles.protocols import Annotator
 
     class Nothing:  # only used to build the annotator object; never asked to generate
         name = "none:x"
@@ -329,7 +329,7 @@ def test_annotate_served_cut_off_answer_gets_a_bigger_budget(tmp_path: Path, scr
 def test_few_shot_and_custom_prompt(tmp_path: Path, scripted_llm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("sage_dialog.backends.openai_backend")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
-    from sage_dialog.schema import Tags
+    from sage_dialog.core.schema import Tags
 
     ex = Dialog(id="ex", turns=[
         Turn(role="user", text="I aced my test!", state=Tags(motivation="sharing news", emotion="proud", topics=["test"])),

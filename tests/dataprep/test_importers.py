@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.cli import main
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import read_jsonl
+from sage_dialog.core.schema import Dialog
 from sage_dialog.formats.empathetic import read_empathetic_csv, read_seeds, write_seeds
 from sage_dialog.formats.esconv import read_esconv
-from sage_dialog.io import read_jsonl
 from sage_dialog.labels import builtin_label_sets, load_label_set
-from sage_dialog.schema import Dialog
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from sage_dialog import mix, sac
 from sage_dialog.cli import main
-from sage_dialog.io import read_json, write_jsonl
-from sage_dialog.schema import Dialog, Tags, Turn
+from sage_dialog.core import sac
+from sage_dialog.core.io import read_json, write_jsonl
+from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.stages import mix
 
 
 def h(v: str) -> dict[str, str]:

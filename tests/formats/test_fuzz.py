@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
 from sage_dialog.formats import FORMATS, check_file, convert_file
 
 _scalar = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(

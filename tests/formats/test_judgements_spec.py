@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
 from sage_dialog.formats import check_file, data_spec, detect_format, judgements
 
 J = Path(__file__).parent / "fixtures" / "judgements"

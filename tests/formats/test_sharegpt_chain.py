@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_dialog import sac
-from sage_dialog.chain import chain_dialog, chain_file
-from sage_dialog.errors import UserError
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog, Tags, Turn
 from sage_dialog.formats import convert_file, detect_format, llamafactory, sharegpt, trl
-from sage_dialog.schema import Dialog, Tags, Turn
+from sage_dialog.stages.chain import chain_dialog, chain_file
 
 FIX = Path(__file__).parent / "fixtures"
 

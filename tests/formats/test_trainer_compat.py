@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog.chain import chain_dialog
 from sage_dialog.formats import preferences, sharegpt, trl
+from sage_dialog.stages.chain import chain_dialog
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Tags, Turn
 from sage_dialog.formats import check_file, convert_file, detect_format, preferences, transcripts
-from sage_dialog.schema import Dialog, PreferencePair, SearchNode, Tags, Turn
 
 FIX = Path(__file__).parent / "fixtures"
 TR = FIX / "transcripts"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.cli import main
-from sage_dialog.config import load_config
-from sage_dialog.errors import UserError
-from sage_dialog.io import write_jsonl
-from sage_dialog.loop import LoopConfig, _launch, build_stages
+from sage_dialog.core.config import load_config
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import write_jsonl
+from sage_dialog.pipeline.sage_loop import LoopConfig, _launch, build_stages
 from sage_dialog.train.config import SFTRunConfig
 
 CONFIGS = Path(__file__).parents[2] / "configs"

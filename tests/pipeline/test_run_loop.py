@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sage_dialog.cli import main
-from sage_dialog.io import write_jsonl
+from sage_dialog.core.io import write_jsonl
 from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
 
 pytestmark = pytest.mark.slow

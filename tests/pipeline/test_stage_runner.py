@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog.errors import UserError
-from sage_dialog.pipeline import Stage, StageContext, run_stages, summary_table
+from sage_dialog.core.errors import UserError
+from sage_dialog.pipeline.runner import Stage, StageContext, run_stages, summary_table
 
 
 def _stages(tmp_path: Path, calls: list[str], cfg: dict[str, int]) -> list[Stage]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sage_dialog.cli import main
-from sage_dialog.io import write_jsonl
+from sage_dialog.core.io import write_jsonl
 
 from .test_prefs_trees import _tree
 

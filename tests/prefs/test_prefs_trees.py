@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import prefs
-from sage_dialog.errors import UserError
-from sage_dialog.io import write_jsonl
-from sage_dialog.schema import SearchNode, Tags
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import write_jsonl
+from sage_dialog.core.schema import SearchNode, Tags
+from sage_dialog.stages import prefs
 
 
 def _tree(name: str = "seed-1") -> list[SearchNode]:

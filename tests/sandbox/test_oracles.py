@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from sage_dialog import roles
-from sage_dialog.errors import UserError
-from sage_dialog.roles import PairTask, SelectionTask
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog, Turn
+from sage_dialog.roles import protocols as roles
+from sage_dialog.roles.protocols import PairTask, SelectionTask
 from sage_dialog.sandbox import corpus, world
 from sage_dialog.sandbox.oracles import (
     OracleActionClassifier,
@@ -20,7 +21,6 @@ from sage_dialog.sandbox.oracles import (
     OracleUserSimulator,
     oracle_for,
 )
-from sage_dialog.schema import Dialog, Turn
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from sage_dialog.core.schema import Turn
 from sage_dialog.sandbox import corpus, world
-from sage_dialog.schema import Turn
 
 
 def test_every_template_reads_back_as_its_own_label():

@@ -4,8 +4,8 @@ import shutil
 from pathlib import Path
 
 from sage_dialog.formats.transcripts import read_transcript_dir
-from sage_dialog.selfplay.search import export_transcripts, load_trees
-from sage_dialog.selfplay.tree import best_path, decisions, node_turn
+from sage_dialog.stages.search.search import export_transcripts, load_trees
+from sage_dialog.stages.search.tree import best_path, decisions, node_turn
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog.errors import UserError
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import read_jsonl
+from sage_dialog.core.schema import Dialog, SearchNode
 from sage_dialog.formats.transcripts import read_transcript_dir
-from sage_dialog.io import read_jsonl
-from sage_dialog.judges import LLMSelector
-from sage_dialog.schema import Dialog, SearchNode
-from sage_dialog.selfplay.search import SearchConfig, run_search
-from sage_dialog.selfplay.simulator import LLMUserSimulator
-from sage_dialog.selfplay.tree import best_path, read_tree
+from sage_dialog.roles.selector import LLMSelector
+from sage_dialog.roles.user_simulator import LLMUserSimulator
+from sage_dialog.stages.search.search import SearchConfig, run_search
+from sage_dialog.stages.search.tree import best_path, read_tree
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!", "I can't sleep lately."]
 

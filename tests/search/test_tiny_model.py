@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.backends.base import SamplingParams, load_backend
-from sage_dialog.judges import LLMSelector
-from sage_dialog.roles import SelectionTask
-from sage_dialog.schema import Turn
-from sage_dialog.selfplay.rollout import play_dialogs
-from sage_dialog.selfplay.search import SamplingConfig, SearchConfig, run_search
-from sage_dialog.selfplay.simulator import LLMUserSimulator
-from sage_dialog.selfplay.tree import best_path, read_tree
+from sage_dialog.core.schema import Turn
+from sage_dialog.roles.protocols import SelectionTask
+from sage_dialog.roles.selector import LLMSelector
+from sage_dialog.roles.user_simulator import LLMUserSimulator
+from sage_dialog.stages.search.rollout import play_dialogs
+from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
+from sage_dialog.stages.search.tree import best_path, read_tree
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!"]
 

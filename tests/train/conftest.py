@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_dialog import sac
-from sage_dialog.schema import Tags
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Tags
 
 EMOTIONS = ["sad", "happy", "anxious", "tired", "proud", "angry"]
 TOPICS = ["exam", "job", "dog", "trip", "movie", "family"]

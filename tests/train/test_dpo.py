@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sage_dialog.config import load_config
-from sage_dialog.errors import UserError
+from sage_dialog.core.config import load_config
+from sage_dialog.core.errors import UserError
 from sage_dialog.train.config import DPORunConfig
 from sage_dialog.train.dpo import loss_spec, train_dpo
 

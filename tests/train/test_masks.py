@@ -7,9 +7,9 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from sage_dialog import sac
-from sage_dialog.errors import UserError
-from sage_dialog.schema import Dialog, PreferencePair, Tags, Turn
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog, PreferencePair, Tags, Turn
 from sage_dialog.train.data import (
     IGNORE,
     build_sft_dataset,

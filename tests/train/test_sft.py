@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sage_dialog.config import load_config
+from sage_dialog.core.config import load_config
 from sage_dialog.train.config import SFTRunConfig
 from sage_dialog.train.export import export_model
 from sage_dialog.train.sft import train_sft

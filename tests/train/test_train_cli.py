@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sage_dialog import cli
-from sage_dialog.config import load_config
+from sage_dialog.core.config import load_config
 from sage_dialog.train.config import DPORunConfig, SFTRunConfig
 from sage_dialog.train.moe import find_moe_block_classes
 

@@ -1,6 +1,6 @@
 """Model backends behind one async, batch-first protocol (see :mod:`.base`)."""
 
-from .base import (
+from sage_dialog.backends.base import (
     Backend,
     BackendConfig,
     BackendError,

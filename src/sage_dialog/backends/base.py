@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -398,7 +398,7 @@ def load_backend(cfg: str | BackendConfig, **overrides: Any) -> Backend:
             ) from None
     backend: Backend = target(model, **{**cfg.options, **overrides})
     if cfg.cache:
-        from .cache import CachedBackend
+        from sage_dialog.backends.cache import CachedBackend
 
         backend = CachedBackend(backend, cfg.cache)
     return backend

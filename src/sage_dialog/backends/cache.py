@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import (
+from sage_dialog.backends.base import (
     Backend,
     BackendError,
     ChatRequest,

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .base import (
+from sage_dialog.backends.base import (
     Backend,
     BackendError,
     ChatRequest,
@@ -53,7 +52,8 @@ from .base import (
     ScoreRequest,
     ScoreResult,
 )
-from .cache import local_model_identity
+from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

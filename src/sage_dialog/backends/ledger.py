@@ -20,8 +20,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
-from .base import Backend, BackendError, ChatRequest, ChatResult, ChatStream, ScoreRequest, ScoreResult
+from sage_dialog.backends.base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    ScoreRequest,
+    ScoreResult,
+)
+from sage_dialog.core.io import write_json
 
 
 @dataclass

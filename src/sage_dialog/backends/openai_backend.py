@@ -46,8 +46,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
-from .base import (
+from sage_dialog.backends.base import (
     Backend,
     BackendError,
     ChatRequest,
@@ -58,6 +57,7 @@ from .base import (
     ScoreResult,
     ScoringUnsupported,
 )
+from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class OpenAIBackend(Backend):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from .hf import render_prompt
+            from sage_dialog.backends.hf import render_prompt
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
             self._render_fn = render_prompt

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .base import BackendError
+from sage_dialog.backends.base import BackendError
 
 _LIVE: set[ServerProcess] = set()
 

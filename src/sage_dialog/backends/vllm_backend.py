@@ -31,10 +31,18 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import UserError
-from .base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult, ScoringUnsupported
-from .cache import local_model_identity
-from .hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
+from sage_dialog.backends.base import (
+    Backend,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    ScoreRequest,
+    ScoreResult,
+    ScoringUnsupported,
+)
+from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.backends.hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
+from sage_dialog.core.errors import UserError
 
 
 def guided_json(schema: dict[str, Any]) -> dict[str, Any]:

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import agreement
-    from ..config import load_config
+    from sage_dialog.core.config import load_config
+    from sage_dialog.stages import agreement
 
     cfg = load_config(agreement.AgreementConfig, base={"a": args.a, "b": args.b, "closed": args.closed,
                                                         "output": args.output})

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
-    from ..errors import UserError
+    from sage_dialog.core.errors import UserError
 
     out = {}
     for item in items:
@@ -71,8 +71,8 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from .. import annotate
-    from ..config import load_config
+    from sage_dialog.core.config import load_config
+    from sage_dialog.stages import annotate
 
     options = {k: yaml.safe_load(v) for k, v in _pairs(args.backend_option, "--backend-option").items()}
     cfg = load_config(annotate.AnnotateConfig, base={

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..chain import chain_file
+    from sage_dialog.stages.chain import chain_file
 
     n = chain_file(args.input, args.output, src_format=args.src_format, dst_format=args.dst_format, progress=True,
                    warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))

@@ -19,7 +19,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..steer import add_model_arguments
+    from sage_dialog.roles.assistant import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--no-stream", action="store_true", help="print each reply whole instead of streaming")
@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..chat import ChatSession, repl
-    from ..steer import backend_from_args, parse_steering, sampling_from_args
+    from sage_dialog.interact.chat import ChatSession, repl
+    from sage_dialog.roles.assistant import backend_from_args, parse_steering, sampling_from_args
 
     sampling = sampling_from_args(args)
     steering = parse_steering(args.steer, what="--steer")

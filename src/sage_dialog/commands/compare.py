@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -65,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import CompareConfig, analyse_judgements
-    from ..config import load_config
+    from sage_dialog.core.config import load_config
+    from sage_dialog.stages.compare.compare import CompareConfig, analyse_judgements
 
     if args.judgements is not None:
         if args.out is None:
@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         base = {k: v for k, v in cli.items() if v is not None}
         cfg = load_config(CompareConfig, None, args.set, base=base)
     else:
-        from ..config import read_yaml
+        from sage_dialog.core.config import read_yaml
 
         base = read_yaml(args.config)
         base.update({k: v for k, v in cli.items() if v is not None})
         cfg = load_config(CompareConfig, None, args.set, base=base)
-    from ..compare import run as run_compare
+    from sage_dialog.stages.compare.compare import run as run_compare
 
     rep = run_compare(cfg, progress=not args.no_progress)
     _print(rep)

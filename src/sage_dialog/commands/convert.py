@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formats import convert_file, format_table
+    from sage_dialog.formats import convert_file, format_table
 
     if args.list:
         print("name                   kind   r/w/c  description\n" + format_table())

@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import apply_overrides
-    from ..errors import UserError
-    from ..sandbox.demo import DemoConfig, format_table, run_demo
+    from sage_dialog.core.config import apply_overrides
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.sandbox.demo import DemoConfig, format_table, run_demo
 
     over = apply_overrides({}, args.overrides)
     if args.threads is not None:

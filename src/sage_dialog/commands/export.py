@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.export import export_model
+    from sage_dialog.train.export import export_model
 
     out = export_model(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)
     print(f"wrote {out}")

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..annotate import import_corpus
+    from sage_dialog.stages.annotate import import_corpus
 
     n, seeds = import_corpus(args.corpus, args.file, args.output, seeds_out=args.seeds_out, limit=args.limit)
     print(f"wrote {n} dialogs to {args.output}" + (f", {seeds} seeds to {args.seeds_out}" if args.seeds_out else ""),

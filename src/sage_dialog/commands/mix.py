@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import mix
-    from ..config import load_config
-    from ..io import read_json
+    from sage_dialog.core.config import load_config
+    from sage_dialog.core.io import read_json
+    from sage_dialog.stages import mix
 
     cfg = load_config(mix.MixConfig, base={
         "spec": args.spec, "output": args.output, "seed": args.seed, "blend": args.blend,

@@ -18,7 +18,7 @@ from typing import get_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..prefs import OutFormat
+    from sage_dialog.stages.prefs import OutFormat
 
     parser.add_argument("source", type=Path,
                         help="folder of search-tree JSONL, or of original transcripts (with full/)")
@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-    from ..io import write_jsonl
-    from ..prefs import PrefsConfig, load_source, write_pairs
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.core.io import write_jsonl
+    from sage_dialog.stages.prefs import PrefsConfig, load_source, write_pairs
 
     if args.negatives is not None and args.negatives < 1:
         raise UserError(f"--negatives {args.negatives}: must be at least 1")

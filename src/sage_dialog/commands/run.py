@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..loop import LoopConfig, build_stages
-    from ..pipeline import run_stages, summary_table
+    from sage_dialog.core.config import load_config
+    from sage_dialog.pipeline.runner import run_stages, summary_table
+    from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
 
     cfg = load_config(LoopConfig, args.config, args.overrides)
     stages = build_stages(cfg)

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,15 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.base import SamplingParams
-    from ..rolespec import BackendPool, make_selector, make_user
-    from ..selfplay.personas import HUMOR_ASSISTANT_PERSONA, load_prompt
-    from ..selfplay.search import SamplingConfig, SearchConfig, run_search
+    from sage_dialog.backends.base import SamplingParams
+    from sage_dialog.core.prompts import HUMOR_ASSISTANT_PERSONA, load_prompt
+    from sage_dialog.roles.factory import BackendPool, make_selector, make_user
+    from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
 
     for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    from ..selfplay.seeds import read_seed_file
+    from sage_dialog.stages.search.seeds import read_seed_file
 
     seeds = read_seed_file(args.seeds)
     if args.limit is not None:

@@ -25,7 +25,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..steer import add_model_arguments
+    from sage_dialog.roles.assistant import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-    from ..serve import TOKEN_ENV, create_app, serve
-    from ..steer import backend_from_args, sampling_from_args
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.interact.serve import TOKEN_ENV, create_app, serve
+    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")

@@ -22,7 +22,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..steer import add_model_arguments
+    from sage_dialog.roles.assistant import add_model_arguments
 
     add_model_arguments(parser)
     src = parser.add_mutually_exclusive_group(required=True)
@@ -39,11 +39,16 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from .. import io as sio
-    from ..errors import UserError, where
-    from ..schema import Dialog, Tags
-    from ..steer import backend_from_args, history_messages, parse_steering, sampling_from_args
-    from ..steerability import ClassifierJudge, LLMJudge, format_report, measure
+    from sage_dialog.core import io as sio
+    from sage_dialog.core.errors import UserError, where
+    from sage_dialog.core.schema import Dialog, Tags
+    from sage_dialog.roles.assistant import (
+        backend_from_args,
+        history_messages,
+        parse_steering,
+        sampling_from_args,
+    )
+    from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report, measure
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sandbox_contexts is not None:
         if args.sandbox_contexts < 1:
             raise UserError("--sandbox-contexts must be at least 1")
-        from ..sandbox import world
+        from sage_dialog.sandbox import world
 
         contexts = [[{"role": "user", "content": t}] for t in world.seed_openings(args.sandbox_contexts, args.seed or 0)]
     else:
@@ -86,18 +91,18 @@ def run(args: argparse.Namespace) -> int:
     if not actions:
         if args.judge != "oracle":
             raise UserError("give at least one --action (the sandbox's actions are the default only with --judge oracle)")
-        from ..sandbox import world
+        from sage_dialog.sandbox import world
 
         actions = [world.action_tags(k, None).model_copy(update={"topics": None}) for k in world.ACTIONS]
     # judge and model
     judge: object
     judge_backend = None
     if args.judge == "oracle":
-        from ..sandbox.oracles import oracle_for
+        from sage_dialog.sandbox.oracles import oracle_for
 
         judge = ClassifierJudge(oracle_for("action"), name="oracle")
     else:
-        from ..backends.base import load_backend
+        from sage_dialog.backends.base import load_backend
 
         judge_backend = load_backend(args.judge)
         judge = LLMJudge(judge_backend)

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from ..config import load_config
-    from ..errors import UserError
+    from sage_dialog.core.config import load_config
+    from sage_dialog.core.errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -69,13 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if config is None and not any(o.startswith("model.") for o in overrides):
         raise UserError("give a config file or at least --model, --data and -o")
     if args.stage == "sft":
-        from ..train.config import SFTRunConfig
-        from ..train.sft import train_sft
+        from sage_dialog.train.config import SFTRunConfig
+        from sage_dialog.train.sft import train_sft
 
         out = train_sft(load_config(SFTRunConfig, config, overrides))
     else:
-        from ..train.config import DPORunConfig
-        from ..train.dpo import train_dpo
+        from sage_dialog.train.config import DPORunConfig
+        from sage_dialog.train.dpo import train_dpo
 
         out = train_dpo(load_config(DPORunConfig, config, overrides))
     print(f"wrote {out} (training_summary.json inside)")

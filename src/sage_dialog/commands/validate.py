@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formats import check_file
+    from sage_dialog.formats import check_file
 
     name, problems, n = check_file(args.file, args.fmt)
     if problems:

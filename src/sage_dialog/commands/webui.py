@@ -17,7 +17,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..steer import add_model_arguments
+    from sage_dialog.roles.assistant import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--prefs", default="webui-prefs.jsonl", help="preference pairs file (appended to)")
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from pathlib import Path
 
-    from ..errors import UserError
-    from ..steer import backend_from_args, sampling_from_args
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if prefs.is_dir():
         raise UserError(f"--prefs {prefs}: is a directory, expected a file")
     try:
-        from ..webui import WebApp, launch
+        from sage_dialog.interact.webui import WebApp, launch
     except ImportError as e:
         raise UserError(f"the web UI needs gradio ({e.name} missing): pip install 'sage-dialog[webui]'") from None
     sampling = sampling_from_args(args)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 Kind = Literal["dialog", "pair", "other"]
 Reader = Callable[[Path], Iterable[Any]]
@@ -68,8 +68,8 @@ class Format:
 
 def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[str]] | None = None) -> Checker:
     def check(path: Path) -> tuple[list[str], int]:
-        from ..io import format_validation_error
-        from ._common import iter_jsonl_lines
+        from sage_dialog.core.io import format_validation_error
+        from sage_dialog.formats._common import iter_jsonl_lines
 
         problems: list[str] = []
         n = 0
@@ -88,13 +88,13 @@ def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[
 
 
 def _dialog_extra(path: Path, lineno: int, rec: Any) -> list[str]:
-    from ._common import dialog_problems
+    from sage_dialog.formats._common import dialog_problems
 
     return dialog_problems(path, lineno, rec)
 
 
 def _pair_extra(path: Path, lineno: int, rec: Any) -> list[str]:
-    from .preferences import pair_problems
+    from sage_dialog.formats.preferences import pair_problems
 
     return pair_problems(path, lineno, rec)
 
@@ -103,8 +103,8 @@ def _jsonl_reader(model: type[BaseModel], extra: Callable[[Path, int, Any], list
     """Stream validated records; the first bad line (shape or meaning) raises a UserError."""
 
     def read(path: Path) -> Iterable[Any]:
-        from ..io import format_validation_error
-        from ._common import stream_jsonl
+        from sage_dialog.core.io import format_validation_error
+        from sage_dialog.formats._common import stream_jsonl
 
         def convert(obj: Any, lineno: int) -> Any:
             try:
@@ -121,24 +121,24 @@ def _jsonl_reader(model: type[BaseModel], extra: Callable[[Path, int, Any], list
 
 
 def _write_jsonl(path: Path, records: Iterable[Any]) -> int:
-    from .. import io
+    from sage_dialog.core import io
 
     return io.write_jsonl(path, records)
 
 
 def _sharegpt(style: str | None) -> tuple[Reader, Writer, Checker]:
     def read(path: Path) -> Iterable[Any]:
-        from .sharegpt import read_sharegpt
+        from sage_dialog.formats.sharegpt import read_sharegpt
 
         return read_sharegpt(path)
 
     def write(path: Path, records: Iterable[Any]) -> int:
-        from .sharegpt import write_sharegpt
+        from sage_dialog.formats.sharegpt import write_sharegpt
 
         return write_sharegpt(path, records, style=style or "auto")  # type: ignore[arg-type]
 
     def check(path: Path) -> tuple[list[str], int]:
-        from .sharegpt import check_sharegpt
+        from sage_dialog.formats.sharegpt import check_sharegpt
 
         return check_sharegpt(path, style=style)  # type: ignore[arg-type]
 
@@ -146,7 +146,7 @@ def _sharegpt(style: str | None) -> tuple[Reader, Writer, Checker]:
 
 
 def _write_lf_sft(path: Path, records: Iterable[Any]) -> int:
-    from .llamafactory import write_sft_export
+    from sage_dialog.formats.llamafactory import write_sft_export
 
     items = list(records)
     write_sft_export(path, items)
@@ -183,7 +183,7 @@ def register(fmt: Format) -> Format:
 
 
 def _register_builtin() -> None:
-    from ..schema import Dialog, PreferencePair
+    from sage_dialog.core.schema import Dialog, PreferencePair
 
     register(Format("dialogs", "dialog", "JSONL of schema.Dialog (canonical)", _jsonl_reader(Dialog, _dialog_extra),
                     _write_jsonl,
@@ -316,7 +316,7 @@ def detect_format(path: str | Path) -> str:
 def _detect_dir(p: Path) -> str:
     if (p / "dataset_info.json").exists():
         with contextlib.suppress(UserError):
-            from .llamafactory import read_dataset_info
+            from sage_dialog.formats.llamafactory import read_dataset_info
 
             info = read_dataset_info(p)
             if info and all(bool(e.get("ranking")) for e in info.values()):
@@ -324,7 +324,7 @@ def _detect_dir(p: Path) -> str:
         return "llamafactory-sft"
     txts = sorted(p.glob("*.txt"))
     if txts:
-        from .transcripts import detect_variant
+        from sage_dialog.formats.transcripts import detect_variant
 
         return {"plain": "transcripts", "full": "transcripts-full", "converted": "transcripts-converted"}[
             detect_variant(txts[0])

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import sac
-from ..errors import UserError, where
-from ..schema import Dialog, Tags, Turn
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Dialog, Tags, Turn
 
 Style = Literal["raw", "annotated", "chained"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import io
-from ..errors import UserError, where
-from ._common import type_name
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.formats._common import type_name
 
 
 class DataSpecEntry(BaseModel):

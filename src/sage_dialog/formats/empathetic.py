@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import UserError, where
-from ..io import iter_text_lines
-from ..schema import Dialog, Role, Turn
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.io import iter_text_lines
+from sage_dialog.core.schema import Dialog, Role, Turn
 
 SOURCE = "empatheticdialogues"
 REQUIRED_COLUMNS = ("conv_id", "utterance_idx", "context", "prompt", "speaker_idx", "utterance")
@@ -118,7 +118,7 @@ def seed_dialogs(path: str | Path) -> Iterator[Dialog]:
 
 def write_seeds(path: str | Path, seeds: Iterable[str]) -> int:
     """Write one seed per line (newlines inside a seed become spaces), atomically; return the count."""
-    from ..io import atomic_write
+    from sage_dialog.core.io import atomic_write
 
     n = 0
     with atomic_write(path) as fh:

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, where
-from ..io import read_json
-from ..labels import load_label_set
-from ..schema import Dialog, Role, Tags, Turn
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.io import read_json
+from sage_dialog.core.schema import Dialog, Role, Tags, Turn
+from sage_dialog.labels import load_label_set
 
 SOURCE = "esconv"
 _ROLES: dict[str, Role] = {"seeker": "user", "usr": "user", "supporter": "assistant", "sys": "assistant"}

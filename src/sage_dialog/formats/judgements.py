@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import io
-from ..errors import UserError, where
-from ._common import type_name
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.formats._common import type_name
 
 Label = Literal["A", "B", "M"]
 LABELS: tuple[Label, ...] = ("A", "B", "M")

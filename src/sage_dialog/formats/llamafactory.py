@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import io
-from ..errors import UserError, where
-from ..schema import Dialog
-from . import sharegpt
-from ._common import Style, type_name
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Dialog
+from sage_dialog.formats import sharegpt
+from sage_dialog.formats._common import Style, type_name
 
 SFT_NAME = "data_mix"
 SFT_FILE = "mix.json"

@@ -23,13 +23,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import io
-from ..errors import UserError, where
-from ..schema import PreferencePair, Turn
-from . import _common, llamafactory
-from ._common import content_to_turn, role_order_problem, tags_problem, turn_content, type_name
-from .sharegpt import FROM_TO_ROLE, ROLE_TO_FROM
-from .trl import messages_problems
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import PreferencePair, Turn
+from sage_dialog.formats import _common, llamafactory
+from sage_dialog.formats._common import (
+    content_to_turn,
+    role_order_problem,
+    tags_problem,
+    turn_content,
+    type_name,
+)
+from sage_dialog.formats.sharegpt import FROM_TO_ROLE, ROLE_TO_FROM
+from sage_dialog.formats.trl import messages_problems
 
 PrefFormat = Literal["original", "llamafactory", "trl"]
 RANKING_NAME = "comparison_data"

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import io, sac
-from ..errors import UserError, where
-from ..schema import Dialog, Turn
-from ._common import (
+from sage_dialog.core import io, sac
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Dialog, Turn
+from sage_dialog.formats._common import (
     Style,
     content_to_turn,
     dialog_style,

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import io, sac
-from ..errors import UserError, where
-from ..schema import Dialog, SearchNode, Turn
-from ._common import content_to_turn, role_order_problem, tags_problem, turn_content
+from sage_dialog.core import io, sac
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Dialog, SearchNode, Turn
+from sage_dialog.formats._common import content_to_turn, role_order_problem, tags_problem, turn_content
 
 Variant = Literal["plain", "full", "converted"]
 

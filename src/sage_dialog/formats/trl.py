@@ -12,10 +12,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import UserError, where
-from ..schema import Dialog
-from . import _common
-from ._common import (
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Dialog
+from sage_dialog.formats import _common
+from sage_dialog.formats._common import (
     Style,
     content_to_turn,
     dialog_style,
@@ -107,6 +107,6 @@ def read_trl_sft(path: str | Path) -> Iterator[Dialog]:
 
 def write_trl_sft(path: str | Path, dialogs: Iterable[Dialog], *, style: Style | Literal["auto"] = "auto") -> int:
     """Atomically write dialogs as TRL ``messages`` rows; return how many."""
-    from .. import io
+    from sage_dialog.core import io
 
     return io.write_jsonl(path, ({"messages": dialog_to_messages(d, style)} for d in dialogs))

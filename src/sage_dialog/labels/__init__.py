@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import UserError, where
+from sage_dialog.core.errors import UserError, where
 
 
 def builtin_label_sets() -> list[str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..schema import Dialog, Turn
-from . import world
+from sage_dialog.core.schema import Dialog, Turn
+from sage_dialog.sandbox import world
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,20 @@ assistant are the world's oracles (:mod:`.oracles`) and the base model is a tiny
 scratch (:mod:`.tiny_model`):
 
  1. ``corpus``   raw dialogs from the world, good and clumsy assistant behaviour mixed
- 2. ``annotate`` :func:`sage_dialog.annotate.run` with the oracle annotator (reads the text)
- 3. ``chain``    :func:`sage_dialog.chain.chain_file`: annotated -> State-Action Chain dialogs
- 4. ``mix``      :func:`sage_dialog.mix.run`: the SFT set (TRL messages + LLaMA-Factory export)
+ 2. ``annotate`` :func:`sage_dialog.stages.annotate.run` with the oracle annotator (reads the text)
+ 3. ``chain``    :func:`sage_dialog.stages.chain.chain_file`: annotated -> State-Action Chain dialogs
+ 4. ``mix``      :func:`sage_dialog.stages.mix.run`: the SFT set (TRL messages + LLaMA-Factory export)
  5. ``sft``      a tokenizer and a small Llama built on the corpus, then
                  :func:`sage_dialog.train.sft.train_sft` (full fine-tuning) -> **M1**
- 6. ``search``   :func:`sage_dialog.selfplay.search.run_search`: M1 samples N replies per turn, the
+ 6. ``search``   :func:`sage_dialog.stages.search.search.run_search`: M1 samples N replies per turn, the
                  oracle selector keeps the best, the oracle user answers
- 7. ``prefs``    :func:`sage_dialog.prefs.run_prefs`: kept-vs-dropped pairs and best paths
+ 7. ``prefs``    :func:`sage_dialog.stages.prefs.run_prefs`: kept-vs-dropped pairs and best paths
  8. ``rft``      SFT of M1 on the best paths (a rejection-sampling round) -> **M2**
  9. ``dpo``      :func:`sage_dialog.train.dpo.train_dpo` from M2 on the pairs -> **DPO**
-10. ``eval``     :func:`sage_dialog.selfplay.rollout.play_dialogs` of every model from held-out
+10. ``eval``     :func:`sage_dialog.stages.search.rollout.play_dialogs` of every model from held-out
                  seeds against the oracle user; ground-truth reward per dialog
-11. ``compare``  :func:`sage_dialog.compare.run_compare` with the oracle pairwise judge
-12. ``steer``    :func:`sage_dialog.steerability.measure`: M1 with each action forced by prefill,
+11. ``compare``  :func:`sage_dialog.stages.compare.compare.run_compare` with the oracle pairwise judge
+12. ``steer``    :func:`sage_dialog.stages.steerability.measure`: M1 with each action forced by prefill,
                  the oracle action classifier reading the reply
 
 With ``user="model"`` a ``user`` stage trains a second tiny model with the roles flipped
@@ -45,11 +45,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import io
-from ..errors import UserError
-from ..schema import Dialog
-from . import corpus, world
-from .oracles import OracleActionClassifier, oracle_for
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog
+from sage_dialog.sandbox import corpus, world
+from sage_dialog.sandbox.oracles import OracleActionClassifier, oracle_for
 
 
 class DemoConfig(BaseModel):
@@ -152,7 +152,7 @@ class _Runner:
 
 
 def _sft_config(model: Path, data: Path, out: Path, *, epochs: float, lr: float, batch: int, seed: int) -> Any:
-    from ..train.config import SFTRunConfig
+    from sage_dialog.train.config import SFTRunConfig
 
     return SFTRunConfig.model_validate({
         "model": {"name_or_path": str(model)},
@@ -165,7 +165,7 @@ def _sft_config(model: Path, data: Path, out: Path, *, epochs: float, lr: float,
 
 
 def _backend(path: Path) -> Any:
-    from ..backends.base import BackendConfig, load_backend
+    from sage_dialog.backends.base import BackendConfig, load_backend
 
     return load_backend(BackendConfig(spec=f"hf:{path}", options={"batch_size": 64, "device": "cpu"}))
 
@@ -210,8 +210,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 2. annotate -------------------------------------------------------------------------
     def do_annotate(d: Path) -> None:
-        from ..annotate import AnnotateConfig
-        from ..annotate import run as annotate_run
+        from sage_dialog.stages.annotate import AnnotateConfig
+        from sage_dialog.stages.annotate import run as annotate_run
 
         annotate_run(AnnotateConfig.model_validate({"input": c_dir / "raw.jsonl", "output": d / "annotated.jsonl",
                                                   "annotator": "oracle"}),
@@ -221,7 +221,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 3. chain ----------------------------------------------------------------------------
     def do_chain(d: Path) -> None:
-        from ..chain import chain_file
+        from sage_dialog.stages.chain import chain_file
 
         chain_file(a_dir / "annotated.jsonl", d / "sac.jsonl", src_format="dialogs", dst_format="dialogs")
 
@@ -229,8 +229,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 4. mix ------------------------------------------------------------------------------
     def do_mix(d: Path) -> None:
-        from ..mix import MixConfig
-        from ..mix import run as mix_run
+        from sage_dialog.stages.mix import MixConfig
+        from sage_dialog.stages.mix import run as mix_run
 
         # relative to the spec's folder, as data specs are read: the demo folder stays movable
         io.write_json(d / "data_spec.json", {os.path.relpath(ch_dir / "sac.jsonl", d): {"prompt": ""}})
@@ -241,9 +241,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 5. M1 -------------------------------------------------------------------------------
     def do_sft(d: Path) -> None:
-        from ..train.data import load_sft_messages
-        from ..train.sft import train_sft
-        from .tiny_model import build_tiny_model
+        from sage_dialog.sandbox.tiny_model import build_tiny_model
+        from sage_dialog.train.data import load_sft_messages
+        from sage_dialog.train.sft import train_sft
 
         texts = [m["content"] for conv in load_sft_messages(m_dir / "mix" / "train.jsonl") for m in conv]
         base = build_tiny_model(d / "base", texts, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
@@ -256,7 +256,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 5b. the user model (roles flipped), when asked for ---------------------------------------
     def do_user(d: Path) -> None:
-        from ..train.sft import train_sft
+        from sage_dialog.train.sft import train_sft
 
         convs = flipped_conversations(io.read_jsonl(ch_dir / "sac.jsonl", Dialog))
         io.write_jsonl(d / "flipped.jsonl", convs)
@@ -267,8 +267,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
     def make_user(seed: int) -> Any:
         if cfg.user == "oracle":
             return oracle_for("user", seed=seed)
-        from ..backends.base import SamplingParams
-        from ..selfplay.simulator import LLMUserSimulator
+        from sage_dialog.backends.base import SamplingParams
+        from sage_dialog.roles.user_simulator import LLMUserSimulator
 
         return LLMUserSimulator(_backend(user_model), persona_text="", name="tiny-user-model",
                                 sampling=SamplingParams(temperature=cfg.eval_temperature, max_tokens=48))
@@ -279,7 +279,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 6. search ---------------------------------------------------------------------------
     def do_search(d: Path) -> None:
-        from ..selfplay.search import SamplingConfig, SearchConfig, run_search
+        from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
 
         seeds = (c_dir / "search_seeds.txt").read_text().splitlines()
         scfg = SearchConfig(strategy="best_of_n", turns=cfg.search_turns, candidates=cfg.candidates,
@@ -294,7 +294,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 7. prefs ----------------------------------------------------------------------------
     def do_prefs(d: Path) -> None:
-        from ..prefs import PrefsConfig, run_prefs
+        from sage_dialog.stages.prefs import PrefsConfig, run_prefs
 
         counts = run_prefs(s_dir / "out" / "trees", d, PrefsConfig.model_validate({"min_margin": cfg.min_margin, "negatives": cfg.negatives}))
         io.write_json(d / "counts.json", counts)
@@ -303,7 +303,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 8. M2 -------------------------------------------------------------------------------
     def do_rft(d: Path) -> None:
-        from ..train.sft import train_sft
+        from sage_dialog.train.sft import train_sft
 
         train_sft(_sft_config(m1, p_dir / "best_paths.jsonl", _final_model(d), epochs=cfg.rft_epochs,
                               lr=cfg.rft_lr, batch=cfg.batch_size, seed=cfg.seed))
@@ -313,8 +313,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 9. DPO ------------------------------------------------------------------------------
     def do_dpo(d: Path) -> None:
-        from ..train.config import DPORunConfig
-        from ..train.dpo import train_dpo
+        from sage_dialog.train.config import DPORunConfig
+        from sage_dialog.train.dpo import train_dpo
 
         dcfg = DPORunConfig.model_validate({
             "model": {"name_or_path": str(m2)},
@@ -333,8 +333,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 10. eval ----------------------------------------------------------------------------
     def do_eval(d: Path) -> None:
-        from ..backends.base import SamplingParams
-        from ..selfplay.rollout import play_dialogs
+        from sage_dialog.backends.base import SamplingParams
+        from sage_dialog.stages.search.rollout import play_dialogs
 
         seeds = (c_dir / "eval_seeds.txt").read_text().splitlines()
         sampling = SamplingParams(temperature=cfg.eval_temperature, max_tokens=64)
@@ -352,7 +352,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 11. compare -------------------------------------------------------------------------
     def do_compare(d: Path) -> None:
-        from ..compare import run_compare
+        from sage_dialog.stages.compare.compare import run_compare
 
         report = run_compare(played, [oracle_for("pairwise")], d / "out", n_boot=cfg.n_boot, seed=cfg.seed,
                              title="sage-dialog demo: models against M1 (oracle judge)")
@@ -365,9 +365,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
     # 12. steerability --------------------------------------------------------------------
     def do_steer(d: Path) -> None:
-        from ..backends.base import SamplingParams
-        from ..schema import Tags
-        from ..steerability import ClassifierJudge, measure
+        from sage_dialog.backends.base import SamplingParams
+        from sage_dialog.core.schema import Tags
+        from sage_dialog.stages.steerability import ClassifierJudge, measure
 
         contexts = [[{"role": "user", "content": s}] for s in world.seed_openings(cfg.steer_contexts, cfg.seed + 3)]
         actions = [Tags(motivation=a.motivation, emotion=a.emotion) for a in world.ACTIONS.values()]
@@ -389,9 +389,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, log: Callabl
 
 def flipped_conversations(dialogs: Iterable[Dialog]) -> list[dict[str, Any]]:
     """TRL ``messages`` rows that teach a model to play the *user*: the roles flipped exactly as
-    :class:`~sage_dialog.selfplay.simulator.LLMUserSimulator` shows a dialog (user turns as the
+    :class:`~sage_dialog.roles.user_simulator.LLMUserSimulator` shows a dialog (user turns as the
     model's own, assistant replies without tags as the other party's), with no persona prompt."""
-    from ..selfplay.simulator import flipped_messages
+    from sage_dialog.roles.user_simulator import flipped_messages
 
     rows = []
     for d in dialogs:

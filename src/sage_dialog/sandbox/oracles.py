@@ -1,7 +1,7 @@
 """Oracle roles for the sandbox world: they read the text and consult the ground truth.
 
 Each class here is an *oracle*: a stand-in for an LLM role that knows the world's rules exactly. They
-implement the same protocols as the LLM-backed roles (:mod:`sage_dialog.roles`), so every stage runs
+implement the same protocols as the LLM-backed roles (:mod:`sage_dialog.roles.protocols`), so every stage runs
 unchanged on either, and the sandbox can measure what a stage does with a perfect judge. Labels are
 recovered from utterance text through the world's lexicon (:func:`world.read_state`,
 :func:`world.read_action`, :func:`world.read_topic`); no hidden id is ever consulted.
@@ -23,11 +23,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .. import sac
-from ..errors import UserError
-from ..roles import AnnotationResult, PairTask, SelectionTask
-from ..schema import Dialog, SelectionDecision, Tags, Turn, Verdict
-from . import world
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Dialog, SelectionDecision, Tags, Turn, Verdict
+from sage_dialog.roles.protocols import AnnotationResult, PairTask, SelectionTask
+from sage_dialog.sandbox import world
 
 
 def _stable_seed(*parts: object) -> int:

@@ -25,8 +25,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import sac
-from ..schema import Dialog, Tags, Turn
+from sage_dialog.core import sac
+from sage_dialog.core.schema import Dialog, Tags, Turn
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..io import write_json
-from .config import AdapterSection, ModelSection, TrainSection, _RunConfig
-from .templates import has_generation_markers, resolve_template
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import write_json
+from sage_dialog.train.config import AdapterSection, ModelSection, TrainSection, _RunConfig
+from sage_dialog.train.templates import has_generation_markers, resolve_template
 
 log = logging.getLogger(__name__)
 

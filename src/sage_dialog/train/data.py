@@ -2,10 +2,10 @@
 
 Inputs (one JSON object per line):
 
-* SFT: TRL messages (``{"messages": [{"role", "content"}, ...]}``) or our :class:`~sage_dialog.schema.Dialog`
+* SFT: TRL messages (``{"messages": [{"role", "content"}, ...]}``) or our :class:`~sage_dialog.core.schema.Dialog`
   records. A SAC assistant turn's content is its rendered tag blocks followed by the reply.
 * DPO: TRL conversational preference (``{"prompt": [msgs], "chosen": [msg], "rejected": [msg]}``) or
-  our :class:`~sage_dialog.schema.PreferencePair` records.
+  our :class:`~sage_dialog.core.schema.PreferencePair` records.
 
 SFT examples are tokenized here, not by TRL, so that the loss mask can tell the tag blocks of an
 assistant turn from its reply: ``labels`` is ``input_ids`` where the token carries loss and ``-100``
@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .. import sac
-from ..errors import UserError, where
-from ..io import format_validation_error, iter_jsonl_raw
-from ..schema import Dialog, PreferencePair, Turn
-from .templates import has_generation_markers
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.io import format_validation_error, iter_jsonl_raw
+from sage_dialog.core.schema import Dialog, PreferencePair, Turn
+from sage_dialog.train.templates import has_generation_markers
 
 Message = dict[str, str]
 LossOn = Literal["turn", "reply", "tags"]

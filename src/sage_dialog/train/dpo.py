@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..io import finish_manifest, new_manifest, sha256_path
-from .common import (
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
+from sage_dialog.train.common import (
     align_eos,
     check_target_modules,
     common_args,
@@ -32,11 +32,11 @@ from .common import (
     save_template,
     write_run_config,
 )
-from .config import DPORunConfig
-from .data import load_preferences, split_eval
-from .moe import set_zero3_leaf_modules
-from .sft import make_summary
-from .summary import Timer, write_summary
+from sage_dialog.train.config import DPORunConfig
+from sage_dialog.train.data import load_preferences, split_eval
+from sage_dialog.train.moe import set_zero3_leaf_modules
+from sage_dialog.train.sft import make_summary
+from sage_dialog.train.summary import Timer, write_summary
 
 log = logging.getLogger(__name__)
 

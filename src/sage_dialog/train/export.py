@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

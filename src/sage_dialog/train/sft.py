@@ -2,7 +2,7 @@
 
 Example::
 
-    from sage_dialog.config import load_config
+    from sage_dialog.core.config import load_config
     from sage_dialog.train.config import SFTRunConfig
     from sage_dialog.train.sft import train_sft
 
@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..io import finish_manifest, new_manifest, sha256_path
-from .common import (
+from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
+from sage_dialog.train.common import (
     align_eos,
     check_target_modules,
     common_args,
@@ -30,10 +30,10 @@ from .common import (
     save_template,
     write_run_config,
 )
-from .config import SFTRunConfig
-from .data import build_sft_dataset, load_sft_messages, split_eval
-from .moe import set_zero3_leaf_modules
-from .summary import Timer, TrainingSummary, losses, write_summary
+from sage_dialog.train.config import SFTRunConfig
+from sage_dialog.train.data import build_sft_dataset, load_sft_messages, split_eval
+from sage_dialog.train.moe import set_zero3_leaf_modules
+from sage_dialog.train.summary import Timer, TrainingSummary, losses, write_summary
 
 log = logging.getLogger(__name__)
 

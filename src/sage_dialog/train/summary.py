@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ..io import write_json
+from sage_dialog.core.io import write_json
 
 SUMMARY_FILE = "training_summary.json"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UserError
+from sage_dialog.core.errors import UserError
 
 CHATML = (
     "{%- for message in messages %}"

@@ -1,0 +1,267 @@
+"""JSON / JSONL reading and writing, atomic outputs, run directories and manifests.
+
+* Readers stream JSONL line by line and validate each record against a pydantic model; every
+  problem is reported with file, record (1-based line) and field, as a :class:`UserError`.
+* Writers never leave a half-written file where a whole one is expected: they write to a temporary
+  file in the same folder and rename it (``atomic_write``), or append whole lines to a journal that
+  is read back up to its last complete line (``JsonlJournal``), which is how stages resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.schema import Manifest, utc_now
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(path: object, record: object, err: ValidationError) -> list[str]:
+    """One line per pydantic error, naming file, record and the dotted field path."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        lines.append(f"{where(path, record, loc or None)}: {e['msg']}")
+    return lines
+
+
+def _open_text(path: Path) -> IO[str]:
+    try:
+        return path.open("r", encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a file") from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` (1-based, line end removed), streaming; a byte that is not
+    UTF-8 is a :class:`UserError` naming the file and line."""
+    p = Path(path)
+    with _open_text(p) as fh:
+        lineno = 0
+        while True:
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError as e:
+                raise UserError(f"{where(p, lineno + 1)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if not line:
+                return
+            lineno += 1
+            yield lineno, line.rstrip("\r\n")
+
+
+def iter_jsonl_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, parsed_json)`` for each non-blank line, streaming."""
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+
+
+def read_jsonl(path: str | Path, model: type[M], *, allow_empty: bool = False) -> Iterator[M]:
+    """Stream records of ``model`` from a JSONL file; raise :class:`UserError` on the first bad one."""
+    n = 0
+    for lineno, obj in iter_jsonl_raw(path):
+        try:
+            yield model.model_validate(obj)
+        except ValidationError as e:
+            raise UserError(format_validation_error(path, lineno, e)) from None
+        n += 1
+    if n == 0 and not allow_empty:
+        raise UserError(f"{path}: empty file, expected JSONL records")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a whole JSON document with errors that name the file (use for small JSON files only)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        raise UserError(f"{p}: empty file, expected JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+
+
+def dumps(obj: Any) -> str:
+    """Compact, stable JSON for one record (pydantic models are dumped without None-valued noise)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", exclude_none=True)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write ``path`` through a temporary sibling that is renamed into place only on success."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, records: Iterable[Any]) -> int:
+    """Atomically write records (models or plain objects) one per line; return how many."""
+    n = 0
+    with atomic_write(path) as fh:
+        for r in records:
+            fh.write(dumps(r) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+    """Atomically write one JSON document."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", exclude_none=True)
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=indent)
+        fh.write("\n")
+
+
+class JsonlJournal:
+    """Append-only JSONL for resumable stages: whole lines only, a torn last line is ignored.
+
+    ``load()`` returns the records written so far (and truncates a torn tail so appends stay
+    line-aligned); ``append()`` writes and flushes one record at a time.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh: IO[str] | None = None
+
+    def load(self) -> list[Any]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        good_end = data.rfind(b"\n") + 1
+        if good_end < len(data):
+            with self.path.open("r+b") as fh:
+                fh.truncate(good_end)
+        out = []
+        for line in data[:good_end].decode("utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def append(self, record: Any) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._fh.write(dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> JsonlJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# hashing and manifests
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    """Content hash of a file, or of a folder (relative names and contents, sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def package_versions(names: Iterable[str] = ("sage-dialog", "torch", "transformers", "trl", "peft", "vllm")) -> dict[str, str]:
+    out = {}
+    for n in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[n] = metadata.version(n)
+    return out
+
+
+def git_revision(cwd: str | Path | None = None) -> str | None:
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None
+
+
+def new_manifest(stage: str, config: dict[str, Any], *, seed: int | None = None, inputs: dict[str, str] | None = None) -> Manifest:
+    """A manifest for a stage about to run (call :func:`finish_manifest` when it is done)."""
+    return Manifest(
+        stage=stage,
+        config=config,
+        config_hash=stable_hash(config),
+        inputs=inputs or {},
+        versions=package_versions(),
+        git_revision=git_revision(Path(__file__).parent),
+        seed=seed,
+    )
+
+
+def finish_manifest(manifest: Manifest, out_dir: str | Path, **fields: Any) -> Path:
+    """Stamp the finish time and write ``manifest.json`` into ``out_dir`` atomically."""
+    manifest.finished = utc_now()
+    for k, val in fields.items():
+        setattr(manifest, k, val)
+    path = Path(out_dir) / "manifest.json"
+    write_json(path, manifest)
+    return path

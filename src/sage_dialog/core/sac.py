@@ -1,0 +1,291 @@
+"""The State-Action Chain text codec (FORMATS.md section 1).
+
+A SAC assistant turn is ``{u_motivation: .., u_emotion: .., u_topic: [..]} {a_motivation: ..,
+a_emotion: .., a_topic: [..]} reply``. This module turns such text into typed :class:`Tags` and back:
+
+* :func:`parse` is tolerant (spaces, missing keys, ``null``, unknown keys, quotes, both key
+  spellings) and never eats reply text: only leading ``{...}`` groups whose every item is a
+  ``key: value`` pair are taken as tag blocks; everything from the first other character on is reply.
+* :func:`render_block` / :func:`render_turn` write canonical short keys in canonical order.
+* :func:`steering_prefill` gives the text an assistant turn is prefilled with to force an action.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sage_dialog.core.schema import Tags, TagValue
+
+BlockKind = Literal["state", "action", "plain"]
+
+# canonical field name -> accepted spellings, per kind of block
+_KEYS: dict[BlockKind, dict[str, tuple[str, ...]]] = {
+    "state": {
+        "motivation": ("u_motivation", "user_motivation"),
+        "emotion": ("u_emotion", "user_emotion"),
+        "topic": ("u_topic", "user_topic", "u_topics", "user_topics"),
+    },
+    "action": {
+        "motivation": ("a_motivation", "assistant_motivation"),
+        "emotion": ("a_emotion", "assistant_emotion"),
+        "topic": ("a_topic", "assistant_topic", "a_topics", "assistant_topics"),
+    },
+    "plain": {
+        "motivation": ("motivation",),
+        "emotion": ("emotion",),
+        "topic": ("topic", "topics"),
+    },
+}
+_PREFIX: dict[BlockKind, str] = {"state": "u_", "action": "a_", "plain": ""}
+_LOOKUP: dict[str, tuple[BlockKind, str]] = {
+    spelling: (kind, canon) for kind, m in _KEYS.items() for canon, spellings in m.items() for spelling in spellings
+}
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\- ]*$")
+# characters that would break the block syntax if they appeared inside a value
+_FORBIDDEN = set("{}[],:\n\r")
+
+
+class SacError(ValueError):
+    """A value cannot be rendered into SAC syntax."""
+
+
+@dataclass
+class ParsedTurn:
+    """The result of :func:`parse`: tag blocks found before the reply, and the reply itself."""
+
+    reply: str
+    state: Tags | None = None
+    action: Tags | None = None
+    plain: Tags | None = None
+    blocks: list[tuple[BlockKind, Tags]] = field(default_factory=list)
+
+    @property
+    def has_tags(self) -> bool:
+        return bool(self.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def _split_top(s: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside square brackets."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in s:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _unquote(s: str) -> str:
+    s = s.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1].strip()
+    return s
+
+
+def _parse_value(raw: str) -> TagValue:
+    v = raw.strip()
+    if v.startswith("[") and v.endswith("]"):
+        inner = v[1:-1]
+        # clean_value: a value read back must be writable again (model output can be malformed)
+        items = [clean_value(_unquote(x)) for x in inner.split(",")]
+        return [x for x in items if x and x.lower() not in ("null", "none")]
+    v = clean_value(_unquote(v))
+    if v.lower() in ("null", "none", ""):
+        return None
+    return v
+
+
+def _parse_block_body(body: str) -> dict[str, TagValue] | None:
+    """``key: value, ...`` -> dict, or None if the body is not a tag block."""
+    if not body.strip():
+        return {}
+    if body.count("[") != body.count("]"):
+        return None
+    out: dict[str, TagValue] = {}
+    for item in _split_top(body):
+        if not item.strip():
+            continue  # tolerate a trailing comma
+        key, sep, value = item.partition(":")
+        key = _unquote(key)
+        if not sep or not _KEY_RE.match(key):
+            return None
+        out[key] = _parse_value(value)
+    return out
+
+
+def _classify(d: dict[str, TagValue]) -> tuple[BlockKind, Tags]:
+    votes = {"state": 0, "action": 0, "plain": 0}
+    for k in d:
+        hit = _LOOKUP.get(k)
+        if hit:
+            votes[hit[0]] += 1
+    kind: BlockKind = max(("state", "action", "plain"), key=lambda k: votes[k])  # ties -> state first
+    if votes[kind] == 0:
+        kind = "plain"
+    fields: dict[str, TagValue] = {}
+    extra: dict[str, TagValue] = {}
+    for k, val in d.items():
+        hit = _LOOKUP.get(k)
+        if hit and hit[0] == kind and hit[1] not in fields:
+            fields[hit[1]] = val
+        else:
+            extra[k] = val
+    topic = fields.get("topic")
+    if isinstance(topic, str):
+        topic = [topic]
+    motivation, emotion = fields.get("motivation"), fields.get("emotion")
+    return kind, Tags(
+        motivation=", ".join(motivation) if isinstance(motivation, list) else motivation,
+        emotion=", ".join(emotion) if isinstance(emotion, list) else emotion,
+        topics=topic,
+        extra=extra,
+    )
+
+
+def parse(text: str) -> ParsedTurn:
+    """Split leading tag blocks from the reply. Text with no tag block comes back unchanged."""
+    pos, n = 0, len(text)
+    blocks: list[tuple[BlockKind, Tags]] = []
+    reply_start = 0
+    while True:
+        i = pos
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n or text[i] != "{":
+            break
+        close = text.find("}", i + 1)
+        if close < 0 or "{" in text[i + 1 : close]:
+            break
+        body = _parse_block_body(text[i + 1 : close])
+        if body is None:
+            break
+        blocks.append(_classify(body))
+        pos = close + 1
+        reply_start = pos
+    if not blocks:
+        return ParsedTurn(reply=text)
+    reply = text[reply_start:]
+    # drop only the separator whitespace between the last block and the reply
+    reply = reply.lstrip(" \t\n\r")
+    parsed = ParsedTurn(reply=reply, blocks=blocks)
+    for kind, tags in blocks:
+        if getattr(parsed, kind) is None:
+            setattr(parsed, kind, tags)
+    return parsed
+
+
+def strip(text: str) -> str:
+    """The reply without its leading tag blocks."""
+    return parse(text).reply
+
+
+def strip_all(text: str) -> str:
+    """Remove every tag block anywhere in the text (the original's transcript conversion)."""
+    out = re.sub(r"\{[^{}]*\}", lambda m: m.group(0) if _parse_block_body(m.group(0)[1:-1]) is None else "", text)
+    return re.sub(r"[ \t]{2,}", " ", out).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def clean_value(value: str) -> str:
+    """Make a free-text label safe for SAC syntax (drops delimiters, squeezes spaces)."""
+    s = "".join(" " if ch in _FORBIDDEN else ch for ch in value)
+    return " ".join(s.split())
+
+
+def _check(value: str, what: str) -> str:
+    bad = _FORBIDDEN.intersection(value)
+    if bad or value != value.strip() or not value or value.lower() in ("null", "none"):
+        raise SacError(f"{what}={value!r} cannot be written as a SAC tag value (use sac.clean_value)")
+    return value
+
+
+def _render_value(v: TagValue, what: str) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, list):
+        return "[" + ", ".join(_check(x, what) for x in v) + "]"
+    return _check(v, what)
+
+
+def render_block(tags: Tags | None, kind: BlockKind) -> str:
+    """``{u_motivation: x, u_emotion: y, u_topic: [a, b]}`` (all three canonical keys, then extras)."""
+    tags = tags or Tags()
+    p = _PREFIX[kind]
+    parts = [
+        f"{p}motivation: {_render_value(tags.motivation, 'motivation')}",
+        f"{p}emotion: {_render_value(tags.emotion, 'emotion')}",
+        f"{p}topic: {_render_value(tags.topics, 'topic')}",
+    ]
+    for k, val in tags.extra.items():
+        if k in _LOOKUP:
+            continue  # a duplicate or other-block key read from malformed model output: the canonical fields win
+        if not _KEY_RE.match(k):
+            raise SacError(f"extra key {k!r} cannot be written as a SAC tag key")
+        parts.append(f"{k}: {_render_value(val, k)}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def render_turn(reply: str, *, state: Tags | None = None, action: Tags | None = None) -> str:
+    """A SAC assistant turn: state block, action block (each only if given), then the reply."""
+    blocks = []
+    if state is not None:
+        blocks.append(render_block(state, "state"))
+    if action is not None:
+        blocks.append(render_block(action, "action"))
+    return " ".join([*blocks, reply]) if blocks else reply
+
+
+def render_annotated(reply: str, tags: Tags | None) -> str:
+    """A per-utterance annotated turn: ``{motivation: .., emotion: .., topic: [..]} text``."""
+    return reply if tags is None else f"{render_block(tags, 'plain')} {reply}"
+
+
+def steering_prefill(action: Tags, state: Tags | None = None) -> str:
+    """Text to prefill an assistant turn with so the model continues under a forced action.
+
+    Given fields are written in canonical order. When all three action fields are given the block is
+    closed and the model writes only the reply; otherwise the block is left open after a comma so
+    the model fills in the rest. If ``state`` is None the caller must first let the model write its
+    state block (stop at ``}``) and then append this prefill (see :func:`action_prefill`).
+    """
+    head = render_block(state, "state") + " " if state is not None else ""
+    return head + action_prefill(action)
+
+
+def action_prefill(action: Tags) -> str:
+    """The action part of :func:`steering_prefill`."""
+    parts = []
+    given = action.fields()
+    for canon in ("motivation", "emotion", "topic"):
+        val = given[canon]
+        if val is not None:
+            parts.append(f"a_{canon}: {_render_value(val, canon)}")
+    for k, val in action.extra.items():
+        parts.append(f"{k}: {_render_value(val, k)}")
+    complete = all(given[c] is not None for c in ("motivation", "emotion", "topic"))
+    if complete:
+        return "{" + ", ".join(parts) + "} "
+    return "{" + "".join(p + ", " for p in parts)
+
+
+def tag_diff(a: Tags | None, b: Tags | None) -> list[str]:
+    """Names of canonical fields whose values differ between two tag sets."""
+    fa, fb = (a or Tags()).fields(), (b or Tags()).fields()
+    return [k for k in ("motivation", "emotion", "topic") if fa[k] != fb[k]]

@@ -1,0 +1,1 @@
+"""Talking to a model: terminal chat, web UI and an OpenAI-compatible server."""

@@ -1,0 +1,1 @@
+"""The stage runner and the SAGE loop built on it (``sage-dialog run``)."""

@@ -1,0 +1,309 @@
+"""The SAGE loop as stages of one run directory (the ``sage-dialog run`` command).
+
+``annotate -> chain -> mix -> sft`` gives M1; then ``rounds`` times ``search-rK -> prefs-rK -> sft-rK``
+(rejection-sampling fine-tuning on the best paths) gives M2, M3, ...; then ``search -> prefs -> dpo``
+and ``compare`` of every model. Each stage calls the same Python API as its own command and is
+skipped when its config and inputs are unchanged (see :mod:`sage_dialog.pipeline.runner`).
+
+Every model a stage produces is a plain model folder (``<stage>/model``: a LoRA adapter is merged),
+so any backend can serve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sage_dialog.backends.base import BackendConfig
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import format_validation_error, write_json
+from sage_dialog.pipeline.runner import Stage, StageContext
+from sage_dialog.roles.factory import BackendPool, make_selector, make_user
+
+RoleSpec = str  # a backend spec (hf:PATH, openai:MODEL, ...) or "oracle" (the sandbox world's oracle)
+
+
+class SearchStage(BaseModel):
+    """The search stages: where seeds come from, who plays the user and who judges, and the search itself."""
+
+    model_config = ConfigDict(extra="forbid")
+    seeds: Path = Field(description="seed utterances: .txt lines, .jsonl or an EmpatheticDialogues .csv")
+    max_seeds: int | None = Field(None, ge=1)
+    user: RoleSpec = Field("oracle", description='user simulator: a backend spec, "oracle" or "assistant"')
+    judge: RoleSpec = Field("oracle", description='selector judge: a backend spec, "oracle" or "assistant"')
+    judge_mode: Literal["generate", "logprob"] = "generate"
+    criteria: str = "companion"
+    config: dict[str, Any] = Field(default_factory=dict, description="SearchConfig fields (turns, candidates, ...)")
+
+
+class LoopConfig(BaseModel):
+    """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_dir: Path
+    seed: int = 0
+    base_model: str = Field(description="hub id or local folder of the model to fine-tune into M1")
+    raw: list[Path] = Field(description="dialog files to annotate (any readable dialog format)")
+    prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
+    annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
+    mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
+    rounds: int = Field(1, ge=0, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
+    rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
+    search: SearchStage
+    prefs: dict[str, Any] = Field(default_factory=dict, description="PrefsConfig fields")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="DPO run config except the model, data.train, output_dir")
+    compare: dict[str, Any] = Field(default_factory=dict,
+                                    description="CompareConfig fields except out/models (seeds default to search's)")
+    launcher: list[str] | None = Field(
+        None, description="command that runs the training stages in their own processes, e.g. "
+        "[accelerate, launch, --config_file, CONFIG] for DeepSpeed/FSDP on many GPUs; null: in-process")
+    provider: Literal["hf", "vllm"] = Field("hf", description="backend that serves the loop's own models")
+    backend_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="options of the backends serving the loop's own models")
+    cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
+
+    def cache_path(self) -> str:
+        return self.cache or str(self.run_dir / "cache.sqlite")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any], section: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(f"config section {section}", None, e)) from None
+
+
+def _role(spec: str, assistant: str) -> str:
+    """``assistant`` names the model being improved; anything else is a backend spec or ``oracle``."""
+    return assistant if spec == "assistant" else spec
+
+
+# ---------------------------------------------------------------------------------------------
+# stage functions
+
+
+def _model_dir(stage_dir: Path) -> Path:
+    return stage_dir / "model"
+
+
+def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    from sage_dialog.stages import annotate
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        done = 0
+        for i, raw in enumerate(cfg.raw):
+            acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
+                                                        "output": ctx.out_dir / f"annotated-{i}.jsonl",
+                                                        "cache": cfg.annotate.get("cache", cfg.cache_path())},
+                              "annotate")
+            annotate.run(acfg, quiet=True)
+            done += 1
+        return {"files": done}
+
+    return fn
+
+
+def _chain(ctx: StageContext) -> dict[str, Any]:
+    from sage_dialog.stages.chain import chain_file
+
+    n = 0
+    for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl")):
+        if f.name.endswith((".rejects.jsonl", ".summary.json")):
+            continue
+        chain_file(f, ctx.out_dir / f.name.replace("annotated", "chained"))
+        n += 1
+    return {"files": n}
+
+
+def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    from sage_dialog.stages import mix
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        files = sorted(ctx.dir_of("chain").glob("chained-*.jsonl"))
+        spec = {str(f.resolve()): {"prompt": cfg.prompt} for f in files}
+        write_json(ctx.out_dir / "data_spec.json", spec)
+        mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": ctx.out_dir / "data_spec.json",
+                                          "output": ctx.out_dir}, "mix")
+        mix.run(mcfg, warn=lambda _m: None)
+        return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
+
+    return fn
+
+
+def _launch(launcher: list[str], kind: str, rcfg: BaseModel, out_dir: Path) -> Path:
+    """Run ``sage-dialog train KIND`` under ``launcher`` (accelerate, torchrun, ...) in a new process."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg_file = out_dir / f"{kind}.yaml"
+    cfg_file.write_text(yaml.safe_dump(rcfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    cmd = [*launcher, "-m", "sage_dialog", "train", kind, str(cfg_file)]
+    if launcher[0] == "python":
+        cmd[0] = sys.executable
+    res = subprocess.run(cmd, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {res.returncode}")
+    return Path(rcfg.output_dir)  # type: ignore[attr-defined]
+
+
+def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any], base_of: Any, data_of: Any,
+           label: str):  # type: ignore[no-untyped-def]
+    """An SFT or DPO stage: train from ``base_of(ctx)`` on ``data_of(ctx)``, merge into ``model/``."""
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.train.config import DPORunConfig, SFTRunConfig
+        from sage_dialog.train.export import export_model, is_adapter
+
+        data: dict[str, Any] = {"train": str(data_of(ctx))}
+        valid = Path(data["train"]).with_name("valid.jsonl")
+        if kind == "sft" and valid.exists() and "eval_fraction" not in section.get("data", {}):
+            data["eval"] = str(valid)
+        raw = _merge(section, {"model": {"name_or_path": str(base_of(ctx))}, "data": data,
+                               "output_dir": str(ctx.out_dir / "train")})
+        model_cls = SFTRunConfig if kind == "sft" else DPORunConfig
+        rcfg = _validated(model_cls, raw, label)
+        if cfg.launcher:
+            out = _launch(cfg.launcher, kind, rcfg, ctx.out_dir)
+        elif kind == "sft":
+            from sage_dialog.train.sft import train_sft
+
+            out = train_sft(rcfg)
+        else:
+            from sage_dialog.train.dpo import train_dpo
+
+            out = train_dpo(rcfg)
+        if is_adapter(out):
+            export_model(out, _model_dir(ctx.out_dir))
+        else:
+            out.rename(_model_dir(ctx.out_dir))
+        from sage_dialog.core.io import read_json
+        from sage_dialog.train.summary import SUMMARY_FILE
+
+        trained = out if out.exists() else _model_dir(ctx.out_dir)
+        s = read_json(trained / SUMMARY_FILE)
+        return {k: s[k] for k in ("steps", "final_train_loss", "final_eval_loss", "tokens_per_s") if s.get(k) is not None}
+
+    return fn
+
+
+def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages.search.search import SearchConfig, run_search
+        from sage_dialog.stages.search.seeds import read_seed_file
+
+        seeds = read_seed_file(cfg.search.seeds)[: cfg.search.max_seeds]
+        scfg = _validated(SearchConfig, {"seed": cfg.seed, **cfg.search.config}, "search.config")
+        pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
+        spec = f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"
+        st = cfg.search
+        try:
+            assistant = pool.get(spec)
+            user = make_user(_role(st.user, spec), pool, seed=cfg.seed)
+            selector = make_selector(_role(st.judge, spec), pool, criteria=st.criteria, mode=st.judge_mode)
+            run_search(assistant, user, selector, seeds, scfg, ctx.out_dir)
+        finally:
+            asyncio.run(pool.aclose())
+        return {"seeds": len(seeds)}
+
+    return fn
+
+
+def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+
+        pcfg = _validated(PrefsConfig, cfg.prefs, "prefs")
+        return run_prefs(ctx.dir_of(search_stage) / "trees", ctx.out_dir, pcfg)
+
+    return fn
+
+
+def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages.compare import compare
+
+        specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
+                 for name, stage in models.items()}
+        data = {"seeds": str(cfg.search.seeds), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
+                "cache": cfg.cache_path(), **cfg.compare, "out": str(ctx.out_dir), "models": specs}
+        ccfg = _validated(compare.CompareConfig, data, "compare")
+        compare.run(ccfg, progress=False)
+        return {"models": len(models)}
+
+    return fn
+
+
+def check_sections(cfg: LoopConfig) -> None:
+    """Validate every stage section now, so a typo stops the run before any stage starts."""
+    from sage_dialog.stages import annotate, mix
+    from sage_dialog.stages.compare import compare
+    from sage_dialog.stages.prefs import PrefsConfig
+    from sage_dialog.stages.search.search import SearchConfig
+    from sage_dialog.train.config import DPORunConfig, SFTRunConfig
+
+    here = Path(".")
+    _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": here, "output": here}, "annotate")
+    _validated(mix.MixConfig, {**cfg.mix, "spec": here, "output": here}, "mix")
+    placeholders = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "output_dir": "o"}
+    for name, section, model in (("sft", cfg.sft, SFTRunConfig), ("rft", cfg.rft or {}, SFTRunConfig),
+                                 ("dpo", cfg.dpo, DPORunConfig)):
+        _validated(model, _merge(section, placeholders), name)
+    _validated(SearchConfig, cfg.search.config, "search.config")
+    _validated(PrefsConfig, cfg.prefs, "prefs")
+    _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
+
+
+def build_stages(cfg: LoopConfig) -> list[Stage]:
+    """The loop's stages in order, each with the config slice its fingerprint covers."""
+    check_sections(cfg)
+    dump = cfg.model_dump(mode="json")
+    common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options,
+              "launcher": cfg.launcher}
+    stages = [
+        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw)),
+        Stage("chain", _chain, {}, deps=["annotate"]),
+        Stage("mix", _mix(cfg), {**common, "mix": dump["mix"], "prompt": cfg.prompt}, deps=["chain"]),
+        Stage("sft", _train(cfg, "sft", cfg.sft, lambda _c: cfg.base_model, lambda c: c.dir_of("mix") / "train.jsonl",
+                            "sft"), {**common, "sft": dump["sft"], "base": cfg.base_model}, deps=["mix"]),
+    ]
+    models = {"M1": "sft"}
+    last = "sft"
+    search_cfg = {**common, "search": dump["search"], "seeds_content": str(cfg.search.seeds)}
+    rft = cfg.rft if cfg.rft is not None else cfg.sft
+    for r in range(1, cfg.rounds + 1):
+        s, p, t = f"search-r{r}", f"prefs-r{r}", f"sft-r{r}"
+        stages += [
+            Stage(s, _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
+            Stage(p, _prefs(cfg, s), {"prefs": dump["prefs"]}, deps=[s]),
+            Stage(t, _train(cfg, "sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
+                            lambda c, p=p: c.dir_of(p) / "best_paths.trl.jsonl", "rft"),
+                  {**common, "rft": rft}, deps=[last, p]),
+        ]
+        last = t
+        models[f"M{r + 1}"] = t
+    stages += [
+        Stage("search", _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
+        Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
+        Stage("dpo", _train(cfg, "dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
+                            lambda c: c.dir_of("prefs") / "pairs.trl.jsonl", "dpo"),
+              {**common, "dpo": dump["dpo"]}, deps=[last, "prefs"]),
+    ]
+    models["DPO"] = "dpo"
+    stages.append(Stage("compare", _compare(cfg, models), {**common, "compare": dump["compare"],
+                                                           "search": dump["search"]},
+                        deps=list(dict.fromkeys(models.values())), inputs=[cfg.search.seeds]))
+    return stages

@@ -1,0 +1,419 @@
+"""Steerable generation of SAC assistant turns: the core shared by chat, web UI, server and measures.
+
+A model trained on State-Action Chains writes ``{state} {action} reply``. Steering works by
+*prefilling* the assistant turn (:func:`sac.steering_prefill`):
+
+* nothing forced: the model writes everything (one call);
+* a forced state: its block is prefilled whole (missing fields are written ``null``);
+* a forced action without a forced state: the model first writes its own state block (stop at
+  ``}``), then the action prefill is appended;
+* a partly forced action (say only ``a_emotion``): the open block is prefilled and the model fills
+  the rest (stop at ``}``); the forced values always win when the block is read back;
+* then the model writes the reply after the closed blocks.
+
+Every step is one batched ``backend.generate`` call over all candidates. :func:`generate_turns`
+returns parsed :class:`Candidate` objects; :func:`stream_turn` yields the latent as soon as it is
+known and then the reply text piece by piece through :meth:`Backend.stream`: token by token for
+backends that stream (``hf``, ``openai``), otherwise the whole reply is generated and then emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from sage_dialog.backends.base import Backend, ChatRequest, Completion, Message, SamplingParams
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import Tags, Turn
+
+# steering keys accepted in `/steer`, the web panel and the server's `sage_steer` field
+STEER_KEYS: dict[str, tuple[Literal["state", "action"], str]] = {
+    "u_motivation": ("state", "motivation"),
+    "u_emotion": ("state", "emotion"),
+    "u_topic": ("state", "topics"),
+    "a_motivation": ("action", "motivation"),
+    "a_emotion": ("action", "emotion"),
+    "a_topic": ("action", "topics"),
+}
+# a tag block is short: this bounds the calls that only complete one block
+BLOCK_MAX_TOKENS = 64
+
+
+@dataclass
+class Steering:
+    """Fields forced on the next assistant turn. ``None`` means the model chooses."""
+
+    state: Tags | None = None
+    action: Tags | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return (self.state is None or self.state.is_empty()) and (self.action is None or self.action.is_empty())
+
+    def as_dict(self) -> dict[str, str]:
+        """The forced fields as ``{"a_emotion": "playful", "a_topic": "work, exam"}``."""
+        out: dict[str, str] = {}
+        for key, (kind, attr) in STEER_KEYS.items():
+            tags = self.state if kind == "state" else self.action
+            val = getattr(tags, attr) if tags is not None else None
+            if val is not None:
+                out[key] = ", ".join(val) if isinstance(val, list) else val
+        return out
+
+
+def parse_steering(items: Mapping[str, Any] | Iterable[str] | None, *, what: str = "steering") -> Steering:
+    """Build a :class:`Steering` from ``{"a_emotion": "playful"}`` or ``["a_emotion=playful", ...]``.
+
+    ``a_topic`` / ``u_topic`` take a comma-separated list (or a JSON list in a mapping). Empty
+    values are ignored (the model chooses). Unknown keys raise :class:`UserError`.
+    """
+    if items is None:
+        return Steering()
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UserError(f"{what}: {item!r} is not KEY=VALUE (keys: {', '.join(STEER_KEYS)})")
+            pairs.append((key, value))
+    fields: dict[str, dict[str, Any]] = {"state": {}, "action": {}}
+    for key, value in pairs:
+        key = key.strip()
+        if key not in STEER_KEYS:
+            raise UserError(f"{what}: unknown key {key!r} (keys: {', '.join(STEER_KEYS)})")
+        kind, attr = STEER_KEYS[key]
+        if value is None:
+            continue
+        if attr == "topics":
+            raw = value if isinstance(value, list) else str(value).split(",")
+            topics = [sac.clean_value(str(t)) for t in raw]
+            topics = [t for t in topics if t]
+            if topics:
+                fields[kind][attr] = topics
+        else:
+            v = sac.clean_value(str(value))
+            if v and v.lower() not in ("null", "none"):
+                fields[kind][attr] = v
+    return Steering(
+        state=Tags(**fields["state"]) if fields["state"] else None,
+        action=Tags(**fields["action"]) if fields["action"] else None,
+    )
+
+
+@dataclass
+class Candidate:
+    """One generated assistant turn: the full SAC text and what was read out of it."""
+
+    text: str  # the whole assistant turn, prefill included (what goes back into the history)
+    reply: str  # the reply with its tag blocks removed
+    state: Tags | None
+    action: Tags | None
+    finish_reason: str = "stop"
+    tokens_out: int = 0
+    tokens_in: int = 0
+    forced: dict[str, str] = field(default_factory=dict)
+
+    def turn(self) -> Turn:
+        """The candidate as a SAC assistant :class:`Turn`."""
+        return Turn(role="assistant", text=self.reply, state=self.state, action=self.action)
+
+    def latent(self) -> dict[str, Any]:
+        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON."""
+        return {
+            "state": self.state.model_dump(exclude_defaults=True) if self.state is not None else None,
+            "action": self.action.model_dump(exclude_defaults=True) if self.action is not None else None,
+        }
+
+
+def format_tags(tags: Tags | None) -> str:
+    """Human-readable tags: ``motivation joke · emotion playful · topics work, exam``."""
+    if tags is None or tags.is_empty():
+        return "(none)"
+    parts = []
+    if tags.motivation is not None:
+        parts.append(f"motivation {tags.motivation}")
+    if tags.emotion is not None:
+        parts.append(f"emotion {tags.emotion}")
+    if tags.topics is not None:
+        parts.append("topics " + (", ".join(tags.topics) if tags.topics else "-"))
+    for k, v in tags.extra.items():
+        parts.append(f"{k} {', '.join(v) if isinstance(v, list) else v}")
+    return " · ".join(parts)
+
+
+def history_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> list[Message]:
+    """SAC chat messages for a dialog: assistant turns rendered with their tags, user turns plain."""
+    msgs: list[Message] = []
+    if system_prompt:
+        msgs.append({"role": "system", "content": system_prompt})
+    for t in turns:
+        if t.role == "assistant":
+            msgs.append({"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)})
+        else:
+            msgs.append({"role": t.role, "content": t.text})
+    return msgs
+
+
+# ---------------------------------------------------------------------------------------------
+# the prefill pipeline
+
+
+def _close_block(opened: str, completion: str) -> str:
+    """``opened`` + the model's completion up to its first ``}``, closed."""
+    body = completion.split("}", 1)[0]
+    return opened + body.replace("{", " ") + "}"
+
+
+def _read_block(text: str, kind: Literal["state", "action"], forced: Tags | None) -> Tags:
+    """Read one model-written block; the forced fields override; unreadable -> just the forced ones."""
+    parsed = sac.parse(text)
+    tags = parsed.blocks[0][1] if parsed.blocks else Tags()
+    if forced is not None:
+        upd = {k: v for k, v in forced.model_dump(exclude_defaults=True).items() if k != "extra"}
+        tags = tags.model_copy(update=upd)
+    # values must render: drop what a garbage block cannot carry
+    try:
+        sac.render_block(tags, kind)
+    except sac.SacError:
+        tags = Tags(**{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"})
+    return tags
+
+
+async def _complete_blocks(
+    backend: Backend,
+    messages: Sequence[Message],
+    heads: list[str],
+    opened: list[str],
+    kind: Literal["state", "action"],
+    forced: Tags | None,
+    sampling: SamplingParams,
+) -> list[str]:
+    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``."""
+    block_sampling = replace(sampling, max_tokens=BLOCK_MAX_TOKENS, stop=("}",))
+    reqs = [
+        ChatRequest(messages=list(messages), n=1, sampling=_seeded(block_sampling, i), prefill=h + o)
+        for i, (h, o) in enumerate(zip(heads, opened, strict=True))
+    ]
+    results = await backend.generate(reqs)
+    out = []
+    for h, o, res in zip(heads, opened, results, strict=True):
+        block = _close_block(o, res.completions[0].text if res.completions else "")
+        out.append(h + sac.render_block(_read_block(block, kind, forced), kind) + " ")
+    return out
+
+
+def _seeded(sampling: SamplingParams, i: int) -> SamplingParams:
+    """Different candidates get different seeds (a shared seed would make them identical)."""
+    return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + i)
+
+
+async def build_prefills(
+    backend: Backend,
+    messages: Sequence[Message],
+    steering: Steering | None,
+    n: int,
+    sampling: SamplingParams,
+) -> list[str]:
+    """The text each of ``n`` candidates is prefilled with before the model writes the reply."""
+    steering = steering or Steering()
+    if steering.is_empty:
+        return [""] * n
+    state, action = steering.state, steering.action
+    if state is not None and not state.is_empty():
+        heads = [sac.render_block(state, "state") + " "] * n
+    else:
+        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling)
+    if action is None or action.is_empty():
+        return heads
+    opened = sac.action_prefill(action)
+    if opened.endswith("} "):  # every action field given: nothing for the model to fill in
+        return [h + opened for h in heads]
+    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling)
+
+
+def _candidate(prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None) -> Candidate:
+    full = prefill + text
+    parsed = sac.parse(full)
+    return Candidate(
+        text=full,
+        reply=parsed.reply.strip(),
+        state=parsed.state,
+        action=parsed.action,
+        finish_reason=finish_reason,
+        tokens_out=tokens_out,
+        forced=(steering or Steering()).as_dict(),
+    )
+
+
+async def generate_turns(
+    backend: Backend,
+    messages: Sequence[Message],
+    *,
+    steering: Steering | None = None,
+    n: int = 1,
+    sampling: SamplingParams | None = None,
+) -> list[Candidate]:
+    """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill."""
+    sampling = sampling or SamplingParams()
+    prefills = await build_prefills(backend, messages, steering, n, sampling)
+    if len(set(prefills)) == 1:
+        results = await backend.generate(
+            [ChatRequest(messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None)]
+        )
+        comps = results[0].completions
+        tokens_in = results[0].tokens_in
+    else:
+        reqs = [
+            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None)
+            for i, p in enumerate(prefills)
+        ]
+        results = await backend.generate(reqs)
+        comps = [r.completions[0] for r in results]
+        tokens_in = results[0].tokens_in
+    cands = [
+        _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
+    ]
+    for c in cands:
+        c.tokens_in = tokens_in
+    return cands
+
+
+def generate_turns_sync(backend: Backend, messages: Sequence[Message], **kw: Any) -> list[Candidate]:
+    """:func:`generate_turns` for synchronous callers (no event loop running)."""
+    return asyncio.run(generate_turns(backend, messages, **kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+@dataclass
+class StreamEvent:
+    """One streaming event: ``latent`` (state/action known), ``text`` (a reply piece), ``done``."""
+
+    kind: Literal["latent", "text", "done"]
+    text: str = ""
+    state: Tags | None = None
+    action: Tags | None = None
+    candidate: Candidate | None = None
+
+
+class _TagHold:
+    """Holds back streamed text while it may still be a leading tag block; releases the reply."""
+
+    def __init__(self) -> None:
+        self.buf = ""
+        self.released = 0  # chars of the reply already emitted
+        self.latent_sent = False
+        self.state: Tags | None = None
+        self.action: Tags | None = None
+
+    def feed(self, piece: str, final: bool = False) -> list[StreamEvent]:
+        self.buf += piece
+        if not self.buf.strip() and not final:
+            return []  # nothing yet: the model may still open a tag block
+        parsed = sac.parse(self.buf)
+        head = self.buf.lstrip()
+        if not parsed.has_tags:
+            # an opening brace that has not closed yet may still become a tag block
+            if head.startswith("{") and "}" not in head and not final:
+                return []
+            reply = self.buf.lstrip()
+        else:
+            reply = parsed.reply
+            pending_block = reply.startswith("{") and "}" not in reply
+            if not final and (not reply.strip() or pending_block):
+                return []
+        events: list[StreamEvent] = []
+        if not self.latent_sent:
+            self.latent_sent = True
+            self.state, self.action = parsed.state, parsed.action
+            events.append(StreamEvent("latent", state=parsed.state, action=parsed.action))
+        new = reply[self.released :]
+        if new:
+            self.released = len(reply)
+            events.append(StreamEvent("text", text=new))
+        return events
+
+
+async def stream_turn(
+    backend: Backend,
+    messages: Sequence[Message],
+    *,
+    steering: Steering | None = None,
+    sampling: SamplingParams | None = None,
+    token_stream: bool = True,
+) -> AsyncIterator[StreamEvent]:
+    """Generate one assistant turn, yielding ``latent``, then ``text`` pieces, then ``done``.
+
+    The latent comes first once its blocks are complete (prefilled ones at once); reply text never
+    contains tag blocks. The final ``done`` event carries the parsed :class:`Candidate`.
+    """
+    sampling = sampling or SamplingParams()
+    prefill = (await build_prefills(backend, messages, steering, 1, sampling))[0]
+    hold = _TagHold()
+    for ev in hold.feed(prefill):
+        yield ev
+    request = ChatRequest(messages=list(messages), n=1, sampling=sampling, prefill=prefill or None)
+    pieces: list[str] = []
+    if token_stream:
+        # token by token where the backend can (hf, openai), else one piece; stop strings are cut
+        # by the stream, and leaving this generator early closes it, which stops the generation
+        async with backend.stream(request) as stream:
+            async for piece in stream:
+                pieces.append(piece)
+                for ev in hold.feed(piece):
+                    yield ev
+        comp = stream.completion or Completion("".join(pieces))
+    else:
+        comp = (await backend.generate([request]))[0].completions[0]
+        pieces = [comp.text]
+        for ev in hold.feed(comp.text):
+            yield ev
+    finish, n_tokens = comp.finish_reason, comp.tokens_out
+    for ev in hold.feed("", final=True):
+        yield ev
+    cand = _candidate(prefill, "".join(pieces), finish, n_tokens, steering)
+    yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line helpers shared by chat, webui, serve and steerability
+
+
+def add_model_arguments(parser: Any) -> None:
+    """``--model SPEC``, ``--adapter DIR``, ``--system``, sampling options."""
+    parser.add_argument("--model", "-m", required=True, help="backend spec, e.g. hf:out/sft or openai:NAME")
+    parser.add_argument("--adapter", help="LoRA adapter folder to load on top of an hf: model")
+    parser.add_argument("--system", help="system prompt")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens per reply")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible replies)")
+
+
+def sampling_from_args(args: Any) -> SamplingParams:
+    if args.max_tokens < 1:
+        raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    return SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+    )
+
+
+def backend_from_args(args: Any) -> Backend:
+    """Load the backend named by ``--model`` (with ``--adapter``), failing with a one-line error."""
+    from sage_dialog.backends.base import BackendConfig, load_backend
+
+    options: dict[str, Any] = {}
+    if getattr(args, "adapter", None):
+        if not args.model.startswith("hf:"):
+            raise UserError(f"--adapter works with hf: models only, got --model {args.model}")
+        options["adapter"] = args.adapter
+    return load_backend(BackendConfig(spec=args.model, options=options))

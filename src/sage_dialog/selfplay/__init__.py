@@ -1,1 +1,0 @@
-"""Self-play: user simulator, rollouts and dialog tree search with a judge."""

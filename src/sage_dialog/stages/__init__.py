@@ -1,0 +1,1 @@
+"""The pipeline's stages; each reads and writes files in a run directory."""

@@ -1,0 +1,1 @@
+"""Whole-dialog pairwise comparison of models: play, judge, statistics, report."""

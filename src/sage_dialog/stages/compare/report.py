@@ -1,0 +1,468 @@
+"""The comparison report: ``summary.json``, ``report.md`` and one self-contained ``report.html``.
+
+The HTML page has no external assets (no CDN, no fonts, no scripts): plots are inline SVG drawn
+here - win rates with bootstrap intervals, the outcome split of every pair, the Bradley-Terry
+ranking, each judge's order consistency and position bias, and dialog lengths next to the
+length-controlled win rate. Benchmark results of ``sage-dialog eval`` (``eval_results.json`` in the
+same folder) are added as a table.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_dialog.core import io
+from sage_dialog.core.schema import Dialog, Verdict
+from sage_dialog.stages.compare import stats
+
+GREEN, GREY, RED, PALE, BLUE = "#2e7d32", "#9e9e9e", "#c62828", "#e0e0e0", "#1565c0"
+
+
+@dataclass
+class Report:
+    """What a comparison produced: the statistics and where the files are."""
+
+    out_dir: Path
+    models: list[str]
+    pairs: list[stats.PairStats]
+    judges: list[stats.JudgeConsistency]
+    by_judge: dict[str, list[stats.PairStats]] = field(default_factory=dict)  # only with several judges
+    lengths: list[stats.LengthStats] = field(default_factory=list)
+    ranking: stats.Ranking | None = None
+    evals: dict[str, Any] | None = None
+    title: str = "Model comparison"
+    n_boot: int = 2000
+    seed: int = 0
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.out_dir / "report.md"
+
+    @property
+    def html_path(self) -> Path:
+        return self.out_dir / "report.html"
+
+    def pair(self, a: str, b: str, unit: str = "dialog") -> stats.PairStats:
+        """Statistics of one pair (``a`` against ``b``)."""
+        for p in self.pairs:
+            if (p.model_a, p.model_b, p.unit) == (a, b, unit):
+                return p
+        raise KeyError((a, b, unit))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "models": self.models,
+            "pairs": [asdict(p) for p in self.pairs],
+            "judges": [asdict(j) for j in self.judges],
+            "by_judge": {k: [asdict(p) for p in v] for k, v in self.by_judge.items()},
+            "lengths": [asdict(x) for x in self.lengths],
+            "ranking": asdict(self.ranking) if self.ranking else None,
+            "evals": self.evals,
+        }
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequence[Verdict],
+                 dialogs: dict[str, list[Dialog]] | None, n_boot: int = 2000, seed: int = 0,
+                 title: str = "Model comparison", lengths: list[stats.LengthStats] | None = None) -> Report:
+    """Compute every statistic and write ``summary.json``, ``report.md`` and ``report.html``.
+
+    ``dialogs`` (tags stripped) give the length table; ``lengths`` may be given instead.
+    """
+    out = Path(out_dir)
+    evals_path = out / "eval_results.json"
+    rep = Report(
+        out_dir=out,
+        models=list(models),
+        pairs=stats.pair_stats(verdicts, n_boot=n_boot, seed=seed),
+        judges=stats.judge_consistency(verdicts, seed=seed),
+        by_judge=_by_judge(verdicts, n_boot, seed),
+        lengths=lengths if lengths is not None else (stats.length_stats(dialogs) if dialogs else []),
+        ranking=stats.bradley_terry(models, verdicts, n_boot=max(100, n_boot // 4), seed=seed)
+        if len(models) > 2 else None,
+        evals=io.read_json(evals_path) if evals_path.is_file() else None,
+        title=title,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    write_report(rep)
+    return rep
+
+
+def _by_judge(verdicts: Sequence[Verdict], n_boot: int, seed: int) -> dict[str, list[stats.PairStats]]:
+    """Each judge's own win rates, when several judges vote (do they agree on the direction?)."""
+    names = list(dict.fromkeys(v.judge for v in verdicts))
+    if len(names) < 2:
+        return {}
+    return {j: stats.pair_stats([v for v in verdicts if v.judge == j], n_boot=max(200, n_boot // 4), seed=seed)
+            for j in names}
+
+
+def _judge_rows(rep: Report) -> list[list[Any]]:
+    return [[j, f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
+             f"{_pct(p.ci_low)} – {_pct(p.ci_high)}"] for j, ps in rep.by_judge.items() for p in ps]
+
+
+_JUDGE_HEAD = ["judge", "pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI"]
+
+
+def write_report(rep: Report) -> None:
+    """(Re)write the three report files of ``rep``."""
+    title = rep.title
+    io.write_json(rep.out_dir / "summary.json", _json_safe(rep.to_dict()))
+    with io.atomic_write(rep.markdown_path) as fh:
+        fh.write(render_markdown(rep, title))
+    with io.atomic_write(rep.html_path) as fh:
+        fh.write(render_html(rep, title))
+
+
+def refresh_report(out_dir: str | Path) -> Report | None:
+    """Re-render the report of a comparison folder (after ``sage-dialog eval`` added benchmark results).
+
+    The statistics are recomputed from ``verdicts.jsonl`` with the bootstrap settings recorded in
+    ``summary.json`` (so they come out the same); returns None when the folder holds no comparison.
+    """
+    out = Path(out_dir)
+    if not (out / "summary.json").is_file() or not (out / "verdicts.jsonl").is_file():
+        return None
+    d = io.read_json(out / "summary.json")
+    lengths = [stats.LengthStats(model=x["model"], dialogs=x["dialogs"],
+                                 **{k: math.nan if x.get(k) is None else float(x[k])
+                                    for k in ("mean_words", "median_words", "mean_words_per_turn")})
+               for x in d.get("lengths", [])]
+    return build_report(out, models=d["models"], verdicts=list(io.read_jsonl(out / "verdicts.jsonl", Verdict)),
+                        dialogs=None, lengths=lengths, n_boot=d.get("n_boot", 2000), seed=d.get("seed", 0),
+                        title=d.get("title") or "Model comparison")
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    return ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)]
+
+
+def render_markdown(rep: Report, title: str) -> str:
+    lines = [f"# {title}", "", f"Models: {', '.join(rep.models)}.", ""]
+    lines += ["## Win rates", "",
+              "Win rate of the first model (ties count half, unparsed verdicts are counted but not scored); "
+              "95% interval by bootstrap over seeds. *Consensus* is the original SAGE rule: a seed counts only "
+              "where every judge in both orders agrees (M = agreed tie or unreadable).", ""]
+    lines += md_table(
+        ["pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI", "consensus A/B/M (of seeds)",
+         "length-controlled win rate"],
+        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
+          f"{_pct(p.ci_low)} – {_pct(p.ci_high)}",
+          f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M} ({p.consensus.labels})",
+          (f"{_pct(p.length_controlled.win_rate)} [{_pct(p.length_controlled.ci_low)} – "
+           f"{_pct(p.length_controlled.ci_high)}]") if p.length_controlled else "–"]
+         for p in rep.pairs])
+    lines.append("")
+    if rep.ranking:
+        r = rep.ranking
+        lines += ["## Ranking (Bradley-Terry)", "",
+                  "Strength on the log-odds scale (mean 0); expected win rate against an average model.", ""]
+        order = sorted(range(len(r.models)), key=lambda i: r.rank[i])
+        lines += md_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
+                           [[r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
+                             f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])] for i in order])
+        lines.append("")
+    lines += ["## Judges", "",
+              "Order consistency: with both orders parsed, how often the winner stays the same and how often "
+              "swapping the dialogs flips it. First-shown rate: how often a decisive verdict picks the dialog "
+              "shown first (0.5 = no position bias).", ""]
+    lines += md_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial",
+                        "first-shown rate (95% CI)"],
+                       [[j.judge, j.verdicts, j.unparsed, j.both_orders, _pct(j.consistent_rate), _pct(j.flip_rate),
+                         j.partial, f"{_pct(j.first_rate)} ({_pct(j.first_rate_ci[0])} – {_pct(j.first_rate_ci[1])})"]
+                        for j in rep.judges])
+    lines.append("")
+    if rep.by_judge:
+        lines += ["Win rates by judge:", "", *md_table(_JUDGE_HEAD, _judge_rows(rep)), ""]
+    if rep.lengths:
+        lines += ["## Length", "", "Assistant words per dialog, tags stripped.", ""]
+        lines += md_table(["model", "dialogs", "mean words", "median words", "words per turn"],
+                           [[x.model, x.dialogs, _num(x.mean_words, 1), _num(x.median_words, 1),
+                             _num(x.mean_words_per_turn, 1)] for x in rep.lengths])
+        lines.append("")
+    lc_pairs = [p for p in rep.pairs if p.length_controlled]
+    if lc_pairs:
+        lines += ["Length-controlled view: logistic regression of the outcome on the word difference "
+                  "(win rate at equal length; slope = log-odds per 100 more words), and win rates by which "
+                  "dialog is longer.", ""]
+        rows = []
+        for p in lc_pairs:
+            lc = p.length_controlled
+            assert lc is not None
+            bins = "; ".join(f"{b['bin']}: {_pct(b['win_rate'])} (n={b['n']})" for b in lc.bins)
+            rows.append([f"{p.model_a} vs {p.model_b} ({p.unit})", _pct(p.win_rate), _pct(lc.win_rate),
+                         _num(lc.slope_per_100_words), bins])
+        lines += md_table(["pair", "raw win rate", "at equal length", "slope", "by length"], rows)
+        lines.append("")
+    if rep.evals:
+        lines += ["## General-ability benchmarks (lm-evaluation-harness)", ""]
+        lines += md_table(["model", "task", "metric", "value", "stderr"], eval_rows(rep.evals))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for model, res in evals.get("models", {}).items():
+        for task, metrics in sorted(res.items()):
+            for metric, val in sorted(metrics.items()):
+                if metric.endswith("_stderr") or not isinstance(val, int | float):
+                    continue
+                err = metrics.get(f"{metric}_stderr")
+                rows.append([model, task, metric, _num(float(val), 4),
+                             _num(float(err), 4) if isinstance(err, int | float) else "–"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG plots
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def forest_svg(rows: Sequence[tuple[str, float, float, float]], *, lo: float, hi: float, ref: float | None,
+               title: str, fmt: str = "pct", color: str = BLUE) -> str:
+    """Point estimates with interval whiskers on a shared axis, one row per label."""
+    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    h = top + row_h * len(rows) + 30
+    w = label_w + plot_w + 90
+    x = lambda v: label_w + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w  # noqa: E731
+    show = (lambda v: _pct(v)) if fmt == "pct" else (lambda v: _num(v))
+    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
+             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        parts.append(f'<line x1="{x(v):.1f}" y1="{top - 6}" x2="{x(v):.1f}" y2="{h - 24}" stroke="#eee"/>'
+                     f'<text x="{x(v):.1f}" y="{h - 8}" text-anchor="middle" class="tick">{_e(show(v))}</text>')
+    if ref is not None:
+        parts.append(f'<line x1="{x(ref):.1f}" y1="{top - 8}" x2="{x(ref):.1f}" y2="{h - 24}" stroke="#555" '
+                     f'stroke-dasharray="4 3"/>')
+    for i, (label, est, a, b) in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>')
+        if not math.isnan(a) and not math.isnan(b):
+            parts.append(f'<line class="ci" x1="{x(a):.1f}" y1="{y:.1f}" x2="{x(b):.1f}" y2="{y:.1f}" '
+                         f'stroke="{color}" stroke-width="3"/>')
+            for v in (a, b):
+                parts.append(f'<line x1="{x(v):.1f}" y1="{y - 6:.1f}" x2="{x(v):.1f}" y2="{y + 6:.1f}" '
+                             f'stroke="{color}" stroke-width="2"/>')
+        if not math.isnan(est):
+            parts.append(f'<circle class="est" cx="{x(est):.1f}" cy="{y:.1f}" r="6" fill="{color}">'
+                         f'<title>{_e(label)}: {_e(show(est))} [{_e(show(a))} – {_e(show(b))}]</title></circle>'
+                         f'<text x="{label_w + plot_w + 8}" y="{y + 4:.1f}" class="val">{_e(show(est))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def stacked_svg(rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]], *, title: str) -> str:
+    """100%-stacked horizontal bars: each row is ``(label, [(count, color, name), ...])``."""
+    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    names: dict[str, str] = {}
+    for _, segs in rows:
+        for _, color, name in segs:
+            names.setdefault(name, color)
+    h = top + row_h * len(rows) + 34
+    w = label_w + plot_w + 90
+    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
+             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    for i, (label, segs) in enumerate(rows):
+        y = top + row_h * i
+        total = sum(c for c, _, _ in segs) or 1
+        parts.append(f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>')
+        x0 = float(label_w)
+        for count, color, name in segs:
+            wd = count / total * plot_w
+            if wd <= 0:
+                continue
+            parts.append(f'<rect class="bar" x="{x0:.1f}" y="{y + 4}" width="{wd:.1f}" height="{row_h - 8}" '
+                         f'fill="{color}"><title>{_e(label)} – {_e(name)}: {count:g} ({100 * count / total:.1f}%)</title></rect>')
+            if wd > 26:
+                parts.append(f'<text x="{x0 + wd / 2:.1f}" y="{y + row_h / 2 + 4:.1f}" text-anchor="middle" '
+                             f'class="inbar">{count:g}</text>')
+            x0 += wd
+    lx = float(label_w)
+    for name, color in names.items():
+        parts.append(f'<rect x="{lx:.1f}" y="{h - 18}" width="12" height="12" fill="{color}"/>'
+                     f'<text x="{lx + 16:.1f}" y="{h - 8}" class="tick">{_e(name)}</text>')
+        lx += 24 + 7 * len(name)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars_svg(rows: Sequence[tuple[str, float]], *, title: str, unit: str = "") -> str:
+    """Plain horizontal bars (e.g. mean words per model)."""
+    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    vmax = max([v for _, v in rows if not math.isnan(v)] + [1e-9])
+    h = top + row_h * len(rows) + 10
+    w = label_w + plot_w + 90
+    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
+             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    for i, (label, v) in enumerate(rows):
+        y = top + row_h * i
+        wd = 0.0 if math.isnan(v) else v / vmax * plot_w
+        parts.append(f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>'
+                     f'<rect class="bar" x="{label_w}" y="{y + 4}" width="{wd:.1f}" height="{row_h - 8}" fill="{BLUE}">'
+                     f'<title>{_e(label)}: {_num(v, 1)} {_e(unit)}</title></rect>'
+                     f'<text x="{label_w + wd + 6:.1f}" y="{y + row_h / 2 + 4:.1f}" class="val">{_num(v, 1)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#222;
+padding:0 1rem}h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.sub{color:#666}.note{color:#555;font-size:.92rem;max-width:760px}table{border-collapse:collapse;margin:.8rem 0;
+font-size:.9rem}th,td{border:1px solid #ddd;padding:.3rem .55rem;text-align:right}th:first-child,td:first-child
+{text-align:left}th{background:#f5f5f5}svg.plot{display:block;margin:1rem 0;max-width:100%;height:auto}
+.ptitle{font-weight:600;font-size:14px}.lbl{font-size:12px}.tick{font-size:11px;fill:#666}.val{font-size:12px}
+.inbar{font-size:11px;fill:#fff}.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;
+border-radius:8px;padding:.6rem 1rem;min-width:200px}.big{font-size:1.6rem;font-weight:600}
+"""
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+            + "</tbody></table>")
+
+
+def render_html(rep: Report, title: str) -> str:
+    body: list[str] = [f"<h1>{_e(title)}</h1>", f'<p class="sub">Models: {_e(", ".join(rep.models))}</p>']
+    dialog_pairs = [p for p in rep.pairs if p.unit == "dialog"] or rep.pairs
+    cards = []
+    for p in dialog_pairs[:6]:
+        cards.append(f'<div class="card"><div>{_e(p.model_a)} vs {_e(p.model_b)}</div>'
+                     f'<div class="big">{_pct(p.win_rate)}</div>'
+                     f'<div class="sub">95% CI {_pct(p.ci_low)} – {_pct(p.ci_high)}; '
+                     f'{p.seeds} seeds, {p.verdicts} verdicts</div></div>')
+    body.append(f'<div class="cards">{"".join(cards)}</div>')
+
+    body.append('<h2 id="win-rates">Win rates</h2>')
+    body.append('<p class="note">Win rate of the first model of each pair: ties count half, unparsed verdicts are '
+                'counted but not scored. Whiskers are 95% bootstrap intervals over seeds; the dashed line is 50%.</p>')
+    body.append(forest_svg([(f"{p.model_a} vs {p.model_b}" + (" (per turn)" if p.unit == "turn" else ""),
+                             p.win_rate, p.ci_low, p.ci_high) for p in rep.pairs],
+                           lo=0.0, hi=1.0, ref=0.5, title="Win rate of the first model, 95% CI"))
+    body.append(stacked_svg([(f"{p.model_a} vs {p.model_b}" + (" (per turn)" if p.unit == "turn" else ""),
+                              [(p.wins, GREEN, "win"), (p.ties, GREY, "tie"), (p.losses, RED, "loss"),
+                               (p.unparsed, PALE, "unparsed")]) for p in rep.pairs],
+                            title="Verdicts: win / tie / loss / unparsed"))
+    body.append('<p class="note">Consensus (the original SAGE rule): a seed counts only where every judge in both '
+                'orders gives the same answer; seeds with disagreement are left out.</p>')
+    body.append(stacked_svg([(f"{p.model_a} vs {p.model_b}" + (" (per turn)" if p.unit == "turn" else ""),
+                              [(p.consensus.A, GREEN, "A wins"), (p.consensus.B, RED, "B wins"),
+                               (p.consensus.M, GREY, "M (tie/unreadable)"),
+                               (p.consensus.disagreed, PALE, "no consensus")]) for p in rep.pairs],
+                            title="Consensus over judges and orders"))
+    body.append(_html_table(
+        ["pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI", "consensus A/B/M", "no consensus"],
+        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
+          f"{_pct(p.ci_low)} – {_pct(p.ci_high)}", f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M}",
+          p.consensus.disagreed] for p in rep.pairs]))
+
+    if rep.ranking:
+        r = rep.ranking
+        order = sorted(range(len(r.models)), key=lambda i: r.rank[i])
+        span = max([abs(v) for v in r.ci_low + r.ci_high if not math.isnan(v)] + [1.0])
+        body.append('<h2 id="ranking">Ranking</h2>')
+        body.append('<p class="note">Bradley-Terry strengths (log-odds, mean 0) with 95% bootstrap intervals over '
+                    'seeds; a model one unit stronger wins about 73% against the other.</p>')
+        body.append(forest_svg([(f"#{r.rank[i]} {r.models[i]}", r.theta[i], r.ci_low[i], r.ci_high[i]) for i in order],
+                               lo=-span * 1.1, hi=span * 1.1, ref=0.0, fmt="num",
+                               title="Bradley-Terry strength, 95% CI"))
+        body.append(_html_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
+                                [[r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
+                                  f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])] for i in order]))
+
+    body.append('<h2 id="judges">Judges</h2>')
+    body.append('<p class="note">Order consistency: the same pair judged in both orders. A consistent judge names the '
+                'same winner; a flip means swapping the dialogs reversed the verdict (position bias). Below, how often '
+                'each judge picks the dialog shown first (50% = unbiased).</p>')
+    body.append(stacked_svg([(j.judge, [(j.consistent, GREEN, "consistent"), (j.partial, GREY, "partial (one tie)"),
+                                        (j.flipped, RED, "flipped")]) for j in rep.judges],
+                            title="Order consistency per judge"))
+    body.append(forest_svg([(j.judge, j.first_rate, j.first_rate_ci[0], j.first_rate_ci[1]) for j in rep.judges],
+                           lo=0.0, hi=1.0, ref=0.5, title="Picks the dialog shown first, 95% CI", color="#6a1b9a"))
+    body.append(_html_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial"],
+                            [[j.judge, j.verdicts, j.unparsed, j.both_orders, _pct(j.consistent_rate),
+                              _pct(j.flip_rate), j.partial] for j in rep.judges]))
+    if rep.by_judge:
+        body.append('<p class="note">Win rates by judge (several judges vote; do they agree?):</p>')
+        body.append(_html_table(_JUDGE_HEAD, _judge_rows(rep)))
+
+    lc_pairs = [p for p in rep.pairs if p.length_controlled]
+    if rep.lengths or lc_pairs:
+        body.append('<h2 id="length">Length</h2>')
+        body.append('<p class="note">LLM judges tend to prefer longer answers. The length-controlled win rate is the '
+                    'win rate at equal length from a logistic regression of the outcome on the word difference.</p>')
+    if rep.lengths:
+        body.append(bars_svg([(x.model, x.mean_words) for x in rep.lengths], title="Assistant words per dialog (mean)",
+                             unit="words"))
+    if lc_pairs:
+        rows: list[tuple[str, float, float, float]] = []
+        for p in lc_pairs:
+            lc = p.length_controlled
+            assert lc is not None
+            name = f"{p.model_a} vs {p.model_b}" + (" (per turn)" if p.unit == "turn" else "")
+            rows += [(f"{name}: raw", p.win_rate, p.ci_low, p.ci_high),
+                     (f"{name}: equal length", lc.win_rate, lc.ci_low, lc.ci_high)]
+        body.append(forest_svg(rows, lo=0.0, hi=1.0, ref=0.5, title="Raw vs length-controlled win rate, 95% CI"))
+        body.append(_html_table(["pair", "slope (log-odds / 100 words)", *[b["bin"] for b in _BIN_NAMES]],
+                                [[f"{p.model_a} vs {p.model_b} ({p.unit})",
+                                  _num(p.length_controlled.slope_per_100_words),  # type: ignore[union-attr]
+                                  *[f"{_pct(b['win_rate'])} (n={b['n']})" for b in p.length_controlled.bins]]  # type: ignore[union-attr]
+                                 for p in lc_pairs]))
+    if rep.evals:
+        body.append('<h2 id="benchmarks">General-ability benchmarks</h2>')
+        body.append(_html_table(["model", "task", "metric", "value", "stderr"], eval_rows(rep.evals)))
+    summary_json = json.dumps(_json_safe(rep.to_dict())).replace("</", "<\\/")  # safe inside <script>
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}"
+            f"<script type=\"application/json\" id=\"summary\">{summary_json}</script>"
+            "</body></html>\n")
+
+
+_BIN_NAMES = [{"bin": name} for name, _, _ in stats._BINS]

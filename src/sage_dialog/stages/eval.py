@@ -1,0 +1,234 @@
+"""General-ability benchmarks through EleutherAI's lm-evaluation-harness (optional extra ``eval``).
+
+The paper checks that fine-tuning keeps general abilities (and measures emotional intelligence with
+EQ-Bench, the harness's ``eqbench`` task). :func:`run_eval` runs any harness task - built-in or a
+YAML task of your own (``include_path``) - on any of our models:
+
+* ``hf:PATH`` backends run through the harness's own transformers model (``HFLM``, with a LoRA
+  adapter if the backend has one): raw-text log-likelihoods exactly as published numbers are made;
+* every other backend (``openai:``, ``vllm:``, a served model...) runs through :class:`BackendLM`,
+  which maps the harness's requests onto our backend protocol: ``generate_until`` ->
+  ``Backend.generate`` (greedy, stop strings), ``loglikelihood`` -> ``Backend.score`` (the
+  continuation scored as the assistant's reply to the context, through the chat template; grouped
+  so all choices of a question are one request). Rolling log-likelihood (perplexity tasks) needs a
+  raw language model and is refused with a clear error.
+
+Results go to ``eval_results.json`` in the output folder, merged per model, and into the comparison
+report of that folder when there is one (``report.md`` / ``report.html``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sage_dialog.backends.base import (
+    Backend,
+    BackendConfig,
+    ChatRequest,
+    SamplingParams,
+    ScoreRequest,
+    load_backend,
+    parse_spec,
+)
+from sage_dialog.core import io
+from sage_dialog.core.errors import UserError
+
+
+class EvalConfig(BaseModel):
+    """What ``sage-dialog eval`` runs. ``models`` maps a display name to a backend spec or config."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: dict[str, str | BackendConfig]
+    tasks: list[str] = Field(min_length=1)
+    include_path: str | None = None  # folder of your own task YAML files
+    out: str = "eval-out"
+    limit: int | None = None  # examples per task (for smoke runs)
+    num_fewshot: int | None = None
+    batch_size: int = 8
+    via: Literal["auto", "harness", "backend"] = "auto"  # harness: lm-eval's HFLM for hf: specs
+    seed: int = 0
+
+
+def _require_lm_eval() -> Any:
+    try:
+        import lm_eval
+    except ImportError:
+        raise UserError("sage-dialog eval needs lm-evaluation-harness: pip install 'sage-dialog[eval]'") from None
+    return lm_eval
+
+
+def _backend_lm_class() -> type:
+    """:class:`BackendLM`, built on first use so that importing this module does not import lm_eval."""
+    global _BACKEND_LM
+    if _BACKEND_LM is not None:
+        return _BACKEND_LM
+    _require_lm_eval()
+    from lm_eval.api.model import LM
+
+    class BackendLMImpl(LM):  # type: ignore[misc]
+        """An lm-eval model on top of one of our backends (see the module docstring)."""
+
+        def __init__(self, backend: Backend, batch_size: int = 8):
+            super().__init__()
+            self.backend = backend
+            self.batch_size = batch_size
+
+        def _run(self, coro: Any) -> Any:
+            return asyncio.run(coro)
+
+        def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            # group the choices of one question (same context) into one scoring request
+            groups: dict[str, list[int]] = {}
+            for i, r in enumerate(requests):
+                groups.setdefault(r.args[0], []).append(i)
+            contexts = list(groups)
+            reqs = [ScoreRequest(messages=[{"role": "user", "content": c}],
+                                 options=[requests[i].args[1] for i in groups[c]]) for c in contexts]
+            results = self._run(self.backend.score(reqs))
+            out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+            for c, res in zip(contexts, results, strict=True):
+                best = res.best
+                for k, i in enumerate(groups[c]):
+                    out[i] = (float(res.logprobs[k]), k == best)
+            return out
+
+        def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
+            raise UserError(f"backend {self.backend.name}: perplexity tasks (loglikelihood_rolling) need a raw "
+                            "language model; run them on an hf: spec")
+
+        def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
+            reqs = []
+            for r in requests:
+                context, kw = r.args
+                until = kw.get("until") or []
+                until = [until] if isinstance(until, str) else list(until)
+                sp = SamplingParams(temperature=float(kw.get("temperature", 0.0)) if kw.get("do_sample") else 0.0,
+                                    max_tokens=int(kw.get("max_gen_toks", 256)), stop=tuple(until))
+                reqs.append(ChatRequest(messages=[{"role": "user", "content": context}], n=1, sampling=sp))
+            results = self._run(self.backend.generate(reqs))
+            out = []
+            for req, res in zip(reqs, results, strict=True):
+                text = res.completions[0].text if res.completions else ""
+                for stop in req.sampling.stop:  # servers may not honour every stop string
+                    text = text.split(stop)[0]
+                out.append(text)
+            return out
+
+    _BACKEND_LM = BackendLMImpl
+    return _BACKEND_LM
+
+
+_BACKEND_LM: type | None = None
+
+
+def backend_lm(backend: Backend, batch_size: int = 8) -> Any:
+    """An lm-eval ``LM`` that runs on ``backend``."""
+    return _backend_lm_class()(backend, batch_size)
+
+
+def _task_names_in(folder: Path) -> set[str]:
+    import yaml
+
+    names: set[str] = set()
+    for f in folder.rglob("*.yaml"):
+        try:
+            d = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(d, dict) and isinstance(d.get("task"), str):
+            names.add(d["task"])
+    return names
+
+
+def _harness_model(spec: str | BackendConfig, cfg: EvalConfig) -> tuple[Any, Backend | None]:
+    bc = spec if isinstance(spec, BackendConfig) else BackendConfig(spec=spec)
+    provider, model = parse_spec(bc.spec)
+    if provider == "hf" and cfg.via in ("auto", "harness"):
+        from lm_eval.models.huggingface import HFLM
+
+        kw: dict[str, Any] = {"pretrained": model, "batch_size": cfg.batch_size}
+        if bc.options.get("adapter"):
+            kw["peft"] = bc.options["adapter"]
+        kw["device"] = bc.options.get("device", "cuda" if _cuda() else "cpu")
+        return HFLM(**kw), None
+    if cfg.via == "harness":
+        raise UserError(f"eval: via=harness works for hf: specs only, not {bc.spec!r}")
+    backend = load_backend(bc)
+    return backend_lm(backend, cfg.batch_size), backend
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _metrics(task_result: dict[str, Any]) -> dict[str, float]:
+    """``{"acc,none": .., "acc_stderr,none": ..}`` -> ``{"acc": .., "acc_stderr": ..}`` (numbers only)."""
+    out: dict[str, float] = {}
+    for k, v in task_result.items():
+        if not isinstance(v, int | float) or isinstance(v, bool) or k.startswith("sample_len"):
+            continue
+        metric, _, filt = k.partition(",")
+        name = metric if filt in ("", "none") else f"{metric}[{filt}]"
+        out[name] = float(v)
+    return out
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """Run every task on every model; merge into ``<out>/eval_results.json``; refresh the report there.
+
+    Returns ``{model name: {task: {metric: value}}}`` for this run.
+    """
+    _require_lm_eval()
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    include = Path(cfg.include_path) if cfg.include_path else None
+    if include is not None and not include.is_dir():
+        raise UserError(f"{include}: no such folder (include_path: a folder of lm-eval task YAML files)")
+    # scanning the harness's thousands of built-in tasks takes a while: skip it when ours suffice
+    only_ours = include is not None and set(cfg.tasks) <= _task_names_in(include)
+    tm = TaskManager(include_path=str(include) if include else None, include_defaults=not only_ours)
+    unknown = [t for t in cfg.tasks if t not in tm.all_tasks]
+    if unknown:
+        raise UserError(f"eval: unknown task(s) {', '.join(unknown)} (see lm-eval --tasks list, or include_path)")
+    out = Path(cfg.out)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name, spec in cfg.models.items():
+        lm, backend = _harness_model(spec, cfg)
+        try:
+            res = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot,
+                                          limit=cfg.limit, task_manager=tm, log_samples=False,
+                                          bootstrap_iters=1000, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+                                          torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+        finally:
+            if backend is not None:
+                asyncio.run(backend.aclose())
+        if res is None:
+            raise RuntimeError("lm-eval returned no results")
+        results[name] = {task: _metrics(r) for task, r in res["results"].items()}
+    path = out / "eval_results.json"
+    merged: dict[str, Any] = io.read_json(path) if path.is_file() else {"models": {}}
+    for name, r in results.items():
+        merged.setdefault("models", {}).setdefault(name, {}).update(r)
+    merged.setdefault("runs", []).append({"models": {k: (v if isinstance(v, str) else v.spec) for k, v in cfg.models.items()},
+                                          "tasks": cfg.tasks, "limit": cfg.limit, "num_fewshot": cfg.num_fewshot})
+    io.write_json(path, merged)
+    from sage_dialog.stages.compare.report import refresh_report
+
+    if refresh_report(out) is None:
+        from sage_dialog.stages.compare.report import eval_rows, md_table
+
+        with io.atomic_write(out / "eval.md") as fh:
+            fh.write("\n".join(["# General-ability benchmarks", "",
+                                *md_table(["model", "task", "metric", "value", "stderr"], eval_rows(merged)), ""]))
+    return results

@@ -1,0 +1,264 @@
+"""Preference pairs and best paths from search trees (the ``prefs`` stage).
+
+At every assistant decision of a search tree the kept candidate is *chosen* and each dropped
+sibling (or the top ``negatives`` of them by judge score, hardest first) is *rejected*, after the
+shared history of the chosen path. The kept path from the root is the *best path*, a dialog for
+rejection-sampling fine-tuning.
+
+Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.SearchNode`) written by
+``sage-dialog search``, or a folder of the original SAGE transcripts with their ``full/`` variant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sage_dialog.core import sac
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import format_validation_error, iter_jsonl_raw, write_jsonl
+from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Turn
+
+OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
+# our names for the preference forms of formats/preferences.py ("sage-comparison" is the original's)
+_FORMS = {"trl": "trl", "llamafactory": "llamafactory", "sage-comparison": "original"}
+
+
+class PrefsConfig(BaseModel):
+    """Options of the prefs stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    negatives: int | None = Field(None, description="rejected candidates per decision (hardest first); all if null")
+    min_margin: float | None = Field(None, description="drop pairs whose judge score margin is below this")
+    history_tags: bool = Field(True, description="keep the SAC tags of assistant turns in the history")
+    dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
+    max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")
+    balance: bool = Field(False, description="cap every seed at the smallest seed's pair count")
+
+
+@dataclass
+class Tree:
+    """The nodes of one search tree, indexed by id and by parent."""
+
+    name: str
+    nodes: dict[str, SearchNode] = field(default_factory=dict)
+    children: dict[str | None, list[SearchNode]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, node: SearchNode) -> None:
+        self.nodes[node.id] = node
+        self.children[node.parent].append(node)
+
+    @property
+    def root(self) -> SearchNode:
+        roots = self.children.get(None, [])
+        if len(roots) != 1:
+            raise UserError(f"tree {self.name}: expected one root node, found {len(roots)}")
+        return roots[0]
+
+    def path_to(self, node: SearchNode) -> list[SearchNode]:
+        out = []
+        cur: SearchNode | None = node
+        while cur is not None:
+            out.append(cur)
+            cur = self.nodes.get(cur.parent) if cur.parent is not None else None
+        return out[::-1]
+
+    def best_path(self) -> list[SearchNode]:
+        """Follow kept children from the root (the highest-scored kept one when several are)."""
+        path = [self.root]
+        while True:
+            kept = [c for c in self.children.get(path[-1].id, []) if c.kept]
+            if not kept:
+                return path
+            path.append(max(kept, key=lambda c: (c.score if c.score is not None else float("-inf"))))
+
+
+def read_trees(source: str | Path) -> list[Tree]:
+    """Read every tree JSONL under ``source`` (a file or a folder, searched recursively)."""
+    src = Path(source)
+    if not src.exists():
+        raise UserError(f"{src}: no such file or folder")
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*.jsonl"))
+    trees: dict[str, Tree] = {}
+    for f in files:
+        for lineno, obj in iter_jsonl_raw(f):
+            if not isinstance(obj, dict) or obj.get("kind") != "node":
+                continue  # best paths, manifests and the like live beside the trees
+            try:
+                node = SearchNode.model_validate(obj)
+            except ValidationError as e:
+                raise UserError(format_validation_error(f, lineno, e)) from None
+            trees.setdefault(node.tree, Tree(node.tree)).add(node)
+    if not trees:
+        raise UserError(f"{src}: no search-tree nodes found (expected JSONL written by `sage-dialog search`)")
+    return list(trees.values())
+
+
+def _turn(node: SearchNode, *, tags: bool) -> Turn:
+    if node.role == "assistant" and tags:
+        return Turn(role="assistant", text=node.text, state=node.state, action=node.action)
+    return Turn(role=node.role, text=node.text)
+
+
+def _margin(chosen: SearchNode, rejected: SearchNode) -> float | None:
+    """Judge score of the chosen candidate minus the rejected one's (None when unscored)."""
+    if chosen.score is None or rejected.score is None:
+        return None
+    return chosen.score - rejected.score
+
+
+def pairs_from_tree(tree: Tree, cfg: PrefsConfig) -> Iterator[PreferencePair]:
+    """One pair per (kept, dropped) assistant candidate at every decision on a kept path."""
+    for parent_id, siblings in tree.children.items():
+        cands = [s for s in siblings if s.role == "assistant"]
+        kept = [s for s in cands if s.kept]
+        dropped = [s for s in cands if not s.kept]
+        if not kept or not dropped or parent_id is None:
+            continue
+        parent = tree.nodes[parent_id]
+        history_nodes = tree.path_to(parent)
+        if not all(n.kept for n in history_nodes):
+            continue  # a decision under a dropped branch (lookahead rollouts) is not on the chosen path
+        history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
+        chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
+        ranked = sorted(dropped, key=lambda c: -(c.score if c.score is not None else float("-inf")))
+        if cfg.negatives is not None:
+            ranked = ranked[: cfg.negatives]
+        for rej in ranked:
+            margin = _margin(chosen, rej)
+            if cfg.min_margin is not None and (margin is None or margin < cfg.min_margin):
+                continue
+            yield PreferencePair(
+                id=f"{tree.name}/{chosen.id}>{rej.id}",
+                history=history,
+                chosen=Turn(role="assistant", text=chosen.text, state=chosen.state, action=chosen.action),
+                rejected=Turn(role="assistant", text=rej.text, state=rej.state, action=rej.action),
+                seed=tree.name,
+                depth=chosen.depth,
+                margin=margin,
+                tag_diff=sac.tag_diff(chosen.action, rej.action),
+                source="search-tree",
+            )
+
+
+def best_path_dialog(tree: Tree) -> Dialog:
+    """The kept path of a tree as a SAC dialog."""
+    turns = [_turn(n, tags=True) for n in tree.best_path()]
+    return Dialog(id=tree.name, turns=turns, meta={"source": "search-tree best path"})
+
+
+def _pair_key(p: PreferencePair) -> str:
+    h = hashlib.sha256()
+    for t in [*p.history, p.chosen, p.rejected]:
+        h.update(t.role.encode())
+        h.update(b"\0")
+        h.update(sac.render_turn(t.text, state=t.state, action=t.action).encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[PreferencePair]:
+    """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept)."""
+    out: list[PreferencePair] = []
+    seen: set[str] = set()
+    for p in pairs:
+        if cfg.dedup:
+            if p.chosen.text.strip() == p.rejected.text.strip() and p.chosen.action == p.rejected.action:
+                continue
+            k = _pair_key(p)
+            if k in seen:
+                continue
+            seen.add(k)
+        out.append(p)
+    per_seed: dict[str, list[PreferencePair]] = defaultdict(list)
+    for p in out:
+        per_seed[p.seed].append(p)
+    cap = cfg.max_per_seed
+    if cfg.balance and per_seed:
+        smallest = min(len(v) for v in per_seed.values())
+        cap = smallest if cap is None else min(cap, smallest)
+    if cap is None:
+        return out
+    keep = {id(p) for v in per_seed.values() for p in v[:cap]}
+    return [p for p in out if id(p) in keep]
+
+
+def build(trees: list[Tree], cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs (refined) and best-path dialogs of ``trees``."""
+    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg)), cfg)
+    paths = [best_path_dialog(t) for t in trees]
+    return pairs, paths
+
+
+def pairs_from_transcript(d: Dialog, cfg: PrefsConfig) -> Iterator[PreferencePair]:
+    """Pairs of one original ``full/`` transcript, as the original comparison builder made them:
+    the chosen path as history and one pair per dropped candidate (the first ``negatives``)."""
+    from sage_dialog.formats.transcripts import dropped_from_meta
+
+    dropped = dropped_from_meta(d)
+    for i, turn in enumerate(d.turns):
+        rejected = dropped.get(i, [])
+        if turn.role != "assistant" or not rejected:
+            continue
+        history = [t if cfg.history_tags or t.role != "assistant" else Turn(role=t.role, text=t.text)
+                   for t in d.turns[:i]]
+        for j, rej in enumerate(rejected[: cfg.negatives] if cfg.negatives is not None else rejected):
+            if cfg.min_margin is not None:
+                continue  # transcripts carry no judge scores, so no pair can show a margin
+            yield PreferencePair(
+                id=f"{d.id}/{i}>{j}",
+                history=history,
+                chosen=turn,
+                rejected=rej,
+                seed=d.id,
+                depth=i,
+                tag_diff=sac.tag_diff(turn.action, rej.action),
+                source="sage-transcript",
+            )
+
+
+def _is_transcript_folder(src: Path) -> bool:
+    return src.is_dir() and (any(src.glob("*.txt")) or (src / "full").is_dir())
+
+
+def load_source(source: str | Path, cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``)."""
+    src = Path(source)
+    if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
+        from sage_dialog.formats.transcripts import read_transcript_dir
+
+        full = read_transcript_dir(src, "full")
+        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg)), cfg)
+        return pairs, [d.model_copy(update={"meta": {"source": "sage-transcript"}}) for d in full]
+    return build(read_trees(src), cfg)
+
+
+def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -> int:
+    """Write pairs as our JSONL or one of the trainer forms of FORMATS.md section 4."""
+    if fmt == "jsonl":
+        return write_jsonl(path, pairs)
+    from sage_dialog.formats.preferences import write_preferences
+
+    return write_preferences(path, pairs, _FORMS[fmt])  # type: ignore[arg-type]
+
+
+def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict[str, int]:
+    """The pipeline's prefs stage: ``pairs.jsonl`` and ``pairs.trl.jsonl`` (DPO), ``best_paths.jsonl``
+    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts."""
+    from sage_dialog.formats.trl import write_trl_sft
+
+    out = Path(out_dir)
+    pairs, paths = load_source(source, cfg)
+    if not pairs:
+        raise UserError(f"{source}: no preference pairs (no decision had a dropped candidate that passed the filters)")
+    write_pairs(out / "pairs.jsonl", pairs, "jsonl")
+    write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
+    write_jsonl(out / "best_paths.jsonl", paths)
+    write_trl_sft(out / "best_paths.trl.jsonl", paths)
+    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs})}

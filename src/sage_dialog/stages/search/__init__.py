@@ -1,0 +1,1 @@
+"""Self-play dialog tree search: seeds, rollouts, strategies, trees."""
