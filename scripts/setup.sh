@@ -29,4 +29,7 @@ if [ "$dev" = 1 ]; then
 else
   "${PIP[@]}" -e ".[all]"
 fi
+# constrained decoding for the hf backend (extra "structured"): xgrammar without triton, which its
+# metadata asks for but only its GPU kernels use (1 GB); apache-tvm-ffi is the dependency it needs
+"${PIP[@]}" apache-tvm-ffi && "${PIP[@]}" --no-deps xgrammar
 echo "sage-dialog is installed in .venv (try: .venv/bin/sage-dialog --help)"

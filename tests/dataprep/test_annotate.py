@@ -17,7 +17,14 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import read_json, read_jsonl, write_jsonl
 from sage_dialog.core.schema import Dialog, Turn
 from sage_dialog.stages import annotate
-from sage_dialog.stages.annotate import AnnotateConfig, LabelSets, LLMAnnotator, answer_schema, check_answer
+from sage_dialog.stages.annotate import (
+    AnnotateConfig,
+    LabelSets,
+    LLMAnnotator,
+    answer_schema,
+    check_answer,
+    dialog_schema,
+)
 
 
 def dlg(id_: str, *texts: str) -> Dialog:
@@ -135,8 +142,9 @@ def test_annotate_with_oracle(tmp_path: Path) -> None:
 def test_annotate_tiny_model_malformed_path(tmp_path: Path, tiny_model: Path) -> None:
     src = tmp_path / "raw.jsonl"
     write_jsonl(src, [D, dlg("d2", "hello there", "hi! how are you?")])
+    # constrained=False: the unconstrained path, where a random model's answers are garbage
     cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"hf:{tiny_model}", max_attempts=2,
-                         max_tokens_per_turn=8)
+                         max_tokens_per_turn=8, backend_options={"constrained": False})
     annotate.run(cfg, quiet=True)
     assert list(read_jsonl(cfg.output, Dialog, allow_empty=True)) == []
     rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
@@ -149,6 +157,46 @@ def test_annotate_tiny_model_malformed_path(tmp_path: Path, tiny_model: Path) ->
     assert sum(man["summary"]["reject_reasons"].values()) == 2
     assert man["usage"]["requests"] == 4 and man["usage"]["model_calls"] == 4
     assert man["usage"]["ledger"]["requests"] == 4 and man["usage"]["ledger"]["cache_hits"] == 0
+
+
+def test_dialog_schema_fixes_count_order_and_role_sets() -> None:
+    labels = LabelSets({("user", "motivation"): ["venting", "asking"], ("assistant", "motivation"): ["Question"],
+                        ("user", "emotion"): ["sad"], ("assistant", "emotion"): ["calm"]})
+    sch = dialog_schema(labels, D, tidy=True)
+    turns = sch["properties"]["turns"]
+    assert turns["minItems"] == turns["maxItems"] == len(D.turns) and turns["items"] is False
+    first, second = turns["prefixItems"][:2]
+    assert first["properties"]["index"] == {"const": 0} and second["properties"]["index"] == {"const": 1}
+    assert first["properties"]["motivation"] == {"enum": ["venting", "asking"]}
+    assert second["properties"]["motivation"] == {"enum": ["Question"]}
+    assert first["properties"]["topics"]["items"]["type"] == "string"  # open set
+    assert "text" in first["required"] and first["additionalProperties"] is False
+
+
+@pytest.mark.slow
+def test_annotate_tiny_model_closed_sets_are_valid_by_construction(tmp_path: Path, tiny_model: Path) -> None:
+    """The random tiny model writes garbage unconstrained; with closed label sets and the hf
+    backend's constrained decoding every label it gives is valid, first time."""
+    pytest.importorskip("xgrammar")
+    sets = {"motivation": ["venting", "asking", "sharing news"], "emotion": ["sad", "happy", "calm"],
+            "topics": ["work", "school", "family"]}
+    for name, values in sets.items():
+        (tmp_path / f"{name}.txt").write_text("\n".join(values) + "\n")
+    src = tmp_path / "raw.jsonl"
+    write_jsonl(src, [D, dlg("d2", "hello there", "hi! how are you?"), dlg("d3", "my cat is sick", "Oh no."),
+                      dlg("d4", "new job!", "Congrats!", "thanks, I start monday")])
+    cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"hf:{tiny_model}",
+                         labels={k: str(tmp_path / f"{k}.txt") for k in sets}, closed="reject", temperature=1.0)
+    annotate.run(cfg, quiet=True)
+    out = list(read_jsonl(cfg.output, Dialog))
+    assert len(out) == 4, cfg.rejects_path().read_text()
+    for d in out:
+        for t in d.turns:
+            tags = t.state if t.role == "user" else t.action
+            assert tags is not None and tags.motivation in sets["motivation"] and tags.emotion in sets["emotion"]
+            assert all(x in sets["topics"] for x in tags.topics or [])
+    summary = read_json(cfg.summary_path())
+    assert summary["summary"]["rejected"] == 0 and summary["usage"]["requests"] == 4  # no repair round
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +317,8 @@ def test_llm_annotator_is_a_role() -> None:
     msgs = ann.messages(D)
     assert msgs[-1]["content"].splitlines()[0] == "[0] user: I failed my exam."
     assert "3 turns, numbered 0 to 2" in msgs[0]["content"]
-    # the answer schema travels with the request, for backends with structured output
-    assert ann._request(D, msgs).json_schema == answer_schema(LabelSets(), tidy=False)
+    # the dialog's answer schema travels with the request, for backends with structured output
+    assert ann._request(D, msgs).json_schema == dialog_schema(LabelSets(), D, tidy=False)
 
 
 def test_annotate_sharegpt_in_and_out(tmp_path: Path) -> None:

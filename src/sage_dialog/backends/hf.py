@@ -17,8 +17,12 @@
   ``TextIteratorStreamer`` in a worker thread, holding the backend's lock (so it never races a
   batch), with the same per-row sampler as :meth:`generate` - a seeded streamed sample is the same
   text as the generated one. Closing the stream stops the generation at the next token.
-* ``json_schema`` on a request is not enforced here (no constrained decoding): callers validate
-  the answer, as the annotator does.
+* ``json_schema`` on a request (without a prefill) constrains decoding to the schema with
+  xgrammar (:mod:`sage_dialog.backends.grammar`, extra ``structured``): a logits processor masks
+  each row's disallowed tokens before the sampler, so rows with and without schemas share a batch,
+  and streaming is constrained the same way. The JSON is compact (no free whitespace). Without
+  xgrammar installed, or with ``constrained=False``, the schema is ignored (one warning) and
+  callers validate, as the annotator always does.
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
   right-padded batches.
 
@@ -27,7 +31,8 @@ Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default)
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
 ``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
-:mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``).
+:mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``),
+``constrained`` (default true: honour ``json_schema`` with xgrammar when it is installed).
 """
 
 from __future__ import annotations
@@ -183,7 +188,7 @@ class _GenPayload:
     first_sample: int
     count: int
     result: Any = field(default=None)
-    json_schema: dict[str, Any] | None = None  # vLLM guided decoding; the hf backend ignores it
+    json_schema: dict[str, Any] | None = None  # constrained decoding (hf: xgrammar; vllm: guided)
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -306,6 +311,7 @@ class HFBackend(Backend):
         linger_ms: float = 2.0,
         num_threads: int | None = None,
         attention: str = "auto",
+        constrained: bool = True,
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -362,9 +368,54 @@ class HFBackend(Backend):
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
         self._identity = local_model_identity(self.provider, model, self.adapter)
+        self.constrained = bool(constrained)
+        self._grammars: Any = None  # grammar.GrammarCache, built on the first schema
 
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """True when a request's ``json_schema`` constrains decoding here (xgrammar installed)."""
+        from sage_dialog.backends import grammar
+
+        return self.constrained and grammar.available()
+
+    def _schema_of(self, req: ChatRequest) -> dict[str, Any] | None:
+        """The schema to enforce for ``req`` (none with a prefill: the answer starts mid-document)."""
+        if req.json_schema is None or req.prefill or not self.constrained:
+            return None
+        if not self.supports_json_schema:
+            if not getattr(self, "_warned_schema", False):
+                self._warned_schema = True
+                log.warning(
+                    "backend %s: json_schema is not enforced (xgrammar is not installed: "
+                    "pip install 'sage-dialog[structured]'); answers are validated only",
+                    self.name,
+                )
+            return None
+        return req.json_schema
+
+    def _matchers(self, schemas: Sequence[dict[str, Any] | None], vocab: int) -> list[Any] | None:
+        """One grammar matcher per row (None for rows without a schema), or None if no row has one."""
+        if not any(s is not None for s in schemas):
+            return None
+        from sage_dialog.backends.grammar import GrammarCache
+
+        if self._grammars is None or self._grammars.vocab_size != vocab:
+            self._grammars = GrammarCache(self.tokenizer, vocab, self.eos_ids)
+        return [self._grammars.matcher(s) if s is not None else None for s in schemas]
+
+    def _processors(self, rows: list[_Row], schemas: Sequence[dict[str, Any] | None], vocab: int) -> list[Any]:
+        """The logits processors of a batch: the grammar mask (if any row has a schema), then the sampler."""
+        procs: list[Any] = []
+        matchers = self._matchers(schemas, vocab)
+        if matchers is not None:
+            from sage_dialog.backends.grammar import grammar_processor
+
+            procs.append(grammar_processor(matchers, vocab))
+        procs.append(_make_sampler(rows, vocab, self.device))
+        return procs
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -378,9 +429,8 @@ class HFBackend(Backend):
             parts = []
             for start in range(0, req.n, self.batch_size):
                 count = min(self.batch_size, req.n - start)
-                parts.append(
-                    self._batcher.submit(_GenPayload(prompt, req.sampling, offset + start, count), count)
-                )
+                payload = _GenPayload(prompt, req.sampling, offset + start, count, json_schema=self._schema_of(req))
+                parts.append(self._batcher.submit(payload, count))
             futures.append(parts)
         out: list[ChatResult] = []
         for parts in futures:
@@ -398,10 +448,12 @@ class HFBackend(Backend):
         lens = [len(ids) for ids in enc["input_ids"]]
         rows: list[_Row] = []
         row_ids: list[list[int]] = []
+        schemas: list[dict[str, Any] | None] = []
         for p, ids in zip(payloads, enc["input_ids"], strict=True):
             for j in range(p.count):
                 rows.append(_Row(p.sampling, p.first_sample + j))
                 row_ids.append(ids)
+                schemas.append(p.json_schema)
         width = max(lens)
         pad = tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in row_ids], device=self.device)
@@ -416,14 +468,14 @@ class HFBackend(Backend):
             eos_token_id=list(self.eos_ids),
         )
         vocab = int(self.lm.get_output_embeddings().weight.shape[0])
-        sampler = _make_sampler(rows, vocab, self.device)
+        procs = self._processors(rows, schemas, vocab)
         stopper = _make_stopper(rows, width, tok, self.device)
         with self._lock, torch.inference_mode():
             out = self.lm.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
                 generation_config=gen_cfg,
-                logits_processor=LogitsProcessorList([sampler]),
+                logits_processor=LogitsProcessorList(procs),
                 stopping_criteria=StoppingCriteriaList([stopper]),
             )
         gen = out[:, width:].tolist()
@@ -472,7 +524,7 @@ class HFBackend(Backend):
         out.tokens_in = len(ids)
         rows = [_Row(sp, request.sample_offset)]
         vocab = int(self.lm.get_output_embeddings().weight.shape[0])
-        sampler = _make_sampler(rows, vocab, self.device)
+        schema = self._schema_of(request)
         stopper = _make_stopper(rows, len(ids), tok, self.device)
         cancel = threading.Event()  # set when the consumer stops: generation ends at the next token
 
@@ -496,12 +548,13 @@ class HFBackend(Backend):
                 with self._lock, torch.inference_mode():  # one forward pass at a time, as in batches
                     if cancel.is_set() or self.lm is None:
                         return
+                    procs = self._processors(rows, [schema], vocab)  # grammars compile under the lock
                     ended = True
                     gen = self.lm.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
                         generation_config=gen_cfg,
-                        logits_processor=LogitsProcessorList([sampler]),
+                        logits_processor=LogitsProcessorList(procs),
                         stopping_criteria=StoppingCriteriaList([stopper, _Cancel()]),
                         streamer=streamer,
                     )

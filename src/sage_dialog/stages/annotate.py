@@ -172,7 +172,37 @@ def answer_model(labels: LabelSets, *, tidy: bool) -> type[BaseModel]:
 
 
 def answer_schema(labels: LabelSets, *, tidy: bool) -> dict[str, Any]:
+    """The JSON schema of any dialog's answer (closed sets as enums over both roles)."""
     return answer_model(labels, tidy=tidy).model_json_schema()
+
+
+def dialog_schema(labels: LabelSets, dialog: Dialog, *, tidy: bool) -> dict[str, Any]:
+    """The answer schema of one dialog: exactly its turns, in order, each with its role's label sets.
+
+    A backend with constrained decoding (``hf`` with xgrammar, ``vllm``, a structured-output
+    server) cannot then write a wrong turn count, a wrong index or a label outside a closed set:
+    with closed sets the answer is valid by construction. Open fields are non-empty strings of at
+    most 60 characters, so a weak model cannot spend the token budget on one label.
+    """
+
+    def value(role: str, fld: str) -> dict[str, Any]:
+        allowed = labels.get(role, fld)
+        return {"enum": list(allowed)} if allowed else {"type": "string", "minLength": 1, "maxLength": 60}
+
+    items = []
+    for i, turn in enumerate(dialog.turns):
+        props: dict[str, Any] = {
+            "index": {"const": i},
+            "motivation": value(turn.role, "motivation"),
+            "emotion": value(turn.role, "emotion"),
+            "topics": {"type": "array", "items": value(turn.role, "topics"), "maxItems": 5},
+        }
+        if tidy:
+            props["text"] = {"type": "string"}
+        items.append({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
+    n = len(items)
+    turns = {"type": "array", "prefixItems": items, "items": False, "minItems": n, "maxItems": n}
+    return {"type": "object", "properties": {"turns": turns}, "required": ["turns"], "additionalProperties": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,8 +457,10 @@ class LLMAnnotator:
         if self.tidy:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
-        # structured output / guided decoding where the backend has it; the answer is validated anyway
-        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema)
+        # structured output / guided decoding where the backend has it (closed label sets then give
+        # valid labels by construction); the answer is validated anyway
+        schema = dialog_schema(self.labels, dialog, tidy=self.tidy)
+        return ChatRequest(messages=messages, sampling=sampling, json_schema=schema)
 
     # -- the protocol
 
@@ -828,6 +860,7 @@ __all__ = [
     "answer_schema",
     "apply_result",
     "check_answer",
+    "dialog_schema",
     "load_dialogs",
     "run",
 ]
