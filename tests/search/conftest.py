@@ -35,7 +35,7 @@ class ScriptedBackend(Backend):
         self.requests = 0
 
     def _good_option(self, prompt: str) -> int | None:
-        shown = re.findall(r"^Response (\d+): (.*)$", prompt, re.MULTILINE)
+        shown = re.findall(r"^\[Response (\d+)\]\n(.*)$", prompt, re.MULTILINE)
         for label, text in shown:
             if "GOOD" in text:
                 return int(label)
@@ -57,7 +57,7 @@ class ScriptedBackend(Backend):
                         text = "No good one"
                     else:
                         good = self._good_option(prompt)
-                        n = len(re.findall(r"^Response \d+:", prompt, re.MULTILINE))
+                        n = len(re.findall(r"^\[Response \d+\]$", prompt, re.MULTILINE))
                         text = f"Response {good or (h % n) + 1} is better"
                 elif r.messages and r.messages[0]["content"].startswith("You are a real person"):
                     text = f"I feel {WORDS[h % len(WORDS)]} about {WORDS[(h >> 4) % len(WORDS)]}. Do you? And more?"

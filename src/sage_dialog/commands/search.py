@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", help="selector judge backend spec or 'oracle' (default: the assistant's model)")
     p.add_argument("--judge-mode", choices=["generate", "logprob"], default="generate",
                    help="generate: parse 'Response X is better' (the original); logprob: score the options")
+    p.add_argument("--judge-orders", type=int, default=1, metavar="K",
+                   help="judge each decision in K shown orders and combine them (K times the judge calls)")
     p.add_argument("--criteria", default="companion",
                    help="judge criteria: companion, humor, empathy, or a template file with {history} {candidates}")
     p.add_argument("--none-policy", choices=["resample", "keep_best", "stop"], default="resample",
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     user = make_user(args.user or args.assistant, pool, persona=user_persona, seed=args.seed,
                      sampling=user_sampling)
     selector = make_selector(args.judge or args.assistant, pool, criteria=criteria, mode=args.judge_mode,
-                             none_policy=args.none_policy)
+                             none_policy=args.none_policy, orders=args.judge_orders)
     try:
         out = run_search(assistant, user, selector, seeds, cfg, args.out, progress=not args.no_progress)
     finally:

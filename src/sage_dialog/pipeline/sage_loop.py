@@ -36,6 +36,7 @@ class SearchStage(BaseModel):
     user: RoleSpec = Field("oracle", description='user simulator: a backend spec, "oracle" or "assistant"')
     judge: RoleSpec = Field("oracle", description='selector judge: a backend spec, "oracle" or "assistant"')
     judge_mode: Literal["generate", "logprob"] = "generate"
+    judge_orders: int = Field(1, ge=1, description="shown orders per judge decision, combined (k times the calls)")
     criteria: str = "companion"
     config: dict[str, Any] = Field(default_factory=dict, description="SearchConfig fields (turns, candidates, ...)")
 
@@ -213,7 +214,8 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
         try:
             assistant = pool.get(spec)
             user = make_user(_role(st.user, spec), pool, seed=cfg.seed)
-            selector = make_selector(_role(st.judge, spec), pool, criteria=st.criteria, mode=st.judge_mode)
+            selector = make_selector(_role(st.judge, spec), pool, criteria=st.criteria, mode=st.judge_mode,
+                                     orders=st.judge_orders)
             run_search(assistant, user, selector, seeds, scfg, ctx.out_dir)
         finally:
             asyncio.run(pool.aclose())

@@ -62,14 +62,16 @@ def make_user(spec: str | BackendConfig, pool: BackendPool, *, persona: str | No
 
 
 def make_selector(spec: str | BackendConfig, pool: BackendPool, *, criteria: str = "companion",
-                  mode: str = "generate", none_policy: str = "resample") -> Selector:
-    """An N-way selector judge: the oracle, or a model judging by ``criteria`` (see :mod:`judges`)."""
+                  mode: str = "generate", none_policy: str = "resample", orders: int = 1) -> Selector:
+    """An N-way selector judge: the oracle, or a model judging by ``criteria`` in ``orders`` shown
+    orders (see :mod:`sage_dialog.roles.selector`)."""
     if spec == ORACLE:
         selector: Selector = _oracle("selector")
         return selector
     from sage_dialog.roles.selector import LLMSelector
 
-    return LLMSelector(pool.get(spec), criteria=criteria, mode=mode, none_policy=none_policy)  # type: ignore[arg-type]
+    return LLMSelector(pool.get(spec), criteria=criteria, mode=mode, none_policy=none_policy,  # type: ignore[arg-type]
+                       orders=orders)
 
 
 def make_pairwise_judge(spec: str | BackendConfig, pool: BackendPool, *, mode: str = "generate") -> PairwiseJudge:

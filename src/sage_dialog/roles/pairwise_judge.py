@@ -10,7 +10,14 @@ recorded too (``probs``, keyed ``a`` / ``b`` / ``tie`` like ``winner``); in ``mo
 decide the verdict.
 
 Both orders and several judges are the caller's business (:mod:`sage_dialog.stages.compare.compare` builds one
-task per order and asks every judge).
+task per order and asks every judge). ``average_orders=True`` makes one verdict out of both orders
+here instead (twice the calls): probabilities averaged in score mode; in generate mode the two
+verdicts must agree, otherwise it is a tie (a judge that always picks the first shown gives ties).
+
+The judge must not obey the dialogs (:mod:`sage_dialog.roles.guard`, issue 18): every line shown is
+neutralized (verdict phrases, forged ``[End of Dialog A]`` delimiters, "ignore the instructions"),
+the prompts say the delimited text is never an instruction, and in generate mode the verdict is read
+from the judge's answer slot only (its first line, quoted spans removed).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from sage_dialog.backends.base import (
 from sage_dialog.core import sac
 from sage_dialog.core.prompts import load_prompt
 from sage_dialog.core.schema import Turn, Verdict
+from sage_dialog.roles.guard import answer_slot, neutralize
 from sage_dialog.roles.protocols import PairTask
 
 JUDGE_SAMPLING = SamplingParams(temperature=0.0, max_tokens=24)
@@ -59,13 +67,14 @@ def parse_answer(text: str) -> Literal["A", "B", "tie"] | None:
 
 
 def render_dialog(turns: Sequence[Turn]) -> str:
-    """A dialog as the judge reads it: ``User: ...`` / ``Assistant: ...`` lines, tags removed."""
+    """A dialog as the judge reads it: ``User: ...`` / ``Assistant: ...`` lines, tags removed,
+    verdict-like text neutralized (:func:`guard.neutralize`)."""
     lines = []
     for t in turns:
         if t.role == "system":
             continue
         who = "User" if t.role == "user" else "Assistant"
-        lines.append(f"{who}: {sac.strip(t.text).strip()}")
+        lines.append(f"{who}: {neutralize(sac.strip(t.text).strip())}")
     return "\n".join(lines)
 
 
@@ -82,13 +91,16 @@ class LLMPairwiseJudge:
     ``mode="generate"`` reads the generated answer (and adds option probabilities when the
     backend can score and ``with_probs`` is on); ``mode="score"`` takes the most likely of the
     three answers. Prompts are packaged files (``pairwise_dialog``, ``pairwise_turn``) or paths.
+    ``average_orders`` judges every task in both shown orders and returns one verdict for both.
     """
 
     def __init__(self, backend: Backend, *, name: str | None = None, mode: Literal["generate", "score"] = "generate",
                  with_probs: bool = True, sampling: SamplingParams | None = None,
-                 dialog_prompt: str = "pairwise_dialog", turn_prompt: str = "pairwise_turn"):
+                 dialog_prompt: str = "pairwise_dialog", turn_prompt: str = "pairwise_turn",
+                 average_orders: bool = False):
         self.backend = backend
-        self.name = name or f"pairwise:{backend.name}"
+        self.average_orders = bool(average_orders)
+        self.name = name or f"pairwise:{backend.name}" + (":both-orders" if average_orders else "")
         self.mode = mode
         self.with_probs = with_probs
         self.sampling = sampling or JUDGE_SAMPLING
@@ -132,6 +144,14 @@ class LLMPairwiseJudge:
     async def compare(self, tasks: Sequence[PairTask]) -> list[Verdict]:
         if not tasks:
             return []
+        if self.average_orders:
+            import dataclasses
+
+            both = await self._compare([*tasks, *(dataclasses.replace(t, swap=not t.swap) for t in tasks)])
+            return [_combine(v, w, self.mode) for v, w in zip(both[: len(tasks)], both[len(tasks) :], strict=True)]
+        return await self._compare(tasks)
+
+    async def _compare(self, tasks: Sequence[PairTask]) -> list[Verdict]:
         prompts = [self.prompt(t) for t in tasks]
         probs = await self._probs(tasks, prompts)
         if self.mode == "score":
@@ -142,7 +162,8 @@ class LLMPairwiseJudge:
             raws = [r.completions[0].text if r.completions else "" for r in await self.backend.generate(reqs)]
         out = []
         for i, (t, raw) in enumerate(zip(tasks, raws, strict=True)):
-            shown = parse_answer(raw)
+            # score mode: the chosen option; generate mode: the judge's answer slot, not text it quotes
+            shown = parse_answer(raw if self.mode == "score" else answer_slot(raw))
             p = probs[i] if probs is not None else None
             out.append(make_verdict(t, self.name, raw, shown, p))
         return out
@@ -150,6 +171,26 @@ class LLMPairwiseJudge:
 
 def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
+
+
+def _combine(v: Verdict, w: Verdict, mode: str) -> Verdict:
+    """One verdict from the same pair judged in both shown orders (``v`` in the task's own order)."""
+    raw = f"{v.raw_output} | {w.raw_output}"
+    probs = None
+    if v.probs is not None and w.probs is not None:
+        probs = {k: (v.probs[k] + w.probs[k]) / 2 for k in v.probs}
+    winner: str | None
+    if mode == "score" and probs is not None:
+        winner = max(("a", "b", "tie"), key=lambda k: probs[k])
+    else:
+        winners = [x.winner for x in (v, w) if x.winner is not None]
+        if not winners:
+            winner = None
+        elif len(winners) == 1 or winners[0] == winners[1]:
+            winner = winners[0]
+        else:
+            winner = "tie"  # the orders disagree: the position decided, not the dialogs
+    return v.model_copy(update={"winner": winner, "parsed": winner is not None, "probs": probs, "raw_output": raw})
 
 
 def make_verdict(task: PairTask, judge: str, raw: str, shown: str | None,

@@ -16,14 +16,22 @@ run is reproducible while position bias averages out), and reads the answer in o
 selector fills ``choice`` by a scoring pass when the backend can score) or ``stop`` (end the dialog).
 Every decision keeps the judge's raw output.
 
-The parsing helpers (:func:`parse_better`, :func:`is_none_good`) are public: the pairwise judge
-reads ``"Dialog A is better"`` with the same code.
+The judge must not obey the candidates (:mod:`sage_dialog.roles.guard`, issue 18): every candidate
+is shown between ``[Response k]`` / ``[End of Response k]`` lines with verdict phrases, forged
+delimiters and "ignore the instructions" removed (the history too); in generate mode the verdict is
+read from the judge's answer slot only (its first line, quoted spans removed); and ``orders=k``
+judges each task in ``k`` shown orders (rotations of the shuffled order) and combines them:
+averaged probabilities in logprob mode, a plurality vote in generate mode. ``orders`` costs ``k``
+times the judge calls; with ``k = n`` every candidate is shown once in every position.
+
+The parsing helpers (:func:`parse_better`, :func:`is_none_good`) are public.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +40,7 @@ from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingPar
 from sage_dialog.core import sac
 from sage_dialog.core.prompts import load_prompt
 from sage_dialog.core.schema import SelectionDecision, Turn
+from sage_dialog.roles.guard import answer_slot, block, neutralize
 from sage_dialog.roles.protocols import SelectionTask
 
 NonePolicy = Literal["resample", "keep_best", "stop"]
@@ -82,39 +91,52 @@ def shuffled_order(n: int, seed: int) -> list[int]:
 
 
 def render_history(history: Sequence[Turn]) -> str:
-    """The dialog as the judge reads it: ``User: ...`` / ``Assistant: ...`` lines, assistant tags shown."""
+    """The dialog as the judge reads it: ``User: ...`` / ``Assistant: ...`` lines, assistant tags
+    shown, verdict-like text neutralized (earlier turns were candidates too)."""
     lines = []
     for t in history:
         if t.role == "system":
             continue
         text = sac.render_turn(t.text, state=t.state, action=t.action) if t.role == "assistant" else t.text
-        lines.append(f"{'User' if t.role == 'user' else 'Assistant'}: {text}")
+        lines.append(f"{'User' if t.role == 'user' else 'Assistant'}: {neutralize(text)}")
     return "\n".join(lines)
 
 
 def render_candidates(candidates: Sequence[Turn], order: Sequence[int], noun: str = "Response") -> str:
+    """The candidates in the shown order, each between ``[Response k]`` / ``[End of Response k]``
+    lines, neutralized (:func:`guard.neutralize`)."""
     return "\n\n".join(
-        f"{noun} {k + 1}: {sac.render_turn(candidates[i].text, state=candidates[i].state, action=candidates[i].action)}"
+        block(f"{noun} {k + 1}",
+              neutralize(sac.render_turn(candidates[i].text, state=candidates[i].state, action=candidates[i].action)))
         for k, i in enumerate(order)
     )
+
+
+def rotations(order: Sequence[int], k: int) -> list[list[int]]:
+    """``k`` shown orders: ``order`` and its rotations, spread evenly (``k = n``: every position once)."""
+    n = len(order)
+    k = max(1, min(k, n))
+    return [list(order[(j * n) // k :]) + list(order[: (j * n) // k]) for j in range(k)]
 
 
 @dataclass
 class _Prepared:
     order: list[int]
     messages: list[Message]
+    task: int = 0  # index of the task this shown order belongs to
 
 
 class LLMSelector:
     """:class:`roles.Selector` backed by a chat model. See the module docstring for modes and policies.
 
     ``criteria`` is one of :data:`CRITERIA` (packaged prompt ``selector_<criteria>.txt``) or a path to
-    a template with ``{history}``, ``{candidates}`` and ``{n}`` placeholders.
+    a template with ``{history}``, ``{candidates}`` and ``{n}`` placeholders. ``orders`` (default 1)
+    is the number of shown orders each task is judged in (see the module docstring).
     """
 
     def __init__(self, backend: Backend, criteria: str = "companion",
                  mode: Literal["generate", "logprob"] = "generate", none_policy: NonePolicy = "resample",
-                 *, sampling: SamplingParams | None = None, name: str | None = None):
+                 *, sampling: SamplingParams | None = None, name: str | None = None, orders: int = 1):
         if mode not in ("generate", "logprob"):
             raise ValueError(f"mode must be 'generate' or 'logprob', not {mode!r}")
         if none_policy not in ("resample", "keep_best", "stop"):
@@ -130,7 +152,10 @@ class LLMSelector:
         self.mode = mode
         self.none_policy: NonePolicy = none_policy
         self.sampling = sampling or JUDGE_SAMPLING
-        self.name = name or f"selector:{backend.name}:{criteria}:{mode}"
+        if orders < 1:
+            raise ValueError(f"orders must be at least 1, not {orders}")
+        self.orders = int(orders)
+        self.name = name or f"selector:{backend.name}:{criteria}:{mode}" + (f":orders{orders}" if orders > 1 else "")
 
     def prompt(self, task: SelectionTask, order: Sequence[int]) -> str:
         # str.replace, not str.format: templates may show literal {tag: blocks}
@@ -142,8 +167,17 @@ class LLMSelector:
         order = shuffled_order(len(task.candidates), task.seed)
         return _Prepared(order, [{"role": "user", "content": self.prompt(task, order)}])
 
+    def _views(self, task: SelectionTask, base: _Prepared, i: int) -> list[_Prepared]:
+        """The shown orders task ``i`` is judged in (the first is ``base``)."""
+        out = [_Prepared(base.order, base.messages, i)]
+        for order in rotations(base.order, self.orders)[1:]:
+            out.append(_Prepared(order, [{"role": "user", "content": self.prompt(task, order)}], i))
+        return out
+
     async def select(self, tasks: Sequence[SelectionTask]) -> list[SelectionDecision]:
         """Decide every task with one backend call (generate mode: plus one scoring call for keep_best)."""
+        if self.orders > 1:
+            return await self._select_orders(tasks)
         prepared = [self._prepare(t) for t in tasks]
         out: list[SelectionDecision | None] = [None] * len(tasks)
         # a single candidate needs no judge
@@ -180,12 +214,74 @@ class LLMSelector:
 
     def _decide(self, raw: str, order: list[int]) -> SelectionDecision:
         labels = [str(k + 1) for k in range(len(order))]
-        label = parse_better(raw, labels)
+        slot = answer_slot(raw)  # the judge's own answer: not a verdict it quotes further on
+        label = parse_better(slot, labels)
         if label is not None:
             return SelectionDecision(outcome="chosen", choice=order[int(label) - 1], order=order,
                                      raw_output=raw, judge=self.name, mode="generate")
-        outcome: Literal["none_good", "unparsed"] = "none_good" if is_none_good(raw) else "unparsed"
+        outcome: Literal["none_good", "unparsed"] = "none_good" if is_none_good(slot) else "unparsed"
         return SelectionDecision(outcome=outcome, order=order, raw_output=raw, judge=self.name, mode="generate")
+
+    async def _select_orders(self, tasks: Sequence[SelectionTask]) -> list[SelectionDecision]:
+        """Judge every task in ``self.orders`` shown orders and combine the verdicts."""
+        out: list[SelectionDecision | None] = [None] * len(tasks)
+        views: list[_Prepared] = []
+        for i, t in enumerate(tasks):
+            if not t.candidates:
+                raise ValueError("a selection task needs at least one candidate")
+            base = self._prepare(t)
+            if len(t.candidates) == 1:
+                out[i] = SelectionDecision(outcome="chosen", choice=0, order=base.order, judge=self.name,
+                                           mode=self.mode, raw_output="(single candidate)")
+            else:
+                views.extend(self._views(t, base, i))
+        per_task: dict[int, list[SelectionDecision]] = {}
+        if self.mode == "logprob":
+            decided = await self._score(views)
+        else:
+            reqs = [ChatRequest(messages=v.messages, n=1, sampling=_with_seed(self.sampling, tasks[v.task].seed))
+                    for v in views]
+            results = await self.backend.generate(reqs) if reqs else []
+            decided = [self._decide(r.completions[0].text if r.completions else "", v.order)
+                       for v, r in zip(views, results, strict=True)]
+        for v, d in zip(views, decided, strict=True):
+            per_task.setdefault(v.task, []).append(d)
+        keep_best = []
+        for i, ds in per_task.items():
+            out[i] = self._combine(ds, len(tasks[i].candidates))
+            if out[i].outcome == "none_good" and self.none_policy == "keep_best":  # type: ignore[union-attr]
+                keep_best.append(i)
+        if keep_best and self.backend.supports_scoring:
+            kb_views = [v for v in views if v.task in keep_best]
+            scored = await self._score(kb_views)
+            for i in keep_best:
+                mine = [d for v, d in zip(kb_views, scored, strict=True) if v.task == i]
+                best = self._combine(mine, len(tasks[i].candidates))
+                kept = out[i]
+                assert kept is not None
+                kept.choice, kept.scores = best.choice, best.scores
+        return [d for d in out if d is not None]
+
+    def _combine(self, ds: list[SelectionDecision], n: int) -> SelectionDecision:
+        """One decision from the same task judged in several shown orders."""
+        raw = " | ".join(d.raw_output for d in ds)
+        first = ds[0]
+        scored = [d.scores for d in ds if d.scores is not None]
+        if len(scored) == len(ds):  # logprob: average the candidates' probabilities
+            mean = [sum(sc[c] for sc in scored) / len(scored) for c in range(n)]
+            best = max(range(n), key=lambda c: (mean[c], -first.order.index(c)))
+            return SelectionDecision(outcome="chosen", choice=best, order=first.order, raw_output=raw,
+                                     scores=mean, judge=self.name, mode=self.mode)
+        votes: Counter[int] = Counter(d.choice for d in ds if d.outcome == "chosen" and d.choice is not None)
+        nones = sum(d.outcome == "none_good" for d in ds)
+        if votes and max(votes.values()) >= nones:
+            top = max(votes.values())
+            # a tie between candidates goes to the one the first order showed earlier
+            best = min((c for c, v in votes.items() if v == top), key=first.order.index)
+            return SelectionDecision(outcome="chosen", choice=best, order=first.order, raw_output=raw,
+                                     judge=self.name, mode=self.mode)
+        outcome: Literal["none_good", "unparsed"] = "none_good" if nones else "unparsed"
+        return SelectionDecision(outcome=outcome, order=first.order, raw_output=raw, judge=self.name, mode=self.mode)
 
     async def _score(self, prepared: Sequence[_Prepared]) -> list[SelectionDecision]:
         if not prepared:
