@@ -110,3 +110,11 @@ def test_default_path_is_the_installed_corpus(tmp_path: Path) -> None:
     for d in dialogs:
         assert len(d.turns) >= 4 and d.turns[0].role == "user"
         assert all(a.role != b.role for a, b in zip(d.turns, d.turns[1:], strict=False))
+
+
+def test_max_turns_cuts_long_dialogs(tmp_path: Path) -> None:
+    src = write(tmp_path, corpus())
+    out = tmp_path / "d.jsonl"
+    assert main(["import", "chitchat", str(src), "-o", str(out), "--max-turns", "2"]) == 0
+    assert [len(d.turns) for d in read_jsonl(out, Dialog)] == [2, 2]
+    assert main(["import", "chitchat", str(src), "-o", str(out), "--min-turns", "3", "--max-turns", "2"]) == 2

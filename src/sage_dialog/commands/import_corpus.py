@@ -7,7 +7,8 @@ original ``test_sent.tsv`` shape that self-play starts from). An EmpatheticDialo
 (``.tsv``/``.txt``, one utterance per line) is read as one-turn dialogs. ``chitchat`` reads the
 Chit-Chat Challenge ``dataset.json`` (first speaker as user, each speaker's run of messages joined
 into one turn); without FILE it reads the installed ``chitchat-dataset`` package's copy.
-``--min-turns`` skips (and counts) shorter dialogs; ``--limit`` counts the dialogs written.
+``--min-turns`` skips (and counts) shorter dialogs, ``--max-turns`` cuts longer ones; ``--limit``
+counts the dialogs written.
 
 Example:
   sage-dialog import empathetic ed/train.csv -o ed.jsonl --seeds-out seeds.txt
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="import only the first N dialogs (after --min-turns)")
     parser.add_argument("--min-turns", type=int, default=None,
                         help="skip dialogs with fewer turns (default: 2 for chitchat, 1 otherwise)")
+    parser.add_argument("--max-turns", type=int, default=None, help="cut longer dialogs to their first N turns")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     min_turns = args.min_turns if args.min_turns is not None else (2 if args.corpus == "chitchat" else 1)
     n, seeds = import_corpus(args.corpus, args.file, args.output, seeds_out=args.seeds_out, limit=args.limit,
-                             min_turns=min_turns)
+                             min_turns=min_turns, max_turns=args.max_turns)
     print(f"wrote {n} dialogs to {args.output}" + (f", {seeds} seeds to {args.seeds_out}" if args.seeds_out else ""),
           file=sys.stderr)
     return 0
