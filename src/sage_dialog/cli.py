@@ -20,7 +20,7 @@ from sage_dialog.core.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sage_dialog.commands.demo", "Run the whole SAGE loop offline on the built-in sandbox world"),
     "run": ("sage_dialog.commands.run", "Run the pipeline from one YAML config, skipping unchanged stages"),
-    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV or ESConv JSON as dialogs"),
+    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV, ESConv JSON or the chitchat corpus as dialogs"),
     "annotate": ("sage_dialog.commands.annotate", "Label every utterance with motivation, emotion and topics"),
     "agreement": ("sage_dialog.commands.agreement", "Per-field agreement between two annotation runs"),
     "chain": ("sage_dialog.commands.chain", "Turn annotated dialogs into State-Action Chain dialogs"),

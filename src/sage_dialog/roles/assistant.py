@@ -20,6 +20,7 @@ backends that stream (``hf``, ``openai``), otherwise the whole reply is generate
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -110,24 +111,30 @@ class Candidate:
     """One generated assistant turn: the full SAC text and what was read out of it."""
 
     text: str  # the whole assistant turn, prefill included (what goes back into the history)
-    reply: str  # the reply with its tag blocks removed
+    reply: str  # the reply with its tag blocks (and any stray tag text) removed
     state: Tags | None
     action: Tags | None
     finish_reason: str = "stop"
     tokens_out: int = 0
     tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
+    # tag-like text the model wrote where its reply starts that is not a readable block (a model
+    # that half-learnt the format): kept apart so that it is never shown as the reply
+    stray: str = ""
 
     def turn(self) -> Turn:
         """The candidate as a SAC assistant :class:`Turn`."""
         return Turn(role="assistant", text=self.reply, state=self.state, action=self.action)
 
     def latent(self) -> dict[str, Any]:
-        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON."""
-        return {
+        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON (``stray`` when there is any)."""
+        out: dict[str, Any] = {
             "state": self.state.model_dump(exclude_defaults=True) if self.state is not None else None,
             "action": self.action.model_dump(exclude_defaults=True) if self.action is not None else None,
         }
+        if self.stray:
+            out["stray"] = self.stray
+        return out
 
 
 def format_tags(tags: Tags | None) -> str:
@@ -236,12 +243,20 @@ async def build_prefills(
     return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling)
 
 
+def split_turn(text: str) -> tuple[sac.ParsedTurn, str, str]:
+    """``(parsed, stray, reply)`` of a whole assistant turn: readable blocks, stray tag text, reply."""
+    parsed = sac.parse(text)
+    stray, reply = sac.split_stray(parsed.reply)
+    return parsed, stray, reply.strip()
+
+
 def _candidate(prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None) -> Candidate:
     full = prefill + text
-    parsed = sac.parse(full)
+    parsed, stray, reply = split_turn(full)
     return Candidate(
         text=full,
-        reply=parsed.reply.strip(),
+        reply=reply,
+        stray=stray,
         state=parsed.state,
         action=parsed.action,
         finish_reason=finish_reason,
@@ -303,8 +318,16 @@ class StreamEvent:
     candidate: Candidate | None = None
 
 
+# a reply that is one word so far may still turn out to be a tag key (``a_motiv`` -> ``a_motivation:``)
+_ONE_WORD = re.compile(r"""^['"]?[A-Za-z_]{0,24}$""")
+
+
 class _TagHold:
-    """Holds back streamed text while it may still be a leading tag block; releases the reply."""
+    """Holds back streamed text while it may still be a leading tag block; releases the reply.
+
+    Stray tag text (:func:`sac.split_stray`) is held back too; once the first reply text is out,
+    where the reply starts is fixed (``start``), so what was shown stays a prefix of the reply.
+    """
 
     def __init__(self) -> None:
         self.buf = ""
@@ -312,6 +335,8 @@ class _TagHold:
         self.latent_sent = False
         self.state: Tags | None = None
         self.action: Tags | None = None
+        self.start: int | None = None  # offset of the reply in buf, fixed at the first release
+        self.stray = ""
 
     def feed(self, piece: str, final: bool = False) -> list[StreamEvent]:
         self.buf += piece
@@ -329,6 +354,16 @@ class _TagHold:
             pending_block = reply.startswith("{") and "}" not in reply
             if not final and (not reply.strip() or pending_block):
                 return []
+        if self.start is None:
+            stray, rest = sac.split_stray(reply)
+            if not final and (not rest.strip() or _ONE_WORD.match(rest.strip())):
+                return []  # the reply may still turn out to be tag text
+            self.stray = stray
+            reply = rest
+            if reply.strip():
+                self.start = len(self.buf) - len(reply)
+        else:
+            reply = self.buf[self.start :]
         events: list[StreamEvent] = []
         if not self.latent_sent:
             self.latent_sent = True
@@ -379,6 +414,8 @@ async def stream_turn(
     for ev in hold.feed("", final=True):
         yield ev
     cand = _candidate(prefill, "".join(pieces), finish, n_tokens, steering)
+    if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
+        cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
 
 
