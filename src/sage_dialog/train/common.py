@@ -197,7 +197,7 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
         "report_to": report or "none",
         "include_num_input_tokens_seen": "non_padding",
         "deepspeed": str(t.deepspeed) if t.deepspeed else None,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # calm_progress shows one line instead of the trainer's bars
         **precision_args(t, device),
     }
     if t.save_steps:
@@ -250,3 +250,43 @@ def save_template(out_dir: Path, tokenizer: Any, template: str) -> None:
 
 def write_run_config(out_dir: Path, cfg: _RunConfig) -> None:
     write_json(out_dir / "train_config.json", cfg.model_dump(mode="json"))
+
+
+def calm_progress(trainer: Any, stage: str) -> None:
+    """One progress line (steps, loss, ETA) instead of the trainer's bars and printed dicts.
+
+    The trainer's own ``ProgressCallback`` / ``PrinterCallback`` (which print raw log dicts) are
+    removed; every log dict goes to the ``sage_dialog.train`` logger, i.e. the run's log file.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StageProgress(TrainerCallback):  # type: ignore[misc]
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            from tqdm import tqdm
+
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=stage, unit="step",
+                                dynamic_ncols=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            log.info("%s step %d: %s", stage, state.global_step, logs)
+            if self.bar is not None and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StageProgress())

@@ -112,6 +112,8 @@ class _RunConfig(_Section):
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     output_dir: Path
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now; see docs/training.md)")
 
 
 class SFTRunConfig(_RunConfig):

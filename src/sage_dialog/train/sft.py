@@ -19,6 +19,7 @@ from typing import Any
 from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
+    calm_progress,
     check_target_modules,
     common_args,
     count_params,
@@ -59,6 +60,10 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.data``; return the output folder (model or adapter, tokenizer, summary)."""
     from trl import SFTConfig, SFTTrainer
 
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     out = Path(cfg.output_dir)
     tokenizer, template = load_tokenizer(cfg.model)
@@ -87,6 +92,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.adapter),
     )
+    calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
     with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)
