@@ -41,11 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
-    from sage_dialog.core.io import write_jsonl
+    from sage_dialog.core.io import check_paths, write_jsonl
     from sage_dialog.stages.prefs import PrefsConfig, load_source, write_pairs
 
     if args.negatives is not None and args.negatives < 1:
         raise UserError(f"--negatives {args.negatives}: must be at least 1")
+    as_folder = args.format == "llamafactory"
+    check_paths(inputs=[args.source], files=[None if as_folder else args.output, args.best_paths],
+                folders=[args.output if as_folder else None])
     cfg = PrefsConfig(negatives=args.negatives, min_margin=args.min_margin, history_tags=not args.strip_tags,
                       dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance)
     pairs, paths = load_source(args.source, cfg)

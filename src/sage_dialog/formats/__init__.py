@@ -29,7 +29,6 @@ Names (``sage-dialog convert --help`` prints this table)::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import check_paths, loads_json
 
 Kind = Literal["dialog", "pair", "other"]
 Reader = Callable[[Path], Iterable[Any]]
@@ -242,7 +242,7 @@ def get_format(name: str) -> Format:
 
 def _peek_text(path: Path, n: int = 65536) -> str:
     with path.open("rb") as fh:
-        return fh.read(n).decode("utf-8", errors="replace")
+        return fh.read(n).decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
 def _first_json_line(path: Path) -> Any:
@@ -250,8 +250,8 @@ def _first_json_line(path: Path) -> Any:
         for raw in fh:
             if raw.strip():
                 try:
-                    return json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return loads_json(raw.decode("utf-8"), str(path))
+                except (UnicodeDecodeError, UserError):
                     return None
     return None
 
@@ -418,8 +418,10 @@ def convert_file(
         raise UserError(f"format {fout.name} cannot be written")
     if fout.kind != fin.kind:
         raise UserError(f"cannot convert {fin.name} ({fin.kind} records) to {fout.name} ({fout.kind} records)")
-    if s.resolve() == d.resolve():
-        raise UserError(f"{d}: output would overwrite the input")
+    if fout.folder:
+        check_paths(inputs=[s], folders=[d])
+    else:
+        check_paths(inputs=[s], files=[d])
     records = fin.read(s)
     if transform is not None:
         records = (transform(r) for r in records)

@@ -43,6 +43,7 @@ from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
 from sage_dialog.core.io import (
     atomic_write,
+    check_paths,
     dumps,
     iter_jsonl_raw,
     new_manifest,
@@ -50,6 +51,7 @@ from sage_dialog.core.io import (
     sha256_path,
     write_json,
 )
+from sage_dialog.core.redact import redact_obj
 from sage_dialog.core.schema import Dialog, Tags, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
@@ -756,8 +758,10 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                     if cfg.sharegpt_output:
                         keep_for_sharegpt.append(done)
                 else:
-                    rej.write(json.dumps({"id": d.id, "reason": reason, "attempts": r.attempts, "raw": r.raw,
-                                          "dialog": d.model_dump(mode="json", exclude_none=True)},
+                    # a backend's error text may echo the API key: the rejects file never holds it
+                    rej.write(json.dumps(redact_obj({"id": d.id, "reason": reason, "attempts": r.attempts,
+                                                     "raw": r.raw,
+                                                     "dialog": d.model_dump(mode="json", exclude_none=True)}),
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
@@ -782,8 +786,8 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     Writes the rejects file (always, possibly empty) and the summary JSON (a manifest with the
     label distribution in ``summary``). Pass ``annotator`` to use a role object directly.
     """
-    if not cfg.input.exists():
-        raise UserError(f"{cfg.input}: no such file")
+    check_paths(inputs=[cfg.input, cfg.few_shot, cfg.prompt],
+                files=[cfg.output, cfg.rejects_path(), cfg.summary_path(), cfg.sharegpt_output, cfg.sac_output])
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 
@@ -840,6 +844,7 @@ def import_corpus(corpus: Literal["empathetic", "esconv"], path: str | Path, out
     from sage_dialog.formats.empathetic import write_seeds
 
     p = Path(path)
+    check_paths(inputs=[p], files=[output, seeds_out])
     if corpus == "empathetic":
         fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
     else:
