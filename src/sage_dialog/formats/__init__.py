@@ -214,6 +214,8 @@ def _register_builtin() -> None:
                         _lazy("preferences", "write_preferences", fmt=fmt_name),
                         _lazy("preferences", "check_preferences", fmt=fmt_name),
                         folder=None if fmt_name == "llamafactory" else False))
+    register(Format("search-trees", "other", "search trees of `sage-dialog search` (tree JSONL or a run folder)",
+                    check=_lazy("trees", "check_trees"), folder=None))
     register(Format("data-spec", "other", "data_spec.json of the mixing step",
                     check=_lazy("data_spec", "check_data_spec")))
     for name, func in (("judge-input", "check_judge_input"), ("judge-output", "check_judge_output"),
@@ -276,6 +278,8 @@ def detect_format(path: str | Path) -> str:
                 return "dialogs"
             if obj.get("kind") == "pair":
                 return "pairs"
+            if obj.get("kind") == "node":
+                return "search-trees"
             if "messages" in obj:
                 return "trl-sft"
             if "prompt" in obj and "chosen" in obj:
@@ -314,6 +318,10 @@ def detect_format(path: str | Path) -> str:
 
 
 def _detect_dir(p: Path) -> str:
+    from sage_dialog.formats.trees import looks_like_trees
+
+    if looks_like_trees(p):
+        return "search-trees"
     if (p / "dataset_info.json").exists():
         with contextlib.suppress(UserError):
             from sage_dialog.formats.llamafactory import read_dataset_info
