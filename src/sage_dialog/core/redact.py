@@ -89,12 +89,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_log_filter(logger_names: Iterable[str] = ("", "uvicorn", "uvicorn.error", "uvicorn.access")) -> None:
-    """Put a :class:`RedactingFilter` on every handler of the named loggers (idempotent).
+LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "sage_dialog", "httpx", "openai")
 
-    Filters on handlers see records of child loggers too, unlike filters on loggers.
+
+def install_log_filter(logger_names: Iterable[str] = LOGGERS) -> None:
+    """Put a :class:`RedactingFilter` on the named loggers and on the root logger's handlers (idempotent).
+
+    A filter on a logger survives ``logging.config.dictConfig`` (which uvicorn runs when it starts)
+    but sees only records logged through that very logger; a filter on a handler sees every record
+    the handler prints. Both are installed.
     """
     for name in logger_names:
-        for h in logging.getLogger(name).handlers:
-            if not any(isinstance(f, RedactingFilter) for f in h.filters):
-                h.addFilter(RedactingFilter())
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in lg.filters):
+            lg.addFilter(RedactingFilter())
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in h.filters):
+            h.addFilter(RedactingFilter())

@@ -73,6 +73,7 @@ def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[
 
         problems: list[str] = []
         n = 0
+        first: dict[str, int] = {}
         for lineno, obj in iter_jsonl_lines(path, problems):
             n += 1
             try:
@@ -80,6 +81,13 @@ def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[
             except ValidationError as e:
                 problems.extend(format_validation_error(path, lineno, e))
                 continue
+            rid = getattr(rec, "id", None)
+            if isinstance(rid, str):  # ids name dialogs and pairs everywhere downstream: they must be unique
+                if rid in first:
+                    problems.append(f"{path}: record {lineno}: field id: duplicate id {rid!r} (first in record "
+                                    f"{first[rid]})")
+                else:
+                    first[rid] = lineno
             if extra is not None:
                 problems.extend(extra(path, lineno, rec))
         return problems, n

@@ -838,21 +838,36 @@ __all__ = [
 
 
 def import_corpus(corpus: Literal["empathetic", "esconv"], path: str | Path, output: str | Path, *,
-                  seeds_out: str | Path | None = None, limit: int | None = None) -> tuple[int, int]:
-    """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts."""
+                  seeds_out: str | Path | None = None, limit: int | None = None,
+                  label_map: str | Path | None = None, keep_unknown: bool = False) -> tuple[int, int]:
+    """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts.
+
+    ESConv only: ``label_map`` (a JSON/YAML file ``{spelling: label}``) maps strategy spellings,
+    ``keep_unknown`` keeps strategies that are in no set as written.
+    """
     from sage_dialog.core.io import write_jsonl
     from sage_dialog.formats.empathetic import write_seeds
 
     p = Path(path)
-    check_paths(inputs=[p], files=[output, seeds_out])
+    check_paths(inputs=[p, label_map], files=[output, seeds_out])
+    if corpus != "esconv" and (label_map or keep_unknown):
+        raise UserError("--label-map and --keep-unknown apply to esconv imports only")
     if corpus == "empathetic":
         fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
     else:
         fmt = "esconv"
     firsts: list[str] = []
 
+    def source() -> Iterator[Dialog]:
+        if corpus == "esconv":
+            from sage_dialog.formats.esconv import read_esconv, read_label_map
+
+            return read_esconv(p, label_map=read_label_map(label_map) if label_map else None,
+                               keep_unknown=keep_unknown)
+        return load_dialogs(p, fmt)
+
     def stream() -> Iterator[Dialog]:
-        for d in itertools.islice(load_dialogs(p, fmt), limit):
+        for d in itertools.islice(source(), limit):
             firsts.append(d.turns[0].text)
             yield d
 
