@@ -166,12 +166,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except UserError as e:
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return e.exit_code
+        return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.filename is None:
+            return _crash()
+        # the file system said no (read-only, name too long, disk full, permission): a path to fix
+        return _fail([f"{e.filename}: cannot write or read here: {e.strerror or e}"], 2)
+    except Exception as e:
+        from sage_dialog.backends.base import BackendError
+
+        if isinstance(e, BackendError):  # failed for good after retries: URL, key or server to fix
+            return _fail([f"model backend failed ({e}); finished work is kept, fix the backend and run "
+                          "the same command again to resume"], 2)
+        return _crash()
+
+
+def _fail(problems: Sequence[str], code: int) -> int:
+    """Print the error lines, secrets masked (core.redact is the one redaction point), and give ``code``."""
+    from sage_dialog.core.redact import redact
+
+    for line in problems:
+        print(f"error: {redact(line)}", file=sys.stderr)
+    return code
+
+
+def _crash() -> int:
+    """An unexpected failure: the traceback, secrets masked, exit 1."""
+    import traceback
+
+    from sage_dialog.core.redact import redact
+
+    sys.stderr.write(redact(traceback.format_exc()))
+    return 1
 
 
 def _silence_stdout() -> None:

@@ -61,6 +61,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.redact import add_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class OpenAIBackend(Backend):
         if not os.environ.get(api_key_env) and any("api.openai.com" in u for u in urls):
             raise UserError(f"backend openai:{model}: environment variable {api_key_env} is not set")
         self.api_key_env = api_key_env
+        add_secret_env(api_key_env)  # masked in every error text (core.redact)
         self.timeout_s = timeout_s
         self.base_urls = [u.rstrip("/") for u in urls]
         self.endpoints = [_Endpoint(u) for u in self.base_urls]

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
 
@@ -126,8 +127,12 @@ def create_app(
     app = FastAPI(title="sage-dialog", docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
 
+    add_secret(token)  # core.redact masks it (and every configured key) in error bodies and the log
+    install_log_filter()  # uvicorn's access and error log too (a ?api_key=... query)
+
     def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> Any:
-        return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": code}})
+        return JSONResponse(status_code=status,
+                            content={"error": {"message": redact(message), "type": kind, "code": code}})
 
     @app.middleware("http")
     async def check_token(request: Request, call_next: Any) -> Any:
