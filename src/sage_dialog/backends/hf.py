@@ -391,10 +391,16 @@ class HFBackend(Backend):
                 parts.append(fut)
             futures.append(parts)
         out: list[ChatResult] = []
-        for parts in futures:
-            done = await asyncio.gather(*parts)
-            comps = [c for tokens_in, cs in done for c in cs]
-            out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        try:
+            for parts in futures:
+                done = await asyncio.gather(*parts)
+                comps = [c for tokens_in, cs in done for c in cs]
+                out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        except asyncio.CancelledError:  # stop every request's rows, not only the one awaited
+            for parts in futures:
+                for f in parts:
+                    f.cancel()
+            raise
         return out
 
     def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
