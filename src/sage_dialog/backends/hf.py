@@ -189,6 +189,7 @@ class _GenPayload:
     count: int
     result: Any = field(default=None)
     json_schema: dict[str, Any] | None = None  # vLLM guided decoding; the hf backend ignores it
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when its caller stops waiting
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -283,6 +284,25 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
             return done
 
     return RowStopper()
+
+
+def _cancel_on_cancelled(ev: threading.Event) -> Callable[[asyncio.Future[Any]], None]:
+    def done(f: asyncio.Future[Any]) -> None:
+        if f.cancelled():
+            ev.set()
+
+    return done
+
+
+def _fn_stop(fn: Callable[..., Any]) -> Any:
+    """A transformers ``StoppingCriteria`` from a function (per-row bools)."""
+    from transformers import StoppingCriteria
+
+    class _Fn(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return fn(input_ids, scores, **kwargs)
+
+    return _Fn()
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -388,15 +408,23 @@ class HFBackend(Backend):
             parts = []
             for start in range(0, req.n, self.batch_size):
                 count = min(self.batch_size, req.n - start)
-                parts.append(
-                    self._batcher.submit(_GenPayload(prompt, req.sampling, offset + start, count), count)
-                )
+                payload = _GenPayload(prompt, req.sampling, offset + start, count)
+                fut = self._batcher.submit(payload, count)
+                # a cancelled caller (client gone, timeout) stops its rows at the next token
+                fut.add_done_callback(_cancel_on_cancelled(payload.cancel))
+                parts.append(fut)
             futures.append(parts)
         out: list[ChatResult] = []
-        for parts in futures:
-            done = await asyncio.gather(*parts)
-            comps = [c for tokens_in, cs in done for c in cs]
-            out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        try:
+            for parts in futures:
+                done = await asyncio.gather(*parts)
+                comps = [c for tokens_in, cs in done for c in cs]
+                out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        except asyncio.CancelledError:  # stop every request's rows, not only the one awaited
+            for parts in futures:
+                for f in parts:
+                    f.cancel()
+            raise
         return out
 
     def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
@@ -428,13 +456,18 @@ class HFBackend(Backend):
         vocab = int(self.lm.get_output_embeddings().weight.shape[0])
         sampler = _make_sampler(rows, vocab, self.device)
         stopper = _make_stopper(rows, width, tok, self.device)
+        row_cancel = [p.cancel for p in payloads for _ in range(p.count)]
+
+        def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
+
         with self._lock, torch.inference_mode():
             out = self.lm.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
                 generation_config=gen_cfg,
                 logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=StoppingCriteriaList([stopper]),
+                stopping_criteria=StoppingCriteriaList([stopper, _fn_stop(cancelled)]),
             )
         gen = out[:, width:].tolist()
         results: list[tuple[int, list[Completion]]] = []

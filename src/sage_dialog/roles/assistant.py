@@ -199,8 +199,11 @@ async def _complete_blocks(
     kind: Literal["state", "action"],
     forced: Tags | None,
     sampling: SamplingParams,
+    spent: list[int] | None = None,
 ) -> list[str]:
-    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``."""
+    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``.
+
+    ``spent[i]`` (when given) grows by the tokens candidate ``i``'s block cost."""
     block_sampling = replace(sampling, max_tokens=BLOCK_MAX_TOKENS, stop=("}",))
     reqs = [
         ChatRequest(messages=list(messages), n=1, sampling=_seeded(block_sampling, i), prefill=h + o)
@@ -208,7 +211,9 @@ async def _complete_blocks(
     ]
     results = await backend.generate(reqs)
     out = []
-    for h, o, res in zip(heads, opened, results, strict=True):
+    for i, (h, o, res) in enumerate(zip(heads, opened, results, strict=True)):
+        if spent is not None and res.completions:
+            spent[i] += res.completions[0].tokens_out
         block = _close_block(o, res.completions[0].text if res.completions else "")
         out.append(h + sac.render_block(_read_block(block, kind, forced), kind) + " ")
     return out
@@ -225,22 +230,32 @@ async def build_prefills(
     steering: Steering | None,
     n: int,
     sampling: SamplingParams,
+    *,
+    latent_first: bool = False,
+    spent: list[int] | None = None,
 ) -> list[str]:
-    """The text each of ``n`` candidates is prefilled with before the model writes the reply."""
+    """The text each of ``n`` candidates is prefilled with before the model writes the reply.
+
+    With ``latent_first`` both blocks are always complete in the prefill (the model writes the
+    missing ones in block-sized calls), so the reply's own call gets the whole ``max_tokens`` and
+    can never be cut inside a tag block. ``spent[i]`` counts the tokens those calls cost.
+    """
     steering = steering or Steering()
-    if steering.is_empty:
+    if steering.is_empty and not latent_first:
         return [""] * n
     state, action = steering.state, steering.action
     if state is not None and not state.is_empty():
         heads = [sac.render_block(state, "state") + " "] * n
     else:
-        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling)
+        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling, spent)
     if action is None or action.is_empty():
-        return heads
+        if not latent_first:
+            return heads
+        return await _complete_blocks(backend, messages, heads, ["{"] * n, "action", None, sampling, spent)
     opened = sac.action_prefill(action)
     if opened.endswith("} "):  # every action field given: nothing for the model to fill in
         return [h + opened for h in heads]
-    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling)
+    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling, spent)
 
 
 def split_turn(text: str) -> tuple[sac.ParsedTurn, str, str]:
@@ -272,13 +287,30 @@ async def generate_turns(
     steering: Steering | None = None,
     n: int = 1,
     sampling: SamplingParams | None = None,
+    latent_first: bool = False,
+    json_schema: dict[str, Any] | None = None,
 ) -> list[Candidate]:
-    """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill."""
+    """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill.
+
+    ``latent_first``: see :func:`build_prefills` (``max_tokens`` then bounds the reply alone).
+    ``json_schema`` goes to the backend's structured mode, for one unsteered call whose whole
+    answer is the reply (no latent is asked for).
+    """
     sampling = sampling or SamplingParams()
-    prefills = await build_prefills(backend, messages, steering, n, sampling)
+    spent = [0] * n
+    if json_schema is not None:
+        if steering is not None and not steering.is_empty:
+            raise UserError("a JSON schema reply cannot be steered: it has no tag blocks")
+        prefills = [""] * n
+    else:
+        prefills = await build_prefills(backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent)
     if len(set(prefills)) == 1:
         results = await backend.generate(
-            [ChatRequest(messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None)]
+            [
+                ChatRequest(
+                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema
+                )
+            ]
         )
         comps = results[0].completions
         tokens_in = results[0].tokens_in
@@ -293,8 +325,9 @@ async def generate_turns(
     cands = [
         _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
     ]
-    for c in cands:
+    for c, extra in zip(cands, spent, strict=True):
         c.tokens_in = tokens_in
+        c.tokens_out += extra
     return cands
 
 
@@ -383,6 +416,7 @@ async def stream_turn(
     steering: Steering | None = None,
     sampling: SamplingParams | None = None,
     token_stream: bool = True,
+    latent_first: bool = False,
 ) -> AsyncIterator[StreamEvent]:
     """Generate one assistant turn, yielding ``latent``, then ``text`` pieces, then ``done``.
 
@@ -390,7 +424,8 @@ async def stream_turn(
     contains tag blocks. The final ``done`` event carries the parsed :class:`Candidate`.
     """
     sampling = sampling or SamplingParams()
-    prefill = (await build_prefills(backend, messages, steering, 1, sampling))[0]
+    spent = [0]
+    prefill = (await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent))[0]
     hold = _TagHold()
     for ev in hold.feed(prefill):
         yield ev
@@ -405,15 +440,18 @@ async def stream_turn(
                 for ev in hold.feed(piece):
                     yield ev
         comp = stream.completion or Completion("".join(pieces))
+        tokens_in = stream.tokens_in
     else:
-        comp = (await backend.generate([request]))[0].completions[0]
+        [res] = await backend.generate([request])
+        comp, tokens_in = res.completions[0], res.tokens_in
         pieces = [comp.text]
         for ev in hold.feed(comp.text):
             yield ev
     finish, n_tokens = comp.finish_reason, comp.tokens_out
     for ev in hold.feed("", final=True):
         yield ev
-    cand = _candidate(prefill, "".join(pieces), finish, n_tokens, steering)
+    cand = _candidate(prefill, "".join(pieces), finish, n_tokens + spent[0], steering)
+    cand.tokens_in = tokens_in
     if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
         cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
