@@ -9,6 +9,8 @@ Wrap the stage's backend, run the stage, write the ledger next to the stage's ou
 
 Prices are US dollars per million tokens, looked up by backend name (``provider:model``), then by
 model, then ``"*"``. Tokens served from the cache are counted as hits and cost nothing.
+``tokens_per_s`` in the totals is the output tokens generated (not cached) over the wall time from
+the first call's start to the last call's end (model loading and other work before excluded).
 """
 
 from __future__ import annotations
@@ -58,6 +60,20 @@ class Ledger:
         self.prices = {k: dict(v) for k, v in (prices or {}).items()}
         self.usage: dict[str, Usage] = {}
         self.started = time.time()
+        self._first_call: float | None = None  # perf_counter of the first call's start
+        self._last_end: float | None = None
+
+    def _span(self, start: float) -> None:
+        """Note one call from ``start`` to now, for the wall time that ``tokens_per_s`` divides by."""
+        self._first_call = start if self._first_call is None else min(self._first_call, start)
+        self._last_end = time.perf_counter()
+
+    @property
+    def active_seconds(self) -> float:
+        """Wall seconds from the first call's start to the last call's end (0 before any call)."""
+        if self._first_call is None or self._last_end is None:
+            return 0.0
+        return self._last_end - self._first_call
 
     def track(self, backend: Backend) -> Backend:
         """Return ``backend`` wrapped so that its calls are counted here."""
@@ -121,6 +137,9 @@ class Ledger:
         keys = ("requests", "samples", "score_requests", "tokens_in", "tokens_out", "cache_hits", "errors")
         totals: dict[str, Any] = {k: sum(getattr(u, k) for u in self.usage.values()) for k in keys}
         totals["cost_usd"] = total_cost
+        secs = self.active_seconds
+        totals["seconds"] = round(secs, 3)
+        totals["tokens_per_s"] = round(totals["tokens_out"] / secs, 1) if secs > 0 and totals["tokens_out"] else None
         return {
             "stage": self.stage,
             "started": self.started,
@@ -164,6 +183,7 @@ class MeteredBackend(Backend):
             raise
         finally:
             self.ledger._u(self.name).seconds += time.perf_counter() - t
+            self.ledger._span(t)
         self.ledger.record_generate(self.name, requests, out)
         return out
 
@@ -183,6 +203,7 @@ class MeteredBackend(Backend):
             raise
         finally:
             self.ledger._u(self.name).seconds += time.perf_counter() - t
+            self.ledger._span(t)
         if inner.completion is not None:
             out.completion, out.tokens_in = inner.completion, inner.tokens_in
             self.ledger.record_generate(self.name, [request], [ChatResult([inner.completion], inner.tokens_in)])
@@ -196,6 +217,7 @@ class MeteredBackend(Backend):
             raise
         finally:
             self.ledger._u(self.name).seconds += time.perf_counter() - t
+            self.ledger._span(t)
         self.ledger.record_score(self.name, out)
         return out
 

@@ -723,6 +723,20 @@ class Summary:
         return "\n".join(lines)
 
 
+COUNT_KEYS = ("dialogs", "annotated", "rejected", "repaired_by_retry", "repaired_locally")
+
+
+def add_counts(counts: dict[str, Any], summary_file: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` plus the quality counts of one annotation summary file (for a stage over several files):
+    dialogs, annotated (valid), rejected, repaired (by a retry or locally), and tokens/s."""
+    s, usage = summary_file.get("summary", {}), summary_file.get("usage", {})
+    out = {k: counts.get(k, 0) + int(s.get(k, 0)) for k in COUNT_KEYS}
+    speed = usage.get("ledger", {}).get("tokens_per_s")
+    if speed is not None:
+        out["tokens_per_s"] = speed  # the last file's; files are annotated one after another
+    return out
+
+
 def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     """The original annotated ShareGPT file: every value prefixed by its ``{motivation: ...}`` block."""
     from sage_dialog.formats.sharegpt import write_sharegpt

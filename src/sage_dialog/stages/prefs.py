@@ -12,7 +12,7 @@ Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.Sear
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +113,11 @@ def _margin(chosen: SearchNode, rejected: SearchNode) -> float | None:
     return chosen.score - rejected.score
 
 
-def pairs_from_tree(tree: Tree, cfg: PrefsConfig) -> Iterator[PreferencePair]:
-    """One pair per (kept, dropped) assistant candidate at every decision on a kept path."""
+def pairs_from_tree(tree: Tree, cfg: PrefsConfig, drops: Counter[str] | None = None) -> Iterator[PreferencePair]:
+    """One pair per (kept, dropped) assistant candidate at every decision on a kept path.
+
+    ``drops`` counts the candidates left out, by reason (``beyond_negatives``, ``below_margin``)."""
+    drops = drops if drops is not None else Counter()
     for parent_id, siblings in tree.children.items():
         cands = [s for s in siblings if s.role == "assistant"]
         kept = [s for s in cands if s.kept]
@@ -129,10 +132,12 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig) -> Iterator[PreferencePair]:
         chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
         ranked = sorted(dropped, key=lambda c: -(c.score if c.score is not None else float("-inf")))
         if cfg.negatives is not None:
+            drops["beyond_negatives"] += len(ranked[cfg.negatives:])
             ranked = ranked[: cfg.negatives]
         for rej in ranked:
             margin = _margin(chosen, rej)
             if cfg.min_margin is not None and (margin is None or margin < cfg.min_margin):
+                drops["below_margin"] += 1
                 continue
             yield PreferencePair(
                 id=f"{tree.name}/{chosen.id}>{rej.id}",
@@ -163,16 +168,20 @@ def _pair_key(p: PreferencePair) -> str:
     return h.hexdigest()
 
 
-def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[PreferencePair]:
-    """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept)."""
+def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig, drops: Counter[str] | None = None) -> list[PreferencePair]:
+    """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept); ``drops`` counts what was left
+    out (``same_reply``, ``duplicate``, ``seed_cap``)."""
+    drops = drops if drops is not None else Counter()
     out: list[PreferencePair] = []
     seen: set[str] = set()
     for p in pairs:
         if cfg.dedup:
             if p.chosen.text.strip() == p.rejected.text.strip() and p.chosen.action == p.rejected.action:
+                drops["same_reply"] += 1
                 continue
             k = _pair_key(p)
             if k in seen:
+                drops["duplicate"] += 1
                 continue
             seen.add(k)
         out.append(p)
@@ -186,30 +195,36 @@ def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[Preference
     if cap is None:
         return out
     keep = {id(p) for v in per_seed.values() for p in v[:cap]}
+    drops["seed_cap"] += len(out) - len(keep)
     return [p for p in out if id(p) in keep]
 
 
-def build(trees: list[Tree], cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
-    """Pairs (refined) and best-path dialogs of ``trees``."""
-    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg)), cfg)
+def build(trees: list[Tree], cfg: PrefsConfig,
+          drops: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs (refined) and best-path dialogs of ``trees``; ``drops`` counts what was left out and why."""
+    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg, drops)), cfg, drops)
     paths = [best_path_dialog(t) for t in trees]
     return pairs, paths
 
 
-def pairs_from_transcript(d: Dialog, cfg: PrefsConfig) -> Iterator[PreferencePair]:
+def pairs_from_transcript(d: Dialog, cfg: PrefsConfig, drops: Counter[str] | None = None) -> Iterator[PreferencePair]:
     """Pairs of one original ``full/`` transcript, as the original comparison builder made them:
     the chosen path as history and one pair per dropped candidate (the first ``negatives``)."""
     from sage_dialog.formats.transcripts import dropped_from_meta
 
+    drops = drops if drops is not None else Counter()
     dropped = dropped_from_meta(d)
     for i, turn in enumerate(d.turns):
         rejected = dropped.get(i, [])
         if turn.role != "assistant" or not rejected:
             continue
+        if cfg.negatives is not None:
+            drops["beyond_negatives"] += len(rejected[cfg.negatives:])
         history = [t if cfg.history_tags or t.role != "assistant" else Turn(role=t.role, text=t.text)
                    for t in d.turns[:i]]
         for j, rej in enumerate(rejected[: cfg.negatives] if cfg.negatives is not None else rejected):
             if cfg.min_margin is not None:
+                drops["below_margin"] += 1
                 continue  # transcripts carry no judge scores, so no pair can show a margin
             yield PreferencePair(
                 id=f"{d.id}/{i}>{j}",
@@ -227,16 +242,18 @@ def _is_transcript_folder(src: Path) -> bool:
     return src.is_dir() and (any(src.glob("*.txt")) or (src / "full").is_dir())
 
 
-def load_source(source: str | Path, cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
-    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``)."""
+def load_source(source: str | Path, cfg: PrefsConfig,
+                drops: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``);
+    ``drops`` counts the candidate pairs left out, by reason."""
     src = Path(source)
     if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
         from sage_dialog.formats.transcripts import read_transcript_dir
 
         full = read_transcript_dir(src, "full")
-        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg)), cfg)
+        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg, drops)), cfg, drops)
         return pairs, [d.model_copy(update={"meta": {"source": "sage-transcript"}}) for d in full]
-    return build(read_trees(src), cfg)
+    return build(read_trees(src), cfg, drops)
 
 
 def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -> int:
@@ -250,15 +267,20 @@ def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -
 
 def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict[str, int]:
     """The pipeline's prefs stage: ``pairs.jsonl`` and ``pairs.trl.jsonl`` (DPO), ``best_paths.jsonl``
-    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts."""
+    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts: pairs kept, candidate pairs
+    dropped and ``dropped_<reason>`` for each reason seen."""
     from sage_dialog.formats.trl import write_trl_sft
 
     out = Path(out_dir)
-    pairs, paths = load_source(source, cfg)
+    drops: Counter[str] = Counter()
+    pairs, paths = load_source(source, cfg, drops)
     if not pairs:
-        raise UserError(f"{source}: no preference pairs (no decision had a dropped candidate that passed the filters)")
+        why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in drops.items() if v) or "no decision had a dropped candidate"
+        raise UserError(f"{source}: no preference pairs ({why})")
     write_pairs(out / "pairs.jsonl", pairs, "jsonl")
     write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
     write_jsonl(out / "best_paths.jsonl", paths)
     write_trl_sft(out / "best_paths.trl.jsonl", paths)
-    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs})}
+    return {"pairs": len(pairs), "dropped": sum(drops.values()),
+            **{f"dropped_{k}": v for k, v in sorted(drops.items()) if v},
+            "best_paths": len(paths), "seeds": len({p.seed for p in pairs})}

@@ -310,12 +310,15 @@ async def arun_compare(
     title: str = "Model comparison",
     config: dict[str, Any] | None = None,
     progress: bool = True,
+    ledger: Any = None,
 ) -> Report:
     """Judge every pair of models on every shared seed, in both orders, by every judge; report.
 
     ``dialogs_by_model`` are matched by seed (``meta.seed`` or the first user turn); tags are
     stripped before judging. With ``turn_backends`` (model name -> backend, same names), the
     per-turn mode runs too: each model replies to the user turns of the first model's dialogs.
+    ``ledger`` (a :class:`~sage_dialog.backends.ledger.Ledger` the backends were tracked by) puts the
+    stage's usage, tokens/s included, into the manifest.
     """
     if len(dialogs_by_model) < 2:
         raise UserError(f"compare: need at least two models, got {len(dialogs_by_model)}")
@@ -348,8 +351,9 @@ async def arun_compare(
                           title=title)
     (out / "verdicts.partial.jsonl").unlink(missing_ok=True)
     io.finish_manifest(manifest, out, outputs=[str(p.relative_to(out)) for p in sorted(out.rglob("*")) if p.is_file()],
-                       summary={"models": models, "seeds": len(seeds), "verdicts": len(verdicts),
-                                "judges": [j.name for j in judges]})
+                       summary={"models": models, "seeds": len(seeds), **report.verdict_counts(),
+                                "judges": [j.name for j in judges]},
+                       usage=ledger.to_dict()["totals"] if ledger is not None else {})
     return report
 
 
@@ -386,7 +390,10 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
     dialogs_by_model: dict[str, list[Dialog]] = {}
     for name in names:
         dialogs_by_model[name] = read_dialogs(cfg.dialogs[name]) if name in cfg.dialogs else []
-    pool = BackendPool(cfg.cache)
+    from sage_dialog.backends.ledger import Ledger
+
+    ledger = Ledger("compare")
+    pool = BackendPool(cfg.cache, ledger=ledger)
     try:
         backends = {name: pool.get(spec) for name, spec in cfg.models.items()}
         judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
@@ -410,9 +417,15 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
         return await arun_compare(dialogs_by_model, judges, cfg.out, turn_backends=turn_backends,
                                   sampling=cfg.sampling.params(), system_prompt=cfg.system_prompt,
                                   n_boot=cfg.bootstrap, seed=cfg.seed, title=cfg.title,
-                                  config=cfg.model_dump(mode="json"), progress=progress)
+                                  config=cfg.model_dump(mode="json"), progress=progress, ledger=ledger)
     finally:
         await pool.aclose()
+
+
+def usage_of(out_dir: str | Path) -> dict[str, Any]:
+    """Tokens/s of a finished compare folder, from its manifest (empty when nothing was generated)."""
+    speed = io.read_json(Path(out_dir) / "manifest.json").get("usage", {}).get("tokens_per_s")
+    return {"tokens_per_s": speed} if speed is not None else {}
 
 
 def run(cfg: CompareConfig, *, progress: bool = True) -> Report:

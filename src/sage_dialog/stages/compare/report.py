@@ -55,6 +55,11 @@ class Report:
                 return p
         raise KeyError((a, b, unit))
 
+    def verdict_counts(self) -> dict[str, int]:
+        """Verdicts over every pair and unit: in all, parsed, unparsed, and ties among the parsed."""
+        n, unparsed = sum(p.verdicts for p in self.pairs), sum(p.unparsed for p in self.pairs)
+        return {"verdicts": n, "parsed": n - unparsed, "unparsed": unparsed, "ties": sum(p.ties for p in self.pairs)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
