@@ -754,9 +754,12 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
     if cfg.limit:
         dialogs = itertools.islice(dialogs, cfg.limit)
         total = min(total, cfg.limit)
+    from sage_dialog.backends import progress
+
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                 disable=quiet) as bar:
+                 disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
+        # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
         for chunk in _chunks(dialogs, cfg.chunk_size):
             results = await annotator.annotate(chunk)
             if len(results) != len(chunk):
@@ -775,6 +778,7 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
+        meter.close()
     if cfg.sharegpt_output:
         write_sharegpt_annotated(cfg.sharegpt_output, keep_for_sharegpt)
     stats = Counter(getattr(annotator, "stats", Counter()))

@@ -204,19 +204,24 @@ async def judge_all(judges: Sequence[PairwiseJudge], tasks: Sequence[PairTask], 
     keys = {id(j): [task_key(j.name, t) for t in tasks] for j in judges}
     todo = {id(j): [(k, t) for k, t in zip(keys[id(j)], tasks, strict=True) if k not in done] for j in judges}
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="judging", unit="verdict", disable=not progress)
+    from sage_dialog.backends import progress as ticks
+
+    meter = ticks.Meter(bar)
     try:
-        for j in judges:
-            mine = todo[id(j)]
-            for i in range(0, len(mine), chunk):
-                part = mine[i:i + chunk]
-                verdicts = await j.compare([t for _, t in part])
-                if len(verdicts) != len(part):
-                    raise RuntimeError(f"judge {j.name} returned {len(verdicts)} verdicts for {len(part)} tasks")
-                for (k, _), v in zip(part, verdicts, strict=True):
-                    v = v.model_copy(update={"judge": j.name})
-                    done[k] = v
-                    journal.append({"key": k, "verdict": v.model_dump(mode="json", exclude_none=True)})
-                bar.update(len(part))
+        with ticks.listen(meter):  # the postfix moves with every request and token inside a chunk
+            for j in judges:
+                mine = todo[id(j)]
+                for i in range(0, len(mine), chunk):
+                    part = mine[i:i + chunk]
+                    verdicts = await j.compare([t for _, t in part])
+                    if len(verdicts) != len(part):
+                        raise RuntimeError(f"judge {j.name} returned {len(verdicts)} verdicts for {len(part)} tasks")
+                    for (k, _), v in zip(part, verdicts, strict=True):
+                        v = v.model_copy(update={"judge": j.name})
+                        done[k] = v
+                        journal.append({"key": k, "verdict": v.model_dump(mode="json", exclude_none=True)})
+                    bar.update(len(part))
+        meter.close()
     finally:
         bar.close()
         journal.close()
@@ -405,10 +410,25 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
 
             persona = load_prompt(cfg.user_persona) if cfg.user_persona else None
             user = make_user(cfg.user, pool, persona=persona, seed=cfg.seed)
-            for name, be in backends.items():
-                dialogs_by_model[name] = await play_dialogs(be, user, seeds, turns=cfg.turns,
-                                                            sampling=cfg.sampling.params(),
-                                                            system_prompt=cfg.system_prompt, seed=cfg.seed)
+            from tqdm import tqdm
+
+            from sage_dialog.backends import progress as ticks
+
+            # progress per assistant reply, and per request and token inside a slow reply round
+            bar = tqdm(total=len(backends) * len(seeds) * cfg.turns, desc="dialogs", unit="reply",
+                       disable=not progress)
+            meter = ticks.Meter(bar)
+            try:
+                with ticks.listen(meter):
+                    for name, be in backends.items():
+                        bar.set_description(f"dialogs {name}")
+                        dialogs_by_model[name] = await play_dialogs(be, user, seeds, turns=cfg.turns,
+                                                                    sampling=cfg.sampling.params(),
+                                                                    system_prompt=cfg.system_prompt, seed=cfg.seed,
+                                                                    on_replies=bar.update)
+                meter.close()
+            finally:
+                bar.close()
         turn_backends = None
         if cfg.per_turn:
             if set(backends) != set(names):

@@ -438,6 +438,9 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         from tqdm import tqdm
 
         bar = tqdm(total=len(seeds), desc="search", unit="seed", initial=sum(x is None for x in searches))
+    from sage_dialog.backends import progress as ticks
+
+    meter = ticks.Meter(bar)  # the postfix moves with every request and token while a seed is searched
     stats: dict[str, Any] = {"requests": 0, "tokens": 0, "model_calls": 0, "replayed_calls": 0, "outcomes": {},
                              "stopped": {}, "fresh_tokens_out": 0}
 
@@ -463,7 +466,9 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
             bar.update(1)
 
     try:
-        await asyncio.gather(*(one(s) for s in searches if s is not None))
+        with ticks.listen(meter):
+            await asyncio.gather(*(one(s) for s in searches if s is not None))
+        meter.close()
     finally:
         if bar is not None:
             bar.close()
