@@ -86,17 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in _available():
         print(f"sage-dialog: unknown command {name!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
-    try:
-        parser, module = build_parser(name)
-        ns = parser.parse_args(args[1:])
-        return int(module.run(ns) or 0)  # type: ignore[attr-defined]
-    except UserError as e:
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
-        return 130
+    from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
+
+    with signals_interrupt() as received:  # SIGTERM cleans up like Ctrl-C
+        try:
+            parser, module = build_parser(name)
+            ns = parser.parse_args(args[1:])
+            return int(module.run(ns) or 0)  # type: ignore[attr-defined]
+        except UserError as e:
+            for line in e.problems:
+                print(f"error: {line}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            return report_interrupted(received)
 
 
 if __name__ == "__main__":

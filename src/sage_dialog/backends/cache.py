@@ -172,6 +172,9 @@ class CachedBackend(Backend):
         self.inner = inner
         self.provider = inner.provider
         self.store = path if isinstance(path, ResponseCache) else ResponseCache(path)
+        from sage_dialog.core.io import note_kept
+
+        note_kept(self.store.path, "response cache: finished model calls are not made (or paid) again")
         self.hits = 0
         self.misses = 0
 

@@ -55,6 +55,7 @@ from sage_dialog.backends.base import (
 )
 from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.interrupt import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,8 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
                 if any(s in tail for s in rows[i].sampling.stop):
                     done[i] = True
             self.ended |= done
+            if stop_requested.is_set():  # interrupted (core.interrupt): end the batch now, it is discarded
+                done[:] = True
             return done
 
     return RowStopper()

@@ -95,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
     rep = run_compare(cfg, progress=not args.no_progress)
     _print(rep)
+    from sage_dialog.stages.compare.compare import usage_of
+
+    speed = usage_of(cfg.out).get("tokens_per_s")
+    if speed:
+        print(f"generation: {speed:g} tokens/s (usage in {Path(cfg.out) / 'manifest.json'})")
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.io import finish_manifest, new_manifest, read_json, sha256_path, stable_hash
+from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
 from sage_dialog.core.schema import Manifest
 
 FINGERPRINT_VERSION = 1
@@ -246,9 +246,14 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     try:
         summary = stage.fn(ctx) or {}
     except UserError:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:  # keep finished stages; report which stage broke and why
+        shutil.rmtree(tmp, ignore_errors=True)
         return StageOutcome(stage.name, "failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+    except BaseException:  # interrupted: the half-done stage goes (a re-run starts it again), finished ones stay
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - t0
     gate = check_gates(stage, summary)
     # what the gates said when the stage ran; "off" records a run with --no-gates
@@ -258,6 +263,7 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
+    note_kept(out_dir, f"stage {stage.name} finished; the next run skips it")
     log(f"[{stage.name}] done in {seconds:.1f}s")
     return StageOutcome(stage.name, "ran", seconds, summary, gate=gate)
 

@@ -832,8 +832,9 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if not quiet:
         print(text, file=sys.stderr)
         if "model_calls" in manifest.usage:
-            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}",
-                  file=sys.stderr)
+            speed = manifest.usage["ledger"].get("tokens_per_s")
+            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}"
+                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
         print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)
     return cfg.output
 
