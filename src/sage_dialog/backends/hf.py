@@ -272,7 +272,7 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             gen_len = input_ids.shape[1] - prompt_len
-            if gen_len > 0:  # a decoding step: one new token (maybe the end) for every row not ended before
+            if gen_len > 0 and progress.listening():  # a step: one token (maybe the end) per row not ended before
                 progress.tick(tokens=int((~self.ended).sum()))
                 if self.eos.numel():
                     self.ended |= torch.isin(input_ids[:, -1], self.eos)

@@ -31,6 +31,11 @@ _listeners: list[Listener] = []
 _lock = threading.Lock()
 
 
+def listening() -> bool:
+    """Whether anyone listens (lets a backend skip counting work, e.g. a GPU sync per step)."""
+    return bool(_listeners)
+
+
 def tick(requests: int = 0, tokens: int = 0) -> None:
     """Report ``requests`` finished and/or ``tokens`` generated to every listener."""
     if not _listeners:
