@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion, register_provider
 from sage_dialog.cli import main
 from sage_dialog.core.io import write_jsonl
 from sage_dialog.pipeline.runner import (
@@ -22,17 +20,6 @@ from sage_dialog.pipeline.runner import (
     summary_table,
 )
 from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
-
-
-class Babbler(Backend):
-    """A model that never answers in JSON: every annotation fails, however often it is asked again."""
-
-    provider = "babbler"
-    calls = 0
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        Babbler.calls += len(requests)
-        return [ChatResult([Completion(text="I like turtles.", tokens_out=4)] * r.n, tokens_in=10) for r in requests]
 
 
 def test_gate_messages_name_count_share_and_setting() -> None:
@@ -90,7 +77,6 @@ def test_the_runner_stops_at_a_failed_gate_keeps_the_stage_and_checks_it_again_w
 
 @pytest.fixture
 def failing_loop(tmp_path: Path, tiny_model: Path) -> Path:
-    register_provider("babbler", Babbler)
     corpus = generate_corpus(CorpusConfig(n_dialogs=3, seed=3))
     write_jsonl(tmp_path / "raw.jsonl", [d.model_copy(update={"meta": {}}) for d in corpus])
     (tmp_path / "seeds.txt").write_text(corpus[0].turns[0].text + "\n", encoding="utf-8")
@@ -98,7 +84,8 @@ def failing_loop(tmp_path: Path, tiny_model: Path) -> Path:
         "run_dir": str(tmp_path / "run"),
         "base_model": str(tiny_model),
         "raw": [str(tmp_path / "raw.jsonl")],
-        "annotate": {"annotator": "babbler:turtles", "max_attempts": 2},
+        # the mock model answers "mock output" to everything: no annotation is ever valid JSON
+        "annotate": {"annotator": "mock:", "max_attempts": 2},
         "search": {"seeds": str(tmp_path / "seeds.txt")},
     }
     path = tmp_path / "loop.yaml"
@@ -108,17 +95,16 @@ def failing_loop(tmp_path: Path, tiny_model: Path) -> Path:
 
 def test_a_loop_whose_annotator_fails_every_dialog_stops_at_the_gate(
         failing_loop: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    Babbler.calls = 0
     assert main(["run", str(failing_loop)]) == 2
     out, err = capsys.readouterr()
-    assert Babbler.calls == 6  # 3 dialogs, 2 attempts each
     assert "stage annotate: rejected 3 of 3 (100%) is above gates.max_rejected=0.2" in err
     assert "--no-gates" in err
     table = out[out.index("stage  "):]
     assert "annotate" in table and "gate failed" in table and "rejected=3" in table
     assert [line.split()[1] for line in table.splitlines()[2:] if line.strip()] == ["not"] * 10  # nothing after it ran
     run_dir = failing_loop.parent / "run"
-    assert (run_dir / "annotate" / "annotated-0.rejects.jsonl").read_text().count("\n") == 3
+    rejects = [json.loads(line) for line in (run_dir / "annotate" / "annotated-0.rejects.jsonl").open()]
+    assert [r["attempts"] for r in rejects] == [2, 2, 2] and rejects[0]["raw"] == ["mock output"] * 2
     assert not (run_dir / "chain").exists()
 
     # past the gate, the empty output is only noticed downstream, further from its cause

@@ -19,11 +19,12 @@ stop_requested = threading.Event()
 
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[list[str]]:
+def signals_interrupt(*, enabled: bool = True) -> Iterator[list[str]]:
     """While the block runs, SIGTERM / SIGINT raise KeyboardInterrupt; yields the list of signal names
-    received (empty when the interrupt came another way). Off the main thread it does nothing."""
+    received (empty when the interrupt came another way). Off the main thread, or not ``enabled``,
+    it changes nothing."""
     received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield received
         return
 

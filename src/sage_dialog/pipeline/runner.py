@@ -249,8 +249,10 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:  # keep finished stages; report which stage broke and why
-        shutil.rmtree(tmp, ignore_errors=True)
-        return StageOutcome(stage.name, "failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+        from sage_dialog.core.redact import redact
+
+        return StageOutcome(stage.name, "failed", time.perf_counter() - t0,
+                            error=redact(f"{type(e).__name__}: {e}"))
     except BaseException:  # interrupted: the half-done stage goes (a re-run starts it again), finished ones stay
         shutil.rmtree(tmp, ignore_errors=True)
         raise
