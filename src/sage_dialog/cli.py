@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -169,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in _available():
         print(f"sage-dialog: unknown command {name!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
+    # SIGTERM cleans up like Ctrl-C; servers and chat keep their own signal handling
+    with signals_interrupt(enabled=name not in ("serve", "webui", "chat")) as received:
+        return _main(name, args, received)
+
+
+def _main(name: str, args: list[str], received: list[str]) -> int:
     try:
         code = _run(name, args[1:])
         sys.stdout.flush()  # a closed pipe shows up here when the output was small
@@ -180,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
-        return 130
+        return report_interrupted(received)
     except OSError as e:
         if e.filename is None:
             return _crash()

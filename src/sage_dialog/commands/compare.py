@@ -98,13 +98,21 @@ def run(args: argparse.Namespace) -> int:
 
     rep = run_compare(cfg, progress=not args.no_progress)
     _print(rep)
+    from sage_dialog.stages.compare.compare import usage_of
+
+    speed = usage_of(cfg.out).get("tokens_per_s")
+    if speed:
+        print(f"generation: {speed:g} tokens/s (usage in {Path(cfg.out) / 'manifest.json'})")
     return 0
 
 
 def _print(rep: Any) -> None:
     for p in rep.pairs:
+        rate = (f"win rate {100 * p.win_rate:.1f}% [{100 * p.ci_low:.1f}, {100 * p.ci_high:.1f}]" if p.parsed
+                else "no parsed verdicts")
         print(f"{p.model_a} vs {p.model_b} ({p.unit}): win {p.wins} / tie {p.ties} / loss {p.losses} / "
-              f"unparsed {p.unparsed}; win rate {100 * p.win_rate:.1f}% "
-              f"[{100 * p.ci_low:.1f}, {100 * p.ci_high:.1f}]; consensus A/B/M "
+              f"unparsed {p.unparsed}; {rate}; consensus A/B/M "
               f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M}")
+    if len(rep.models) > 2 and rep.ranking is None:
+        print("ranking: none (no parsed verdicts)")
     print(f"report: {rep.html_path} and {rep.markdown_path}")

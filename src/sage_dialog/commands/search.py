@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         asyncio.run(pool.aclose())
-    summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
-          f"-> {out}/trees, {out}/best.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    summary, speed = manifest["summary"], manifest["usage"].get("tokens_per_s")
+    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}"
+          + (f"; {speed:g} assistant tokens/s" if speed else "") + f") -> {out}/trees, {out}/best.jsonl")
     return 0

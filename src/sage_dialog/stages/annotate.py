@@ -725,6 +725,20 @@ class Summary:
         return "\n".join(lines)
 
 
+COUNT_KEYS = ("dialogs", "annotated", "rejected", "repaired_by_retry", "repaired_locally")
+
+
+def add_counts(counts: dict[str, Any], summary_file: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` plus the quality counts of one annotation summary file (for a stage over several files):
+    dialogs, annotated (valid), rejected, repaired (by a retry or locally), and tokens/s."""
+    s, usage = summary_file.get("summary", {}), summary_file.get("usage", {})
+    out = {k: counts.get(k, 0) + int(s.get(k, 0)) for k in COUNT_KEYS}
+    speed = usage.get("ledger", {}).get("tokens_per_s")
+    if speed is not None:
+        out["tokens_per_s"] = speed  # the last file's; files are annotated one after another
+    return out
+
+
 def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     """The original annotated ShareGPT file: every value prefixed by its ``{motivation: ...}`` block."""
     from sage_dialog.formats.sharegpt import write_sharegpt
@@ -742,9 +756,12 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
     if cfg.limit:
         dialogs = itertools.islice(dialogs, cfg.limit)
         total = min(total, cfg.limit)
+    from sage_dialog.backends import progress
+
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                 disable=quiet) as bar:
+                 disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
+        # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
         for chunk in _chunks(dialogs, cfg.chunk_size):
             results = await annotator.annotate(chunk)
             if len(results) != len(chunk):
@@ -765,6 +782,7 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
+        meter.close()
     if cfg.sharegpt_output:
         write_sharegpt_annotated(cfg.sharegpt_output, keep_for_sharegpt)
     stats = Counter(getattr(annotator, "stats", Counter()))
@@ -818,8 +836,9 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if not quiet:
         print(text, file=sys.stderr)
         if "model_calls" in manifest.usage:
-            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}",
-                  file=sys.stderr)
+            speed = manifest.usage["ledger"].get("tokens_per_s")
+            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}"
+                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
         print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)
     return cfg.output
 
