@@ -96,10 +96,10 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
     for name, info in model.model_fields.items():
         if name in positional or name in skip:
             continue
-        kw = _inferred(info)
-        if kw is None:
+        inferred = _inferred(info)
+        if inferred is None:
             continue
-        kw = {**kw, **extra.get(name, {})}
+        kw = {**inferred, **extra.get(name, {})}
         pairs = kw.pop(_PAIRS, False)
         helptext = kw.pop("help", None) or info.description or ""
         default = _default_text(info)
