@@ -70,7 +70,9 @@ def _inferred(info: FieldInfo) -> dict[str, Any] | None:
         item = _strip_optional(item)
         return {"action": "append", "type": item if item in (int, float, str, Path) else str}
     if origin is dict:
-        return {"action": "append", "metavar": "KEY=VALUE", _PAIRS: True}
+        value_type = (get_args(tp) or (str, Any))[1]
+        # KEY=VALUE, repeatable; values of dict[str, Any] are read as YAML scalars (3 -> int)
+        return {"action": "append", "metavar": "KEY=VALUE", _PAIRS: "yaml" if value_type is Any else "text"}
     return None
 
 
@@ -88,7 +90,8 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
     flags, extra = flags or {}, extra or {}
     for name in positional:
         info = model.model_fields[name]
-        kw = {k: v for k, v in (_inferred(info) or {}).items() if k in ("type", "choices")}
+        # no ``type``: argparse would convert the SUPPRESS default too; pydantic converts the value
+        kw = {k: v for k, v in (_inferred(info) or {}).items() if k == "choices"}
         kw["metavar"] = name
         kw.update(extra.get(name, {}))
         kw.setdefault("help", info.description or name)
@@ -100,7 +103,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
         if inferred is None:
             continue
         kw = {**inferred, **extra.get(name, {})}
-        pairs = kw.pop(_PAIRS, False)
+        pairs = kw.pop(_PAIRS, "")
         helptext = kw.pop("help", None) or info.description or ""
         default = _default_text(info)
         if default and "default" not in helptext:
@@ -108,7 +111,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
         names = flags.get(name) or ["--" + name.replace("_", "-")]
         parser.add_argument(*names, dest=name, default=argparse.SUPPRESS, help=helptext or None, **kw)
         if pairs:
-            parser.set_defaults(**{f"_pairs_{name}": True})
+            parser.set_defaults(**{f"_pairs_{name}": (names[-1], pairs, kw.get("metavar", "KEY=VALUE"))})
     if config:
         parser.add_argument("--config", type=Path, metavar="FILE",
                             help=f"YAML config with the keys of {model.__name__} (flags given here win over it)")
@@ -116,7 +119,8 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
                             help="override a config key, dotted for nested keys (repeatable; wins over flags)")
 
 
-def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool = False) -> dict[str, Any]:
+def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool = False,
+                metavar: str = "KEY=VALUE") -> dict[str, Any]:
     """``["k=v", ...]`` -> ``{k: v}``; a malformed item or a name given twice is a UserError."""
     import yaml
 
@@ -125,7 +129,7 @@ def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool =
         k, sep, v = item.partition("=")
         k, v = k.strip(), v.strip()
         if not sep or not k or not v:
-            raise UserError(f"{option} {item!r}: expected KEY=VALUE")
+            raise UserError(f"{option} {item!r}: expected NAME=VALUE ({metavar})")
         if k in out:
             raise UserError(f"{option}: {k!r} is given twice")
         out[k] = yaml.safe_load(v) if yaml_values else v
@@ -141,7 +145,8 @@ def given(model: type[BaseModel], args: argparse.Namespace) -> dict[str, Any]:
             continue
         value = ns[name]
         if ns.get(f"_pairs_{name}"):
-            value = parse_pairs(value, "--" + name.replace("_", "-"), yaml_values=True)
+            option, kind, metavar = ns[f"_pairs_{name}"]
+            value = parse_pairs(value, option, yaml_values=kind == "yaml", metavar=metavar)
         out[name] = value
     return out
 
