@@ -122,11 +122,11 @@ def _run(name: str, args: list[str]) -> int:
     level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
         else console.NORMAL
     with console.session(level, command_line=["sage-dialog", name, *args]), threads.restored():
-        if name in MODEL_COMMANDS and "threads" in vars(ns):
-            if ns.threads is not None and ns.threads < 1:
-                raise UserError(f"--threads {ns.threads}: must be at least 1")
-            if name != "demo":  # the demo applies its own default (1)
-                threads.apply(ns.threads)
+        if name in MODEL_COMMANDS and name != "demo":  # the demo applies its own default (1)
+            n = getattr(ns, "threads", None)  # absent: a config-generated flag not given
+            if n is not None and n < 1:
+                raise UserError(f"--threads {n}: must be at least 1")
+            threads.apply(n)  # the stage's config may set it again (flag > file > default)
         log = _log_file(name, ns)
         if log is not None:
             console.open_log(log)

@@ -585,6 +585,8 @@ class AnnotateConfig(BaseModel):
     backend_options: dict[str, Any] = Field(default_factory=dict, description="backend constructor options, e.g. "
                                             "base_url=http://127.0.0.1:8000/v1")
     limit: int | None = Field(None, ge=1, description="annotate only the first N dialogs")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
     def rejects_path(self) -> Path:
         return self.rejects or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".rejects.jsonl")
@@ -793,6 +795,10 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     """
     if not cfg.input.exists():
         raise UserError(f"{cfg.input}: no such file")
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 

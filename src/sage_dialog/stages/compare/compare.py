@@ -92,6 +92,8 @@ class CompareConfig(BaseModel):
     seed: int = Field(0, description="random seed for sampling and the bootstrap")
     title: str = Field("Model comparison", description="report title")
     cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +424,10 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
 
 def run(cfg: CompareConfig, *, progress: bool = True) -> Report:
     """Run the compare stage from a config; returns the :class:`~sage_dialog.stages.compare.report.Report`."""
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     return asyncio.run(_arun(cfg, progress))
 
 
