@@ -23,7 +23,7 @@ from sage_dialog.core.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sage_dialog.commands.demo", "Run the whole SAGE loop offline on the built-in sandbox world"),
     "run": ("sage_dialog.commands.run", "Run the pipeline from one YAML config, skipping unchanged stages"),
-    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV or ESConv JSON as dialogs"),
+    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV, ESConv JSON or the chitchat corpus as dialogs"),
     "annotate": ("sage_dialog.commands.annotate", "Label every utterance with motivation, emotion and topics"),
     "agreement": ("sage_dialog.commands.agreement", "Per-field agreement between two annotation runs"),
     "chain": ("sage_dialog.commands.chain", "Turn annotated dialogs into State-Action Chain dialogs"),
@@ -137,11 +137,17 @@ def _run(name: str, args: list[str]) -> int:
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
         except Exception as e:
-            if level >= console.VERBOSE or console.log_path() is None:
+            from sage_dialog.backends.base import BackendError
+            from sage_dialog.core.redact import redact
+
+            # main() turns these into one-line errors (exit 2); a traceback only with -v or without a log
+            actionable = isinstance(e, BackendError) or (isinstance(e, OSError) and e.filename is not None)
+            if actionable or level >= console.VERBOSE or console.log_path() is None:
                 raise
-            logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
+            logging.getLogger("traceback").exception("%s failed", name)  # to the log file (redacted), not the screen
             path = console.commit_log()
-            print(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})", file=sys.stderr)
+            print(redact(f"error: {name} failed: {type(e).__name__}: {e}") + f"\n(details and traceback in {path})",
+                  file=sys.stderr)
             return 1
 
 
@@ -166,12 +172,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except UserError as e:
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return e.exit_code
+        return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.filename is None:
+            return _crash()
+        # the file system said no (read-only, name too long, disk full, permission): a path to fix
+        return _fail([f"{e.filename}: cannot write or read here: {e.strerror or e}"], 2)
+    except Exception as e:
+        from sage_dialog.backends.base import BackendError
+
+        if isinstance(e, BackendError):  # failed for good after retries: URL, key or server to fix
+            return _fail([f"model backend failed ({e}); finished work is kept, fix the backend and run "
+                          "the same command again to resume"], 2)
+        return _crash()
+
+
+def _fail(problems: Sequence[str], code: int) -> int:
+    """Print the error lines, secrets masked (core.redact is the one redaction point), and give ``code``."""
+    from sage_dialog.core.redact import redact
+
+    for line in problems:
+        print(f"error: {redact(line)}", file=sys.stderr)
+    return code
+
+
+def _crash() -> int:
+    """An unexpected failure: the traceback, secrets masked, exit 1."""
+    import traceback
+
+    from sage_dialog.core.redact import redact
+
+    sys.stderr.write(redact(traceback.format_exc()))
+    return 1
 
 
 def _silence_stdout() -> None:

@@ -141,8 +141,11 @@ class BackendError(RuntimeError):
     """A model call that failed for good (after retries). ``kind`` is a short typed reason."""
 
     def __init__(self, kind: str, message: str):
+        from sage_dialog.core.redact import redact
+
         self.kind = kind
-        super().__init__(f"{kind}: {message}")
+        # a server may echo the key in its error body: mask secrets before the text goes anywhere
+        super().__init__(redact(f"{kind}: {message}"))
 
 
 class ScoringUnsupported(BackendError):

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         out = getattr(args, "out", None)
         if out is None:
             raise UserError("--judgements needs -o OUT (the original wrote into the input folder; we do not)")
+        from sage_dialog.core.io import check_paths
+
+        check_paths(inputs=[args.judgements], folders=[Path(out)])
         rep = analyse_judgements(args.judgements, Path(out), n_boot=getattr(args, "bootstrap", 2000),
                                  seed=getattr(args, "seed", 0))
         _print(rep)

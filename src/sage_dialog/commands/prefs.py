@@ -15,6 +15,8 @@ The selection options are the keys of PrefsConfig: flags, --config FILE or --set
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import get_args
 
@@ -40,15 +42,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.core.errors import UserError
-    from sage_dialog.core.io import write_jsonl
-    from sage_dialog.stages.prefs import PrefsConfig, load_source, write_pairs
+    from sage_dialog.core.io import check_paths, write_jsonl
+    from sage_dialog.stages.prefs import PrefsConfig, load_source, no_pairs_message, write_pairs
 
     cfg = config_from_args(PrefsConfig, args)
     if cfg.negatives is not None and cfg.negatives < 1:
         raise UserError(f"--negatives {cfg.negatives}: must be at least 1")
-    pairs, paths = load_source(args.source, cfg)
+    as_folder = args.format == "llamafactory"
+    check_paths(inputs=[args.source], files=[None if as_folder else args.output, args.best_paths],
+                folders=[args.output if as_folder else None])
+    counts: Counter[str] = Counter()
+    pairs, paths = load_source(args.source, cfg, counts)
+    if counts["unparsed_decisions"]:
+        print(f"left out {counts['unparsed_decisions']} decisions whose judge answer was unparsed (they carry no "
+              "preference; --include-unparsed keeps them)", file=sys.stderr)
     if not pairs:
-        raise UserError(f"{args.source}: no preference pairs (no decision had a dropped candidate passing the filters)")
+        raise UserError(no_pairs_message(args.source, counts))
     n = write_pairs(args.output, pairs, args.format)
     print(f"wrote {n} pairs from {len({p.seed for p in pairs})} seeds to {args.output} ({args.format})")
     if args.best_paths:

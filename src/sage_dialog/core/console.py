@@ -29,6 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+from sage_dialog.core.redact import RedactingFilter
+
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _PKG = "sage_dialog"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -70,6 +72,7 @@ class _DeferredFileHandler(logging.Handler):
         self.held: list[logging.LogRecord] = []
         self.stream: TextIO | None = None
         self.setFormatter(logging.Formatter(_FORMAT))
+        self.addFilter(RedactingFilter())  # no secret reaches the log file
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.stream is None:
@@ -200,6 +203,7 @@ def session(level: int = NORMAL, command_line: Sequence[str] = ()) -> Iterator[N
     screen.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if level >= VERBOSE
                         else _OneLine())
     screen.addFilter(_ScreenFilter())
+    screen.addFilter(RedactingFilter())
     root.addHandler(screen)
     root.setLevel(logging.DEBUG if level >= VERBOSE else logging.INFO)
     warnings.showwarning = _show_warning

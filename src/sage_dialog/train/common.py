@@ -46,12 +46,21 @@ def precision_args(train: TrainSection, device: str) -> dict[str, Any]:
     return {"use_cpu": False, "bf16": prec == "bf16", "fp16": prec == "fp16", "gradient_checkpointing": gc}
 
 
+def model_path(model_cfg: ModelSection) -> str:
+    """The folder or hub id to load: a ``.gguf`` file or a short name (``smollm2-135m``) becomes its
+    dequantized, cached model folder (:mod:`sage_dialog.backends.gguf`)."""
+    from sage_dialog.backends.gguf import resolve_model
+
+    dtype = "float32" if model_cfg.dtype == "auto" else model_cfg.dtype
+    return resolve_model(model_cfg.name_or_path, dtype)
+
+
 def load_tokenizer(model_cfg: ModelSection) -> tuple[Any, str]:
     """The tokenizer with the chat template used for training (returned as well) and a pad token."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(model_path(model_cfg), trust_remote_code=model_cfg.trust_remote_code)
     except OSError as e:
         raise UserError(f"model.name_or_path: cannot load a tokenizer from {model_cfg.name_or_path!r}: {e}") from None
     if model_cfg.chat_template is not None:
@@ -104,7 +113,7 @@ def load_model(model_cfg: ModelSection, adapter: AdapterSection, device: str) ->
         if "LOCAL_RANK" in os.environ:
             kwargs["device_map"] = {"": int(os.environ["LOCAL_RANK"])}
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_cfg.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_path(model_cfg), **kwargs)
     except OSError as e:
         raise UserError(f"model.name_or_path: cannot load {model_cfg.name_or_path!r}: {e}") from None
     if adapter.method == "qlora":

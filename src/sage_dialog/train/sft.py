@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
+from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
     calm_progress,
@@ -66,6 +66,8 @@ def train_sft(cfg: SFTRunConfig) -> Path:
         threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     out = Path(cfg.output_dir)
+    # data and output are checked before the model (tens of seconds) loads
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg, tokenizer, template)
     manifest = new_manifest("train-sft", cfg.model_dump(mode="json"), seed=cfg.train.seed,
