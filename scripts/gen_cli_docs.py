@@ -32,8 +32,9 @@ a busy small machine extra threads make generation several times slower.
 The terminal shows one progress line per stage (counts and ETA) and the results. Library logs
 (transformers, datasets, accelerate, vLLM), library warnings and trainer log dicts go to the run's
 log file, `OUT/logs/COMMAND.log` for commands with an output folder (`-o`; for an output file, its
-folder) and `OUTPUT_DIR/logs/train-sft.log` / `train-dpo.log` for training. A stage that fails on
-an unexpected error names its log file, which holds the traceback. Bad input stops with exit code
+folder), `OUTPUT_DIR/logs/train-sft.log` / `train-dpo.log` for training, and
+`RUN_DIR/logs/STAGE.log` for each stage of `sage-dialog run`. A stage that fails on an unexpected
+error names its log file, which holds the traceback. Bad input stops with exit code
 2 and one line naming the file, record and field, and leaves no log folder behind.
 
 Backends are named by a spec: `hf:PATH`, `vllm:PATH`, `openai:MODEL`, or `mock:` / `mock:FILE`

@@ -39,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.core import console
     from sage_dialog.stages import annotate
 
     cfg = config_from_args(annotate.AnnotateConfig, args)
+    console.stage_log(cfg.output.parent, "annotate", carry_over=True)  # the output may come from --config
     annotate.run(cfg, quiet=args.quiet)
     return 0

@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.core import console
     from sage_dialog.stages.compare.compare import CompareConfig, analyse_judgements
 
     if args.judgements is not None:
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         _print(rep)
         return 0
     cfg = config_from_args(CompareConfig, args)
+    console.stage_log(cfg.out, "compare", carry_over=True)  # the output may come from --config
     from sage_dialog.stages.compare.compare import run as run_compare
 
     rep = run_compare(cfg, progress=not (args.no_progress or args.quiet))

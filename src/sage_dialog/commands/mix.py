@@ -36,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.core import console
     from sage_dialog.core.io import read_json
     from sage_dialog.stages import mix
 
     cfg = config_from_args(mix.MixConfig, args)
+    console.stage_log(cfg.output, "mix", carry_over=True)  # the output may come from --config
     out = mix.run(cfg)
     s = read_json(out / "manifest.json")["summary"]
     print(f"wrote {s['train']} train and {s['valid']} valid dialogs to {out} "
