@@ -16,10 +16,11 @@ from sage_dialog.core import console, threads
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_closed_pipe_ends_quietly() -> None:
+@pytest.mark.parametrize("argv", [["convert", "--list"], ["--help"]])
+def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     """`sage-dialog convert --list | head -1`: no BrokenPipeError traceback (issue 16, item 6)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", "convert", "--list"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader is gone before the command writes a byte

@@ -158,7 +158,17 @@ def _is_configuration_error(e: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a closed pipe shows up here when the output was small
+        return code
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
+        _silence_stdout()
+        return 141
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_top_help())
         return 0
@@ -170,13 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sage-dialog: unknown command {name!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
     try:
-        code = _run(name, args[1:])
-        sys.stdout.flush()  # a closed pipe shows up here when the output was small
-        return code
+        return _run(name, args[1:])
     except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
-        _silence_stdout()
-        return 141
+        raise
     except UserError as e:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
