@@ -123,11 +123,11 @@ def _run(name: str, args: list[str]) -> int:
     level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
         else console.NORMAL
     with console.session(level, command_line=["sage-dialog", name, *args]), threads.restored():
-        if name in MODEL_COMMANDS and "threads" in vars(ns):
-            if ns.threads is not None and ns.threads < 1:
-                raise UserError(f"--threads {ns.threads}: must be at least 1")
-            if name != "demo":  # the demo applies its own default (1)
-                threads.apply(ns.threads)
+        if name in MODEL_COMMANDS and name != "demo":  # the demo applies its own default (1)
+            n = getattr(ns, "threads", None)  # absent: a config-generated flag not given
+            if n is not None and n < 1:
+                raise UserError(f"--threads {n}: must be at least 1")
+            threads.apply(n)  # the stage's config may set it again (flag > file > default)
         log = _log_file(name, ns)
         if log is not None:
             console.open_log(log)
@@ -140,7 +140,7 @@ def _run(name: str, args: list[str]) -> int:
         except Exception as e:
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
-            logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
+            logging.getLogger("traceback").exception("%s failed", name)  # to the log file (redacted), not the screen
             path = console.commit_log()
             if _is_configuration_error(e):
                 raise  # exit 2 with its one line (main); the traceback is in the log
@@ -159,7 +159,17 @@ def _is_configuration_error(e: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a closed pipe shows up here when the output was small
+        return code
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
+        _silence_stdout()
+        return 141
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_top_help())
         return 0
@@ -172,18 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # SIGTERM cleans up like Ctrl-C; servers and chat keep their own signal handling
     with signals_interrupt(enabled=name not in ("serve", "webui", "chat")) as received:
-        return _main(name, args, received)
+        return _dispatch(name, args, received)
 
 
-def _main(name: str, args: list[str], received: list[str]) -> int:
+def _dispatch(name: str, args: list[str], received: list[str]) -> int:
     try:
-        code = _run(name, args[1:])
-        sys.stdout.flush()  # a closed pipe shows up here when the output was small
-        return code
+        return _run(name, args[1:])
     except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
-        _silence_stdout()
-        return 141
+        raise
     except UserError as e:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:

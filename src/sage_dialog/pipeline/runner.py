@@ -19,6 +19,7 @@ every stage that ran says so.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sage_dialog.core import console
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
 from sage_dialog.core.schema import Manifest
@@ -203,6 +205,7 @@ def run_stages(
             raise UserError(f"{opt} {val}: no such stage; stages are: {', '.join(names)}")
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    caller_log = console.log_path()  # each stage logs to RUN_DIR/logs/STAGE.log; the caller's log resumes after
     fps: dict[str, str] = {}
     outcomes: list[StageOutcome] = []
     forcing = False
@@ -229,6 +232,9 @@ def run_stages(
             stopped = stopped or gates
         if stage.name == until:
             stopped = True
+    console.close_log()
+    if caller_log is not None:
+        console.open_log(caller_log)
     return outcomes
 
 
@@ -242,17 +248,20 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     manifest = new_manifest(stage.name, stage.config, seed=seed, inputs={"fingerprint": fp})
     ctx = StageContext(run_dir=root, out_dir=tmp, upstream={d: root / d for d in stage.deps}, seed=seed)
     log(f"[{stage.name}] running")
+    log_file = console.stage_log(root, stage.name)  # library logs of this stage: RUN_DIR/logs/STAGE.log
     t0 = time.perf_counter()
     try:
         summary = stage.fn(ctx) or {}
     except UserError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    except Exception as e:  # keep finished stages; report which stage broke and why
+    except Exception as e:  # keep finished stages; report which stage broke, why, and where the details are
         from sage_dialog.core.redact import redact
 
+        logging.getLogger("traceback").exception("stage %s failed", stage.name)
+        console.commit_log()
         return StageOutcome(stage.name, "failed", time.perf_counter() - t0,
-                            error=redact(f"{type(e).__name__}: {e}"))
+                            error=redact(f"{type(e).__name__}: {e} (details in {log_file})"))
     except BaseException:  # interrupted: the half-done stage goes (a re-run starts it again), finished ones stay
         shutil.rmtree(tmp, ignore_errors=True)
         raise

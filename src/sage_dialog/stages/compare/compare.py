@@ -70,23 +70,30 @@ class CompareConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    out: str = "compare-out"
-    models: dict[str, str | BackendConfig] = Field(default_factory=dict)
-    dialogs: dict[str, str] = Field(default_factory=dict)
-    seeds: str | None = None  # seed file: .txt lines, .jsonl, or EmpatheticDialogues .csv
-    max_seeds: int | None = None
-    user: str | BackendConfig = "oracle"
-    user_persona: str | None = None
-    judges: list[str | BackendConfig] = Field(default_factory=lambda: ["oracle"])  # type: ignore[arg-type]
-    judge_mode: Literal["generate", "score"] = "generate"
-    turns: int = Field(3, ge=1)
-    system_prompt: str | None = None
+    out: str = Field("compare-out", description="output folder")
+    models: dict[str, str | BackendConfig] = Field(default_factory=dict, description="a model to play dialogs "
+                                                   "with: NAME=SPEC (repeat)")
+    dialogs: dict[str, str] = Field(default_factory=dict, description="existing dialogs of a model: NAME=PATH, a "
+                                    "dialogs JSONL or a folder of .txt transcripts (repeat)")
+    seeds: str | None = Field(None, description="seed file: one opening user utterance per line, .jsonl, or ED .csv")
+    max_seeds: int | None = Field(None, description="use only the first N seeds")
+    user: str | BackendConfig = Field("oracle", description="user simulator: backend spec or 'oracle'")
+    user_persona: str | None = Field(None, description="user persona prompt file")
+    judges: list[str | BackendConfig] = Field(default_factory=lambda: ["oracle"],  # type: ignore[arg-type]
+                                              description="judge: backend spec or 'oracle' (repeat for several "
+                                              "judges; default: oracle)")
+    judge_mode: Literal["generate", "score"] = Field("generate", description="generate: parse 'Dialog X is better' "
+                                                     "/ 'Tie'; score: most likely option")
+    turns: int = Field(3, ge=1, description="assistant turns per dialog")
+    system_prompt: str | None = Field(None, description="system prompt of the models playing dialogs")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    per_turn: bool = False  # also judge replies of every model to the same user turns
-    bootstrap: int = Field(2000, ge=100)
-    seed: int = 0
-    title: str = "Model comparison"
-    cache: str | None = None  # SQLite response cache for every backend given as a spec string
+    per_turn: bool = Field(False, description="also judge every model's reply to the same user turns")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples")
+    seed: int = Field(0, description="random seed for sampling and the bootstrap")
+    title: str = Field("Model comparison", description="report title")
+    cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,6 +457,10 @@ def usage_of(out_dir: str | Path) -> dict[str, Any]:
 
 def run(cfg: CompareConfig, *, progress: bool = True) -> Report:
     """Run the compare stage from a config; returns the :class:`~sage_dialog.stages.compare.report.Report`."""
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     return asyncio.run(_arun(cfg, progress))
 
 
