@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sage_dialog.backends import progress
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -61,6 +62,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.redact import add_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class OpenAIBackend(Backend):
         if not os.environ.get(api_key_env) and any("api.openai.com" in u for u in urls):
             raise UserError(f"backend openai:{model}: environment variable {api_key_env} is not set")
         self.api_key_env = api_key_env
+        add_secret_env(api_key_env)  # masked in every error text (core.redact)
         self.timeout_s = timeout_s
         self.base_urls = [u.rstrip("/") for u in urls]
         self.endpoints = [_Endpoint(u) for u in self.base_urls]
@@ -551,6 +554,7 @@ class OpenAIBackend(Backend):
                     c, t = o
                     comps.extend(c[:1])
                     tin = tin or t
+        progress.tick(requests=1, tokens=sum(c.tokens_out for c in comps))
         return ChatResult(completions=comps, tokens_in=tin)
 
     def _error_completion(self, e: BaseException) -> Completion:

@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages.search.seeds import read_seed_file
 
+    # every input and the output folder are checked before any model loads
+    check_paths(inputs=[args.seeds, args.user_persona], folders=[args.out])
     seeds = read_seed_file(args.seeds)
     if args.limit is not None:
         seeds = seeds[: args.limit]
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         asyncio.run(pool.aclose())
-    summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
-          f"-> {out}/trees, {out}/best.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    summary, speed = manifest["summary"], manifest["usage"].get("tokens_per_s")
+    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}"
+          + (f"; {speed:g} assistant tokens/s" if speed else "") + f") -> {out}/trees, {out}/best.jsonl")
     return 0

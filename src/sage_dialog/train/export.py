@@ -47,7 +47,10 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         if not base_path:
             raise UserError(f"{src / 'adapter_config.json'}: field base_model_name_or_path: missing; pass --base")
         try:
-            model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+            from sage_dialog.backends.gguf import resolve_model
+
+            # a GGUF base (or its short name) loads from its converted folder
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(base_path), dtype=torch_dtype)
         except OSError as e:
             raise UserError(f"cannot load the base model {base_path!r}: {e} (pass --base)") from None
         model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
@@ -62,13 +65,17 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    if tokenizer.chat_template:
-        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    for extra in ("training_summary.json", "train_config.json"):
-        if (src / extra).exists():
-            shutil.copy2(src / extra, tmp / extra)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if tokenizer.chat_template:
+            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        for extra in ("training_summary.json", "train_config.json"):
+            if (src / extra).exists():
+                shutil.copy2(src / extra, tmp / extra)
+    except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
