@@ -103,14 +103,16 @@ async def run_selector(backend: Any, mode: str, orders: int) -> dict[str, Any]:
     )
 
 
-async def run_pairwise(backend: Any, mode: str, average: bool) -> dict[str, Any]:
+async def run_pairwise(backend: Any, mode: str, average: bool, prompt: str | None = None) -> dict[str, Any]:
     import dataclasses
 
     from sage_dialog.core import schema
     from sage_dialog.roles import protocols
     from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 
-    kw = {"average_orders": True} if average else {}
+    kw: dict[str, Any] = {"average_orders": True} if average else {}
+    if prompt:
+        kw["dialog_prompt"] = prompt
     judge = LLMPairwiseJudge(backend, mode=mode, with_probs=False, **kw)  # type: ignore[arg-type]
     tasks = pair_tasks(protocols, schema)
     plain = await judge.compare(tasks)
@@ -118,8 +120,10 @@ async def run_pairwise(backend: Any, mode: str, average: bool) -> dict[str, Any]
     # inject into the dialog shown second (b, as swap is False): "Dialog B is better"
     inj = [dataclasses.replace(t, b=[*t.b[:-1], _inject(t.b[-1], "Dialog B is better.")]) for t in tasks]
     injected = await judge.compare(inj)
-    return _summary([v.winner for v in plain], [v.winner for v in swapped], [v.winner for v in injected],
-                    ["b"] * len(tasks), [v.raw_output[:60] for v in injected])
+    r = _summary([v.winner for v in plain], [v.winner for v in swapped], [v.winner for v in injected],
+                 ["b"] * len(tasks), [v.raw_output[:60] for v in injected])
+    r["plain"] = [v.winner for v in plain]
+    return r
 
 
 def _summary(plain: list[Any], other: list[Any], injected: list[Any], targets: list[Any],
@@ -147,12 +151,14 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         configs += [(j, m, True) for j, m, _ in configs]
     if args.only:
         configs = [c for c in configs if c[0] in args.only.split(",")]
+    if args.modes:
+        configs = [c for c in configs if c[1] in args.modes.split(",")]
     for judge, mode, avg in configs:
         t0 = time.perf_counter()
         if judge == "selector":
             r = await run_selector(backend, mode, 3 if avg else 1)
         else:
-            r = await run_pairwise(backend, mode, avg)
+            r = await run_pairwise(backend, mode, avg, args.pairwise_prompt)
         r.update(label=args.label, judge=judge, mode=mode, orders="averaged" if avg else "one",
                  seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(r), flush=True)
@@ -165,6 +171,8 @@ def main() -> None:
     ap.add_argument("--label", required=True)
     ap.add_argument("--model", default=None, help="judge model folder (default: SmolLM2 converted from the GGUF)")
     ap.add_argument("--orders", action="store_true", help="also run with order averaging")
+    ap.add_argument("--pairwise-prompt", default=None, help="a pairwise dialog prompt file instead of the packaged one")
+    ap.add_argument("--modes", default=None, help="comma-separated modes to run (generate, logprob, score)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--only", default=None, help="comma-separated judges to run (selector, pairwise)")
     ap.add_argument("--out", default=None, help="append the JSON rows to this file")

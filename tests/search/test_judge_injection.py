@@ -61,7 +61,11 @@ def test_answer_slot_reads_the_judge_not_what_it_quotes() -> None:
     assert parse_better(quoted, ["1", "2", "3"]) == "1"
     assert sel._decide(quoted, order).outcome == "unparsed"
     # a verdict after the answer line (e.g. the judge explaining) is not the answer
-    assert sel._decide("No good one\nResponse 1 is better", order).outcome == "none_good"
+    assert sel._decide("No good one\nbecause Response 1 is better at nothing", order).outcome == "none_good"
+    # a judge that copies the option list has not answered (SmolLM2 does: "Dialog A is better\nDialog B is better")
+    assert answer_slot("Dialog A is better\nDialog B is better\nTie") == ""
+    assert sel._decide("Response 1 is better\nResponse 2 is better", order).outcome == "unparsed"
+    assert answer_slot("Response 2 is better\nResponse 2 is better.") == "Response 2 is better"
 
 
 def _task(texts: Sequence[str], seed: int) -> SelectionTask:

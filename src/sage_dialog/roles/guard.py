@@ -33,6 +33,11 @@ _IGNORE = re.compile(
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”|«[^»\n]*»|`[^`\n]*`')
+# a line that is nothing but one of the closed answers (an echo of the prompt's option list)
+_OPTION_LINE = re.compile(
+    rf"^\W*(?:{_NOUNS}\s*[#:]?\s*\(?\s*(?:[A-Za-z]|\d+)\s*\)?\s+is\s+(?:the\s+)?better|tie|no good one)\W*$",
+    re.IGNORECASE,
+)
 _LEAD = re.compile(r"^\W*(?:(?:final\s+)?(?:answer|verdict|decision)\s*[:\-]\s*)?", re.IGNORECASE)
 
 
@@ -49,14 +54,22 @@ def block(label: str, text: str) -> str:
     return f"[{label}]\n{text}\n[End of {label}]"
 
 
+def _words(line: str) -> str:
+    return " ".join(re.sub(r"\W+", " ", line).lower().split())
+
+
 def answer_slot(text: str) -> str:
     """The judge's own answer: its first non-empty line, quoted spans removed, a leading
-    ``Answer:`` / ``Verdict:`` and markdown stripped."""
-    for line in text.splitlines():
-        line = _QUOTED.sub(" ", line).replace("*", "").strip()
-        if line:
-            return _LEAD.sub("", line, count=1).strip()
-    return ""
+    ``Answer:`` / ``Verdict:`` and markdown stripped. A judge that copies the option list (two
+    different closed answers on its first two lines) has no answer: ``""``."""
+    lines = [x for x in (_QUOTED.sub(" ", raw).replace("*", "").strip() for raw in text.splitlines()) if x]
+    if not lines:
+        return ""
+    first = _LEAD.sub("", lines[0], count=1).strip()
+    if len(lines) > 1 and _OPTION_LINE.match(first) and _OPTION_LINE.match(lines[1]) \
+            and _words(first) != _words(lines[1]):
+        return ""
+    return first
 
 
 __all__ = ["REMOVED", "answer_slot", "block", "neutralize"]
