@@ -210,3 +210,11 @@ def test_hostile_request(base: str, case: dict[str, Any]) -> None:
     err = r.json()["error"]
     assert case["says"] in err["message"]
     assert "Traceback" not in r.text
+
+
+def test_cli_defaults_are_the_servers() -> None:
+    from sage_dialog.commands.serve import LIMIT_DEFAULTS
+
+    d = ServeLimits()
+    for name in ServeLimits.__dataclass_fields__:
+        assert getattr(LIMIT_DEFAULTS, name) == getattr(d, name), name
