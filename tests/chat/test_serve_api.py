@@ -218,3 +218,21 @@ def test_cli_defaults_are_the_servers() -> None:
     d = ServeLimits()
     for name in ServeLimits.__dataclass_fields__:
         assert getattr(LIMIT_DEFAULTS, name) == getattr(d, name), name
+
+
+def test_lm_eval_local_chat_completions_against_serve(base: str) -> None:
+    """lm-eval's API model (which needs tenacity, in the eval extra) talks to serve out of the box."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalChatCompletion
+    from lm_eval.models.api_models import JsonChatStr
+
+    lm = LocalChatCompletion(base_url=f"{base}/v1/chat/completions", model="sage", max_retries=1)
+    msgs = [{"role": "user", "content": "I passed my exam!"}]
+    req = Instance(
+        "generate_until",
+        doc={},
+        arguments=(JsonChatStr(json.dumps(msgs)), {"until": ["!"], "max_gen_toks": 20}),
+        idx=0,
+    )
+    assert lm.generate_until([req], disable_tqdm=True) == ["That is wonderful news, well done on the exam"]
