@@ -224,8 +224,8 @@ def test_lm_eval_local_chat_completions_against_serve(base: str) -> None:
     """lm-eval's API model (which needs tenacity, in the eval extra) talks to serve out of the box."""
     pytest.importorskip("lm_eval")
     from lm_eval.api.instance import Instance
-    from lm_eval.models.openai_completions import LocalChatCompletion
     from lm_eval.models.api_models import JsonChatStr
+    from lm_eval.models.openai_completions import LocalChatCompletion
 
     lm = LocalChatCompletion(base_url=f"{base}/v1/chat/completions", model="sage", max_retries=1)
     msgs = [{"role": "user", "content": "I passed my exam!"}]
