@@ -217,3 +217,40 @@ def test_openai_sdk_surface(server) -> None:
             model="sage-tiny", messages=user, tools=[{"type": "function", "function": {"name": "f"}}]
         )  # type: ignore[arg-type,list-item]
     assert e.value.status_code == 400 and "tool" in str(e.value)
+
+
+def test_logprobs_of_the_reply(server) -> None:
+    """logprobs / top_logprobs come from the hf backend's own distribution, for the reply's tokens."""
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    user = [{"role": "user", "content": "I failed my exam"}]
+    r = client.chat.completions.create(
+        model="sage-tiny",
+        messages=user,
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,  # type: ignore[arg-type]
+    )
+    ch = r.choices[0]
+    assert ch.logprobs is not None and ch.logprobs.content
+    assert len(ch.logprobs.content) <= 4
+    for tok in ch.logprobs.content:
+        assert tok.logprob <= 0 and len(tok.top_logprobs) == 2
+        assert (
+            abs(tok.logprob - tok.top_logprobs[0].logprob) < 1e-4
+        )  # greedy: the chosen token is the top one
+    assert "".join(t.token for t in ch.logprobs.content).strip() == ch.message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="sage-tiny",
+            messages=user,
+            max_tokens=4,
+            logprobs=True,
+            stream=True,  # type: ignore[arg-type]
+        )
+    )
+    assert any(c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content for c in chunks)
+    legacy = client.completions.create(model="sage-tiny", prompt="I failed my exam", max_tokens=3, logprobs=1)
+    lp = legacy.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs and all(x <= 0 for x in lp.token_logprobs)

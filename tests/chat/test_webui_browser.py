@@ -84,6 +84,7 @@ def test_send_edit_latent_regenerate_keep(webui: tuple[str, Path]) -> None:
             page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
             page.goto(base)
             expect = sync_api.expect
+            expect.set_options(timeout=120_000)  # generation on a busy 2-core box can take longer than 5 s
 
             # send a message: the reply appears and the side panel shows the latent read/chosen
             page.locator("#msg textarea").fill("I failed my exam again.")

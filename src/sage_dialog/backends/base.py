@@ -67,16 +67,21 @@ class ChatRequest:
     # apply it (OpenAI ``response_format`` json_schema, vLLM guided JSON); others ignore it, so
     # callers still validate. Part of the cache key only when set (older keys stay valid).
     json_schema: dict[str, Any] | None = None
+    # Token logprobs of each completion, with this many alternatives per token (0: the chosen token
+    # only); None: off. Backends with ``supports_logprobs`` fill ``Completion.logprobs``.
+    logprobs: int | None = None
 
     def key_dict(self) -> dict[str, Any]:
         """Everything that determines the output, for the response cache (n excluded: per sample)."""
-        key = {
+        key: dict[str, Any] = {
             "messages": [dict(m) for m in self.messages],
             "sampling": self.sampling.as_dict(),
             "prefill": self.prefill,
         }
         if self.json_schema is not None:
             key["json_schema"] = self.json_schema
+        if self.logprobs is not None:
+            key["logprobs"] = self.logprobs
         return key
 
 
@@ -89,6 +94,8 @@ class Completion:
     tokens_out: int = 0
     cached: bool = False
     error: str | None = None  # with finish_reason "error": "kind: message" (BackendError text)
+    # with ChatRequest.logprobs: one {"token", "logprob", "top_logprobs": [{"token", "logprob"}]} per token
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -487,6 +487,7 @@ def create_app(
         return sp
 
     def check_capabilities(logprobs: bool, schema: dict[str, Any] | None) -> None:
+        # what the backend cannot do is refused, never ignored
         if logprobs and not getattr(backend, "supports_logprobs", False):
             raise RequestRefused(
                 400, f"logprobs: backend {backend.name} cannot return token logprobs", param="logprobs"
@@ -541,18 +542,21 @@ def create_app(
             msgs = to_sac_messages(req.messages)
             steering = parse_steering(req.sage_steer, what="sage_steer")
             sp = await prepare(msgs, req)
+            top = (req.top_logprobs or 0) if req.logprobs else None
             cid = f"chatcmpl-{uuid.uuid4().hex}"
             now = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                events = _sse(backend, msgs, steering, sp, req.n, cid, now, served, include_usage, schema)
+                events = _sse(
+                    backend, msgs, steering, sp, req.n, cid, now, served, include_usage, schema, top
+                )
                 return StreamingResponse(
                     _deadline(events, lim.request_timeout_s, cid, now, served),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"},
                 )
             cands = await _bounded(
-                request, _generate(backend, msgs, steering, req.n, sp, schema), lim.request_timeout_s
+                request, _generate(backend, msgs, steering, req.n, sp, schema, top), lim.request_timeout_s
             )
             out_tokens = sum(c.tokens_out for c in cands)
             in_tokens = cands[0].tokens_in if cands else 0
@@ -566,7 +570,7 @@ def create_app(
                         "index": i,
                         "message": {"role": "assistant", "content": c.reply, "sage": _latent(c)},
                         "finish_reason": _finish(c),
-                        "logprobs": None,
+                        "logprobs": _chat_logprobs(c),
                     }
                     for i, c in enumerate(cands)
                 ],
@@ -594,7 +598,7 @@ def create_app(
             async def run_all() -> list[list[Candidate]]:
                 return list(
                     await asyncio.gather(
-                        *(_generate(backend, m, steering, req.n, sp, None) for m in histories)
+                        *(_generate(backend, m, steering, req.n, sp, None, req.logprobs) for m in histories)
                     )
                 )
 
@@ -609,7 +613,7 @@ def create_app(
                         {
                             "index": len(choices),
                             "text": c.reply,
-                            "logprobs": None,
+                            "logprobs": _completion_logprobs(c),
                             "finish_reason": _finish(c),
                             "sage": _latent(c),
                         }
@@ -662,22 +666,59 @@ async def _generate(
     n: int,
     sp: SamplingParams,
     schema: dict[str, Any] | None,
+    logprobs: int | None = None,
 ) -> list[Candidate]:
     if schema is not None:
         # structured replies skip the latent: the backends' structured mode constrains the whole turn
-        return await generate_turns(backend, msgs, n=n, sampling=sp, json_schema=schema)
-    return await generate_turns(backend, msgs, steering=steering, n=n, sampling=sp, latent_first=True)
+        return await generate_turns(backend, msgs, n=n, sampling=sp, json_schema=schema, logprobs=logprobs)
+    return await generate_turns(
+        backend, msgs, steering=steering, n=n, sampling=sp, latent_first=True, logprobs=logprobs
+    )
+
+
+def _chat_logprobs(c: Candidate) -> dict[str, Any] | None:
+    """``choices[i].logprobs`` in OpenAI's chat shape (token bytes included)."""
+    if c.logprobs is None:
+        return None
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["token"].encode())}
+
+    content = [{**entry(e), "top_logprobs": [entry(t) for t in e["top_logprobs"]]} for e in c.logprobs]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
+    """``choices[i].logprobs`` in the legacy completions shape."""
+    if c.logprobs is None:
+        return None
+    offsets, at = [], 0
+    for e in c.logprobs:
+        offsets.append(at)
+        at += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in c.logprobs],
+        "token_logprobs": [e["logprob"] for e in c.logprobs],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in c.logprobs],
+        "text_offset": offsets,
+    }
 
 
 def _chunk(
-    cid: str, now: int, model: str, index: int, delta: dict[str, Any], finish: str | None = None
+    cid: str,
+    now: int,
+    model: str,
+    index: int,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> str:
     obj = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": now,
         "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
     }
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -721,10 +762,12 @@ async def _sse(
     model: str,
     include_usage: bool,
     schema: dict[str, Any] | None = None,
+    logprobs: int | None = None,
 ) -> AsyncIterator[str]:
-    """Server-sent events: one choice streams token by token; n > 1 choices are sent whole, in turn."""
+    """Server-sent events: one choice streams token by token; n > 1 choices (and replies with a
+    schema or logprobs) are generated whole, then sent in turn."""
     cands: list[Candidate] = []
-    if n == 1 and schema is None:
+    if n == 1 and schema is None and logprobs is None:
         async for ev in stream_turn(backend, msgs, steering=steering, sampling=sp, latent_first=True):
             if ev.kind == "latent":
                 latent = {
@@ -737,10 +780,10 @@ async def _sse(
             elif ev.kind == "done" and ev.candidate is not None:
                 cands.append(ev.candidate)
     else:
-        cands = await _generate(backend, msgs, steering, n, sp, schema)
+        cands = await _generate(backend, msgs, steering, n, sp, schema, logprobs)
         for i, c in enumerate(cands):
             yield _chunk(cid, now, model, i, {"role": "assistant", "content": "", "sage": _latent(c)})
-            yield _chunk(cid, now, model, i, {"content": c.reply})
+            yield _chunk(cid, now, model, i, {"content": c.reply}, logprobs=_chat_logprobs(c))
     for i, c in enumerate(cands):
         yield _chunk(cid, now, model, i, {"sage": _latent(c)}, _finish(c))
     if include_usage:

@@ -51,7 +51,9 @@ class Steering:
 
     @property
     def is_empty(self) -> bool:
-        return (self.state is None or self.state.is_empty()) and (self.action is None or self.action.is_empty())
+        return (self.state is None or self.state.is_empty()) and (
+            self.action is None or self.action.is_empty()
+        )
 
     def as_dict(self) -> dict[str, str]:
         """The forced fields as ``{"a_emotion": "playful", "a_topic": "work, exam"}``."""
@@ -117,6 +119,7 @@ class Candidate:
     tokens_out: int = 0
     tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] | None = None  # of the reply's tokens, when asked for
 
     def turn(self) -> Turn:
         """The candidate as a SAC assistant :class:`Turn`."""
@@ -153,7 +156,9 @@ def history_messages(turns: Sequence[Turn], system_prompt: str | None = None) ->
         msgs.append({"role": "system", "content": system_prompt})
     for t in turns:
         if t.role == "assistant":
-            msgs.append({"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)})
+            msgs.append(
+                {"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)}
+            )
         else:
             msgs.append({"role": t.role, "content": t.text})
     return msgs
@@ -180,7 +185,9 @@ def _read_block(text: str, kind: Literal["state", "action"], forced: Tags | None
     try:
         sac.render_block(tags, kind)
     except sac.SacError:
-        tags = Tags(**{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"})
+        tags = Tags(
+            **{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"}
+        )
     return tags
 
 
@@ -251,7 +258,9 @@ async def build_prefills(
     return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling, spent)
 
 
-def _candidate(prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None) -> Candidate:
+def _candidate(
+    prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None
+) -> Candidate:
     full = prefill + text
     parsed = sac.parse(full)
     return Candidate(
@@ -274,12 +283,14 @@ async def generate_turns(
     sampling: SamplingParams | None = None,
     latent_first: bool = False,
     json_schema: dict[str, Any] | None = None,
+    logprobs: int | None = None,
 ) -> list[Candidate]:
     """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill.
 
     ``latent_first``: see :func:`build_prefills` (``max_tokens`` then bounds the reply alone).
     ``json_schema`` goes to the backend's structured mode, for one unsteered call whose whole
-    answer is the reply (no latent is asked for).
+    answer is the reply (no latent is asked for). ``logprobs`` (see :class:`ChatRequest`) asks for
+    the token logprobs of the reply's call.
     """
     sampling = sampling or SamplingParams()
     spent = [0] * n
@@ -288,12 +299,19 @@ async def generate_turns(
             raise UserError("a JSON schema reply cannot be steered: it has no tag blocks")
         prefills = [""] * n
     else:
-        prefills = await build_prefills(backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent)
+        prefills = await build_prefills(
+            backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent
+        )
     if len(set(prefills)) == 1:
         results = await backend.generate(
             [
                 ChatRequest(
-                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema
+                    messages=list(messages),
+                    n=n,
+                    sampling=sampling,
+                    prefill=prefills[0] or None,
+                    json_schema=json_schema,
+                    logprobs=logprobs,
                 )
             ]
         )
@@ -301,17 +319,25 @@ async def generate_turns(
         tokens_in = results[0].tokens_in
     else:
         reqs = [
-            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None)
+            ChatRequest(
+                messages=list(messages),
+                n=1,
+                sampling=_seeded(sampling, i),
+                prefill=p or None,
+                logprobs=logprobs,
+            )
             for i, p in enumerate(prefills)
         ]
         results = await backend.generate(reqs)
         comps = [r.completions[0] for r in results]
         tokens_in = results[0].tokens_in
     cands = [
-        _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
+        _candidate(p, c.text, c.finish_reason, c.tokens_out, steering)
+        for p, c in zip(prefills, comps, strict=True)
     ]
-    for c, extra in zip(cands, spent, strict=True):
+    for c, extra, comp in zip(cands, spent, comps, strict=True):
         c.tokens_in = tokens_in
+        c.logprobs = comp.logprobs
         c.tokens_out += extra
     return cands
 
@@ -390,7 +416,9 @@ async def stream_turn(
     """
     sampling = sampling or SamplingParams()
     spent = [0]
-    prefill = (await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent))[0]
+    prefill = (
+        await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent)
+    )[0]
     hold = _TagHold()
     for ev in hold.feed(prefill):
         yield ev
