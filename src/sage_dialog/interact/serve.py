@@ -340,14 +340,23 @@ def _sampling(req: _SamplingRequest, default: SamplingParams, limits: ServeLimit
     )
 
 
-def count_prompt_tokens(backend: Backend, msgs: list[Message]) -> int:
-    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4."""
-    tok = getattr(backend, "tokenizer", None)
-    if tok is not None and hasattr(tok, "apply_chat_template"):
-        from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
+def count_prompt_tokens(backend: Backend, msgs: list[Message], limit: int | None = None) -> int:
+    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4.
 
-        return len(tok(render_prompt(tok, msgs, None), add_special_tokens=False)["input_ids"])
-    return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
+    With ``limit``, a long prompt is first counted on its first ``16 * limit`` characters: when
+    that prefix alone is over the limit (always, for text of under 16 characters a token) the
+    count of the prefix is returned, so a hostile megabyte costs a fraction of its tokenizing."""
+    tok = getattr(backend, "tokenizer", None)
+    if tok is None or not hasattr(tok, "apply_chat_template"):
+        return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
+    from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
+
+    prompt = render_prompt(tok, msgs, None)
+    if limit is not None and len(prompt) > 16 * limit:
+        head = len(tok(prompt[: 16 * limit], add_special_tokens=False)["input_ids"])
+        if head > limit:
+            return head
+    return len(tok(prompt, add_special_tokens=False)["input_ids"])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -475,11 +484,11 @@ def create_app(
         if system_prompt and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": system_prompt})
         sp = _sampling(req, default_sampling, lim)
-        n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs)
+        n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs, lim.max_prompt_tokens)
         if n_prompt > lim.max_prompt_tokens:
             raise RequestRefused(
                 400,
-                f"messages: the prompt is {n_prompt} tokens, more than this server allows "
+                f"messages: the prompt is at least {n_prompt} tokens, more than this server allows "
                 f"({lim.max_prompt_tokens}, server flag --max-prompt-tokens)",
                 param="messages",
                 code="context_length_exceeded",
