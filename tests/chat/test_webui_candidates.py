@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core import io as sio
 from sage_dialog.core.schema import PreferencePair, Turn
 from sage_dialog.interact.webui import WebApp, WebState, chat_messages
 
 
-class NumberedSacWriter(Backend):
-    """A stand-in for a trained SAC model: every call writes tags and a reply numbered by the call."""
-
-    provider = "scripted"
-
-    def __init__(self) -> None:
-        super().__init__("numbered")
-        self.calls = 0
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        out = []
-        for r in requests:
-            self.calls += 1
-            k = self.calls
-            text = f"{{u_motivation: venting, u_emotion: sad, u_topic: []}} {{a_motivation: m{k}, a_emotion: calm, a_topic: []}} Reply {k}."
-            out.append(ChatResult([Completion(text) for _ in range(r.n)]))
-        return out
+def numbered_sac_writer() -> MockBackend:
+    """A stand-in for a trained SAC model: each call writes tags and a reply numbered by the call."""
+    return MockBackend(
+        label="numbered",
+        outputs=[
+            f"{{u_motivation: venting, u_emotion: sad, u_topic: []}} {{a_motivation: m{k}, a_emotion: calm, a_topic: []}} Reply {k}."
+            for k in (1, 2, 3)
+        ],
+    )
 
 
 async def _generate(app: WebApp, state: WebState) -> None:
@@ -37,7 +28,7 @@ async def _generate(app: WebApp, state: WebState) -> None:
 
 
 def test_regenerate_keeps_earlier_candidates_selectable(tmp_path: Path) -> None:
-    app = WebApp(NumberedSacWriter(), tmp_path / "prefs.jsonl")
+    app = WebApp(numbered_sac_writer(), tmp_path / "prefs.jsonl")
     state = WebState(turns=[Turn(role="user", text="I failed my exam")])
     asyncio.run(_generate(app, state))
     asyncio.run(_generate(app, state))  # regenerate

