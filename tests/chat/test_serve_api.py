@@ -205,3 +205,14 @@ def test_lm_eval_local_chat_completions_against_serve(base: str) -> None:
         idx=0,
     )
     assert lm.generate_until([req], disable_tqdm=True) == ["That is wonderful news, well done on the exam"]
+
+
+def test_a_returned_message_goes_back_into_the_history_as_it_is(base: str) -> None:
+    """A returned message dumped whole (``message.model_dump()``, as litellm-style clients keep
+    history) carries ``refusal``, ``tool_calls``, ``audio``... as null: accepted, not 400."""
+    client = _client(base)
+    msgs: list[Any] = [{"role": "user", "content": "I passed my exam!"}]
+    r = client.chat.completions.create(model="sage", messages=msgs, max_tokens=3)
+    msgs += [r.choices[0].message.model_dump(), {"role": "user", "content": "thanks"}]
+    r2 = client.chat.completions.create(model="sage", messages=msgs, max_tokens=3)
+    assert r2.choices[0].message.content

@@ -99,6 +99,12 @@ class ChatMessage(_Strict):
     content: str | list[TextPart] | None = None
     name: str | None = None
     sage: dict[str, Any] | None = None  # the latent an earlier reply was returned with
+    # what the openai SDK sends back when a returned message is appended to the history as it is
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    annotations: list[Any] | None = None
 
     @field_validator("role")
     @classmethod
@@ -113,6 +119,8 @@ class ChatMessage(_Strict):
     def _content(self) -> ChatMessage:
         if self.content is None:
             raise ValueError("content: must be a string or a list of text parts, not null")
+        if self.tool_calls or self.function_call:
+            raise ValueError("tool_calls: tool calling is not supported by this server")
         return self
 
     def text(self) -> str:
