@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,11 +53,17 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
+    # drain the server's output as it comes: a full pipe (64 KiB of access log) would block its event loop
+    assert proc.stdout is not None
+    drain = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    drain.start()
     try:
         deadline = time.time() + 120
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                drain.join(timeout=5)
+                raise AssertionError(f"server exited: {''.join(lines)}")
             try:
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                     break
@@ -73,7 +80,8 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log = proc.stdout.read() if proc.stdout else ""
+        drain.join(timeout=10)
+        log = "".join(lines)
         assert "401" in log  # the refusals were logged...
         assert TOKEN not in log  # ...but never the token
 
