@@ -79,8 +79,14 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a broken format string: keep the record as it is
             return True
         clean = redact(msg)
-        if clean != msg or record.args:
-            record.msg, record.args = clean, ()
+        if clean != msg:
+            # redact the arguments in place where that suffices: formatters such as uvicorn's access
+            # log unpack record.args, and an emptied tuple made every access line a logging error
+            if isinstance(record.args, tuple) and isinstance(record.msg, str):
+                record.msg = redact(record.msg)
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            if redact(record.getMessage()) != record.getMessage():  # a secret spanning pieces
+                record.msg, record.args = clean, ()
         if record.exc_info and record.exc_info[1] is not None:
             import traceback
 
