@@ -84,6 +84,7 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
         log = "".join(lines)
         assert "401" in log  # the refusals were logged...
         assert TOKEN not in log  # ...but never the token
+        assert "Logging error" not in log and "Traceback" not in log  # every access line formats
 
 
 def test_token_required(server) -> None:
