@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", type=Path, help="custom prompt template file")
     parser.add_argument("--max-attempts", type=int, default=3, help="requests per dialog, repairs included (default 3)")
     parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--json-prefill", action="store_true",
+                        help="start every answer with its JSON head (small models otherwise continue the dialog)")
     parser.add_argument("--chunk-size", type=int, default=64, help="dialogs handed to the backend at once")
     parser.add_argument("--cache", help="response cache path (SQLite); re-runs take answers from it")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "labels": _pairs(args.labels, "--labels"), "closed": args.closed, "tidy": args.tidy,
         "few_shot": args.few_shot, "prompt": args.prompt, "max_attempts": args.max_attempts,
         "temperature": args.temperature, "chunk_size": args.chunk_size, "cache": args.cache,
+        "json_prefill": args.json_prefill,
         "backend_options": options, "limit": args.limit,
     })
     annotate.run(cfg, quiet=args.quiet)

@@ -387,6 +387,7 @@ class LLMAnnotator:
         temperature: float = 0.0,
         max_tokens_per_turn: int = 48,
         template: str | None = None,
+        json_prefill: bool = False,
     ):
         if max_attempts < 1:
             raise UserError("annotator: max_attempts must be at least 1")
@@ -397,6 +398,9 @@ class LLMAnnotator:
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.max_tokens_per_turn = max_tokens_per_turn
+        # Start the answer with the JSON it must begin with: a small chat model (SmolLM2-135M) asked
+        # for JSON otherwise goes on with the dialog it was shown (0 of 10 valid).
+        self.prefill = JSON_PREFILL if json_prefill else None
         self.template = string.Template(template if template is not None else _template("annotator.txt"))
         self.schema = answer_schema(self.labels, tidy=tidy)
         self.name = f"llm:{backend.name}"
@@ -430,7 +434,7 @@ class LLMAnnotator:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
         # structured output / guided decoding where the backend has it; the answer is validated anyway
-        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema)
+        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema, prefill=self.prefill)
 
     # -- the protocol
 
@@ -459,7 +463,7 @@ class LLMAnnotator:
                 self.stats["requests"] += 1
                 if comp is not None and comp.cached:
                     self.stats["cached"] += 1
-                text = comp.text if comp is not None else ""
+                text = (self.prefill or "") + comp.text if comp is not None else ""
                 raws[i].append(text)
                 if comp is None or comp.finish_reason == "error":
                     problems = [f"backend error: {(comp.error if comp else None) or text or 'no completion'}"]
@@ -554,6 +558,10 @@ def _chunks(it: Iterable[Dialog], size: int) -> Iterator[list[Dialog]]:
 # the stage
 
 
+# the start of every answer (see answer_model), prefilled with ``json_prefill``
+JSON_PREFILL = '{"turns": [{"index": 0, "motivation": "'
+
+
 class AnnotateConfig(BaseModel):
     """Settings of ``sage-dialog annotate`` (also usable from Python: ``annotate.run(cfg)``)."""
 
@@ -574,6 +582,8 @@ class AnnotateConfig(BaseModel):
     max_attempts: int = Field(3, ge=1)
     temperature: float = Field(0.0, ge=0)
     max_tokens_per_turn: int = Field(48, ge=8)
+    json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
+                               "otherwise continue the dialog; backends without constrained decoding)")
     chunk_size: int = Field(64, ge=1)
     cache: str | None = Field(None, description="response cache (SQLite) path; makes re-runs free")
     backend_options: dict[str, Any] = Field(default_factory=dict)
@@ -624,7 +634,8 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
     if ledger is not None:
         backend = ledger.track(backend)  # outermost, so it sees cache hits
     ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
-                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template)
+                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template,
+                       json_prefill=cfg.json_prefill)
     return ann, backend
 
 
