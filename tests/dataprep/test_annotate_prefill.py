@@ -43,3 +43,36 @@ def test_without_the_prefill_the_same_model_fails() -> None:
     be = Continues()
     (res,) = asyncio.run(LLMAnnotator(be, labels=LabelSets(), max_attempts=1).annotate([DIALOG]))
     assert res.tags is None and be.prefills == [None]
+
+
+def test_score_mode_chooses_closed_labels_by_the_models_scores(tiny_model, tmp_path) -> None:
+    """mode=score on a real (tiny) transformers model: every label comes from its set, by construction."""
+    from sage_dialog.core.io import read_jsonl, write_jsonl
+    from sage_dialog.labels import load_label_set
+    from sage_dialog.stages import annotate
+
+    src = tmp_path / "d.jsonl"
+    write_jsonl(src, [DIALOG, DIALOG.model_copy(update={"id": "e"})])
+    cfg = annotate.AnnotateConfig(input=src, output=tmp_path / "a.jsonl", annotator=f"hf:{tiny_model}", mode="score",
+                                  labels={"motivation": "chitchat_motivations", "emotion": "chitchat_emotions"})
+    annotate.run(cfg, quiet=True)
+    out = list(read_jsonl(tmp_path / "a.jsonl", Dialog))
+    assert [d.id for d in out] == ["d", "e"]
+    mot, emo = set(load_label_set("chitchat_motivations")), set(load_label_set("chitchat_emotions"))
+    for d in out:
+        for t in d.turns:
+            tags = t.state if t.role == "user" else t.action
+            assert tags is not None and tags.motivation in mot and tags.emotion in emo and tags.topics == []
+    assert out[0].turns == out[1].turns  # the same dialog gets the same labels (greedy choice)
+
+
+def test_score_mode_needs_closed_sets_before_any_model_loads(tmp_path) -> None:
+    import pytest
+
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.stages import annotate
+
+    cfg = annotate.AnnotateConfig(input=tmp_path / "x", output=tmp_path / "a.jsonl", annotator="hf:/no/such/model",
+                                  mode="score", labels={"motivation": "chitchat_motivations"})
+    with pytest.raises(UserError, match=r"mode=score needs closed label sets for user\.emotion, assistant\.emotion"):
+        annotate.build_annotator(cfg)

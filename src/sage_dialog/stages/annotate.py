@@ -499,6 +499,58 @@ class LLMAnnotator:
         return out
 
 
+class ScoringAnnotator:
+    """:class:`roles.Annotator` that *chooses* each closed label by the backend's option scores.
+
+    For every turn and every closed field (motivation, emotion) it scores each label of the set as
+    the answer to "the FIELD of turn [i] is ..." and takes the most likely one: the labels are valid
+    by construction, with no JSON to write or repair, which is what a small model (SmolLM2-135M)
+    can do. Topics are not chosen this way (an open vocabulary): they are left empty. Needs closed
+    sets for motivation and emotion on both roles and a backend that can score (``hf``, ``vllm``).
+    """
+
+    FIELDS = ("motivation", "emotion")
+
+    def __init__(self, backend: Backend, labels: LabelSets):
+        missing = [f"{r}.{f}" for r in ROLES for f in self.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
+        if not backend.supports_scoring:
+            raise UserError(f"annotate: mode=score needs a backend that scores options; {backend.name} cannot")
+        self.backend = backend
+        self.labels = labels
+        self.name = f"llm-score:{backend.name}"
+        self.stats: Counter[str] = Counter()
+
+    def _request(self, dialog: Dialog, i: int, fld: str) -> Any:
+        from sage_dialog.backends.base import ScoreRequest
+
+        role = dialog.turns[i].role
+        options = self.labels.get(role, fld) or []
+        question = (f"{render_dialog(dialog)}\n\nWhich word best describes the {fld} of the {role} in turn [{i}]? "
+                    f"Choose one of: {', '.join(options)}.")
+        return ScoreRequest(messages=[{"role": "user", "content": question}],
+                            options=[f" {o}" for o in options], prefill=f"The {fld} of turn [{i}] is")
+
+    async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
+        keys = [(d, i, f) for d in range(len(dialogs)) for i in range(len(dialogs[d].turns)) for f in self.FIELDS]
+        try:
+            scores = await self.backend.score([self._request(dialogs[d], i, f) for d, i, f in keys])
+        except BackendError as e:
+            return [AnnotationResult(tags=None, error=f"backend error: {e}") for _ in dialogs]
+        chosen: dict[tuple[int, int, str], str] = {}
+        for (d, i, f), sc in zip(keys, scores, strict=True):
+            options = self.labels.get(dialogs[d].turns[i].role, f) or []
+            chosen[(d, i, f)] = options[sc.best]
+            self.stats["requests"] += 1
+        return [
+            AnnotationResult(tags=[Tags(motivation=chosen[(d, i, "motivation")], emotion=chosen[(d, i, "emotion")],
+                                        topics=[]) for i in range(len(dialog.turns))])
+            for d, dialog in enumerate(dialogs)
+        ]
+
+
 # ---------------------------------------------------------------------------------------------
 # reading inputs
 
@@ -582,6 +634,9 @@ class AnnotateConfig(BaseModel):
     max_attempts: int = Field(3, ge=1)
     temperature: float = Field(0.0, ge=0)
     max_tokens_per_turn: int = Field(48, ge=8)
+    mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: a JSON answer per dialog; score: choose each closed label by the "
+        "backend's option scores (valid by construction; topics left empty)")
     json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
                                "otherwise continue the dialog; backends without constrained decoding)")
     chunk_size: int = Field(64, ge=1)
@@ -630,9 +685,16 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             template = cfg.prompt.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"{cfg.prompt}: no such prompt file") from None
+    if cfg.mode == "score":  # checked before the model loads
+        missing = [f"{r}.{f}" for r in ROLES for f in ScoringAnnotator.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
     backend = load_backend(bcfg)
     if ledger is not None:
         backend = ledger.track(backend)  # outermost, so it sees cache hits
+    if cfg.mode == "score":
+        return ScoringAnnotator(backend, labels), backend
     ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
                        temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template,
                        json_prefill=cfg.json_prefill)
