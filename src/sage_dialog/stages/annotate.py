@@ -503,7 +503,8 @@ class ScoringAnnotator:
     """:class:`roles.Annotator` that *chooses* each closed label by the backend's option scores.
 
     For every turn and every closed field (motivation, emotion) it scores each label of the set as
-    the answer to "the FIELD of turn [i] is ..." and takes the most likely one: the labels are valid
+    the answer to "the FIELD is ..." about that message (with the turn before it as context) and
+    takes the most likely one: the labels are valid
     by construction, with no JSON to write or repair, which is what a small model (SmolLM2-135M)
     can do. Topics are not chosen this way (an open vocabulary): they are left empty. Needs closed
     sets for motivation and emotion on both roles and a backend that can score (``hf``, ``vllm``).
@@ -526,12 +527,17 @@ class ScoringAnnotator:
     def _request(self, dialog: Dialog, i: int, fld: str) -> Any:
         from sage_dialog.backends.base import ScoreRequest
 
-        role = dialog.turns[i].role
-        options = self.labels.get(role, fld) or []
-        question = (f"{render_dialog(dialog)}\n\nWhich word best describes the {fld} of the {role} in turn [{i}]? "
-                    f"Choose one of: {', '.join(options)}.")
-        return ScoreRequest(messages=[{"role": "user", "content": question}],
-                            options=[f" {o}" for o in options], prefill=f"The {fld} of turn [{i}] is")
+        turn = dialog.turns[i]
+        options = self.labels.get(turn.role, fld) or []
+        # One short prompt per turn, not the whole dialog: each option is scored after the prompt, so
+        # the prompt's length is paid once per label (the whole dialog made it ~6x slower on CPU).
+        text = turn.text if len(turn.text) <= 400 else turn.text[:400] + " ..."
+        before = f'(after: "{dialog.turns[i - 1].text[:200]}") ' if i > 0 else ""
+        question = (f'{before}The {turn.role} says: "{text}"\nWhich {fld} fits this message best? '
+                    f"One of: {', '.join(options)}.")
+        return ScoreRequest(messages=[{"role": "system", "content": "You label chat messages."},
+                                      {"role": "user", "content": question}],
+                            options=[f" {o}" for o in options], prefill=f"The {fld} is")
 
     async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
         keys = [(d, i, f) for d in range(len(dialogs)) for i in range(len(dialogs[d].turns)) for f in self.FIELDS]
