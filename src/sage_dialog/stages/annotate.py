@@ -52,7 +52,7 @@ from sage_dialog.core.io import (
     write_json,
 )
 from sage_dialog.core.redact import redact_obj
-from sage_dialog.core.schema import Dialog, Tags, utc_now
+from sage_dialog.core.schema import Dialog, Tags, Turn, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
 
@@ -504,7 +504,8 @@ class ScoringAnnotator:
 
     For every turn and every closed field (motivation, emotion) it scores each label of the set as
     the answer to "the FIELD is ..." about that message (with the turn before it as context) and
-    takes the most likely one: the labels are valid
+    takes the most likely one, calibrated against the label's score for a content-free message
+    (small models prefer some labels whatever the message): the labels are valid
     by construction, with no JSON to write or repair, which is what a small model (SmolLM2-135M)
     can do. Topics are not chosen this way (an open vocabulary): they are left empty. Needs closed
     sets for motivation and emotion on both roles and a backend that can score (``hf``, ``vllm``).
@@ -541,14 +542,26 @@ class ScoringAnnotator:
 
     async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
         keys = [(d, i, f) for d in range(len(dialogs)) for i in range(len(dialogs[d].turns)) for f in self.FIELDS]
+        # contextual calibration (Zhao et al., 2021): a small model prefers some labels whatever the
+        # message says; each label's score for a content-free message ("N/A") is subtracted
+        blank = {(r, f): Dialog(id="calibration", turns=[Turn(role=r, text="N/A")])  # type: ignore[arg-type]
+                 for r in ROLES for f in self.FIELDS}
+        calib_keys = list(blank)
+        reqs = [self._request(dialogs[d], i, f) for d, i, f in keys]
+        reqs += [self._request(blank[k], 0, k[1]) for k in calib_keys]
         try:
-            scores = await self.backend.score([self._request(dialogs[d], i, f) for d, i, f in keys])
+            scores = await self.backend.score(reqs)
         except BackendError as e:
             return [AnnotationResult(tags=None, error=f"backend error: {e}") for _ in dialogs]
+        prior = dict(zip(calib_keys, scores[len(keys):], strict=True))
         chosen: dict[tuple[int, int, str], str] = {}
-        for (d, i, f), sc in zip(keys, scores, strict=True):
-            options = self.labels.get(dialogs[d].turns[i].role, f) or []
-            chosen[(d, i, f)] = options[sc.best]
+        for (d, i, f), sc in zip(keys, scores[: len(keys)], strict=True):
+            role = dialogs[d].turns[i].role
+            options = self.labels.get(role, f) or []
+            base = prior[(role, f)].logprobs
+            calibrated = [lp - b for lp, b in zip(sc.logprobs, base, strict=True)]
+            best = max(range(len(options)), key=calibrated.__getitem__)
+            chosen[(d, i, f)] = options[best]
             self.stats["requests"] += 1
         return [
             AnnotationResult(tags=[Tags(motivation=chosen[(d, i, "motivation")], emotion=chosen[(d, i, "emotion")],
