@@ -1,0 +1,191 @@
+"""Search in the latent: action proposals, the ``latent`` and ``mcts`` strategies, their trees."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from sage_dialog.core.errors import UserError
+from sage_dialog.core.schema import SearchNode, Tags
+from sage_dialog.roles.selector import LLMSelector
+from sage_dialog.roles.user_simulator import LLMUserSimulator
+from sage_dialog.stages.search.actions import LatentConfig, explore, load_action_set, normalise, top_k
+from sage_dialog.stages.search.mcts import puct_pick
+from sage_dialog.stages.search.search import SearchConfig, run_search
+from sage_dialog.stages.search.tree import best_path, read_tree
+
+SEEDS = ["I failed my driving test again.", "My sister is getting married!", "I can't sleep lately."]
+
+
+def _search(be, out: Path, seeds=SEEDS, **cfg):
+    latent = cfg.pop("latent", {})
+    sel = LLMSelector(be, mode=cfg.pop("mode", "logprob"))
+    return run_search(be, LLMUserSimulator(be), sel, seeds, SearchConfig(latent=LatentConfig(**latent), **cfg), out,
+                      transcripts=False)
+
+
+def _trees(out: Path) -> list[list[SearchNode]]:
+    return [read_tree(p) for p in sorted((out / "trees").glob("seed-*.jsonl"))]
+
+
+def test_action_sets(tmp_path):
+    sandbox = load_action_set("sandbox")
+    assert len(sandbox) == 6 and sandbox[0] == Tags(motivation="comfort", emotion="gentle")
+    esconv = load_action_set("esconv_strategies")
+    assert len(esconv) == 8 and all(a.motivation and a.emotion is None for a in esconv)
+    f = tmp_path / "acts.json"
+    f.write_text(json.dumps([{"motivation": "joke", "emotion": "playful"}, {"motivation": "joke", "emotion": "playful"},
+                             {"motivation": "advice"}]))
+    assert load_action_set(str(f)) == [Tags(motivation="joke", emotion="playful"), Tags(motivation="advice")]
+    f.write_text(json.dumps([{"motivation": "joke"}, {"mood": "x"}]))
+    with pytest.raises(UserError, match=r"acts.json: record 2"):
+        load_action_set(str(f))
+    with pytest.raises(UserError, match="no such label-set file"):
+        load_action_set(str(tmp_path / "missing.txt"))
+
+
+def test_priors_exploration_and_puct():
+    p = normalise([-1.0, -2.0, -3.0])
+    assert abs(sum(p) - 1) < 1e-9 and p[0] > p[1] > p[2]
+    flat = normalise([-1.0, -2.0, -3.0], temperature=100)
+    assert max(flat) - min(flat) < 0.01
+    assert top_k([0.1, 0.5, 0.5, 0.2], 2) == [1, 2]
+    cfg = LatentConfig(epsilon=0.5)
+    assert explore([1.0, 0.0], cfg, random.Random(0)) == [0.75, 0.25]
+    cfg = LatentConfig(dirichlet_alpha=0.3, dirichlet_weight=0.5)
+    a, b = explore(p, cfg, random.Random(7)), explore(p, cfg, random.Random(7))
+    assert a == b and a != p and abs(sum(a) - 1) < 1e-9  # seeded noise: deterministic
+    # PUCT: an unvisited action with a high prior goes first; a visited good action is exploited
+    assert puct_pick([0.2, 0.8], [0, 0], [0.0, 0.0], 1.5, 0.0, 1.0, 0.5) == 1
+    assert puct_pick([0.5, 0.5], [3, 3], [3.0, 0.0], 1.5, 0.0, 1.0, 0.5) == 0
+    # with no exploration weight the better mean wins whatever the prior
+    assert puct_pick([0.9, 0.1], [2, 2], [0.0, 2.0], 0.0, 0.0, 1.0, 0.5) == 1
+
+
+@pytest.mark.parametrize("strategy", ["latent", "mcts"])
+@pytest.mark.parametrize("actions", ["sandbox", None])
+def test_latent_strategies_write_valid_trees_with_branches(scripted, tmp_path, strategy, actions):
+    be = scripted()
+    latent = {"action_set": actions, "k": 3, "replies": 2, "simulations": 5, "batch": 2}
+    out = _search(be, tmp_path / "a", strategy=strategy, turns=2, latent=latent)
+    trees = _trees(out)
+    assert len(trees) == 3
+    for nodes in trees:
+        path = best_path(nodes)
+        assert [n.role for n in path] == ["user", "assistant", "user", "assistant"]
+        for parent, kept in ((path[0], path[1]), (path[2], path[3])):
+            br = parent.branches
+            assert br and 1 <= len(br) <= 3
+            assert abs(sum(b.prior for b in br) - 1) < 1e-4
+            assert sum(b.chosen for b in br) == 1 and br[kept.branch].chosen
+            kids = [n for n in nodes if n.parent == parent.id and n.role == "assistant"]
+            assert sorted(r for b in br for r in b.replies) == sorted(n.id for n in kids)
+            assert sum(b.visits for b in br) == len(kids) == (6 if strategy == "latent" else 5)
+            assert [n for n in kids if n.kept] == [kept]
+            assert all(n.sampling["prefill"] for n in kids) and kept.score is not None
+            if actions == "sandbox":  # a closed set: the forced fields are the action's
+                assert {(n.action.motivation, n.action.emotion) for n in kids} <= {
+                    (a.motivation, a.emotion) for a in load_action_set("sandbox")}
+            if strategy == "mcts":  # the kept action is the most visited one
+                assert br[kept.branch].visits == max(b.visits for b in br)
+    # proposals of all seeds are scored in one batched pass
+    assert be.score_calls[0] == 3
+    meta = json.loads((out / "trees" / "seed-0000.meta.json").read_text())
+    assert meta["strategy"] == strategy and meta["generated_tokens"] > 0
+    # deterministic: the same search again gives the same trees
+    again = _search(scripted(), tmp_path / "b", strategy=strategy, turns=2, latent=latent)
+    assert [[n.model_dump() for n in t] for t in _trees(again)] == [[n.model_dump() for n in t] for t in trees]
+
+
+@pytest.mark.parametrize("strategy", ["latent", "mcts"])
+def test_latent_search_resumes_from_its_journal(scripted, tmp_path, strategy):
+    latent = {"action_set": "sandbox", "k": 3, "simulations": 4, "batch": 2}
+    full_be = scripted()
+    full = _search(full_be, tmp_path / "full", strategy=strategy, turns=3, latent=latent)
+
+    class Crash(Exception):
+        pass
+
+    class Dying(scripted):  # killed in the middle, after some calls were journaled
+        async def generate(self, requests):
+            if len(self.generate_calls) == 6:
+                raise Crash
+            return await super().generate(requests)
+
+    dying = Dying()
+    with pytest.raises(Crash):
+        _search(dying, tmp_path / "resumed", strategy=strategy, turns=3, latent=latent)
+    assert not (tmp_path / "resumed" / "best.jsonl").exists()
+    again = scripted()
+    resumed = _search(again, tmp_path / "resumed", strategy=strategy, turns=3, latent=latent)
+    assert [[n.model_dump() for n in t] for t in _trees(resumed)] == [[n.model_dump() for n in t] for t in _trees(full)]
+    assert dying.requests > 0 and dying.requests + again.requests == full_be.requests  # nothing asked twice
+    # other latent options are another search: refused on the same folder
+    with pytest.raises(UserError, match="different config"):
+        _search(scripted(), tmp_path / "resumed", strategy=strategy, turns=3, latent={**latent, "k": 2})
+
+
+def test_mcts_spends_its_share_of_the_token_budget(scripted, tmp_path):
+    latent = {"action_set": "sandbox", "k": 3, "simulations": 64, "batch": 1}
+    out = _search(scripted(), tmp_path / "small", seeds=SEEDS[:1], strategy="mcts", turns=2, budget_tokens=600,
+                  latent=latent)
+    big = _search(scripted(), tmp_path / "big", seeds=SEEDS[:1], strategy="mcts", turns=2, budget_tokens=3000,
+                  latent=latent)
+    small_meta = json.loads((out / "trees" / "seed-0000.meta.json").read_text())
+    big_meta = json.loads((big / "trees" / "seed-0000.meta.json").read_text())
+    n_small = len([n for n in _trees(out)[0] if n.role == "assistant"])
+    n_big = len([n for n in _trees(big)[0] if n.role == "assistant"])
+    assert 2 <= n_small < n_big < 128  # more budget, more simulations; both finish their turns
+    assert len([n for n in best_path(_trees(out)[0]) if n.role == "assistant"]) == 2
+    assert small_meta["tokens"] <= 600 * 1.5 and big_meta["tokens"] <= 3000 * 1.2
+
+
+def test_latent_needs_a_scoring_backend(scripted, tmp_path):
+    from sage_dialog.backends.base import Backend
+
+    class NoScore(scripted):
+        score = Backend.score  # type: ignore[assignment]
+
+    with pytest.raises(UserError, match="cannot score"):
+        _search(NoScore(), tmp_path, strategy="latent", turns=1)
+    assert not (tmp_path / "search.json").exists()
+    with pytest.raises(UserError, match="no such label-set file"):
+        _search(scripted(), tmp_path, strategy="mcts", turns=1, latent={"action_set": "nope"})
+
+
+def test_proposals_on_a_real_model(tiny_model, tmp_path):
+    """Closed set: priors are the model's own normalised scores of the action prefills after its state block."""
+    import asyncio
+
+    from sage_dialog.backends.base import ScoreRequest, load_backend
+    from sage_dialog.core import sac
+    from sage_dialog.sandbox.oracles import oracle_for
+    from sage_dialog.stages.search.actions import propose
+    from sage_dialog.stages.search.rollout import assistant_messages
+    from sage_dialog.stages.search.search import _Roles, _SeedSearch
+    from sage_dialog.stages.search.tree import node_turn
+
+    be = load_backend(f"hf:{tiny_model}")
+    cfg = SearchConfig(strategy="mcts", turns=1, latent=LatentConfig(action_set="sandbox", k=3))
+    s = _SeedSearch(0, SEEDS[0], cfg, _Roles(be, oracle_for("user"), oracle_for("selector")), tmp_path / "j.jsonl")
+    root = s._add("user", SEEDS[0], None)
+    props = asyncio.run(propose(s, [root]))
+    assert len(props) == 3 and abs(sum(p.prior for p in props) - 1) < 1e-9
+    head = props[0].prefill[: props[0].prefill.index("{a_motivation")]
+    assert all(p.prefill.startswith(head) for p in props)
+    options = [sac.action_prefill(a) for a in load_action_set("sandbox")]
+    [sc] = asyncio.run(be.score([ScoreRequest(messages=assistant_messages([node_turn(root)]), options=options,
+                                              prefill=head or None)]))
+    full = normalise(sc.logprobs)
+    best3 = top_k(full, 3)
+    assert [p.action for p in props] == [load_action_set("sandbox")[i] for i in best3]
+    total = sum(full[i] for i in best3)
+    assert [round(p.prior, 6) for p in props] == [round(full[i] / total, 6) for i in best3]
+    # open vocabulary: sampled blocks, deduplicated, at most k
+    s.cfg = SearchConfig(strategy="mcts", turns=1, latent=LatentConfig(k=3, open_samples=6))
+    s.action_set = None
+    props = asyncio.run(propose(s, [root]))
+    assert 1 <= len(props) <= 3 and len({p.prefill for p in props}) == len(props)
