@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rejected candidates per decision, hardest first (default: all)")
     parser.add_argument("--min-margin", type=float, default=None,
                         help="keep only pairs whose judge score margin is at least this")
+    parser.add_argument("--level", default="text", choices=["text", "action", "tags"],
+                        help="text: reply vs reply; action: same state, different action (action + reply); "
+                             "tags: those action pairs with the tag blocks only (default: text)")
     parser.add_argument("--strip-tags", action="store_true", help="remove SAC tags from the history turns")
     parser.add_argument("--no-dedup", action="store_true", help="keep repeated pairs")
     parser.add_argument("--max-per-seed", type=int, default=None, help="cap pairs per seed")
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.negatives is not None and args.negatives < 1:
         raise UserError(f"--negatives {args.negatives}: must be at least 1")
     cfg = PrefsConfig(negatives=args.negatives, min_margin=args.min_margin, history_tags=not args.strip_tags,
-                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance)
+                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance,
+                      level=args.level)
     pairs, paths = load_source(args.source, cfg)
     if not pairs:
         raise UserError(f"{args.source}: no preference pairs (no decision had a dropped candidate passing the filters)")
