@@ -25,7 +25,9 @@
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
-``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone).
+``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
+``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
+:mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
+
+def _attention_impl(name: str) -> str:
+    """transformers' ``attn_implementation`` for a backend's ``attention`` option."""
+    if name == "auto":
+        from sage_dialog.backends import attention
+
+        return attention.register()
+    return name
+
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
 
@@ -294,6 +305,7 @@ class HFBackend(Backend):
         merge_adapter: bool = True,
         linger_ms: float = 2.0,
         num_threads: int | None = None,
+        attention: str = "auto",
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -323,7 +335,9 @@ class HFBackend(Backend):
         self.batch_size = int(batch_size)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
-            lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+            lm: Any = AutoModelForCausalLM.from_pretrained(
+                model, dtype=torch_dtype, attn_implementation=_attention_impl(attention)
+            )
         except OSError as e:
             raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
         if self.adapter:
