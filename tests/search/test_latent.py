@@ -189,3 +189,31 @@ def test_proposals_on_a_real_model(tiny_model, tmp_path):
     s.action_set = None
     props = asyncio.run(propose(s, [root]))
     assert 1 <= len(props) <= 3 and len({p.prefill for p in props}) == len(props)
+
+
+@pytest.mark.slow
+def test_cli_mcts_on_a_real_model(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("I feel sad about my exam.\nMy boss makes me so angry.\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "sage_dialog", "search", str(seeds), "--assistant", f"hf:{tiny_model}",
+           "--user", "oracle", "--judge", "oracle", "--strategy", "mcts", "--actions", "sandbox", "--k-actions", "3",
+           "--simulations", "3", "--turns", "2", "--max-tokens", "8", "--no-progress", "-o", str(tmp_path / "out")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for p in sorted((tmp_path / "out" / "trees").glob("seed-*.jsonl")):
+        nodes = read_tree(p)
+        assert nodes[0].branches and sum(b.visits for b in nodes[0].branches) == 3
+    r = subprocess.run([*cmd[:-1], str(tmp_path / "bad"), "--actions", str(tmp_path / "none.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "none.json: no such action-set file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_config_section_takes_the_latent_options():
+    cfg = SearchConfig.model_validate({"strategy": "mcts", "turns": 2,
+                                       "latent": {"action_set": "esconv_strategies", "k": 3, "simulations": 6}})
+    assert cfg.latent.k == 3 and cfg.latent.simulations == 6
+    with pytest.raises(ValueError, match="simulation"):
+        SearchConfig.model_validate({"strategy": "mcts", "latent": {"simulation": 6}})
