@@ -18,6 +18,11 @@ Reported: mean reward and generated tokens per seed of each setting, and paired 
 intervals (over seeds) of latent/mcts minus best-of-N at comparable and at double token budgets.
 Writes ``results.json`` and ``reward_vs_tokens.png`` (matplotlib, else Pillow) into ``--out``.
 
+``--dpo`` runs the learning side instead: one ``mcts`` search on the demo's training seeds, then DPO
+from M1 on its text-level pairs, on its action-level pairs, and on its action-level pairs with
+``loss_on: tags``; each model plays the held-out seeds (temperature 0.7, 4 turns, the oracle user)
+and its ground-truth reward is compared, paired over seeds (``dpo_results.json``).
+
     HF_HUB_OFFLINE=1 .venv/bin/sage-dialog demo -o /tmp/latent/demo      # M1 (stage sft) if not there yet
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_latent_search.py --m1 /tmp/latent/demo/sft/model \\
         --seeds 64 --turns 4 --out /tmp/latent/bench
@@ -142,9 +147,62 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str:
             dr.line(P, fill=c, width=2)
         for X, Y in P:
             dr.ellipse([X - 4, Y - 4, X + 4, Y + 4], fill=c)
-        dr.text((w - m - 90, m + 10 + 16 * i), k, fill=c)
+        dr.text((w - m - 90, h - m - 60 + 16 * i), k, fill=c)
     img.save(path)
     return "pillow"
+
+
+def dpo_experiment(backend: Any, m1: Path, out: Path, n_search: int, n_eval: int, turns: int, seed: int) -> None:
+    """DPO from M1 on text-level vs action-level pairs of the same search (mcts, 4 replies per turn on the
+    demo's training seeds); ground-truth reward of each model on held-out seeds, paired CIs."""
+    import asyncio
+
+    from sage_dialog.backends.base import BackendConfig, SamplingParams, load_backend
+    from sage_dialog.core import io
+    from sage_dialog.sandbox import world
+    from sage_dialog.sandbox.oracles import oracle_for
+    from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+    from sage_dialog.stages.search.rollout import play_dialogs
+    from sage_dialog.train.config import DPORunConfig
+    from sage_dialog.train.dpo import train_dpo
+
+    search_seeds = world.seed_openings(n_search, seed + 1)  # the demo's search seeds (training side)
+    spec = {"strategy": "mcts", "latent": {"action_set": "sandbox", "k": 4, "simulations": 4, "batch": 2}}
+    r = run_setting(backend, search_seeds, "dpo-search", spec, 3, out, seed)
+    print(f"search for DPO: {n_search} seeds, reward {r['reward']:+.3f}, {r['gen_tokens']:.0f} gen tokens/seed", flush=True)
+    variants = {"text": ("text", "turn"), "action": ("action", "turn"), "action-tags": ("action", "tags")}
+    models: dict[str, Path] = {"M1": m1}
+    for name, (level, loss_on) in variants.items():
+        pdir = out / f"prefs-{level}"
+        if not (pdir / "pairs.jsonl").exists():
+            counts = run_prefs(out / "dpo-search" / "trees", pdir, PrefsConfig(level=level, min_margin=0.5))
+            print(f"  {level} pairs: {counts}", flush=True)
+        mdir = out / f"dpo-{name}"
+        if not (mdir / "config.json").exists():
+            t0 = time.perf_counter()
+            train_dpo(DPORunConfig.model_validate({
+                "model": {"name_or_path": str(m1)}, "adapter": {"method": "full"},
+                "data": {"train": str(pdir / "pairs.jsonl"), "max_length": 512, "loss_on": loss_on},
+                "train": {"epochs": 2.0, "learning_rate": 5e-4, "batch_size": 8, "logging_steps": 25,
+                          "save_total_limit": 1, "save_steps": 100000, "device": "cpu", "seed": seed},
+                "dpo": {"beta": 0.1, "sft_weight": 1.0}, "output_dir": str(mdir)}))
+            print(f"  DPO {name}: {time.perf_counter() - t0:.0f}s", flush=True)
+        models[f"DPO-{name}"] = mdir
+    eval_seeds = world.seed_openings(n_eval, seed + 2)
+    rewards: dict[str, list[float]] = {}
+    for name, path in models.items():
+        be = load_backend(BackendConfig(spec=f"hf:{path}", options={"batch_size": 64, "device": "cpu"}))
+        dialogs = asyncio.run(play_dialogs(be, oracle_for("user", seed=seed + 7), eval_seeds, turns=4,
+                                           sampling=SamplingParams(temperature=0.7, max_tokens=64), seed=seed + 7))
+        rewards[name] = [world.dialog_reward(d) for d in dialogs]
+        print(f"  eval {name:16} reward {np.mean(rewards[name]):+.3f}", flush=True)
+    res: dict[str, Any] = {"rewards": {k: float(np.mean(v)) for k, v in rewards.items()}, "diffs": {}}
+    for a, b in [("DPO-text", "M1"), ("DPO-action", "M1"), ("DPO-action-tags", "M1"), ("DPO-action", "DPO-text"),
+                 ("DPO-action-tags", "DPO-text")]:
+        m, lo, hi = paired_ci(rewards[a], rewards[b])
+        res["diffs"][f"{a} - {b}"] = [m, lo, hi]
+        print(f"  {a} - {b}: {m:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}", flush=True)
+    io.write_json(out / "dpo_results.json", res)
 
 
 def main() -> None:
@@ -155,6 +213,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="comma-separated setting names to run (default: all)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/latent-bench"))
+    ap.add_argument("--dpo", action="store_true", help="run the DPO experiment (text vs action pairs) instead")
+    ap.add_argument("--dpo-search-seeds", type=int, default=96)
     args = ap.parse_args()
     import torch
 
@@ -163,6 +223,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     backend = load_backend(BackendConfig(spec=f"hf:{args.m1}", options={"batch_size": 64, "device": "cpu"}))
+    if args.dpo:
+        dpo_experiment(backend, args.m1, args.out, args.dpo_search_seeds, args.seeds, args.turns, args.seed)
+        return
     seeds = world.seed_openings(args.seeds, args.seed + 2)  # the demo's held-out evaluation seeds
     only = set(args.only.split(",")) if args.only else None
     rows = []

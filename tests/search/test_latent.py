@@ -217,3 +217,17 @@ def test_run_config_section_takes_the_latent_options():
     assert cfg.latent.k == 3 and cfg.latent.simulations == 6
     with pytest.raises(ValueError, match="simulation"):
         SearchConfig.model_validate({"strategy": "mcts", "latent": {"simulation": 6}})
+
+
+@pytest.mark.parametrize("strategy", ["latent", "mcts"])
+def test_rollout_values_judge_the_continuations(scripted, tmp_path, strategy):
+    latent = {"action_set": "sandbox", "k": 2, "simulations": 2, "value": "rollout"}
+    out = _search(scripted(), tmp_path, seeds=SEEDS[:1], strategy=strategy, turns=2, lookahead_depth=1,
+                  latent=latent)
+    nodes = _trees(out)[0]
+    rollouts = [n for n in nodes if n.sampling.get("lookahead")]
+    assert rollouts and not any(n.kept for n in rollouts)
+    path = best_path(nodes)
+    assert [n.role for n in path] == ["user", "assistant", "user", "assistant"]
+    # the judge saw the continuations: the kept reply's decision was made on the rolled-forward text
+    assert all(n.decision is not None for n in path[1::2])
