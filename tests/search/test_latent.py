@@ -93,6 +93,13 @@ def test_latent_strategies_write_valid_trees_with_branches(scripted, tmp_path, s
                 assert br[kept.branch].visits == max(b.visits for b in br)
     # proposals of all seeds are scored in one batched pass
     assert be.score_calls[0] == 3
+    # the existing exports read these trees: transcripts, and action-level pairs
+    from sage_dialog.stages import prefs
+    from sage_dialog.stages.search.search import export_transcripts
+
+    assert export_transcripts(out) == 3
+    pairs, _ = prefs.build(prefs.read_trees(out / "trees"), prefs.PrefsConfig(level="action"))
+    assert all(p.chosen.state == p.rejected.state and p.tag_diff for p in pairs)
     meta = json.loads((out / "trees" / "seed-0000.meta.json").read_text())
     assert meta["strategy"] == strategy and meta["generated_tokens"] > 0
     # deterministic: the same search again gives the same trees
