@@ -92,7 +92,7 @@ def test_latent_strategies_write_valid_trees_with_branches(scripted, tmp_path, s
             if strategy == "mcts":  # the kept action is the most visited one
                 assert br[kept.branch].visits == max(b.visits for b in br)
     # proposals of all seeds are scored in one batched pass
-    assert be.score_calls[0] == 3
+    assert be.batches("score")[0] == 3
     # the existing exports read these trees: transcripts, and action-level pairs
     from sage_dialog.stages import prefs
     from sage_dialog.stages.search.search import export_transcripts
@@ -113,23 +113,15 @@ def test_latent_search_resumes_from_its_journal(scripted, tmp_path, strategy):
     full_be = scripted()
     full = _search(full_be, tmp_path / "full", strategy=strategy, turns=3, latent=latent)
 
-    class Crash(Exception):
-        pass
-
-    class Dying(scripted):  # killed in the middle, after some calls were journaled
-        async def generate(self, requests):
-            if len(self.generate_calls) == 6:
-                raise Crash
-            return await super().generate(requests)
-
-    dying = Dying()
-    with pytest.raises(Crash):
+    dying = scripted(crash_at_call=7)  # killed in the middle, after some calls were journaled
+    with pytest.raises(RuntimeError, match="simulated crash"):
         _search(dying, tmp_path / "resumed", strategy=strategy, turns=3, latent=latent)
     assert not (tmp_path / "resumed" / "best.jsonl").exists()
     again = scripted()
     resumed = _search(again, tmp_path / "resumed", strategy=strategy, turns=3, latent=latent)
     assert [[n.model_dump() for n in t] for t in _trees(resumed)] == [[n.model_dump() for n in t] for t in _trees(full)]
-    assert dying.requests > 0 and dying.requests + again.requests == full_be.requests  # nothing asked twice
+    # nothing asked twice
+    assert len(dying.history) > 0 and len(dying.history) + len(again.history) == len(full_be.history)
     # other latent options are another search: refused on the same folder
     with pytest.raises(UserError, match="different config"):
         _search(scripted(), tmp_path / "resumed", strategy=strategy, turns=3, latent={**latent, "k": 2})
@@ -151,13 +143,10 @@ def test_mcts_spends_its_share_of_the_token_budget(scripted, tmp_path):
 
 
 def test_latent_needs_a_scoring_backend(scripted, tmp_path):
-    from sage_dialog.backends.base import Backend
-
-    class NoScore(scripted):
-        score = Backend.score  # type: ignore[assignment]
-
+    no_score = scripted()
+    no_score.scoring = False
     with pytest.raises(UserError, match="cannot score"):
-        _search(NoScore(), tmp_path, strategy="latent", turns=1)
+        _search(no_score, tmp_path, strategy="latent", turns=1)
     assert not (tmp_path / "search.json").exists()
     with pytest.raises(UserError, match="no such label-set file"):
         _search(scripted(), tmp_path, strategy="mcts", turns=1, latent={"action_set": "nope"})

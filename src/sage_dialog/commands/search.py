@@ -86,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages.search.seeds import read_seed_file
 
+    # every input and the output folder are checked before any model loads
+    check_paths(inputs=[args.seeds, args.user_persona], folders=[args.out])
     seeds = read_seed_file(args.seeds)
     if args.limit is not None:
         seeds = seeds[: args.limit]
