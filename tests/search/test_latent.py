@@ -227,3 +227,14 @@ def test_rollout_values_judge_the_continuations(scripted, tmp_path, strategy):
     assert [n.role for n in path] == ["user", "assistant", "user", "assistant"]
     # the judge saw the continuations: the kept reply's decision was made on the rolled-forward text
     assert all(n.decision is not None for n in path[1::2])
+
+
+@pytest.mark.parametrize("strategy", ["latent", "mcts"])
+def test_generate_mode_judge_gives_one_zero_values(scripted, tmp_path, strategy):
+    latent = {"action_set": "sandbox", "k": 3, "simulations": 3, "batch": 3}
+    out = _search(scripted(), tmp_path, seeds=SEEDS[:2], strategy=strategy, turns=1, mode="generate", latent=latent)
+    for nodes in _trees(out):
+        kids = [n for n in nodes if n.role == "assistant"]
+        assert sorted(n.score for n in kids) == [0.0, 0.0, 1.0]  # the judge's choice is worth 1, the rest 0
+        kept = next(n for n in kids if n.kept)
+        assert kept.score == 1.0 and kept.decision.mode == "generate" and kept.decision.outcome == "chosen"
