@@ -141,8 +141,20 @@ def _run(name: str, args: list[str]) -> int:
                 raise
             logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
             path = console.commit_log()
-            print(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})", file=sys.stderr)
+            if _is_configuration_error(e):
+                raise  # exit 2 with its one line (main); the traceback is in the log
+            from sage_dialog.core.redact import redact
+
+            print(redact(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})"),
+                  file=sys.stderr)
             return 1
+
+
+def _is_configuration_error(e: BaseException) -> bool:
+    """A failure the user fixes outside the code (a backend's URL/key/server, a path): exit 2, not a crash."""
+    from sage_dialog.backends.base import BackendError
+
+    return isinstance(e, BackendError) or (isinstance(e, OSError) and e.filename is not None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
