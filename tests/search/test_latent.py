@@ -238,3 +238,12 @@ def test_generate_mode_judge_gives_one_zero_values(scripted, tmp_path, strategy)
         assert sorted(n.score for n in kids) == [0.0, 0.0, 1.0]  # the judge's choice is worth 1, the rest 0
         kept = next(n for n in kids if n.kept)
         assert kept.score == 1.0 and kept.decision.mode == "generate" and kept.decision.outcome == "chosen"
+
+
+def test_mcts_never_judges_a_lone_last_reply(scripted, tmp_path):
+    latent = {"action_set": "sandbox", "k": 3, "simulations": 4, "batch": 3}
+    out = _search(scripted(), tmp_path, seeds=SEEDS[:1], strategy="mcts", turns=1, latent=latent)
+    kids = [n for n in _trees(out)[0] if n.role == "assistant"]
+    assert len(kids) == 4 and len({n.sampling["seed"] for n in kids}) == 4
+    # one round of four: every reply was judged against the other three
+    assert all(len(n.decision.order) == 4 for n in kids)

@@ -11,7 +11,8 @@ option probability; 1/0 for a generate-mode choice), min-max normalised over the
     PUCT(a) = Q(a) + c_puct * P(a) * sqrt(1 + sum_b N(b)) / (1 + N(a))
 
 with unvisited actions valued at the mean of what was seen. The search stops after
-``simulations`` replies, or earlier when the per-seed budget (``budget_tokens``,
+``simulations`` replies (a last round of one reply joins the round before it: a relative judge
+cannot value a lone reply), or earlier when the per-seed budget (``budget_tokens``,
 ``budget_requests``) would be overrun: each decision gets an equal share of what is left, and a
 round is started only when the previous round's cost still fits in it. The action with the most
 visits is kept (ties: higher mean value, then higher prior) with its best-valued reply.
@@ -81,7 +82,11 @@ async def decide_mcts(s: _SeedSearch, path: list[SearchNode], turn: int) -> Sear
         fpu = sum(seen) / len(seen) if seen else 0.5
         v_tmp, s_tmp = list(visits), list(sums)
         picks: list[int] = []
-        for _ in range(min(batch, cfg.simulations - len(nodes))):
+        left = cfg.simulations - len(nodes)
+        size = min(batch, left)
+        if left - size == 1 and size > 1:
+            size += 1  # never leave a last round of one: a relative judge has nothing to compare it with
+        for _ in range(size):
             a = puct_pick(priors, v_tmp, s_tmp, cfg.c_puct, lo, hi, fpu)
             picks.append(a)
             # a virtual visit at the current mean: the next pick of the round may look elsewhere
