@@ -14,7 +14,7 @@ Example:
       --turns 8 --candidates 4 --judge-mode logprob
   sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
       --strategy beam --beam-width 2 -o runs/beam
-  sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \
+  sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
       --strategy mcts --actions esconv_strategies --k-actions 4 --simulations 8 -o runs/mcts
 """
 
@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         asyncio.run(pool.aclose())
-    summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
-          f"-> {out}/trees, {out}/best.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    summary, speed = manifest["summary"], manifest["usage"].get("tokens_per_s")
+    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}"
+          + (f"; {speed:g} assistant tokens/s" if speed else "") + f") -> {out}/trees, {out}/best.jsonl")
     return 0
