@@ -2,13 +2,14 @@
 
 Stages, each in its own folder of the run directory with a manifest.json:
 annotate, chain, mix, sft (M1); per round: search-rK, prefs-rK, sft-rK (M2, M3, ...);
-then search, prefs, dpo, compare. Change one config value and exactly the stages downstream of it
-run again. A stage that fails leaves finished stages in place; run the same command to go on.
+then search, prefs, dpo, compare. A world section adds the world's stages (world, base, evaluate)
+and the run ends with its results table. Change one config value and exactly the stages downstream
+of it run again. A stage that fails leaves finished stages in place; run the same command to go on.
 
 Example:
-  sage-dialog run configs/pipeline-tiny.yaml
+  sage-dialog run configs/demo-sandbox.yaml          # = sage-dialog demo -o demo-out
   sage-dialog run configs/sage-original.yaml --from search --until dpo
-  sage-dialog run configs/pipeline-tiny.yaml rounds=2 search.config.candidates=8 --list
+  sage-dialog run configs/demo-sandbox.yaml rounds=2 search.config.candidates=8 --list
 """
 
 from __future__ import annotations
@@ -28,20 +29,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.config import load_config
-    from sage_dialog.pipeline.runner import run_stages, summary_table
     from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
 
     cfg = load_config(LoopConfig, args.config, args.overrides)
-    stages = build_stages(cfg)
     if args.list:
-        for s in stages:
+        for s in build_stages(cfg):
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
-    outcomes = run_stages(stages, cfg.run_dir, from_stage=args.from_stage, until=args.until, seed=cfg.seed)
+    return run_and_report(cfg, from_stage=args.from_stage, until=args.until)
+
+
+def run_and_report(cfg: object, *, from_stage: str | None = None, until: str | None = None) -> int:
+    """Run the loop, print the stage table and the world's results table (shared with ``demo``)."""
+    from sage_dialog.pipeline.runner import summary_table
+    from sage_dialog.pipeline.sage_loop import LoopConfig, results_table, run_loop
+
+    assert isinstance(cfg, LoopConfig)
+    outcomes = run_loop(cfg, from_stage=from_stage, until=until)
     print()
     print(summary_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         print(f"\nstage {failed[0].name} failed: {failed[0].error}\nfix it and run the same command to go on")
         return 1
+    table = results_table(cfg)
+    if table is not None:
+        print()
+        print(table)
+        print(f"\nresults and every artifact: {cfg.run_dir}/ (evaluate/results.md, evaluate/results.json)")
     return 0
