@@ -281,7 +281,7 @@ def _world_base(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     return fn
 
 
-def _world_evaluate(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untyped-def]
+def _world_evaluate(cfg: LoopConfig, models: dict[str, str], before: list[str]):  # type: ignore[no-untyped-def]
     assert cfg.world is not None
     world, section = get_world(cfg.world.name), cfg.world
 
@@ -289,10 +289,10 @@ def _world_evaluate(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no
         from sage_dialog.core.io import read_json
 
         timings = {}
-        for d in sorted(ctx.run_dir.iterdir()):  # the time each finished stage took, for the results table
-            m = d / "manifest.json"
-            if d.is_dir() and not d.name.startswith(".") and m.exists():
-                timings[d.name] = float(read_json(m).get("summary", {}).get("seconds", 0.0))
+        for name in before:  # the time each stage took when it ran, for the results table
+            m = ctx.run_dir / name / "manifest.json"
+            if m.exists():
+                timings[name] = float(read_json(m).get("summary", {}).get("seconds", 0.0))
         annotated = sorted(f for f in ctx.dir_of("annotate").glob("annotated-*.jsonl")
                            if not f.name.endswith(".rejects.jsonl"))
         inputs = EvalInputs(models={n: _model_dir(ctx.dir_of(st)) for n, st in models.items()}, annotated=annotated,
@@ -387,7 +387,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
                                                                "search": dump["search"]},
                             deps=list(dict.fromkeys([*models.values(), *seeds_dep])), inputs=seeds_in))
     if cfg.world is not None:
-        stages.append(Stage("evaluate", _world_evaluate(cfg, models),
+        stages.append(Stage("evaluate", _world_evaluate(cfg, models, [st.name for st in stages]),
                             {**common, "world": cfg.world.name, "eval": dump["world"]["eval"], "models": models},
                             deps=list(dict.fromkeys(["annotate", *models.values()]))))
     return stages
