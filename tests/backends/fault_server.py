@@ -4,7 +4,9 @@ It answers ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or no
 rates, fails instead: ``429`` with ``Retry-After``, ``5xx``, ``400``, a timeout (holds the connection, then
 drops it), malformed JSON, or a truncated body / stream. Healthy replies are deterministic
 functions of the request, honour ``n`` (unless ``ignore_n``) and report usage. It counts what it
-did so tests can check that nothing was dropped silently::
+did so tests can check that nothing was dropped silently. With ``echo_key_status`` it answers every
+request with that status and a body that echoes the caller's API key (as careless servers do), for
+the redaction tests::
 
     with FaultServer(rates={"429": 0.06, "500": 0.06, "timeout": 0.06, "malformed": 0.06,
                             "truncated": 0.06}) as srv:
@@ -35,6 +37,7 @@ class FaultServer:
         hang_s: float = 1.0,
         delay_s: float = 0.0,
         ignore_n: bool = False,
+        echo_key_status: int | None = None,
     ):
         self.rates = dict(rates or {})
         unknown = set(self.rates) - set(FAULTS)
@@ -45,6 +48,8 @@ class FaultServer:
         self.hang_s = hang_s
         self.delay_s = delay_s
         self.ignore_n = ignore_n
+        # a careless server: answer every POST with this status and the caller's key in the body
+        self.echo_key_status = echo_key_status
         self.counts: Counter[str] = Counter()
         self.auth_headers: set[str] = set()
         self.lock = threading.Lock()
@@ -118,6 +123,11 @@ class FaultServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with srv.lock:
                     srv.auth_headers.add(self.headers.get("Authorization", ""))
+                if srv.echo_key_status is not None:
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    msg = f"Incorrect API key provided: {key}. Find your key at https://example.invalid"
+                    self._send(srv.echo_key_status, json.dumps({"error": {"message": msg, "key": key}}).encode())
+                    return
                 if srv.delay_s:
                     time.sleep(srv.delay_s)
                 fault = srv.pick_fault()

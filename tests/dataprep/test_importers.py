@@ -93,7 +93,8 @@ def test_esconv_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"dialog": [{"speaker": "seeker", "content": "hi"},
                                            {"speaker": "supporter", "content": "yo", "annotation": {"strategy": "Magic"}}]}]))
-    with pytest.raises(UserError, match=r"bad.json: record 1: field dialog\[1\].annotation.strategy: unknown strategy 'Magic'"):
+    with pytest.raises(UserError, match=r"bad.json: 1 unknown strategy value\(s\) .*'Magic' x1 \(first at record 1, "
+                                        r"field dialog\[1\].annotation.strategy\)"):
         list(read_esconv(bad))
     bad.write_text(json.dumps([{"dialog": [{"speaker": "bot", "content": "hi"}]}]))
     with pytest.raises(UserError, match=r"field dialog\[0\].speaker"):
@@ -143,3 +144,68 @@ def test_importers_never_crash_on_garbage(tmp_path: Path, reader) -> None:  # ty
             assert all(line.startswith(str(f)) for line in e.problems), e.problems
 
     check()
+
+
+# -- real ESConv files: FailedESConv.json names speakers and strategies its own way ------------------
+
+
+def test_failed_esconv_spellings_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The published FailedESConv.json says speaker/listener and Questions, Other, Direct Guidance, ..."""
+    out = tmp_path / "failed.jsonl"
+    assert main(["import", "esconv", str(DATA / "failed_esconv_sample.json"), "-o", str(out)]) == 0
+    dialogs = [Dialog.model_validate_json(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [d.turns[0].role for d in dialogs] == ["user", "user"]
+    strategies = [s for d in dialogs for ss in d.meta["strategies"] for s in ss]
+    assert strategies == ["Restatement or Paraphrasing", "Question", "Providing Suggestions",
+                          "Affirmation and Reassurance", "Others", "Question", "Reflection of feelings"]
+    assert dialogs[0].meta["leading_supporter"] == ["Hi there, what brings you here today?"]
+    assert set(strategies) <= set(load_label_set("esconv_strategies"))
+    capsys.readouterr()
+
+
+def test_esconv_unknown_strategies_listed_mapped_or_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads((DATA / "failed_esconv_sample.json").read_text(encoding="utf-8"))
+    data[0]["dialog"][3]["annotation"]["strategy"] = "Mind Reading"
+    data[1]["dialog"][1]["annotation"]["strategy"] = "Mind Reading"
+    data[1]["dialog"][3]["annotation"]["strategy"] = "Humour"
+    src = tmp_path / "es.json"
+    src.write_text(json.dumps(data), encoding="utf-8")
+    out = tmp_path / "es.jsonl"
+    assert main(["import", "esconv", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {src}: 2 unknown strategy value(s) (map them with --label-map FILE or keep them with "
+                   "--keep-unknown): 'Mind Reading' x2 (first at record 1, field dialog[3].annotation.strategy); "
+                   "'Humour' x1 (first at record 2, field dialog[3].annotation.strategy)"]
+    assert not out.exists()
+    label_map = tmp_path / "map.yaml"
+    label_map.write_text("Mind Reading: reflection of feelings\nHumour: Others\n", encoding="utf-8")
+    assert main(["import", "esconv", str(src), "-o", str(out), "--label-map", str(label_map)]) == 0
+    first = [Dialog.model_validate_json(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert first[0].meta["strategies"][1][0] == "Reflection of feelings" and first[1].turns[3].action.motivation == "Others"
+    assert main(["import", "esconv", str(src), "-o", str(out), "--keep-unknown"]) == 0
+    kept = [Dialog.model_validate_json(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert kept[1].turns[3].action.motivation == "Humour"
+    capsys.readouterr()
+
+
+def test_chain_on_an_esconv_import_makes_sac_turns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Assistant strategies and no user tags: chaining must still give SAC turns (a_motivation), and the
+    SFT export must not render the annotated-style {motivation: ...} block."""
+    imported = tmp_path / "es.jsonl"
+    assert main(["import", "esconv", str(DATA / "failed_esconv_sample.json"), "-o", str(imported)]) == 0
+    chained = tmp_path / "sac.jsonl"
+    assert main(["chain", str(imported), str(chained)]) == 0
+    assert chained.read_bytes() != imported.read_bytes()
+    err = capsys.readouterr().err
+    assert "have no user tags" in err and "state blocks are null" in err
+    sft = tmp_path / "sft.jsonl"
+    assert main(["convert", str(chained), str(sft), "--to", "trl-sft"]) == 0
+    rows = [json.loads(x) for x in sft.read_text(encoding="utf-8").splitlines()]
+    first_reply = next(m["content"] for m in rows[0]["messages"] if m["role"] == "assistant")
+    assert first_reply.startswith("{u_motivation: null, u_emotion: null, u_topic: null} "
+                                  "{a_motivation: Restatement or Paraphrasing,"), first_reply
+    assert "{motivation:" not in sft.read_text(encoding="utf-8")
+    sharegpt = tmp_path / "sac.json"
+    assert main(["chain", str(imported), str(sharegpt)]) == 0
+    assert main(["validate", str(sharegpt), "--format", "sharegpt-chained"]) == 0
+    capsys.readouterr()

@@ -15,7 +15,7 @@ Two calls, and an optional third:
   it once; ``hf`` and ``openai`` stream token by token (``supports_streaming``).
 
 Backends are named by a short spec, ``provider:model`` (``hf:PATH``, ``vllm:PATH``,
-``openai:MODEL``); providers register lazily so that importing this module imports no heavy library.
+``openai:MODEL``, ``mock:`` / ``mock:FILE`` for scripted answers without a model); providers register lazily so that importing this module imports no heavy library.
 """
 
 from __future__ import annotations
@@ -141,8 +141,11 @@ class BackendError(RuntimeError):
     """A model call that failed for good (after retries). ``kind`` is a short typed reason."""
 
     def __init__(self, kind: str, message: str):
+        from sage_dialog.core.redact import redact
+
         self.kind = kind
-        super().__init__(f"{kind}: {message}")
+        # a server may echo the key in its error body: mask secrets before the text goes anywhere
+        super().__init__(redact(f"{kind}: {message}"))
 
 
 class ScoringUnsupported(BackendError):
@@ -360,7 +363,10 @@ _PROVIDERS: dict[str, str] = {
     "hf": "sage_dialog.backends.hf:HFBackend",
     "vllm": "sage_dialog.backends.vllm_backend:VLLMBackend",
     "openai": "sage_dialog.backends.openai_backend:OpenAIBackend",
+    "mock": "sage_dialog.backends.mock:MockBackend",
 }
+# providers whose spec may name no model (``mock:`` = the mock with its default script)
+_MODEL_OPTIONAL = {"mock"}
 
 
 # wraps a backend in the response cache; set by the package (``backends/__init__.py``) so that this
@@ -385,7 +391,7 @@ def providers() -> list[str]:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     provider, sep, model = spec.partition(":")
-    if not sep or not model:
+    if not sep or not (model or provider in _MODEL_OPTIONAL):
         raise UserError(f"backend spec {spec!r}: expected PROVIDER:MODEL, providers: {', '.join(providers())}")
     if provider not in _PROVIDERS:
         raise UserError(f"backend spec {spec!r}: unknown provider {provider!r}, known: {', '.join(providers())}")

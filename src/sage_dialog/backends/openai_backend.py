@@ -29,6 +29,9 @@
   "json_schema", "json_schema": {"name": "answer", "schema": ..., "strict": false}}``. A server
   that rejects it with 400/422 gets the request once more without it; when that succeeds the base
   URL is remembered (for this process) as not supporting it and later requests go without.
+  Whether the JSON is compact is the server's choice: start vLLM with ``--structured-outputs-config
+  '{"backend": "xgrammar", "disable_any_whitespace": true}'`` (``servers.vllm_server`` does) so a
+  model cannot spend ``max_tokens`` on whitespace.
 * :meth:`score` uses prompt logprobs (vLLM's ``prompt_logprobs``); servers without them raise
   :class:`ScoringUnsupported`.
 """
@@ -58,6 +61,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.redact import add_secret_env
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +163,7 @@ class OpenAIBackend(Backend):
         if not os.environ.get(api_key_env) and any("api.openai.com" in u for u in urls):
             raise UserError(f"backend openai:{model}: environment variable {api_key_env} is not set")
         self.api_key_env = api_key_env
+        add_secret_env(api_key_env)  # masked in every error text (core.redact)
         self.timeout_s = timeout_s
         self.base_urls = [u.rstrip("/") for u in urls]
         self.endpoints = [_Endpoint(u) for u in self.base_urls]

@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.judgements is not None:
         if args.out is None:
             raise UserError("--judgements needs -o OUT (the original wrote into the input folder; we do not)")
+        from sage_dialog.core.io import check_paths
+
+        check_paths(inputs=[args.judgements], folders=[args.out])
         rep = analyse_judgements(args.judgements, args.out, n_boot=args.bootstrap or 2000, seed=args.seed or 0)
         _print(rep)
         return 0

@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.core.io import check_paths
     from sage_dialog.train.export import export_model
+
+    check_paths(inputs=[args.adapter_dir], folders=[args.output])
 
     out = export_model(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)
     print(f"wrote {out}")

@@ -13,6 +13,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import get_args
 
@@ -35,22 +37,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dedup", action="store_true", help="keep repeated pairs")
     parser.add_argument("--max-per-seed", type=int, default=None, help="cap pairs per seed")
     parser.add_argument("--balance", action="store_true", help="cap every seed at the smallest seed's count")
+    parser.add_argument("--include-unparsed", action="store_true",
+                        help="also pair decisions whose judge answer was unparsed (left out and counted by default)")
     parser.add_argument("--best-paths", type=Path, default=None,
                         help="also write the kept path of each tree as dialog JSONL (for SFT)")
 
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
-    from sage_dialog.core.io import write_jsonl
-    from sage_dialog.stages.prefs import PrefsConfig, load_source, write_pairs
+    from sage_dialog.core.io import check_paths, write_jsonl
+    from sage_dialog.stages.prefs import PrefsConfig, load_source, no_pairs_message, write_pairs
 
     if args.negatives is not None and args.negatives < 1:
         raise UserError(f"--negatives {args.negatives}: must be at least 1")
+    as_folder = args.format == "llamafactory"
+    check_paths(inputs=[args.source], files=[None if as_folder else args.output, args.best_paths],
+                folders=[args.output if as_folder else None])
     cfg = PrefsConfig(negatives=args.negatives, min_margin=args.min_margin, history_tags=not args.strip_tags,
-                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance)
-    pairs, paths = load_source(args.source, cfg)
+                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance,
+                      include_unparsed=args.include_unparsed)
+    counts: Counter[str] = Counter()
+    pairs, paths = load_source(args.source, cfg, counts)
+    if counts["unparsed_decisions"]:
+        print(f"left out {counts['unparsed_decisions']} decisions whose judge answer was unparsed (they carry no "
+              "preference; --include-unparsed keeps them)", file=sys.stderr)
     if not pairs:
-        raise UserError(f"{args.source}: no preference pairs (no decision had a dropped candidate passing the filters)")
+        raise UserError(no_pairs_message(args.source, counts))
     n = write_pairs(args.output, pairs, args.format)
     print(f"wrote {n} pairs from {len({p.seed for p in pairs})} seeds to {args.output} ({args.format})")
     if args.best_paths:

@@ -29,11 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.config import load_config
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.core.io import check_paths
     from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
 
     cfg = load_config(LoopConfig, args.config, args.overrides)
+    if getattr(args, "threads", None) is not None:  # the flag beats the file's `threads`
+        cfg = cfg.model_copy(update={"threads": args.threads})
+    try:
+        stages = build_stages(cfg)
+    except UserError as e:  # name the YAML file the bad section is in
+        raise UserError([f"{args.config}: {p}" if p.startswith("config section") else p for p in e.problems]) from None
+    if not args.list:
+        # inputs and the run folder are checked before the run folder is made or any model loads
+        check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], folders=[cfg.run_dir])
     if args.list:
-        for s in build_stages(cfg):
+        for s in stages:
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
     return run_and_report(cfg, from_stage=args.from_stage, until=args.until)

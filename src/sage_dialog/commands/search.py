@@ -91,11 +91,14 @@ def config_from_args(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages.search.stage import SearchRunConfig
     from sage_dialog.stages.search.stage import run as run_search
 
     cfg = config_from_args(args)
     assert isinstance(cfg, SearchRunConfig)
+    # every input and the output folder are checked before any model loads
+    check_paths(inputs=[args.seeds, args.user_persona], folders=[args.out])
     res = run_search(cfg, progress=not args.no_progress)
     print(f"searched {res.seeds} seeds ({res.nodes} nodes; judge outcomes {res.outcomes}) "
           f"-> {res.trees}, {res.best}")

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
+    sio.check_paths(inputs=[None if args.sandbox_contexts is not None else args.contexts], files=[args.output])
     sampling = sampling_from_args(args)
     # contexts
     contexts: list[list[dict[str, str]]] = []

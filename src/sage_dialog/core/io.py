@@ -37,6 +37,64 @@ def format_validation_error(path: object, record: object, err: ValidationError) 
     return lines
 
 
+# A JSON value nested deeper than this is refused before the parser recurses into it (Python's
+# parser raises RecursionError near 1,000 levels on some builds, crashes on none).
+MAX_JSON_DEPTH = 200
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (write a number or null)")
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """True when brackets outside strings nest deeper than ``limit`` (a linear scan, no recursion)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def loads_json(text: str, loc: str, *, line_numbers: bool = True) -> Any:
+    """Parse one JSON document; every way it can fail is a :class:`UserError` starting with ``loc``.
+
+    The one JSON reader of the project: a leading byte-order mark is skipped, ``NaN``/``Infinity``
+    are refused (they are not JSON and poison scores), and input nested too deeply or holding an
+    integer longer than Python converts is refused with a message instead of a traceback.
+    """
+    text = text.removeprefix("\ufeff")
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise UserError(f"{loc}: malformed JSON: nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        pos = f"line {e.lineno}, column {e.colno}" if line_numbers else f"column {e.colno}"
+        raise UserError(f"{loc}: malformed JSON: {e.msg} ({pos})") from None
+    except RecursionError:
+        raise UserError(f"{loc}: malformed JSON: nested too deeply") from None
+    except ValueError as e:  # NaN/Infinity, or an integer of more digits than int() converts
+        msg = str(e).split(";")[0]
+        if "digits" in msg:
+            msg = "an integer with too many digits"
+        raise UserError(f"{loc}: malformed JSON: {msg}") from None
+
+
 def _open_text(path: Path) -> IO[str]:
     try:
         return path.open("r", encoding="utf-8", newline="")
@@ -60,6 +118,8 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             if not line:
                 return
             lineno += 1
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             yield lineno, line.rstrip("\r\n")
 
 
@@ -68,10 +128,7 @@ def iter_jsonl_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
     for lineno, line in iter_text_lines(path):
         if not line.strip():
             continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+        yield lineno, loads_json(line, where(path, lineno), line_numbers=False)
 
 
 def read_jsonl(path: str | Path, model: type[M], *, allow_empty: bool = False) -> Iterator[M]:
@@ -97,15 +154,12 @@ def read_json(path: str | Path) -> Any:
     except IsADirectoryError:
         raise UserError(f"{p}: is a directory, expected a file") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not text.strip():
         raise UserError(f"{p}: empty file, expected JSON")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    return loads_json(text, str(p))
 
 
 def dumps(obj: Any) -> str:
@@ -113,6 +167,78 @@ def dumps(obj: Any) -> str:
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json", exclude_none=True)
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies under it."""
+    return a == b or b in a.parents
+
+
+# Longest file name most file systems take (bytes); longer names are hashed by the writers.
+MAX_NAME_BYTES = 255
+
+
+def check_paths(
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    files: Iterable[str | Path | None] = (),
+    folders: Iterable[str | Path | None] = (),
+) -> None:
+    """Check inputs and outputs before any work starts: the one output-path check of every command.
+
+    ``inputs`` must exist; ``files`` are output files and ``folders`` output folders. Every output
+    must not be or lie inside an input (that would destroy it), must not be a folder where a file is
+    expected or a file where a folder is expected, and its nearest existing parent must be a folder
+    we can create files in (probed by creating and removing a temporary file, which also catches a
+    read-only file system for root). Every problem found is reported at once, as a :class:`UserError`.
+    """
+    problems: list[str] = []
+    ins = [Path(p) for p in inputs if p is not None]
+    for i in ins:
+        if not i.exists():
+            problems.append(f"{i}: no such file or folder")
+    outs = [(Path(p), "file") for p in files if p is not None]
+    outs += [(Path(p), "folder") for p in folders if p is not None]
+    probed: dict[Path, str | None] = {}
+    for o, kind in outs:
+        ro = o.resolve()
+        for i in ins:
+            ri = i.resolve()
+            if _inside(ro, ri):
+                problems.append(f"{o}: output would overwrite the input {i}; choose another output path")
+                break
+        else:
+            if kind == "file" and o.is_dir():
+                problems.append(f"{o}: is a folder, expected an output file")
+                continue
+            if kind == "folder" and o.exists() and not o.is_dir():
+                problems.append(f"{o}: is a file, expected an output folder")
+                continue
+            if len(o.name.encode("utf-8")) > MAX_NAME_BYTES:
+                problems.append(f"{o}: file name longer than {MAX_NAME_BYTES} bytes")
+                continue
+            base = _nearest_existing(ro.parent if kind == "file" else ro)
+            if not base.is_dir():
+                problems.append(f"{o}: cannot be created: {base} is a file, not a folder")
+                continue
+            if base not in probed:
+                try:
+                    fd, tmp = tempfile.mkstemp(prefix=".sage-write-check.", dir=base)
+                    os.close(fd)
+                    os.unlink(tmp)
+                    probed[base] = None
+                except OSError as e:
+                    probed[base] = e.strerror or str(e)
+            if probed[base] is not None:
+                problems.append(f"{o}: cannot write here ({base}: {probed[base]})")
+    if problems:
+        raise UserError(problems)
 
 
 @contextlib.contextmanager

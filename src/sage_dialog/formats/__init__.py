@@ -29,7 +29,6 @@ Names (``sage-dialog convert --help`` prints this table)::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import check_paths, loads_json
 
 Kind = Literal["dialog", "pair", "other"]
 Reader = Callable[[Path], Iterable[Any]]
@@ -73,6 +73,7 @@ def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[
 
         problems: list[str] = []
         n = 0
+        first: dict[str, int] = {}
         for lineno, obj in iter_jsonl_lines(path, problems):
             n += 1
             try:
@@ -80,6 +81,13 @@ def _jsonl_check(model: type[BaseModel], extra: Callable[[Path, int, Any], list[
             except ValidationError as e:
                 problems.extend(format_validation_error(path, lineno, e))
                 continue
+            rid = getattr(rec, "id", None)
+            if isinstance(rid, str):  # ids name dialogs and pairs everywhere downstream: they must be unique
+                if rid in first:
+                    problems.append(f"{path}: record {lineno}: field id: duplicate id {rid!r} (first in record "
+                                    f"{first[rid]})")
+                else:
+                    first[rid] = lineno
             if extra is not None:
                 problems.extend(extra(path, lineno, rec))
         return problems, n
@@ -214,6 +222,8 @@ def _register_builtin() -> None:
                         _lazy("preferences", "write_preferences", fmt=fmt_name),
                         _lazy("preferences", "check_preferences", fmt=fmt_name),
                         folder=None if fmt_name == "llamafactory" else False))
+    register(Format("search-trees", "other", "search trees of `sage-dialog search` (tree JSONL or a run folder)",
+                    check=_lazy("trees", "check_trees"), folder=None))
     register(Format("data-spec", "other", "data_spec.json of the mixing step",
                     check=_lazy("data_spec", "check_data_spec")))
     for name, func in (("judge-input", "check_judge_input"), ("judge-output", "check_judge_output"),
@@ -242,7 +252,7 @@ def get_format(name: str) -> Format:
 
 def _peek_text(path: Path, n: int = 65536) -> str:
     with path.open("rb") as fh:
-        return fh.read(n).decode("utf-8", errors="replace")
+        return fh.read(n).decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
 def _first_json_line(path: Path) -> Any:
@@ -250,8 +260,8 @@ def _first_json_line(path: Path) -> Any:
         for raw in fh:
             if raw.strip():
                 try:
-                    return json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return loads_json(raw.decode("utf-8"), str(path))
+                except (UnicodeDecodeError, UserError):
                     return None
     return None
 
@@ -276,6 +286,8 @@ def detect_format(path: str | Path) -> str:
                 return "dialogs"
             if obj.get("kind") == "pair":
                 return "pairs"
+            if obj.get("kind") == "node":
+                return "search-trees"
             if "messages" in obj:
                 return "trl-sft"
             if "prompt" in obj and "chosen" in obj:
@@ -314,6 +326,10 @@ def detect_format(path: str | Path) -> str:
 
 
 def _detect_dir(p: Path) -> str:
+    from sage_dialog.formats.trees import looks_like_trees
+
+    if looks_like_trees(p):
+        return "search-trees"
     if (p / "dataset_info.json").exists():
         with contextlib.suppress(UserError):
             from sage_dialog.formats.llamafactory import read_dataset_info
@@ -418,8 +434,10 @@ def convert_file(
         raise UserError(f"format {fout.name} cannot be written")
     if fout.kind != fin.kind:
         raise UserError(f"cannot convert {fin.name} ({fin.kind} records) to {fout.name} ({fout.kind} records)")
-    if s.resolve() == d.resolve():
-        raise UserError(f"{d}: output would overwrite the input")
+    if fout.folder:
+        check_paths(inputs=[s], folders=[d])
+    else:
+        check_paths(inputs=[s], files=[d])
     records = fin.read(s)
     if transform is not None:
         records = (transform(r) for r in records)

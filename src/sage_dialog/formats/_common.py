@@ -8,13 +8,13 @@ them all; readers raise :class:`UserError` with the same lines.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.io import loads_json
 from sage_dialog.core.schema import Dialog, Tags, Turn
 
 Style = Literal["raw", "annotated", "chained"]
@@ -52,6 +52,8 @@ def iter_jsonl_lines(path: str | Path, problems: list[str]) -> Iterator[tuple[in
         for lineno, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")
             except UnicodeDecodeError as e:
                 problems.append(f"{where(p, lineno)}: not UTF-8 text ({e.reason} at byte {e.start})")
                 seen = True
@@ -60,9 +62,9 @@ def iter_jsonl_lines(path: str | Path, problems: list[str]) -> Iterator[tuple[in
                 continue
             seen = True
             try:
-                obj = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as e:
-                problems.append(f"{where(p, lineno)}: malformed JSON: {e.msg} (column {e.colno})")
+                obj = loads_json(line.rstrip("\r\n"), where(p, lineno), line_numbers=False)
+            except UserError as e:
+                problems.extend(e.problems)
                 continue
             yield lineno, obj
     if not seen:

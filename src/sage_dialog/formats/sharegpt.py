@@ -163,8 +163,15 @@ def check_sharegpt(path: str | Path, *, style: Style | None = None) -> tuple[lis
     st: Style | None = style or detect_file_style(data)
     st = None if st == "raw" else st
     problems: list[str] = []
+    first: dict[str, int] = {}
     for i, obj in enumerate(data, start=1):
         problems.extend(record_problems(path, i, obj, style=st))
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        if isinstance(rid, str):
+            if rid in first:
+                problems.append(f"{where(path, i, 'id')}: duplicate id {rid!r} (first in record {first[rid]})")
+            else:
+                first[rid] = i
     return problems, len(data)
 
 

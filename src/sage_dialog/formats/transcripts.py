@@ -13,7 +13,11 @@ Variants:
   ``🤖✅: `` and each dropped candidate follows it on a line starting with a TAB and ``🤖❌: ``;
 * ``converted``: every ``{…}`` block removed and the prefixes replaced by ``user: `` / ``assistant: ``.
 
-A line that starts with none of the prefixes continues the previous turn (text with newlines). Dropped
+One turn is one line: the writer escapes a newline in the text as ``\\n`` (a carriage return as
+``\\r``, a backslash as ``\\\\``) and a ``{`` that would start the reply as ``\\{``, so that any text a
+model wrote reads back unchanged, here and in the original scripts (which read line by line and see
+the escapes as text). The reader undoes these escapes. A line that starts with none of the prefixes
+continues the previous turn (how other writers store text with newlines). Dropped
 candidates of a read ``full`` transcript are kept in ``dialog.meta["dropped"]`` as a list of
 ``{"turn": <index of the kept assistant turn>, "candidates": [<Turn as dict>, ...]}``, which is also what
 :func:`write_transcript` writes them from, so conversions keep them.
@@ -21,6 +25,7 @@ candidates of a read ``full`` transcript are kept in ``dialog.meta["dropped"]`` 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,15 +45,40 @@ DROPPED = "\t🤖❌: "
 CONV_USER = "user: "
 CONV_ASSISTANT = "assistant: "
 _UNSAFE = re.compile(r"[/\\\x00]")
+# room for "_<k>.txt" and a temporary file's prefix/suffix within 255 bytes
+MAX_STEM_BYTES = 200
+_UNESCAPE = re.compile(r"\\([\\nr{])")
+_UNESCAPED = {"\\": "\\", "n": "\n", "r": "\r", "{": "{"}
+
+
+def escape_text(text: str) -> str:
+    """One turn's text as one transcript line that no reader mistakes for tags or a new turn."""
+    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    stripped = out.lstrip()
+    if stripped.startswith("{"):  # reply text that would read as a tag block
+        out = out[: len(out) - len(stripped)] + "\\" + stripped
+    return out
+
+
+def unescape_text(text: str) -> str:
+    """The inverse of :func:`escape_text`."""
+    return _UNESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], text) if "\\" in text else text
 
 
 def transcript_name(seed: str) -> str:
     """File name of a seed's transcript: its first eight words joined with ``_``, plus ``.txt``.
 
-    Path separators inside words become ``-`` so the name stays one file.
+    Path separators inside words become ``-`` so the name stays one file. A name longer than
+    :data:`MAX_STEM_BYTES` bytes (file systems take 255) is cut there and ends in a short hash of the
+    seed, so two long seeds still get two names.
     """
     words = seed.split()[:8]
-    return _UNSAFE.sub("-", "_".join(words) or "empty") + ".txt"
+    stem = _UNSAFE.sub("-", "_".join(words) or "empty")
+    if len(stem.encode("utf-8")) > MAX_STEM_BYTES:
+        digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:12]
+        cut = stem.encode("utf-8")[: MAX_STEM_BYTES - 13].decode("utf-8", errors="ignore")
+        stem = f"{cut}-{digest}"
+    return stem + ".txt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +86,7 @@ def transcript_name(seed: str) -> str:
 
 
 def _assistant_content(t: Turn) -> str:
-    return turn_content(t, "chained")
+    return turn_content(t.model_copy(update={"text": escape_text(t.text)}), "chained")
 
 
 def render_transcript(d: Dialog, variant: Variant = "plain", dropped: dict[int, list[Turn]] | None = None) -> str:
@@ -69,10 +99,10 @@ def render_transcript(d: Dialog, variant: Variant = "plain", dropped: dict[int, 
             continue  # the original transcripts have no system line
         if variant == "converted":
             prefix = CONV_USER if t.role == "user" else CONV_ASSISTANT
-            lines.append(prefix + sac.strip_all(t.text))
+            lines.append(prefix + escape_text(sac.strip_all(t.text)))
         elif t.role == "user":
             # the original's user simulator wrote tags too: keep whatever the turn carries
-            lines.append(USER + sac.render_turn(t.text, state=t.state, action=t.action))
+            lines.append(USER + sac.render_turn(escape_text(t.text), state=t.state, action=t.action))
         elif variant == "full":
             lines.append(KEPT + _assistant_content(t))
             lines.extend(DROPPED + _assistant_content(c) for c in dropped.get(i, []))
@@ -143,11 +173,20 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
     probs: list[str] = []
     entries: list[tuple[int, str, str]] = []  # (line, kind, content)
     prefixes = _prefixes(variant)
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on newlines only: other line separators (\x0b, \x1c, \u2028, ...) are text a model wrote
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, raw_line in enumerate(lines, start=1):
+        line = raw_line.removesuffix("\r")
         if variant == "plain" and line.startswith((KEPT, DROPPED)):
             probs.append(f"{where(path, lineno)}: ✅/❌ marks belong in the full/ variant")
             continue
         hit = next(((p, k) for p, k in prefixes if line.startswith(p)), None)
+        if hit is None and variant == "full" and line.lstrip(" \t").startswith(("🤖❌", "🤖✅")):
+            # a marker that is not exactly ours would silently join the previous turn and lose a candidate
+            probs.append(f"{where(path, lineno)}: expected '🤖✅: ' or a TAB then '🤖❌: ', got {line[:12]!r}")
+            continue
         if hit is not None:
             entries.append((lineno, hit[1], line[len(hit[0]):]))
         elif entries:
@@ -169,17 +208,17 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
             if not turns or turns[-1].role != "assistant":
                 probs.append(f"{where(path, lineno)}: a dropped candidate must follow the kept assistant line")
                 continue
-            dropped.setdefault(len(turns) - 1, []).append(content_to_turn("assistant", content))
+            dropped.setdefault(len(turns) - 1, []).append(_unescaped(content_to_turn("assistant", content)))
             continue
         role: Literal["user", "assistant"] = "user" if kind == "user" else "assistant"
         if variant == "converted":
             if sac.parse(content).has_tags:
                 probs.append(f"{where(path, lineno, 'text')}: converted transcripts carry no tag blocks")
-            turns.append(Turn(role=role, text=content))
+            turns.append(Turn(role=role, text=unescape_text(content)))
         elif role == "user":
-            turns.append(_user_turn(content))
+            turns.append(_unescaped(_user_turn(content)))
         else:
-            turns.append(content_to_turn("assistant", content))
+            turns.append(_unescaped(content_to_turn("assistant", content)))
         lines_of.append(lineno)
     if turns and (bad := role_order_problem([t.role for t in turns])):
         probs.append(f"{where(path, lines_of[bad[0]], 'role')}: {bad[1]}")
@@ -191,6 +230,10 @@ def parse_transcript(text: str, dialog_id: str, *, variant: Variant = "plain", p
     if dropped:
         meta["dropped"] = dropped_to_meta(dropped)
     return Dialog(id=dialog_id, turns=turns, meta=meta)
+
+
+def _unescaped(t: Turn) -> Turn:
+    return t.model_copy(update={"text": unescape_text(t.text)}) if "\\" in t.text else t
 
 
 def _user_turn(content: str) -> Turn:

@@ -157,7 +157,10 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     except UserError:
         raise
     except Exception as e:  # keep finished stages; report which stage broke and why
-        return StageOutcome(stage.name, "failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+        from sage_dialog.core.redact import redact
+
+        return StageOutcome(stage.name, "failed", time.perf_counter() - t0,
+                            error=redact(f"{type(e).__name__}: {e}"))
     seconds = time.perf_counter() - t0
     outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2)})

@@ -17,6 +17,7 @@ so any backend can serve it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -28,13 +29,35 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import Stage, StageContext, StageOutcome
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
+from sage_dialog.roles.factory import BackendPool
 from sage_dialog.stages.search.stage import SearchRunConfig
+
+
+class ImportSection(BaseModel):
+    """A public corpus imported as the raw dialogs (``sage-dialog import``); its openings become the seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    corpus: Literal["chitchat", "empathetic", "esconv"] = "chitchat"
+    file: Path | None = Field(None, description="the corpus file; chitchat: default the installed package's")
+    limit: int | None = Field(None, ge=1, description="dialogs to import")
+    min_turns: int = Field(2, ge=1, description="skip shorter dialogs")
+    max_turns: int | None = Field(None, ge=1, description="cut longer dialogs to their first N turns")
+
+
+class SteerabilitySection(BaseModel):
+    """Steering compliance of M1: forced actions, judged oracle-free by the annotator (same label sets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actions: list[str] = Field(description='forced actions, each "a_motivation=X a_emotion=Y"')
+    contexts: int = Field(10, ge=1, description="seed openings used as contexts")
+    n: int = Field(1, ge=1, description="replies per (context, action)")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
 
 
 class LoopConfig(BaseModel):
     """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     run_dir: Path
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
@@ -42,9 +65,9 @@ class LoopConfig(BaseModel):
     world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
                                        "base model and an evaluate stage (see pipeline.world)")
     base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
-                                   "(null: the world builds one)")
-    raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog "
-                            "format; empty: the world's)")
+                                   "(null with a world: the world builds one)")
+    raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog format)")
+    import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
     prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
     mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
@@ -53,7 +76,8 @@ class LoopConfig(BaseModel):
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
     search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
-                                    "and out; seeds default to the world's, cache and backend options to the loop's")
+                                    "and out; seeds default to the world's or the import's, cache and backend "
+                                    "options to the loop's")
     prefs: dict[str, Any] = Field(default_factory=dict, description="PrefsConfig fields")
     dpo_pairs: Literal["search", "last_round"] = Field(
         "search", description="search: DPO on the pairs of a new search from the last model (the original); "
@@ -68,18 +92,15 @@ class LoopConfig(BaseModel):
     provider: Literal["hf", "vllm"] = Field("hf", description="backend that serves the loop's own models")
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the backends serving the loop's own models")
+    compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
+    steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
 
     def cache_path(self) -> str:
         return self.cache or str(self.run_dir / "cache.sqlite")
 
     @model_validator(mode="after")
-    def _sources(self) -> LoopConfig:
-        if self.world is None:
-            missing = [k for k, v in (("base_model", self.base_model), ("raw", self.raw),
-                                      ("search.seeds", self.search.seeds)) if not v]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} must be given when there is no world section")
+    def _loop_fills(self) -> LoopConfig:
         if self.dpo_pairs == "last_round" and self.rounds < 1:
             raise ValueError("dpo_pairs: last_round needs rounds >= 1")
         for k in ("assistant", "out"):
@@ -115,7 +136,9 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         done = 0
-        for i, raw in enumerate(cfg.raw or [ctx.dir_of("world") / "raw.jsonl"]):
+        raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
+                *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
+        for i, raw in enumerate(raws):
             acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
                                                         "cache": cfg.annotate.get("cache", cfg.cache_path())},
@@ -125,6 +148,26 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         return {"files": done}
 
     return fn
+
+
+def _import(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages.annotate import import_corpus
+
+        imp = cfg.import_
+        assert imp is not None
+        n, seeds = import_corpus(imp.corpus, imp.file, ctx.out_dir / "dialogs.jsonl", seeds_out=ctx.out_dir / "seeds.txt",
+                                 limit=imp.limit, min_turns=imp.min_turns, max_turns=imp.max_turns)
+        return {"dialogs": n, "seeds": seeds}
+
+    return fn
+
+
+def _seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
+    """The search and compare seeds: the configured file, else the world's or the import stage's openings."""
+    if cfg.search.seeds is not None:
+        return cfg.search.seeds
+    return ctx.dir_of("world" if cfg.world else "import") / "seeds.txt"
 
 
 def _chain(ctx: StageContext) -> dict[str, Any]:
@@ -212,15 +255,11 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
     return fn
 
 
-def _search_seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
-    return cfg.search.seeds or ctx.dir_of("world") / "seeds.txt"
-
-
 def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
         from sage_dialog.stages.search import stage as search
 
-        scfg = search_config(cfg, _model_dir(ctx.dir_of(model_stage)), ctx.out_dir, _search_seeds(cfg, ctx))
+        scfg = search_config(cfg, _model_dir(ctx.dir_of(model_stage)), ctx.out_dir, _seeds(cfg, ctx))
         return search.run(scfg).summary()
 
     return fn
@@ -252,11 +291,47 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
 
         specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
                  for name, stage in models.items()}
-        data = {"seeds": str(_search_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
+        if cfg.compare_base:
+            base = cfg.base_model or _model_dir(ctx.dir_of("base"))
+            specs = {"base": BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options), **specs}
+        data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         compare.run(ccfg, progress=False)
         return {"models": len(models)}
+
+    return fn
+
+
+def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.backends.base import SamplingParams
+        from sage_dialog.core.io import write_json
+        from sage_dialog.roles.assistant import parse_steering
+        from sage_dialog.stages import annotate
+        from sage_dialog.stages.search.seeds import read_seed_file
+        from sage_dialog.stages.steerability import AnnotatorJudge, format_report, measure
+
+        st = cfg.steerability
+        assert st is not None
+        actions = [parse_steering(a.split(), what="steerability.actions").action for a in st.actions]
+        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))[: st.contexts]]
+        acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": ".", "output": ".",
+                                                    "cache": cfg.annotate.get("cache", cfg.cache_path())},
+                          "annotate")
+        pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
+        annotator, ann_backend = annotate.build_annotator(acfg)
+        try:
+            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"), contexts,
+                                         [a for a in actions if a is not None], AnnotatorJudge(annotator),
+                                         n=st.n, sampling=SamplingParams(**st.sampling)))
+        finally:
+            asyncio.run(pool.aclose())
+            if ann_backend is not None:
+                asyncio.run(ann_backend.aclose())
+        write_json(ctx.out_dir / "report.json", report)
+        (ctx.out_dir / "report.txt").write_text(format_report(report) + "\n", encoding="utf-8")
+        return {"followed": report.overall.rate, "unjudged": report.overall.unjudged, "tag_adherence": report.tag_adherence}
 
     return fn
 
@@ -326,26 +401,39 @@ def check_sections(cfg: LoopConfig) -> None:
 def build_stages(cfg: LoopConfig) -> list[Stage]:
     """The loop's stages in order, each with the config slice its fingerprint covers."""
     check_sections(cfg)
+    if not cfg.raw and cfg.import_ is None and cfg.world is None:
+        raise UserError("config: give raw dialog files, an import section, a world, or several")
+    if cfg.search.seeds is None and cfg.import_ is None and cfg.world is None:
+        raise UserError("config: search.seeds: missing (it defaults to the world's or the import stage's seeds "
+                        "only with a world or an import section)")
+    if cfg.base_model is None and cfg.world is None:
+        raise UserError("config: base_model: missing (only a world builds one)")
     dump = cfg.model_dump(mode="json")
     common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options,
               "launcher": cfg.launcher}
     stages: list[Stage] = []
-    world_dep: list[str] = []
+    sources: list[str] = []  # stages whose files the annotate stage reads
     if cfg.world is not None:
         stages.append(Stage("world", _world_prepare(cfg), {"seed": cfg.seed, "world": cfg.world.name,
                                                            "corpus": dump["world"]["corpus"]}))
-        world_dep = ["world"]
+        sources.append("world")
+    if cfg.import_ is not None:
+        stages.append(Stage("import", _import(cfg), {"import": dump["import_"]},
+                            inputs=[cfg.import_.file] if cfg.import_.file else []))
+        sources.append("import")
+    seed_inputs = [cfg.search.seeds] if cfg.search.seeds is not None else []
+    seed_deps = [] if cfg.search.seeds is not None else ["world" if cfg.world else "import"]
     stages += [
-        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw),
-              deps=[] if cfg.raw else world_dep),
+        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw), deps=sources),
         Stage("chain", _chain, {}, deps=["annotate"]),
         Stage("mix", _mix(cfg), {**common, "mix": dump["mix"], "prompt": cfg.prompt}, deps=["chain"]),
     ]
+    base_of: Any
     if cfg.base_model is None:
-        assert cfg.world is not None  # the validator asks for one of the two
+        assert cfg.world is not None
         stages.append(Stage("base", _world_base(cfg), {"seed": cfg.seed, "world": cfg.world.name,
                                                        "base": dump["world"]["base"]}, deps=["mix"]))
-        base_of: Any = lambda c: _model_dir(c.dir_of("base"))  # noqa: E731
+        base_of = lambda c: _model_dir(c.dir_of("base"))  # noqa: E731
         base_deps, base_cfg = ["mix", "base"], "world"
     else:
         base_model = cfg.base_model
@@ -355,15 +443,13 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
                         {**common, "sft": dump["sft"], "base": base_cfg}, deps=base_deps))
     models = {"M1": "sft"}
     last = "sft"
-    seeds_dep = [] if cfg.search.seeds else world_dep
-    seeds_in = [cfg.search.seeds] if cfg.search.seeds else []
     search_cfg = {**common, "search": dump["search"], "seeds_content": str(cfg.search.seeds), "cache": cfg.cache}
     rft = cfg.rft if cfg.rft is not None else cfg.sft
     prefs_of_dpo = "prefs"
     for r in range(1, cfg.rounds + 1):
         s, p, t = f"search-r{r}", f"prefs-r{r}", f"sft-r{r}"
         stages += [
-            Stage(s, _search(cfg, last), search_cfg, deps=[last, *seeds_dep], inputs=seeds_in),
+            Stage(s, _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
             Stage(p, _prefs(cfg, s), {"prefs": dump["prefs"]}, deps=[s]),
             Stage(t, _train(cfg, "sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c, p=p: c.dir_of(p) / "best_paths.trl.jsonl", "rft"),
@@ -374,7 +460,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         prefs_of_dpo = p
     if cfg.dpo_pairs == "search":
         stages += [
-            Stage("search", _search(cfg, last), search_cfg, deps=[last, *seeds_dep], inputs=seeds_in),
+            Stage("search", _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
             Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
         ]
         prefs_of_dpo = "prefs"
@@ -383,9 +469,15 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
                         {**common, "dpo": dump["dpo"], "dpo_pairs": cfg.dpo_pairs}, deps=[last, prefs_of_dpo]))
     models["DPO"] = "dpo"
     if cfg.compare is not None:
-        stages.append(Stage("compare", _compare(cfg, models), {**common, "compare": dump["compare"],
-                                                               "search": dump["search"]},
-                            deps=list(dict.fromkeys([*models.values(), *seeds_dep])), inputs=seeds_in))
+        base_dep = ["base"] if cfg.compare_base and cfg.base_model is None else []
+        stages.append(Stage("compare", _compare(cfg, models),
+                            {**common, "compare": dump["compare"], "search": dump["search"],
+                             "base": cfg.compare_base and (cfg.base_model or "world")},
+                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values())], inputs=seed_inputs))
+    if cfg.steerability is not None:
+        stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
+                                                                        "annotate": dump["annotate"]},
+                            deps=[*seed_deps, "sft"]))
     if cfg.world is not None:
         stages.append(Stage("evaluate", _world_evaluate(cfg, models, [st.name for st in stages]),
                             {**common, "world": cfg.world.name, "eval": dump["world"]["eval"], "models": models},

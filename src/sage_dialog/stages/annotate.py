@@ -43,6 +43,7 @@ from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
 from sage_dialog.core.io import (
     atomic_write,
+    check_paths,
     dumps,
     iter_jsonl_raw,
     new_manifest,
@@ -50,6 +51,7 @@ from sage_dialog.core.io import (
     sha256_path,
     write_json,
 )
+from sage_dialog.core.redact import redact_obj
 from sage_dialog.core.schema import Dialog, Tags, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
@@ -754,8 +756,10 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                     if cfg.sharegpt_output:
                         keep_for_sharegpt.append(done)
                 else:
-                    rej.write(json.dumps({"id": d.id, "reason": reason, "attempts": r.attempts, "raw": r.raw,
-                                          "dialog": d.model_dump(mode="json", exclude_none=True)},
+                    # a backend's error text may echo the API key: the rejects file never holds it
+                    rej.write(json.dumps(redact_obj({"id": d.id, "reason": reason, "attempts": r.attempts,
+                                                     "raw": r.raw,
+                                                     "dialog": d.model_dump(mode="json", exclude_none=True)}),
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
@@ -780,8 +784,8 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     Writes the rejects file (always, possibly empty) and the summary JSON (a manifest with the
     label distribution in ``summary``). Pass ``annotator`` to use a role object directly.
     """
-    if not cfg.input.exists():
-        raise UserError(f"{cfg.input}: no such file")
+    check_paths(inputs=[cfg.input, cfg.few_shot, cfg.prompt],
+                files=[cfg.output, cfg.rejects_path(), cfg.summary_path(), cfg.sharegpt_output, cfg.sac_output])
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 
@@ -831,24 +835,66 @@ __all__ = [
 ]
 
 
-def import_corpus(corpus: Literal["empathetic", "esconv"], path: str | Path, output: str | Path, *,
-                  seeds_out: str | Path | None = None, limit: int | None = None) -> tuple[int, int]:
-    """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts."""
+def import_corpus(corpus: Literal["empathetic", "esconv", "chitchat"], path: str | Path | None, output: str | Path, *,
+                  seeds_out: str | Path | None = None, limit: int | None = None,
+                  min_turns: int = 1, max_turns: int | None = None,
+                  label_map: str | Path | None = None, keep_unknown: bool = False) -> tuple[int, int]:
+    """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts.
+
+    Dialogs with fewer than ``min_turns`` turns are skipped (counted in the log line of the command);
+    longer than ``max_turns``, they are cut to their first ``max_turns`` turns (a small annotator
+    labels short dialogs much better);
+    ``limit`` counts the dialogs written. ``path`` None means the installed chitchat-dataset's file.
+    ESConv only: ``label_map`` (a JSON/YAML file ``{spelling: label}``) maps strategy spellings,
+    ``keep_unknown`` keeps strategies that are in no set as written.
+    """
     from sage_dialog.core.io import write_jsonl
     from sage_dialog.formats.empathetic import write_seeds
 
-    p = Path(path)
-    if corpus == "empathetic":
+    if min_turns < 1:
+        raise UserError(f"--min-turns must be at least 1, got {min_turns}")
+    if max_turns is not None and max_turns < min_turns:
+        raise UserError(f"--max-turns must be at least --min-turns ({min_turns}), got {max_turns}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    if corpus != "esconv" and (label_map or keep_unknown):
+        raise UserError("--label-map and --keep-unknown apply to esconv imports only")
+    if path is None and corpus != "chitchat":
+        raise UserError(f"import {corpus}: give the corpus FILE")
+
+    def source() -> Iterator[Dialog]:
+        if corpus == "chitchat":
+            from sage_dialog.formats.chitchat import default_path, read_chitchat
+
+            return read_chitchat(default_path() if path is None else path)
+        p = Path(path)  # type: ignore[arg-type]
+        if corpus == "esconv":
+            from sage_dialog.formats.esconv import read_esconv, read_label_map
+
+            return read_esconv(p, label_map=read_label_map(label_map) if label_map else None,
+                               keep_unknown=keep_unknown)
         fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
-    else:
-        fmt = "esconv"
+        return load_dialogs(p, fmt)
+
+    check_paths(inputs=[Path(path) if path is not None else None, label_map], files=[output, seeds_out])
     firsts: list[str] = []
+    skipped = Counter[int]()
 
     def stream() -> Iterator[Dialog]:
-        for d in itertools.islice(load_dialogs(p, fmt), limit):
+        for d in source():
+            if len(d.turns) < min_turns:
+                skipped[len(d.turns)] += 1
+                continue
+            if max_turns is not None and len(d.turns) > max_turns:
+                d = d.model_copy(update={"turns": d.turns[:max_turns]})
             firsts.append(d.turns[0].text)
             yield d
+            if limit is not None and len(firsts) >= limit:
+                return
 
     n = write_jsonl(output, stream())
+    if skipped:
+        print(f"skipped {sum(skipped.values())} dialogs with fewer than {min_turns} turns "
+              f"({', '.join(f'{v} with {k}' for k, v in sorted(skipped.items()))})", file=sys.stderr)
     seeds = write_seeds(seeds_out, firsts) if seeds_out else 0
     return n, seeds

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.schema import Dialog, Turn
+from sage_dialog.core.schema import Dialog, Tags, Turn
 
 
 def chain_dialog(d: Dialog) -> Dialog:
@@ -27,8 +27,11 @@ def chain_dialog(d: Dialog) -> Dialog:
 
     A trailing user turn keeps its text and loses its tags (nothing follows to carry them). An
     assistant turn whose preceding user turn has no tags keeps the state it may already have, so
-    chaining an already chained dialog changes nothing.
+    chaining an already chained dialog changes nothing. A dialog tagged only in part (an ESConv
+    import: assistant strategies, no user tags) still becomes SAC: every assistant turn gets both
+    blocks, with null fields where no tag exists. A dialog with no tag at all stays as it is.
     """
+    tagged = any(t.state is not None or t.action is not None for t in d.turns if t.role != "system")
     turns: list[Turn] = []
     pending = None
     for t in d.turns:
@@ -37,7 +40,11 @@ def chain_dialog(d: Dialog) -> Dialog:
             turns.append(t.model_copy(update={"state": None, "action": None}))
         elif t.role == "assistant":
             state = pending if pending is not None else t.state
-            turns.append(t.model_copy(update={"state": state}))
+            action = t.action
+            if tagged:
+                state = state if state is not None else Tags()
+                action = action if action is not None else Tags()
+            turns.append(t.model_copy(update={"state": state, "action": action}))
             pending = None
         else:
             turns.append(t.model_copy())
@@ -51,7 +58,8 @@ def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = Non
 
     When both files are ShareGPT JSON the output is a chained ShareGPT file, exactly as the original
     scripts wrote it. Returns the number of dialogs written; nothing is written on bad input.
-    ``warn`` hears about dialogs without any user tags (their assistant turns get no state).
+    ``warn`` hears about dialogs without any tags (they stay plain) and about dialogs without user
+    tags (their state blocks are null).
     """
     from sage_dialog.formats import convert_file, detect_format, get_format
     from sage_dialog.formats.sharegpt import check_sharegpt
@@ -67,14 +75,25 @@ def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = Non
     if dst_format is None and Path(dst).suffix.lower() == ".json":
         dst_format = "sharegpt-chained"
     untagged: list[str] = []
+    no_state: list[str] = []
 
     def transform(d: Dialog) -> Dialog:
-        if not any(t.role == "user" and t.state is not None for t in d.turns):
+        if not any(t.state is not None or t.action is not None for t in d.turns):
             untagged.append(d.id)
+        elif not any(t.role == "user" and t.state is not None for t in d.turns) and \
+                not any(t.role == "assistant" and t.state is not None for t in d.turns):
+            no_state.append(d.id)
         return chain_dialog(d)
 
     n = convert_file(src, dst, src_format=fin.name, dst_format=dst_format, transform=transform, progress=progress)
+
+    def shown(ids: list[str]) -> str:
+        return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+
     if untagged and warn is not None:
-        shown = ", ".join(untagged[:5]) + (", ..." if len(untagged) > 5 else "")
-        warn(f"{src}: {len(untagged)} of {n} dialogs have no user tags to chain ({shown}); is the input annotated?")
+        warn(f"{src}: {len(untagged)} of {n} dialogs carry no tags and stay plain ({shown(untagged)}); "
+             "is the input annotated?")
+    if no_state and warn is not None:
+        warn(f"{src}: {len(no_state)} of {n} dialogs have no user tags ({shown(no_state)}); their state "
+             "blocks are null (annotate them for states)")
     return n

@@ -38,7 +38,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from sage_dialog.core.errors import UserError, where
-from sage_dialog.core.io import finish_manifest, format_validation_error, new_manifest, read_json, sha256_path
+from sage_dialog.core.io import (
+    check_paths,
+    finish_manifest,
+    format_validation_error,
+    new_manifest,
+    read_json,
+    sha256_path,
+)
 
 Record = dict[str, Any]
 
@@ -257,7 +264,9 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         warnings.append(msg)
         (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
 
+    check_paths(inputs=[cfg.spec], folders=[cfg.output])
     spec = load_spec(cfg.spec)
+    check_paths(inputs=list(spec), folders=[cfg.output])
     manifest = new_manifest("mix", cfg.model_dump(mode="json"), seed=cfg.seed,
                             inputs={str(p): sha256_path(p) for p in [cfg.spec, *spec]})
     rng = random.Random(cfg.seed)

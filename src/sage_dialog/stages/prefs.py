@@ -12,17 +12,17 @@ Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.Sear
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.io import format_validation_error, iter_jsonl_raw, write_jsonl
+from sage_dialog.core.io import write_jsonl
 from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Turn
 
 OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
@@ -40,6 +40,9 @@ class PrefsConfig(BaseModel):
     dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
     max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")
     balance: bool = Field(False, description="cap every seed at the smallest seed's pair count")
+    include_unparsed: bool = Field(
+        False, description="also make pairs at decisions whose judge answer was unparsed (the kept reply is then "
+        "just the first sample, so such pairs carry no preference; left out and counted by default)")
 
 
 @dataclass
@@ -81,23 +84,16 @@ class Tree:
 
 def read_trees(source: str | Path) -> list[Tree]:
     """Read every tree JSONL under ``source`` (a file or a folder, searched recursively)."""
-    src = Path(source)
-    if not src.exists():
-        raise UserError(f"{src}: no such file or folder")
-    files = [src] if src.is_file() else sorted(p for p in src.rglob("*.jsonl"))
-    trees: dict[str, Tree] = {}
-    for f in files:
-        for lineno, obj in iter_jsonl_raw(f):
-            if not isinstance(obj, dict) or obj.get("kind") != "node":
-                continue  # best paths, manifests and the like live beside the trees
-            try:
-                node = SearchNode.model_validate(obj)
-            except ValidationError as e:
-                raise UserError(format_validation_error(f, lineno, e)) from None
-            trees.setdefault(node.tree, Tree(node.tree)).add(node)
-    if not trees:
-        raise UserError(f"{src}: no search-tree nodes found (expected JSONL written by `sage-dialog search`)")
-    return list(trees.values())
+    from sage_dialog.formats.trees import read_tree_nodes
+
+    # checked: a duplicated node or one whose parent is missing is an error, not a silent pair
+    out = []
+    for name, nodes in read_tree_nodes(source).items():
+        tree = Tree(name)
+        for n in nodes:
+            tree.add(n)
+        out.append(tree)
+    return out
 
 
 def _turn(node: SearchNode, *, tags: bool) -> Turn:
@@ -113,8 +109,12 @@ def _margin(chosen: SearchNode, rejected: SearchNode) -> float | None:
     return chosen.score - rejected.score
 
 
-def pairs_from_tree(tree: Tree, cfg: PrefsConfig) -> Iterator[PreferencePair]:
-    """One pair per (kept, dropped) assistant candidate at every decision on a kept path."""
+def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
+    """One pair per (kept, dropped) assistant candidate at every decision on a kept path.
+
+    A decision whose judge answer was unparsed is left out unless ``cfg.include_unparsed``; ``counts``
+    (when given) counts them under ``unparsed_decisions``.
+    """
     for parent_id, siblings in tree.children.items():
         cands = [s for s in siblings if s.role == "assistant"]
         kept = [s for s in cands if s.kept]
@@ -127,6 +127,10 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig) -> Iterator[PreferencePair]:
             continue  # a decision under a dropped branch (lookahead rollouts) is not on the chosen path
         history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
         chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
+        if chosen.decision is not None and chosen.decision.outcome == "unparsed" and not cfg.include_unparsed:
+            if counts is not None:
+                counts["unparsed_decisions"] += 1
+            continue
         ranked = sorted(dropped, key=lambda c: -(c.score if c.score is not None else float("-inf")))
         if cfg.negatives is not None:
             ranked = ranked[: cfg.negatives]
@@ -189,9 +193,10 @@ def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[Preference
     return [p for p in out if id(p) in keep]
 
 
-def build(trees: list[Tree], cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
-    """Pairs (refined) and best-path dialogs of ``trees``."""
-    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg)), cfg)
+def build(trees: list[Tree], cfg: PrefsConfig,
+          counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs (refined) and best-path dialogs of ``trees``; ``counts`` hears what was left out."""
+    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg, counts)), cfg)
     paths = [best_path_dialog(t) for t in trees]
     return pairs, paths
 
@@ -227,16 +232,22 @@ def _is_transcript_folder(src: Path) -> bool:
     return src.is_dir() and (any(src.glob("*.txt")) or (src / "full").is_dir())
 
 
-def load_source(source: str | Path, cfg: PrefsConfig) -> tuple[list[PreferencePair], list[Dialog]]:
-    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``)."""
+def load_source(source: str | Path, cfg: PrefsConfig,
+                counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
+    """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``).
+
+    ``counts`` (when given) hears what was left out: ``unparsed_decisions``.
+    """
     src = Path(source)
     if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
         from sage_dialog.formats.transcripts import read_transcript_dir
 
         full = read_transcript_dir(src, "full")
+        if counts is not None:
+            counts["transcripts"] += len(full)
         pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg)), cfg)
         return pairs, [d.model_copy(update={"meta": {"source": "sage-transcript"}}) for d in full]
-    return build(read_trees(src), cfg)
+    return build(read_trees(src), cfg, counts)
 
 
 def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -> int:
@@ -254,11 +265,25 @@ def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict
     from sage_dialog.formats.trl import write_trl_sft
 
     out = Path(out_dir)
-    pairs, paths = load_source(source, cfg)
+    counts: Counter[str] = Counter()
+    pairs, paths = load_source(source, cfg, counts)
     if not pairs:
-        raise UserError(f"{source}: no preference pairs (no decision had a dropped candidate that passed the filters)")
+        raise UserError(no_pairs_message(source, counts))
     write_pairs(out / "pairs.jsonl", pairs, "jsonl")
     write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
     write_jsonl(out / "best_paths.jsonl", paths)
     write_trl_sft(out / "best_paths.trl.jsonl", paths)
-    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs})}
+    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs}),
+            "unparsed_decisions_left_out": counts["unparsed_decisions"]}
+
+
+def no_pairs_message(source: str | Path, counts: Counter[str]) -> str:
+    """Why a source gave no pairs, as one line."""
+    why = "no decision had a dropped candidate that passed the filters"
+    if counts["unparsed_decisions"]:
+        why += (f"; {counts['unparsed_decisions']} decisions were left out because the judge's answer was "
+                "unparsed (--include-unparsed keeps them)")
+    if counts["transcripts"]:
+        why = (f"none of the {counts['transcripts']} transcripts under {Path(source) / 'full'} has a dropped "
+               "candidate line (a TAB, then '🤖❌: ', after a '🤖✅: ' line)")
+    return f"{source}: no preference pairs ({why})"

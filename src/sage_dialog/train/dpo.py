@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
+from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
+    calm_progress,
     check_target_modules,
     common_args,
     load_model,
@@ -75,8 +76,14 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     """Run DPO (+ SFT term) from ``cfg.model`` on ``cfg.data``; return the output folder."""
     from trl import DPOConfig, DPOTrainer
 
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     out = Path(cfg.output_dir)
+    # data and output are checked before the model (tens of seconds) loads
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg)
     manifest = new_manifest("train-dpo", cfg.model_dump(mode="json"), seed=cfg.train.seed,
@@ -104,6 +111,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.adapter),
     )
+    calm_progress(trainer, "train dpo")
     resume = resume_checkpoint(cfg.train, out)
     with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)

@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sage_dialog.core.io import finish_manifest, new_manifest, sha256_path
+from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
+    calm_progress,
     check_target_modules,
     common_args,
     count_params,
@@ -59,8 +60,14 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.data``; return the output folder (model or adapter, tokenizer, summary)."""
     from trl import SFTConfig, SFTTrainer
 
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     out = Path(cfg.output_dir)
+    # data and output are checked before the model (tens of seconds) loads
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg, tokenizer, template)
     manifest = new_manifest("train-sft", cfg.model_dump(mode="json"), seed=cfg.train.seed,
@@ -87,6 +94,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.adapter),
     )
+    calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
     with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)
