@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # every input and the output folder are checked before any model loads
     check_paths(inputs=[args.seeds, args.user_persona], folders=[args.out])
     res = run_search(cfg, progress=not args.no_progress)
-    print(f"searched {res.seeds} seeds ({res.nodes} nodes; judge outcomes {res.outcomes}) "
-          f"-> {res.trees}, {res.best}")
+    speed = res.usage.get("tokens_per_s")
+    print(f"searched {res.seeds} seeds ({res.nodes} nodes; judge outcomes {res.outcomes}"
+          + (f"; {speed:g} assistant tokens/s" if speed else "") + f") -> {res.trees}, {res.best}")
     return 0

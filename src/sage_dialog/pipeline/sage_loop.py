@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sage_dialog.backends.base import BackendConfig
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error, write_json
-from sage_dialog.pipeline.runner import Stage, StageContext, StageOutcome
+from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
 from sage_dialog.stages.search.stage import SearchRunConfig
@@ -95,6 +95,7 @@ class LoopConfig(BaseModel):
     compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
     steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
+    gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
 
     def cache_path(self) -> str:
         return self.cache or str(self.run_dir / "cache.sqlite")
@@ -135,7 +136,10 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     from sage_dialog.stages import annotate
 
     def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.core.io import read_json
+
         done = 0
+        counts: dict[str, Any] = {}
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
                 *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
         for i, raw in enumerate(raws):
@@ -145,7 +149,8 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
                               "annotate")
             annotate.run(acfg, quiet=True)
             done += 1
-        return {"files": done}
+            counts = annotate.add_counts(counts, read_json(acfg.summary_path()))
+        return {"files": done, **counts}
 
     return fn
 
@@ -250,7 +255,8 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
 
         trained = out if out.exists() else _model_dir(ctx.out_dir)
         s = read_json(trained / SUMMARY_FILE)
-        return {k: s[k] for k in ("steps", "final_train_loss", "final_eval_loss", "tokens_per_s") if s.get(k) is not None}
+        keys = ("train_examples", "steps", "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_per_s")
+        return {k: s[k] for k in keys if s.get(k) is not None}
 
     return fn
 
@@ -260,7 +266,8 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
         from sage_dialog.stages.search import stage as search
 
         scfg = search_config(cfg, _model_dir(ctx.dir_of(model_stage)), ctx.out_dir, _seeds(cfg, ctx))
-        return search.run(scfg).summary()
+        res = search.run(scfg)
+        return {"seeds": res.seeds, **res.counts}
 
     return fn
 
@@ -297,8 +304,8 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
-        compare.run(ccfg, progress=False)
-        return {"models": len(models)}
+        rep = compare.run(ccfg, progress=False)
+        return {"models": len(models), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
 
     return fn
 
@@ -482,11 +489,14 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         stages.append(Stage("evaluate", _world_evaluate(cfg, models, [st.name for st in stages]),
                             {**common, "world": cfg.world.name, "eval": dump["world"]["eval"], "models": models},
                             deps=list(dict.fromkeys(["annotate", *models.values()]))))
+    for st in stages:  # gates are checked by the runner, outside the fingerprints
+        kind = st.name.split("-")[0]
+        st.gates = stage_gates("train" if kind in ("sft", "dpo") else kind, cfg.gates)
     return stages
 
 
 def run_loop(cfg: LoopConfig, *, from_stage: str | None = None, until: str | None = None,
-             log: Any = print) -> list[StageOutcome]:
+             log: Any = print, gates: bool = True) -> list[StageOutcome]:
     """Build the loop's stages and run them into ``cfg.run_dir`` (the ``run`` and ``demo`` commands)."""
     from sage_dialog.pipeline.runner import run_stages
 
@@ -495,7 +505,7 @@ def run_loop(cfg: LoopConfig, *, from_stage: str | None = None, until: str | Non
         import torch
 
         torch.set_num_threads(cfg.threads)
-    return run_stages(stages, cfg.run_dir, from_stage=from_stage, until=until, seed=cfg.seed, log=log)
+    return run_stages(stages, cfg.run_dir, from_stage=from_stage, until=until, seed=cfg.seed, log=log, gates=gates)
 
 
 def results_table(cfg: LoopConfig) -> str | None:

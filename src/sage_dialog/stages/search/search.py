@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -192,6 +193,7 @@ class _SeedSearch:
         self.requests = 0
         self.tokens = 0
         self.calls = 0  # model calls actually made (not replayed)
+        self.fresh_tokens_out = 0  # assistant tokens generated now (not replayed, not from the cache)
         self.stopped: str | None = None
         self.outcomes: dict[str, int] = {}
         self.journal = io.JsonlJournal(journal_path)
@@ -230,6 +232,8 @@ class _SeedSearch:
     async def generate(self, reqs: list[ChatRequest]) -> list[ChatResult]:
         out: list[ChatResult] = await self._call("generate", reqs, self.roles.generate, _enc_chat, _dec_chat)
         self._charge(len(reqs), sum(r.tokens_in + sum(c.tokens_out for c in r.completions) for r in out))
+        if self.step > len(self.replay):
+            self.fresh_tokens_out += sum(c.tokens_out for r in out for c in r.completions if not c.cached)
         return out
 
     async def reply(self, dialogs: list[list[Turn]], seeds: list[int]) -> list[str]:
@@ -434,8 +438,11 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         from tqdm import tqdm
 
         bar = tqdm(total=len(seeds), desc="search", unit="seed", initial=sum(x is None for x in searches))
+    from sage_dialog.backends import progress as ticks
+
+    meter = ticks.Meter(bar)  # the postfix moves with every request and token while a seed is searched
     stats: dict[str, Any] = {"requests": 0, "tokens": 0, "model_calls": 0, "replayed_calls": 0, "outcomes": {},
-                             "stopped": {}}
+                             "stopped": {}, "fresh_tokens_out": 0}
 
     async def one(s: _SeedSearch) -> None:
         try:
@@ -449,6 +456,7 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         stats["requests"] += s.requests
         stats["tokens"] += s.tokens
         stats["model_calls"] += s.calls
+        stats["fresh_tokens_out"] += s.fresh_tokens_out
         stats["replayed_calls"] += min(len(s.replay), s.step)
         for k, v in s.outcomes.items():
             stats["outcomes"][k] = stats["outcomes"].get(k, 0) + v
@@ -458,7 +466,9 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
             bar.update(1)
 
     try:
-        await asyncio.gather(*(one(s) for s in searches if s is not None))
+        with ticks.listen(meter):
+            await asyncio.gather(*(one(s) for s in searches if s is not None))
+        meter.close()
     finally:
         if bar is not None:
             bar.close()
@@ -499,8 +509,13 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     out = Path(out_dir)
     manifest = io.new_manifest("search", {**cfg.model_dump(mode="json"), "assistant": assistant.name,
                                           "user": user.name, "selector": selector.name}, seed=cfg.seed)
+    t0 = time.perf_counter()
     stats = asyncio.run(search_async(assistant, user, selector, seeds, cfg, out, progress=progress,
                                      index_offset=index_offset))
+    seconds = time.perf_counter() - t0
+    # assistant tokens this run generated (not replayed, not cached) over the search's wall time
+    fresh = stats["fresh_tokens_out"]
+    stats["tokens_per_s"] = round(fresh / seconds, 1) if seconds > 0 and fresh else None
     dialogs = best_dialogs(out)
     io.write_jsonl(out / "best.jsonl", dialogs)
     outputs = ["trees", "best.jsonl"]
@@ -508,9 +523,22 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
         export_transcripts(out)
         outputs.append("transcripts")
     io.finish_manifest(manifest, out, outputs=outputs,
-                       usage={k: stats[k] for k in ("requests", "tokens", "model_calls", "replayed_calls", "batches")},
+                       usage={k: stats[k] for k in ("requests", "tokens", "model_calls", "replayed_calls", "batches",
+                                                    "tokens_per_s")},
                        summary={"seeds": len(seeds), "nodes": sum(len(t) for t in load_trees(out)),
                                 "outcomes": stats["outcomes"], "stopped": stats["stopped"]})
+    return out
+
+
+def decision_counts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The judge's decisions of a finished search (from its ``manifest.json``): how many in all and how
+    many chose a candidate, said none was good, or did not parse; and the generation speed."""
+    outcomes = manifest.get("summary", {}).get("outcomes", {})
+    out: dict[str, Any] = {"decisions": sum(outcomes.values()),
+                           **{k: int(outcomes.get(k, 0)) for k in ("chosen", "none_good", "unparsed")}}
+    speed = manifest.get("usage", {}).get("tokens_per_s")
+    if speed is not None:
+        out["tokens_per_s"] = speed
     return out
 
 

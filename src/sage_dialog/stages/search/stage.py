@@ -91,6 +91,7 @@ class SearchResult:
     nodes: int
     outcomes: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # the judge's decisions (search.decision_counts)
 
     def summary(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "nodes": self.nodes, "outcomes": self.outcomes}
@@ -106,7 +107,7 @@ def run(cfg: SearchRunConfig, *, progress: bool = False) -> SearchResult:
     from sage_dialog.core import io
     from sage_dialog.core.prompts import load_prompt
     from sage_dialog.roles.factory import BackendPool, make_selector, make_user
-    from sage_dialog.stages.search.search import run_search
+    from sage_dialog.stages.search.search import decision_counts, run_search
     from sage_dialog.stages.search.seeds import read_seed_file
 
     if cfg.seeds is None or cfg.out is None or cfg.assistant is None:
@@ -134,4 +135,4 @@ def run(cfg: SearchRunConfig, *, progress: bool = False) -> SearchResult:
     summary = manifest.get("summary", {})
     return SearchResult(out=out, trees=out / "trees", best=out / "best.jsonl", seeds=summary.get("seeds", len(seeds)),
                         nodes=summary.get("nodes", 0), outcomes=summary.get("outcomes", {}),
-                        usage=manifest.get("usage", {}))
+                        usage=manifest.get("usage", {}), counts=decision_counts(manifest))
