@@ -113,3 +113,27 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     p = tmp_path / "x.py"
     p.write_text("def f():\n    from sage_dialog.sandbox.oracles import oracle_for\n    import sage_dialog.pipeline.runner\n")
     assert {"sage_dialog.sandbox.oracles", "sage_dialog.pipeline.runner"} <= _imports(p)
+
+
+PROVIDERS = {"sage_dialog.backends.hf", "sage_dialog.backends.vllm_backend", "sage_dialog.backends.openai_backend",
+             "sage_dialog.backends.mock"}
+
+
+def test_private_names_stay_in_their_package_and_providers_share_none() -> None:
+    """A private name (``_x``) is imported only inside its own package, and no backend provider
+    imports another provider's private helpers."""
+    bad = []
+    for path in SRC.rglob("*.py"):
+        mod = _module(path)
+        package = mod.rsplit(".", 1)[0] if path.name != "__init__.py" else mod
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sage_dialog")):
+                continue
+            for a in node.names:
+                if not a.name.startswith("_") or a.name.startswith("__"):
+                    continue
+                source_package = node.module if (SRC.parent / node.module.replace(".", "/")).is_dir() \
+                    else node.module.rsplit(".", 1)[0]
+                if source_package != package or (mod in PROVIDERS and node.module in PROVIDERS):
+                    bad.append(f"{mod} imports {node.module}.{a.name}")
+    assert not bad, "\n".join(sorted(bad))
