@@ -7,7 +7,7 @@ SFT of a tiny model trained from scratch (M1), self-play search with the oracle 
 preference pairs, a rejection-sampling round (M2), DPO, then the world's evaluation stage. It ends
 with a table of each model's ground-truth reward on held-out seeds (mean, 95% interval, paired
 difference to M1), oracle-judge win rates against M1 and M1's steering compliance; the table and
-every artifact are kept in the output folder (evaluate/results.md, evaluate/results.json). About 2-2½
+every artifact are kept in the output folder (evaluate/results.md, evaluate/results.json). About two
 minutes on 2 CPU cores (--quick: about a third of the work). Running it again on the same folder
 skips every finished stage; a changed setting re-runs only the stages after it.
 
