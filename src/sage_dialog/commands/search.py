@@ -14,6 +14,8 @@ Example:
       --turns 8 --candidates 4 --judge-mode logprob
   sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
       --strategy beam --beam-width 2 -o runs/beam
+  sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
+      --strategy mcts --actions esconv_strategies --k-actions 4 --simulations 8 -o runs/mcts
 """
 
 from __future__ import annotations
@@ -38,7 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="judge criteria: companion (default), humor, empathy, or a template file with {history} {candidates}")
     p.add_argument("--none-policy", choices=["resample", "keep_best", "stop"],
                    help="what to do when the judge says no candidate is good (default resample)")
-    p.add_argument("--strategy", choices=["best_of_n", "beam", "lookahead"], help="default best_of_n")
+    p.add_argument("--strategy", choices=["best_of_n", "beam", "lookahead", "latent", "mcts"],
+                   help="default best_of_n; latent / mcts branch on SAC actions instead of free samples (docs/search.md)")
+    p.add_argument("--actions", help="latent/mcts: closed action set (label-set name or file, JSON list of tag "
+                   "objects, or 'sandbox'); default: open vocabulary (sampled action blocks)")
+    p.add_argument("--k-actions", type=int, help="latent/mcts: actions proposed per decision (default 4)")
+    p.add_argument("--replies-per-action", type=int, help="latent: replies sampled per action (default 1)")
+    p.add_argument("--simulations", type=int, help="mcts: replies realised per decision (default 8)")
+    p.add_argument("--c-puct", type=float, help="mcts: exploration weight (default 1.5)")
+    p.add_argument("--latent-value", choices=["judge", "rollout"],
+                   help="latent/mcts: judge the replies (default), or --lookahead-depth turns rolled forward")
+    p.add_argument("--prior-temperature", type=float, help="latent/mcts: prior = softmax(logprob/T) (default 1.0)")
+    p.add_argument("--epsilon", type=float, help="latent/mcts: uniform exploration mixed into priors (default 0)")
+    p.add_argument("--dirichlet-alpha", type=float, help="latent/mcts: Dirichlet noise mixed into priors")
     p.add_argument("--turns", type=int, help="assistant turns per dialog (default 8)")
     p.add_argument("--candidates", "-n", type=int, help="candidates per decision (default 4)")
     p.add_argument("--beam-width", type=int, help="dialogs kept per seed with --strategy beam (default 2)")
@@ -70,6 +84,10 @@ _TOP = ("user", "judge", "judge_mode", "criteria", "none_policy", "humor", "assi
 _STRATEGY = ("strategy", "turns", "candidates", "beam_width", "lookahead_depth", "max_resamples", "budget_requests",
              "budget_tokens", "seed")
 _SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens")
+# flag -> field of the strategy's `latent` section (LatentConfig)
+_LATENT = {"actions": "action_set", "k_actions": "k", "replies_per_action": "replies", "simulations": "simulations",
+           "c_puct": "c_puct", "latent_value": "value", "prior_temperature": "prior_temperature",
+           "epsilon": "epsilon", "dirichlet_alpha": "dirichlet_alpha"}
 
 
 def config_from_args(args: argparse.Namespace) -> object:
@@ -81,7 +99,8 @@ def config_from_args(args: argparse.Namespace) -> object:
 
     given = lambda names: {k: getattr(args, k) for k in names if getattr(args, k) is not None}  # noqa: E731
     data: dict = {"seeds": args.seeds, "out": args.out, "assistant": args.assistant, "max_seeds": args.limit,
-                  **given(_TOP), "config": {**given(_STRATEGY), "sampling": given(_SAMPLING)}}
+                  **given(_TOP), "config": {**given(_STRATEGY), "sampling": given(_SAMPLING),
+                                            "latent": {_LATENT[k]: v for k, v in given(_LATENT).items()}}}
     if args.batch_size and args.assistant.startswith("hf:"):
         data["backend_options"] = {"batch_size": args.batch_size}
     try:
