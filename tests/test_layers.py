@@ -32,6 +32,9 @@ def _module(path: Path) -> str:
 def _imports(path: Path) -> set[str]:
     """Every sage_dialog module ``path`` imports, at any depth (``from x import y`` counts y when it is a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):  # imports only a type checker runs are no edges
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

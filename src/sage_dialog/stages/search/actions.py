@@ -326,7 +326,7 @@ async def decide_latent(s: _SeedSearch, path: list[SearchNode], turn: int) -> Se
 
 async def run_decisions(s: _SeedSearch, decide: Any) -> list[SearchNode]:
     """One dialog per seed: ``decide`` picks each assistant turn, the user simulator answers."""
-    from sage_dialog.stages.search.search import BudgetExhausted
+    from sage_dialog.stages.search.budget import BudgetExhausted
 
     path = [s._add("user", s.seed_text, None, sampling={})]
     try:
