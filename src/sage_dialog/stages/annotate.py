@@ -692,11 +692,9 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             + (["tidy"] if cfg.tidy else [])
         if llm_only:
             raise UserError(f"annotator 'oracle': option(s) {', '.join(llm_only)} only apply to an LLM annotator")
-        try:
-            from sage_dialog.sandbox.oracles import oracle_for
-        except ImportError:
-            raise UserError("annotator 'oracle' needs sage_dialog.sandbox.oracles (not installed)") from None
-        return oracle_for("annotator"), None
+        from sage_dialog.roles.factory import oracle
+
+        return oracle("annotator"), None
     from sage_dialog.backends.base import load_backend
 
     bcfg = cfg.annotator if isinstance(cfg.annotator, BackendConfig) else BackendConfig(spec=cfg.annotator)
