@@ -327,12 +327,12 @@ async def generate_turns(
         results = await backend.generate(reqs)
         comps = [r.completions[0] for r in results]
         tokens_in = results[0].tokens_in
-    if json_schema is not None:  # the whole answer is the JSON reply: no tag blocks to read (a "{" is not stray)
-        cands = [Candidate(c.text, c.text.strip(), None, None, c.finish_reason, c.tokens_out) for c in comps]
-    else:
-        cands = [
-            _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
-        ]
+    cands = [
+        _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
+    ]
+    if json_schema is not None:  # the whole answer is the reply: JSON is no tag text, whatever its braces
+        for cand, comp in zip(cands, comps, strict=True):
+            cand.reply, cand.stray, cand.state, cand.action = comp.text.strip(), "", None, None
     for c, extra, comp in zip(cands, spent, comps, strict=True):
         c.tokens_in = tokens_in
         c.logprobs = comp.logprobs

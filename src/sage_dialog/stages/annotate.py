@@ -52,7 +52,7 @@ from sage_dialog.core.io import (
     write_json,
 )
 from sage_dialog.core.redact import redact_obj
-from sage_dialog.core.schema import Dialog, Tags, utc_now
+from sage_dialog.core.schema import Dialog, Tags, Turn, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
 
@@ -387,6 +387,7 @@ class LLMAnnotator:
         temperature: float = 0.0,
         max_tokens_per_turn: int = 48,
         template: str | None = None,
+        json_prefill: bool = False,
     ):
         if max_attempts < 1:
             raise UserError("annotator: max_attempts must be at least 1")
@@ -397,6 +398,9 @@ class LLMAnnotator:
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.max_tokens_per_turn = max_tokens_per_turn
+        # Start the answer with the JSON it must begin with: a small chat model (SmolLM2-135M) asked
+        # for JSON otherwise goes on with the dialog it was shown (0 of 10 valid).
+        self.prefill = JSON_PREFILL if json_prefill else None
         self.template = string.Template(template if template is not None else _template("annotator.txt"))
         self.schema = answer_schema(self.labels, tidy=tidy)
         self.name = f"llm:{backend.name}"
@@ -430,7 +434,7 @@ class LLMAnnotator:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
         # structured output / guided decoding where the backend has it; the answer is validated anyway
-        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema)
+        return ChatRequest(messages=messages, sampling=sampling, json_schema=self.schema, prefill=self.prefill)
 
     # -- the protocol
 
@@ -459,7 +463,7 @@ class LLMAnnotator:
                 self.stats["requests"] += 1
                 if comp is not None and comp.cached:
                     self.stats["cached"] += 1
-                text = comp.text if comp is not None else ""
+                text = (self.prefill or "") + comp.text if comp is not None else ""
                 raws[i].append(text)
                 if comp is None or comp.finish_reason == "error":
                     problems = [f"backend error: {(comp.error if comp else None) or text or 'no completion'}"]
@@ -493,6 +497,77 @@ class LLMAnnotator:
                                      raw=raws[i], attempts=attempts)
             out.append(r)
         return out
+
+
+class ScoringAnnotator:
+    """:class:`roles.Annotator` that *chooses* each closed label by the backend's option scores.
+
+    For every turn and every closed field (motivation, emotion) it scores each label of the set as
+    the answer to "the FIELD is ..." about that message (with the turn before it as context) and
+    takes the most likely one, calibrated against the label's score for a content-free message
+    (small models prefer some labels whatever the message): the labels are valid
+    by construction, with no JSON to write or repair, which is what a small model (SmolLM2-135M)
+    can do. Topics are not chosen this way (an open vocabulary): they are left empty. Needs closed
+    sets for motivation and emotion on both roles and a backend that can score (``hf``, ``vllm``).
+    """
+
+    FIELDS = ("motivation", "emotion")
+
+    def __init__(self, backend: Backend, labels: LabelSets):
+        missing = [f"{r}.{f}" for r in ROLES for f in self.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
+        if not backend.supports_scoring:
+            raise UserError(f"annotate: mode=score needs a backend that scores options; {backend.name} cannot")
+        self.backend = backend
+        self.labels = labels
+        self.name = f"llm-score:{backend.name}"
+        self.stats: Counter[str] = Counter()
+
+    def _request(self, dialog: Dialog, i: int, fld: str) -> Any:
+        from sage_dialog.backends.base import ScoreRequest
+
+        turn = dialog.turns[i]
+        options = self.labels.get(turn.role, fld) or []
+        # One short prompt per turn, not the whole dialog: each option is scored after the prompt, so
+        # the prompt's length is paid once per label (the whole dialog made it ~6x slower on CPU).
+        text = turn.text if len(turn.text) <= 400 else turn.text[:400] + " ..."
+        before = f'(after: "{dialog.turns[i - 1].text[:200]}") ' if i > 0 else ""
+        question = (f'{before}The {turn.role} says: "{text}"\nWhich {fld} fits this message best? '
+                    f"One of: {', '.join(options)}.")
+        return ScoreRequest(messages=[{"role": "system", "content": "You label chat messages."},
+                                      {"role": "user", "content": question}],
+                            options=[f" {o}" for o in options], prefill=f"The {fld} is")
+
+    async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
+        keys = [(d, i, f) for d in range(len(dialogs)) for i in range(len(dialogs[d].turns)) for f in self.FIELDS]
+        # contextual calibration (Zhao et al., 2021): a small model prefers some labels whatever the
+        # message says; each label's score for a content-free message ("N/A") is subtracted
+        blank = {(r, f): Dialog(id="calibration", turns=[Turn(role=r, text="N/A")])  # type: ignore[arg-type]
+                 for r in ROLES for f in self.FIELDS}
+        calib_keys = list(blank)
+        reqs = [self._request(dialogs[d], i, f) for d, i, f in keys]
+        reqs += [self._request(blank[k], 0, k[1]) for k in calib_keys]
+        try:
+            scores = await self.backend.score(reqs)
+        except BackendError as e:
+            return [AnnotationResult(tags=None, error=f"backend error: {e}") for _ in dialogs]
+        prior = dict(zip(calib_keys, scores[len(keys):], strict=True))
+        chosen: dict[tuple[int, int, str], str] = {}
+        for (d, i, f), sc in zip(keys, scores[: len(keys)], strict=True):
+            role = dialogs[d].turns[i].role
+            options = self.labels.get(role, f) or []
+            base = prior[(role, f)].logprobs
+            calibrated = [lp - b for lp, b in zip(sc.logprobs, base, strict=True)]
+            best = max(range(len(options)), key=calibrated.__getitem__)
+            chosen[(d, i, f)] = options[best]
+            self.stats["requests"] += 1
+        return [
+            AnnotationResult(tags=[Tags(motivation=chosen[(d, i, "motivation")], emotion=chosen[(d, i, "emotion")],
+                                        topics=[]) for i in range(len(dialog.turns))])
+            for d, dialog in enumerate(dialogs)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,30 +629,50 @@ def _chunks(it: Iterable[Dialog], size: int) -> Iterator[list[Dialog]]:
 # the stage
 
 
+# the start of every answer (see answer_model), prefilled with ``json_prefill``
+JSON_PREFILL = '{"turns": [{"index": 0, "motivation": "'
+
+
 class AnnotateConfig(BaseModel):
     """Settings of ``sage-dialog annotate`` (also usable from Python: ``annotate.run(cfg)``)."""
 
     model_config = ConfigDict(extra="forbid")
-    input: Path
-    output: Path
-    annotator: str | BackendConfig = Field(description='"oracle" or a backend spec such as hf:PATH / openai:MODEL')
-    input_format: InputFormat = "auto"
-    rejects: Path | None = Field(None, description="default: OUTPUT with .rejects.jsonl")
-    summary: Path | None = Field(None, description="default: OUTPUT with .summary.json")
+    input: Path = Field(description="dialogs to annotate")
+    output: Path = Field(description="annotated Dialog JSONL to write")
+    annotator: str | BackendConfig = Field(description='"oracle" or a backend spec (hf:PATH, vllm:PATH, openai:MODEL, '
+                                           'mock:FILE)')
+    input_format: InputFormat = Field("auto", description="auto (detected), seeds (one utterance per line), or a "
+                                      "dialog format of `sage-dialog convert --help`: dialogs, sharegpt, trl-sft, "
+                                      "llamafactory-sft, transcripts, empathetic, esconv, ...")
+    rejects: Path | None = Field(None, description="rejects JSONL (default: OUTPUT.rejects.jsonl)")
+    summary: Path | None = Field(None, description="summary JSON (default: OUTPUT.summary.json)")
     sharegpt_output: Path | None = Field(None, description="also write the original annotated ShareGPT JSON")
-    sac_output: Path | None = Field(None, description="also write the chained (SAC) dialogs: .jsonl or ShareGPT .json")
-    labels: dict[str, str] = Field(default_factory=dict, description="FIELD or ROLE.FIELD -> label set name or file")
-    closed: Literal["map", "reject"] = "map"
-    tidy: bool = False
-    few_shot: Path | None = None
+    sac_output: Path | None = Field(None, description="also chain the result into SAC dialogs (Dialog .jsonl, or "
+                                    "chained ShareGPT .json)")
+    labels: dict[str, str] = Field(default_factory=dict, description="closed label set for FIELD or ROLE.FIELD "
+                                   "(motivation, emotion, topics; user, assistant): a shipped set "
+                                   "(esconv_strategies, empathetic_emotions) or a file, one label per line")
+    closed: Literal["map", "reject"] = Field("map", description="closed sets: map near misses onto the set or "
+                                             "refuse them")
+    tidy: bool = Field(False, description="let the annotator tidy text and add a bridging question (original kept "
+                       "in original_text)")
+    few_shot: Path | None = Field(None, description="annotated Dialog JSONL used as few-shot examples")
     prompt: Path | None = Field(None, description="a custom annotator prompt template (string.Template)")
-    max_attempts: int = Field(3, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    max_tokens_per_turn: int = Field(48, ge=8)
-    chunk_size: int = Field(64, ge=1)
-    cache: str | None = Field(None, description="response cache (SQLite) path; makes re-runs free")
-    backend_options: dict[str, Any] = Field(default_factory=dict)
-    limit: int | None = Field(None, ge=1)
+    max_attempts: int = Field(3, ge=1, description="requests per dialog, repairs included")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of the annotator")
+    max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn")
+    mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: a JSON answer per dialog; score: choose each closed label by the "
+        "backend's option scores (valid by construction; topics left empty)")
+    json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
+                               "otherwise continue the dialog; backends without constrained decoding)")
+    chunk_size: int = Field(64, ge=1, description="dialogs handed to the backend at once")
+    cache: str | None = Field(None, description="response cache (SQLite) path; re-runs take answers from it")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="backend constructor options, e.g. "
+                                            "base_url=http://127.0.0.1:8000/v1")
+    limit: int | None = Field(None, ge=1, description="annotate only the first N dialogs")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
     def rejects_path(self) -> Path:
         return self.rejects or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".rejects.jsonl")
@@ -597,11 +692,9 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             + (["tidy"] if cfg.tidy else [])
         if llm_only:
             raise UserError(f"annotator 'oracle': option(s) {', '.join(llm_only)} only apply to an LLM annotator")
-        try:
-            from sage_dialog.sandbox.oracles import oracle_for
-        except ImportError:
-            raise UserError("annotator 'oracle' needs sage_dialog.sandbox.oracles (not installed)") from None
-        return oracle_for("annotator"), None
+        from sage_dialog.roles.factory import oracle
+
+        return oracle("annotator"), None
     from sage_dialog.backends.base import load_backend
 
     bcfg = cfg.annotator if isinstance(cfg.annotator, BackendConfig) else BackendConfig(spec=cfg.annotator)
@@ -620,11 +713,19 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             template = cfg.prompt.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"{cfg.prompt}: no such prompt file") from None
+    if cfg.mode == "score":  # checked before the model loads
+        missing = [f"{r}.{f}" for r in ROLES for f in ScoringAnnotator.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
     backend = load_backend(bcfg)
     if ledger is not None:
         backend = ledger.track(backend)  # outermost, so it sees cache hits
+    if cfg.mode == "score":
+        return ScoringAnnotator(backend, labels), backend
     ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
-                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template)
+                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template,
+                       json_prefill=cfg.json_prefill)
     return ann, backend
 
 
@@ -725,6 +826,20 @@ class Summary:
         return "\n".join(lines)
 
 
+COUNT_KEYS = ("dialogs", "annotated", "rejected", "repaired_by_retry", "repaired_locally")
+
+
+def add_counts(counts: dict[str, Any], summary_file: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` plus the quality counts of one annotation summary file (for a stage over several files):
+    dialogs, annotated (valid), rejected, repaired (by a retry or locally), and tokens/s."""
+    s, usage = summary_file.get("summary", {}), summary_file.get("usage", {})
+    out = {k: counts.get(k, 0) + int(s.get(k, 0)) for k in COUNT_KEYS}
+    speed = usage.get("ledger", {}).get("tokens_per_s")
+    if speed is not None:
+        out["tokens_per_s"] = speed  # the last file's; files are annotated one after another
+    return out
+
+
 def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     """The original annotated ShareGPT file: every value prefixed by its ``{motivation: ...}`` block."""
     from sage_dialog.formats.sharegpt import write_sharegpt
@@ -742,9 +857,12 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
     if cfg.limit:
         dialogs = itertools.islice(dialogs, cfg.limit)
         total = min(total, cfg.limit)
+    from sage_dialog.backends import progress
+
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                 disable=quiet) as bar:
+                 disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
+        # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
         for chunk in _chunks(dialogs, cfg.chunk_size):
             results = await annotator.annotate(chunk)
             if len(results) != len(chunk):
@@ -765,6 +883,7 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
+        meter.close()
     if cfg.sharegpt_output:
         write_sharegpt_annotated(cfg.sharegpt_output, keep_for_sharegpt)
     stats = Counter(getattr(annotator, "stats", Counter()))
@@ -788,6 +907,10 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     """
     check_paths(inputs=[cfg.input, cfg.few_shot, cfg.prompt],
                 files=[cfg.output, cfg.rejects_path(), cfg.summary_path(), cfg.sharegpt_output, cfg.sac_output])
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 
@@ -818,8 +941,9 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if not quiet:
         print(text, file=sys.stderr)
         if "model_calls" in manifest.usage:
-            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}",
-                  file=sys.stderr)
+            speed = manifest.usage["ledger"].get("tokens_per_s")
+            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}"
+                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
         print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)
     return cfg.output
 
