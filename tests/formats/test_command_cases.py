@@ -55,7 +55,7 @@ def _make_files(case: dict[str, Any], root: Path, env: dict[str, str]) -> None:
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, dict) and "python" in content:  # big or binary inputs, built by an expression
-            data = eval(content["python"], {})  # noqa: S307 - test data written in this repository
+            data = eval(content["python"], {})
             p.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         else:
             p.write_text(_subst(content, env), encoding="utf-8")
