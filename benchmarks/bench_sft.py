@@ -2,7 +2,7 @@
 
 tokens/s is measured in steady state: real (non-padding) tokens and time between the first and the
 last logged step, so the first step's warm-up is left out. Models are built locally with random weights (throughput does not depend on the weights):
-``tiny`` (~0.5M parameters, the test model), ``20m`` (~20M) and ``1b`` (~1.1B, TinyLlama shape: GPU).
+``tiny`` (~0.5M parameters, the test model), ``20m`` (~20M), ``500m`` (~0.48B, GPU) and ``1b`` (~1.1B, TinyLlama shape: GPU).
 Data: synthetic multi-turn SAC dialogs of varied length, so padding matters. Each (model, packing)
 cell runs ``--repeats`` times; the median tokens/s is reported (the machine may be shared).
 
@@ -32,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SIZES = {
     "tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 4},
     "20m": {"hidden_size": 512, "num_layers": 6, "num_heads": 8},
+    "500m": {"hidden_size": 1280, "num_layers": 24, "num_heads": 20, "intermediate_size": 3456},  # GPU
     "1b": {"hidden_size": 2048, "num_layers": 22, "num_heads": 32},
 }
 # dense bf16 peak, TFLOP/s, by substring of torch.cuda.get_device_name()

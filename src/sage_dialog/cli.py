@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
@@ -20,7 +23,7 @@ from sage_dialog.core.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sage_dialog.commands.demo", "Run the whole SAGE loop offline on the built-in sandbox world"),
     "run": ("sage_dialog.commands.run", "Run the pipeline from one YAML config, skipping unchanged stages"),
-    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV or ESConv JSON as dialogs"),
+    "import": ("sage_dialog.commands.import_corpus", "Import EmpatheticDialogues CSV, ESConv JSON or the chitchat corpus as dialogs"),
     "annotate": ("sage_dialog.commands.annotate", "Label every utterance with motivation, emotion and topics"),
     "agreement": ("sage_dialog.commands.agreement", "Per-field agreement between two annotation runs"),
     "chain": ("sage_dialog.commands.chain", "Turn annotated dialogs into State-Action Chain dialogs"),
@@ -63,6 +66,26 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+# commands that load a model: they take --threads (CPU threads of torch / BLAS)
+MODEL_COMMANDS = {"demo", "run", "annotate", "train", "export", "search", "compare", "eval", "chat", "webui",
+                  "serve", "steerability"}
+
+
+def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
+    """-q, -v (every command) and --threads (commands that load a model), unless the command has them."""
+    have = parser._option_string_actions
+    group = parser.add_argument_group("common options")
+    if "-q" not in have and "--quiet" not in have:
+        group.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only results and errors")
+    if "-v" not in have and "--verbose" not in have:
+        group.add_argument("-v", "--verbose", action="store_true",
+                           help="also show library logs on screen, and tracebacks of unexpected errors")
+    if name in MODEL_COMMANDS and "--threads" not in have:
+        group.add_argument("--threads", type=int, metavar="N",
+                           help="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, else the cores not "
+                                "busy now, at least 1)")
+
+
 def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
@@ -71,7 +94,55 @@ def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
         prog=f"sage-dialog {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.add_arguments(parser)
+    _add_common(parser, name)
     return parser, module
+
+
+# commands whose -o names a run folder (or a file whose folder is one) that gets logs/<command>.log;
+# `train` opens its own (output_dir may come from the config), `run` logs per stage. Format folders
+# (convert, chain, prefs to LLaMA-Factory or transcripts) get none: a log inside would be read as data.
+LOGGED_COMMANDS = {"demo", "annotate", "mix", "search", "compare", "eval", "steerability"}
+
+
+def _log_file(name: str, ns: argparse.Namespace) -> Path | None:
+    """``<out_dir>/logs/<command>.log`` for a command of LOGGED_COMMANDS with an output."""
+    out = getattr(ns, "out", None) or getattr(ns, "output", None)
+    if name not in LOGGED_COMMANDS or not out or not isinstance(out, (str, Path)):
+        return None
+    p = Path(out)
+    folder = p.parent if p.suffix and not p.is_dir() else p
+    return folder / "logs" / f"{name}.log"
+
+
+def _run(name: str, args: list[str]) -> int:
+    from sage_dialog.core import console, threads
+
+    parser, module = build_parser(name)
+    ns = parser.parse_args(args)
+    level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
+        else console.NORMAL
+    with console.session(level, command_line=["sage-dialog", name, *args]), threads.restored():
+        if name in MODEL_COMMANDS and "threads" in vars(ns):
+            if ns.threads is not None and ns.threads < 1:
+                raise UserError(f"--threads {ns.threads}: must be at least 1")
+            if name != "demo":  # the demo applies its own default (1)
+                threads.apply(ns.threads)
+        log = _log_file(name, ns)
+        if log is not None:
+            console.open_log(log)
+        try:
+            return int(module.run(ns) or 0)  # type: ignore[attr-defined]
+        except (UserError, KeyboardInterrupt, BrokenPipeError):
+            if console.log_path() is not None and not console.log_path().exists():  # type: ignore[union-attr]
+                console.close_log(keep=False)  # stopped at once: no log folder left behind
+            raise
+        except Exception as e:
+            if level >= console.VERBOSE or console.log_path() is None:
+                raise
+            logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
+            path = console.commit_log()
+            print(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})", file=sys.stderr)
+            return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,9 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sage-dialog: unknown command {name!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
     try:
-        parser, module = build_parser(name)
-        ns = parser.parse_args(args[1:])
-        return int(module.run(ns) or 0)  # type: ignore[attr-defined]
+        code = _run(name, args[1:])
+        sys.stdout.flush()  # a closed pipe shows up here when the output was small
+        return code
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
+        _silence_stdout()
+        return 141
     except UserError as e:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
@@ -126,6 +201,16 @@ def _crash() -> int:
 
     sys.stderr.write(redact(traceback.format_exc()))
     return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
 
 
 if __name__ == "__main__":

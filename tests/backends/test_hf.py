@@ -243,3 +243,21 @@ def test_a_misspelt_option_is_an_error_not_a_no_op(tiny_model: Path) -> None:
         load_backend(BackendConfig(spec=f"hf:{tiny_model}", options={"batchsize": 4}))
     with pytest.raises(UserError, match=r"unknown option\(s\) concurency"):
         load_backend(BackendConfig(spec="openai:m", options={"base_url": "http://127.0.0.1:9/v1", "concurency": 2}))
+
+
+def test_a_row_cut_by_its_own_budget_is_length_when_pad_is_eos(tiny_model):
+    """SmolLM2 pads with its EOS token: a row that reached its own max_tokens in a batch with a larger
+    budget is padded with EOS after it, which must not read as a stop (truncated JSON would then
+    be rejected as malformed instead of retried with a larger budget)."""
+    b = load_backend(f"hf:{tiny_model}", batch_size=16)
+    assert isinstance(b, HFBackend)
+    b.tokenizer.pad_token = b.tokenizer.eos_token  # as the GGUF SmolLM2 tokenizer has it
+    assert b.tokenizer.pad_token_id in b.eos_ids
+    short = ChatRequest(MSGS, n=1, sampling=SamplingParams(temperature=1.0, max_tokens=3, seed=11))
+    long = ChatRequest(MSGS, n=1, sampling=SamplingParams(temperature=1.0, max_tokens=40, seed=12))
+    [alone] = run(b.generate([short]))
+    assert alone.completions[0].finish_reason == "length" and alone.completions[0].tokens_out == 3
+    short_res, long_res = run(b.generate([short, long]))
+    assert long_res.completions[0].tokens_out > 3  # the batch ran on after the short row was done
+    c = short_res.completions[0]
+    assert (c.finish_reason, c.tokens_out, c.text) == ("length", 3, alone.completions[0].text)

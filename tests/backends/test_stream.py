@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sage_dialog.backends import BackendError, ChatRequest, SamplingParams, load_backend
-from sage_dialog.backends.base import Backend, ChatResult, ChatStream, Completion, StopHold
+from sage_dialog.backends.base import ChatStream, Completion, StopHold
 from sage_dialog.backends.cache import CachedBackend
 from sage_dialog.backends.hf import HFBackend
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.backends.openai_backend import OpenAIBackend
 from sage_dialog.core.errors import UserError
 
@@ -66,28 +66,15 @@ def test_stop_hold_equals_cutting_the_whole_text(text: str, stops: list[str], cu
 # -- the default: generate whole, yield once -----------------------------------------------------
 
 
-class Echo(Backend):
-    """A scripted stand-in without token streaming: writes a fixed text after the prefill."""
-
-    provider = "echo"
-
-    def __init__(self) -> None:
-        super().__init__("echo")
-        self.requests: list[ChatRequest] = []
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        self.requests.extend(requests)
-        return [ChatResult([Completion("one two. three", "length", 3)] * r.n, tokens_in=7) for r in requests]
-
-
 def test_default_stream_yields_once_with_completion() -> None:
-    b = Echo()
+    # the mock provider without ``streaming``: a backend without token streaming (the protocol's default)
+    b = MockBackend(fn=lambda r, i: Completion("one two. three", "length", 3))
     assert not b.supports_streaming
     s = b.stream(ChatRequest(MSGS, prefill="{x", sampling=SamplingParams(stop=(". ",))))
     assert run(collect(s)) == ["one two"]
     assert s.completion is not None and s.completion.text == "one two"
-    assert s.completion.finish_reason == "stop" and s.completion.tokens_out == 3 and s.tokens_in == 7
-    assert b.requests[0].prefill == "{x"
+    assert s.completion.finish_reason == "stop" and s.completion.tokens_out == 3 and s.tokens_in == 6  # 5 prompt + 1 prefill words
+    assert b.chat_requests[0].prefill == "{x"
     with pytest.raises(UserError, match="n=2"):
         b.stream(ChatRequest(MSGS, n=2))
 

@@ -101,6 +101,16 @@ def test_http_backend_against_vllm_server(vllm_srv, hf):
     [sv] = asyncio.run(b.score(req))
     [sh] = asyncio.run(hf.score(req))
     assert sv.logprobs == pytest.approx(sh.logprobs, abs=2e-2)
+    # structured output through response_format is compact JSON (the server starts with
+    # disable_any_whitespace): no budget spent on whitespace, whatever the sampling
+    schema = {
+        "type": "object",
+        "properties": {"m": {"type": "string", "enum": ["a", "b"]}},
+        "required": ["m"],
+    }
+    hot = SamplingParams(temperature=1.0, max_tokens=30)
+    [j] = asyncio.run(b.generate([ChatRequest(MSGS, n=4, sampling=hot, json_schema=schema)]))
+    assert set(j.texts) <= {'{"m":"a"}', '{"m":"b"}'}, j.texts
     asyncio.run(b.aclose())
 
 

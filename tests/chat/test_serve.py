@@ -30,8 +30,22 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGE_DIALOG_SERVE_TOKEN": TOKEN}
     spec = f"hf:{tiny_model}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sage_dialog", "serve", "--model", spec, "--port", str(port), "--max-tokens", "16",
-         "--served-name", "sage-tiny", "--seed", "0"],
+        [
+            sys.executable,
+            "-m",
+            "sage_dialog",
+            "serve",
+            "--model",
+            spec,
+            "--port",
+            str(port),
+            "--max-tokens",
+            "16",
+            "--served-name",
+            "sage-tiny",
+            "--seed",
+            "0",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -139,7 +153,9 @@ def test_bad_requests(server) -> None:
     client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
     with pytest.raises(APIStatusError) as e:
         client.chat.completions.create(
-            model="sage-tiny", messages=[{"role": "user", "content": "x"}], extra_body={"sage_steer": {"mood": "x"}}
+            model="sage-tiny",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"sage_steer": {"mood": "x"}},
         )
     assert e.value.status_code == 400 and "mood" in str(e.value)
     with pytest.raises(APIStatusError) as e:
@@ -158,3 +174,46 @@ def test_streaming_several_choices(server) -> None:
     indexes = {c.choices[0].index for c in chunks if c.choices}
     assert indexes == {0, 1}
     assert sum(1 for c in chunks if c.choices and c.choices[0].finish_reason) == 2
+
+
+def test_streamed_usage_counts_the_prompt(server) -> None:
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    msgs = [{"role": "user", "content": "I failed my exam"}]
+    plain = client.chat.completions.create(model="sage-tiny", messages=msgs, max_tokens=4)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="sage-tiny",
+            messages=msgs,  # type: ignore[arg-type]
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert plain.usage is not None and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens > 0
+
+
+def test_openai_sdk_surface(server) -> None:
+    """models.retrieve, the legacy completions endpoint, and 400s for what the hf backend cannot do."""
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    assert client.models.retrieve("sage-tiny").id == "sage-tiny"
+    r = client.completions.create(model="sage-tiny", prompt="I failed my exam", max_tokens=3)
+    assert isinstance(r.choices[0].text, str) and r.usage is not None and r.usage.prompt_tokens > 0
+    user = [{"role": "user", "content": "hi"}]
+    with pytest.raises(APIStatusError) as e:
+        client.chat.completions.create(
+            model="sage-tiny",
+            messages=user,  # type: ignore[arg-type]
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": {"type": "object"}},
+            },
+        )
+    assert e.value.status_code == 400 and "structured output" in str(e.value)
+    with pytest.raises(APIStatusError) as e:
+        client.chat.completions.create(
+            model="sage-tiny", messages=user, tools=[{"type": "function", "function": {"name": "f"}}]
+        )  # type: ignore[arg-type,list-item]
+    assert e.value.status_code == 400 and "tool" in str(e.value)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from sage_dialog.backends import load_backend
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
+from sage_dialog.backends.base import ChatRequest
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.cli import main
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Tags
@@ -22,27 +22,19 @@ from sage_dialog.sandbox.oracles import oracle_for
 from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, measure, wilson
 
 
-class ScriptedWorldModel(Backend):
-    """Stand-in for a SAC model: writes a state block when asked to, then the world's reply for
-    the action named in the prefill (``obey=True``) or always a comforting reply (``obey=False``)."""
+def scripted_world_model(obey: bool) -> MockBackend:
+    """Stand-in for a SAC model (the ``mock:`` provider with a function): writes a state block when
+    asked to, then the world's reply for the action named in the prefill (``obey=True``) or always a
+    comforting reply (``obey=False``)."""
+    rng = random.Random(0)
 
-    provider = "scripted"
+    def answer(r: ChatRequest, _: int) -> str:
+        if "}" in r.sampling.stop:  # asked to finish an open tag block
+            return "u_motivation: venting, u_emotion: sad, u_topic: []}"
+        action = world.action_from_tags(sac.parse(r.prefill or "").action) if obey else None
+        return world.assistant_reply(action or "comfort", "exam", rng)
 
-    def __init__(self, obey: bool):
-        super().__init__("world-obey" if obey else "world-ignore")
-        self.obey = obey
-        self.rng = random.Random(0)
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        out = []
-        for r in requests:
-            if "}" in r.sampling.stop:  # asked to finish an open tag block
-                text = "u_motivation: venting, u_emotion: sad, u_topic: []}"
-            else:
-                action = world.action_from_tags(sac.parse(r.prefill or "").action) if self.obey else None
-                text = world.assistant_reply(action or "comfort", "exam", self.rng)
-            out.append(ChatResult([Completion(text) for _ in range(r.n)]))
-        return out
+    return MockBackend(label="world-obey" if obey else "world-ignore", fn=answer)
 
 
 ACTIONS = [world.action_tags(k, None).model_copy(update={"topics": None}) for k in world.ACTIONS]
@@ -51,11 +43,11 @@ CONTEXTS = [[{"role": "user", "content": t}] for t in world.seed_openings(3, 0)]
 
 def test_obedient_model_scores_one_and_ignoring_model_scores_chance() -> None:
     judge = ClassifierJudge(oracle_for("action"))
-    good = asyncio.run(measure(ScriptedWorldModel(obey=True), CONTEXTS, ACTIONS, judge, n=2))
+    good = asyncio.run(measure(scripted_world_model(obey=True), CONTEXTS, ACTIONS, judge, n=2))
     assert good.overall.n == len(CONTEXTS) * len(ACTIONS) * 2
     assert good.overall.rate == 1.0
     assert good.tag_adherence == 1.0
-    bad = asyncio.run(measure(ScriptedWorldModel(obey=False), CONTEXTS, ACTIONS, judge, n=2))
+    bad = asyncio.run(measure(scripted_world_model(obey=False), CONTEXTS, ACTIONS, judge, n=2))
     assert bad.overall.rate == pytest.approx(1 / len(ACTIONS))
     comfort = world.ACTIONS["comfort"]
     key = f"motivation {comfort.motivation} · emotion {comfort.emotion}"
@@ -65,7 +57,7 @@ def test_obedient_model_scores_one_and_ignoring_model_scores_chance() -> None:
 
 def test_callable_judge_and_wilson() -> None:
     rep = asyncio.run(
-        measure(ScriptedWorldModel(obey=True), CONTEXTS[:1], ACTIONS[:2], lambda reply, action: "exam" in reply)
+        measure(scripted_world_model(obey=True), CONTEXTS[:1], ACTIONS[:2], lambda reply, action: "exam" in reply)
     )
     assert rep.overall.rate == 1.0 and rep.judge == "<lambda>"
     lo, hi = wilson(0, 10)

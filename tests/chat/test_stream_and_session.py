@@ -1,13 +1,14 @@
-"""Streaming tag hold-back and the chat session, with a scripted SAC writer (a clearly named stand-in
-for a trained model: it writes fixed tags + reply, honouring a prefill) so the text carries real tags."""
+"""Streaming tag hold-back and the chat session, with a scripted SAC writer (the ``mock:`` provider
+standing in for a trained model: it writes fixed tags + reply, honouring a prefill) so the text
+carries real tags."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
+from sage_dialog.backends.base import ChatRequest
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core import io as sio
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Dialog, Tags
@@ -17,30 +18,22 @@ from sage_dialog.roles.assistant import StreamEvent, _TagHold, parse_steering, s
 FULL = "{u_motivation: venting, u_emotion: sad, u_topic: [exam]} {a_motivation: comfort, a_emotion: gentle, a_topic: [exam]} So sorry {about} that."
 
 
-class ScriptedSacWriter(Backend):
-    """Continues ``FULL`` from wherever the prefill leaves off (or writes a fixed reply after forced tags)."""
+def scripted_sac_writer() -> MockBackend:
+    """The ``mock:`` provider continuing ``FULL`` from wherever the prefill leaves off (or writing a
+    numbered reply after forced tags); as with any model, a stop string ends the answer."""
+    calls = 0
 
-    provider = "scripted"
+    def answer(r: ChatRequest, _: int) -> str:
+        nonlocal calls
+        calls += 1
+        pre = r.prefill or ""
+        if FULL.startswith(pre):
+            return FULL[len(pre):]
+        if pre.endswith("} "):
+            return f"Reply number {calls}."
+        return "a_topic: [exam]} ignored"  # inside an open block
 
-    def __init__(self) -> None:
-        super().__init__("sac-writer")
-        self.calls = 0
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        out = []
-        for r in requests:
-            self.calls += 1
-            pre = r.prefill or ""
-            if FULL.startswith(pre):
-                text = FULL[len(pre):]
-            elif pre.endswith("} "):
-                text = f"Reply number {self.calls}."
-            else:  # inside an open block
-                text = "a_topic: [exam]} ignored"
-            if "}" in r.sampling.stop:
-                text = text.split("}", 1)[0]
-            out.append(ChatResult([Completion(text) for _ in range(r.n)]))
-        return out
+    return MockBackend(label="sac-writer", fn=answer)
 
 
 def test_tag_hold_char_by_char() -> None:
@@ -67,7 +60,7 @@ def test_tag_hold_releases_a_brace_that_is_not_a_block() -> None:
 
 def test_stream_turn_fallback_for_non_hf_backend() -> None:
     async def go() -> list[StreamEvent]:
-        return [ev async for ev in stream_turn(ScriptedSacWriter(), [{"role": "user", "content": "x"}])]
+        return [ev async for ev in stream_turn(scripted_sac_writer(), [{"role": "user", "content": "x"}])]
 
     events = asyncio.run(go())
     assert events[0].kind == "latent" and events[-1].kind == "done"
@@ -78,14 +71,14 @@ def test_partial_action_block_filled_by_model_forced_value_wins() -> None:
     from sage_dialog.roles.assistant import generate_turns
 
     st = parse_steering({"a_emotion": "playful"})
-    (c,) = asyncio.run(generate_turns(ScriptedSacWriter(), [{"role": "user", "content": "x"}], steering=st))
+    (c,) = asyncio.run(generate_turns(scripted_sac_writer(), [{"role": "user", "content": "x"}], steering=st))
     assert c.state == Tags(motivation="venting", emotion="sad", topics=["exam"])  # the model's own state
     assert c.action == Tags(emotion="playful", topics=["exam"])  # forced emotion + the model's topic
     assert c.reply.startswith("Reply number")
 
 
 def test_chat_session_steer_regen_alts_pick_save(tmp_path: Path) -> None:
-    s = ChatSession(ScriptedSacWriter(), stream=False)
+    s = ChatSession(scripted_sac_writer(), stream=False)
     seen: list[tuple[str, object]] = []
     c1 = asyncio.run(s.send("I failed", lambda k, p: seen.append((k, p))))
     assert c1.action == Tags(motivation="comfort", emotion="gentle", topics=["exam"])

@@ -4,59 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import pytest
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion, ScoreRequest, ScoreResult
+from sage_dialog.backends.base import BackendError, ChatRequest, ScoreRequest
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core.schema import Turn
 from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge, parse_answer
 from sage_dialog.roles.protocols import PairTask
 
 
-class ScriptedJudgeBackend(Backend):
-    """A scripted stand-in for a judge model: answers by a fixed rule, scores options by that rule.
+def _pick(prompt: str) -> str:
+    a = prompt.split("[Dialog A]")[-1].split("[End of Dialog A]")[0] if "[Dialog A]" in prompt else \
+        prompt.split("[Reply A]")[-1].split("[End of Reply A]")[0]
+    b = prompt.split("[Dialog B]")[-1].split("[End of Dialog B]")[0] if "[Dialog B]" in prompt else \
+        prompt.split("[Reply B]")[-1].split("[End of Reply B]")[0]
+    if ("kind" in a) == ("kind" in b):
+        return "tie"
+    return "A" if "kind" in a else "B"
+
+
+def scripted_judge(answer: str | None = None, scoring: bool = True,
+                   score_fn: Callable[[ScoreRequest], list[float]] | None = None) -> MockBackend:
+    """A scripted stand-in for a judge model (the ``mock:`` provider): answers by a fixed rule,
+    scores options by that rule.
 
     It prefers the dialog whose assistant says "kind" (as shown to it); with ``answer`` set it
     always writes that text instead.
     """
 
-    provider = "scripted"
+    def generate(r: ChatRequest, _: int) -> str:
+        pick = _pick(r.messages[-1]["content"])
+        if answer is not None:
+            return answer
+        return "Tie" if pick == "tie" else f"Dialog {pick} is better"
 
-    def __init__(self, answer: str | None = None, scoring: bool = True):
-        super().__init__("judge")
-        self.answer = answer
-        self.scoring = scoring
-        self.prompts: list[str] = []
+    def score(r: ScoreRequest) -> list[float]:
+        best = {"A": 0, "B": 1, "tie": 2}[_pick(r.messages[-1]["content"])]
+        return [0.0 if i == best else -2.0 for i in range(len(r.options))]
 
-    def _pick(self, prompt: str) -> str:
-        a = prompt.split("[Dialog A]")[-1].split("[End of Dialog A]")[0] if "[Dialog A]" in prompt else \
-            prompt.split("[Reply A]")[-1].split("[End of Reply A]")[0]
-        b = prompt.split("[Dialog B]")[-1].split("[End of Dialog B]")[0] if "[Dialog B]" in prompt else \
-            prompt.split("[Reply B]")[-1].split("[End of Reply B]")[0]
-        if ("kind" in a) == ("kind" in b):
-            return "tie"
-        return "A" if "kind" in a else "B"
+    return MockBackend(label="judge", fn=generate, score_fn=score_fn or score, scoring=scoring)
 
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        out = []
-        for r in requests:
-            prompt = r.messages[-1]["content"]
-            self.prompts.append(prompt)
-            pick = self._pick(prompt)
-            text = self.answer if self.answer is not None else ("Tie" if pick == "tie" else f"Dialog {pick} is better")
-            out.append(ChatResult([Completion(text)]))
-        return out
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        if not self.scoring:
-            return await super().score(requests)
-        out = []
-        for r in requests:
-            pick = self._pick(r.messages[-1]["content"])
-            best = {"A": 0, "B": 1, "tie": 2}[pick]
-            out.append(ScoreResult([0.0 if i == best else -2.0 for i in range(len(r.options))]))
-        return out
+def _prompts(backend: MockBackend) -> list[str]:
+    return [r.messages[-1]["content"] for r in backend.chat_requests]
 
 
 def _dialog(reply: str) -> list[Turn]:
@@ -81,14 +73,14 @@ def test_parse_answer(text: str, expected: str | None) -> None:
 
 
 def test_both_orders_map_back_to_the_same_model_and_tags_are_hidden() -> None:
-    backend = ScriptedJudgeBackend()
+    backend = scripted_judge()
     judge = LLMPairwiseJudge(backend)
     v1, v2 = asyncio.run(judge.compare(_tasks()))
     assert (v1.shown_first, v2.shown_first) == ("a", "b")
     assert v1.winner == v2.winner == "a"
     assert (v1.raw_output, v2.raw_output) == ("Dialog A is better", "Dialog B is better")
-    assert v1.parsed and v1.judge == "pairwise:scripted:judge"
-    assert all("u_motivation" not in p and "{" not in p.split("[Dialog A]")[1] for p in backend.prompts)
+    assert v1.parsed and v1.judge == "pairwise:mock:judge"
+    assert all("u_motivation" not in p and "{" not in p.split("[Dialog A]")[1] for p in _prompts(backend))
     # probabilities are stated for the models, like the winner
     assert v1.probs is not None and v2.probs is not None
     assert v1.probs["a"] == pytest.approx(v2.probs["a"]) and v1.probs["a"] > v1.probs["b"]
@@ -97,41 +89,39 @@ def test_both_orders_map_back_to_the_same_model_and_tags_are_hidden() -> None:
 
 
 def test_a_judge_that_always_says_a_is_inconsistent_across_orders() -> None:
-    judge = LLMPairwiseJudge(ScriptedJudgeBackend(answer="Dialog A is better"))
+    judge = LLMPairwiseJudge(scripted_judge(answer="Dialog A is better"))
     v1, v2 = asyncio.run(judge.compare(_tasks()))
     assert (v1.winner, v2.winner) == ("a", "b")
 
 
 def test_unparsable_answers_are_kept_and_not_defaulted() -> None:
-    judge = LLMPairwiseJudge(ScriptedJudgeBackend(answer="Both have merits.", scoring=False))
+    judge = LLMPairwiseJudge(scripted_judge(answer="Both have merits.", scoring=False))
     vs = asyncio.run(judge.compare(_tasks()))
     assert all(v.winner is None and not v.parsed and v.raw_output == "Both have merits." for v in vs)
     assert all(v.probs is None for v in vs)  # the backend cannot score: no probabilities, no error
 
 
 def test_a_server_that_fails_to_score_gives_verdicts_without_probabilities() -> None:
-    from sage_dialog.backends.base import BackendError
+    score_calls = 0
 
-    class NoLogprobs(ScriptedJudgeBackend):
-        score_calls = 0
+    def fail(_: ScoreRequest) -> list[float]:
+        nonlocal score_calls
+        score_calls += 1
+        raise BackendError("bad_request", "HTTP 422")
 
-        async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-            self.score_calls += 1
-            raise BackendError("bad_request", "HTTP 422")
-
-    backend = NoLogprobs()
+    backend = scripted_judge(score_fn=fail)
     judge = LLMPairwiseJudge(backend)
     with pytest.warns(UserWarning, match="probabilities unavailable"):
         vs = asyncio.run(judge.compare(_tasks()))
     vs += asyncio.run(judge.compare(_tasks()))
     assert [v.winner for v in vs] == ["a"] * 4 and all(v.probs is None for v in vs)
-    assert backend.score_calls == 1  # not asked again
+    assert score_calls == 1  # not asked again
     with pytest.raises(BackendError):
-        asyncio.run(LLMPairwiseJudge(NoLogprobs(), mode="score").compare(_tasks()))
+        asyncio.run(LLMPairwiseJudge(scripted_judge(score_fn=fail), mode="score").compare(_tasks()))
 
 
 def test_score_mode_decides_by_option_probabilities_and_ties_are_explicit() -> None:
-    judge = LLMPairwiseJudge(ScriptedJudgeBackend(answer="garbage"), mode="score")
+    judge = LLMPairwiseJudge(scripted_judge(answer="garbage"), mode="score")
     v1, v2 = asyncio.run(judge.compare(_tasks()))
     assert v1.winner == v2.winner == "a" and v1.parsed
     same = [PairTask(seed="t", model_a="x", model_b="y", a=_dialog("ok"), b=_dialog("fine"))]
@@ -140,11 +130,11 @@ def test_score_mode_decides_by_option_probabilities_and_ties_are_explicit() -> N
 
 
 def test_per_turn_prompt_shows_the_history_once_and_both_replies() -> None:
-    backend = ScriptedJudgeBackend()
+    backend = scripted_judge()
     judge = LLMPairwiseJudge(backend)
     v1, v2 = asyncio.run(judge.compare(_tasks("turn")))
     assert v1.unit == "turn" and v1.turn == 1 and v1.winner == v2.winner == "a"
-    p = backend.prompts[0]
+    p = _prompts(backend)[0]
     assert p.count("I lost my keys.") == 1 and "[Reply A]" in p and "Whatever." in p
     assert (v1.length_a, v1.length_b) == (7, 1)
 

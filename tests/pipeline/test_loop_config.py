@@ -25,6 +25,25 @@ def test_the_original_runs_config_builds_every_stage() -> None:
     assert cfg.search.config["candidates"] == 4 and cfg.search.config["turns"] == 8
 
 
+def test_the_real_model_quickstart_builds_every_stage() -> None:
+    cfg = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml")
+    stages = build_stages(cfg)
+    assert [s.name for s in stages] == [
+        "import", "annotate", "chain", "mix", "sft", "search", "prefs", "dpo", "compare", "steerability"]
+    by = {s.name: s for s in stages}
+    assert "import" in by["annotate"].deps and "import" in by["search"].deps  # seeds come from the import
+    assert cfg.import_ is not None and cfg.import_.corpus == "chitchat" and cfg.compare_base
+    # the overrides the CI tier uses reach the sections
+    small = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml", ["import.limit=3", "search.max_seeds=2"])
+    assert small.import_ is not None and small.import_.limit == 3 and small.search.max_seeds == 2
+
+
+def test_a_loop_without_dialogs_or_seeds_is_a_user_error() -> None:
+    cfg = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml")
+    with pytest.raises(UserError, match="raw dialog files, an import section"):
+        build_stages(cfg.model_copy(update={"import_": None}))
+
+
 def test_a_typo_in_a_stage_section_names_the_section_and_field(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config(LoopConfig, CONFIGS / "sage-original.yaml", ["dpo.dpo.betta=0.2", f"run_dir={tmp_path}/r"])

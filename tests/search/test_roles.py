@@ -42,7 +42,7 @@ def test_simulator_flips_roles_strips_tags_and_cuts(scripted):
     assert isinstance(sim, UserSimulator)
     out = asyncio.run(sim.reply([d, d], [1, 2]))
     assert len(out) == 2 and all(o.endswith("?") and o.count("?") == 1 for o in out)
-    assert sim.backend.generate_calls == [2]  # one call for all dialogs
+    assert sim.backend.batches("generate") == [2]  # one call for all dialogs
 
 
 def test_play_dialogs_batches_and_parses(scripted):
@@ -55,7 +55,7 @@ def test_play_dialogs_batches_and_parses(scripted):
     a = dialogs[1].turns[1]
     assert a.action is not None and a.action.motivation == "comfort" and not a.text.startswith("{")
     # 3 assistant calls + 2 user calls, each a batch of 3
-    assert be.generate_calls == [3, 3, 3, 3, 3]
+    assert be.batches("generate") == [3, 3, 3, 3, 3]
     again = asyncio.run(play_dialogs(scripted(), LLMUserSimulator(scripted()), ["hi", "I lost my job", "meh"],
                                      turns=3, sampling=SamplingParams(temperature=0.9), seed=5))
     assert [d.turns for d in again] == [d.turns for d in dialogs]
@@ -88,7 +88,7 @@ def test_selector_logprob_ignores_injected_answer(scripted):
     assert [d.choice for d in a] == [d.choice for d in b] == [1] * 6
     assert all(d.mode == "logprob" and d.scores and abs(sum(d.scores) - 1) < 1e-6 for d in b)
     assert all(max(range(3), key=lambda i: d.scores[i]) == d.choice for d in b)
-    assert be.generate_calls == [] and be.score_calls == [6, 6]
+    assert be.batches("generate") == [] and be.batches("score") == [6, 6]
     # in generate mode the injected text is part of the prompt, never of the parsed answer
     gen = asyncio.run(LLMSelector(scripted(), mode="generate").select(injected))
     assert [d.choice for d in gen] == [1] * 6

@@ -55,7 +55,7 @@ def test_strategies_write_valid_trees(scripted, tmp_path, strategy):
     man = json.loads((out / "manifest.json").read_text())
     assert man["summary"]["seeds"] == 3 and man["usage"]["model_calls"] > 0
     # all seeds are batched together: the first generation call carries 3 seeds x 3 candidates
-    assert be.generate_calls[0] == 9
+    assert be.batches("generate")[0] == 9
 
 
 def test_beam_keeps_several_dialogs(scripted, tmp_path):
@@ -69,30 +69,22 @@ def test_resumed_search_equals_uninterrupted_without_repeating_calls(scripted, t
     full_be = scripted()
     full = _search(full_be, tmp_path / "full", strategy="beam", turns=3, candidates=3)
 
-    class Crash(Exception):
-        pass
-
-    class Dying(scripted):  # dies at its 5th generate call, like a killed process
-        async def generate(self, requests):
-            if len(self.generate_calls) == 4:
-                raise Crash
-            return await super().generate(requests)
-
-    dying = Dying()
-    with pytest.raises(Crash):
+    dying = scripted(crash_at_call=5)  # dies at its 5th generate call, like a killed process
+    with pytest.raises(RuntimeError, match="simulated crash"):
         _search(dying, tmp_path / "resumed", strategy="beam", turns=3, candidates=3)
     assert not (tmp_path / "resumed" / "best.jsonl").exists()
     again = scripted()
     resumed = _search(again, tmp_path / "resumed", strategy="beam", turns=3, candidates=3)
     assert [[n.model_dump() for n in t] for t in _trees(resumed)] == [[n.model_dump() for n in t] for t in _trees(full)]
     assert (resumed / "best.jsonl").read_bytes() == (full / "best.jsonl").read_bytes()
-    assert dying.requests > 0 and dying.requests + again.requests == full_be.requests  # nothing asked twice
+    # nothing asked twice
+    assert len(dying.history) > 0 and len(dying.history) + len(again.history) == len(full_be.history)
     man = json.loads((resumed / "manifest.json").read_text())
     assert man["usage"]["replayed_calls"] > 0
     # a finished search re-run makes no calls at all
     idle = scripted()
     _search(idle, tmp_path / "resumed", strategy="beam", turns=3, candidates=3)
-    assert idle.requests == 0
+    assert len(idle.history) == 0
 
 
 def test_resume_refuses_a_different_config(scripted, tmp_path):

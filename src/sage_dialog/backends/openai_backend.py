@@ -29,6 +29,9 @@
   "json_schema", "json_schema": {"name": "answer", "schema": ..., "strict": false}}``. A server
   that rejects it with 400/422 gets the request once more without it; when that succeeds the base
   URL is remembered (for this process) as not supporting it and later requests go without.
+  Whether the JSON is compact is the server's choice: start vLLM with ``--structured-outputs-config
+  '{"backend": "xgrammar", "disable_any_whitespace": true}'`` (``servers.vllm_server`` does) so a
+  model cannot spend ``max_tokens`` on whitespace.
 * :meth:`score` uses prompt logprobs (vLLM's ``prompt_logprobs``); servers without them raise
   :class:`ScoringUnsupported`.
 """

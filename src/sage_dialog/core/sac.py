@@ -188,6 +188,53 @@ def parse(text: str) -> ParsedTurn:
     return parsed
 
 
+# a tag key as models write it where a reply should start (with or without the opening brace)
+_STRAY_KEY_RE = re.compile(r"""^\{?\s*['"]?(?:[ua]_|user_|assistant_)?(?:motivation|emotion|topics?)['"]?\s*:""", re.I)
+_STRAY_ITEM_RE = re.compile(r"""^\s*['"]?[A-Za-z_][A-Za-z0-9_]*['"]?\s*:\s*(?:\[[^\]]*\]|[^,{}\[\]\n]*?)\s*,""")
+
+
+def split_stray(reply: str) -> tuple[str, str]:
+    """Split tag-like text off the start of a reply: ``(stray, reply)``.
+
+    A model that half-learnt the SAC format writes broken blocks where its reply should start:
+    ``{a_emotion: happy, joke} Sure``, ``a_motivation: joke} Sure``, ``{a_motivation: joke, Sure``.
+    :func:`parse` keeps such text as reply (it never guesses); front ends call this so that what
+    they show as the reply never starts with tag text. Leading ``{...}`` groups with a ``:`` in
+    them (or empty), brace-less
+    ``key: value ... }`` runs of SAC keys and the ``key: value,`` items after an unclosed ``{`` are
+    stray; the rest is the reply.
+    """
+    stray: list[str] = []
+    rest = reply
+    while True:
+        head = rest.lstrip()
+        close = head.find("}")
+        if head.startswith("{") and close >= 0 and (":" in head[:close] or not head[1:close].strip()):
+            stray.append(head[: close + 1])
+            rest = head[close + 1 :]
+            continue
+        if _STRAY_KEY_RE.match(head) and close >= 0 and "\n" not in head[:close]:
+            stray.append(head[: close + 1])
+            rest = head[close + 1 :]
+            continue
+        if head.startswith("{") or _STRAY_KEY_RE.match(head):
+            # an unclosed block: its "key: value," items are tags, what follows the last one is reply
+            start = i = 1 if head.startswith("{") else 0
+            while m := _STRAY_ITEM_RE.match(head[i:]):
+                i += m.end()
+            tail = head[i:].strip()
+            if _STRAY_KEY_RE.match(tail) and "," not in tail:
+                i = len(head)  # the last item ran to the end: nothing of it is reply
+            if i > start:
+                stray.append(head[:i].rstrip())
+                rest = head[i:]
+                continue
+        break
+    if not stray:
+        return "", reply
+    return " ".join(stray), rest.lstrip(" \t\n\r")
+
+
 def strip(text: str) -> str:
     """The reply without its leading tag blocks."""
     return parse(text).reply

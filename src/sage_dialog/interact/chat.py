@@ -116,6 +116,8 @@ class ChatSession:
             if on_event:
                 on_event("latent", (cand.state, cand.action))
                 on_event("text", cand.reply)
+        if cand.stray and on_event:
+            on_event("stray", cand.stray)
         if self.turns and self.turns[-1].role == "assistant":
             self.turns[-1] = cand.turn()
         else:
@@ -224,10 +226,13 @@ def _print_latent(out: TextIO, state: object, action: object) -> None:
 
 def _run_turn(loop: asyncio.AbstractEventLoop, coro_fn: Callable[..., object], out: TextIO) -> None:
     started = False
+    stray: list[str] = []
 
     def on_event(kind: str, payload: object) -> None:
         nonlocal started
-        if kind == "latent":
+        if kind == "stray":
+            stray.append(str(payload))
+        elif kind == "latent":
             latent: tuple[object, object] = payload  # type: ignore[assignment]
             _print_latent(out, *latent)
         elif kind == "text":
@@ -241,6 +246,8 @@ def _run_turn(loop: asyncio.AbstractEventLoop, coro_fn: Callable[..., object], o
     if not started:
         out.write("bot> ")
     out.write("\n")
+    for s in stray:  # tag-like text that is neither a readable tag block nor the reply
+        out.write(f"  · stray tag text (not part of the reply): {s}\n")
     out.flush()
 
 

@@ -2,31 +2,47 @@
 
 Clients send ordinary messages and get ordinary replies: the tag blocks the model writes are removed
 from ``content`` and returned in an extra field, ``choices[i].message.sage = {"state": .., "action":
-..}`` (in a stream: ``delta.sage`` on the first chunk and again on the last). Extensions, all
-optional:
+..}`` (in a stream: ``delta.sage`` on the first chunk and again on the last). The latent is written
+first, with its own small budget, so ``max_tokens`` bounds the visible reply only and a short budget
+never returns a cut-off tag block as ``content``. Extensions, all optional:
 
 * ``"sage_steer": {"a_emotion": "playful", "a_motivation": "joke"}`` in the request forces fields
   of the reply (same keys as the chat's ``/steer``), by prefilling the assistant turn;
 * an assistant message in the history may carry the ``sage`` field it was returned with, so the
-  model sees its own earlier tags again (otherwise earlier replies go in untagged).
+  model sees its own earlier tags again (otherwise earlier replies go in untagged);
+* ``top_k`` and ``repetition_penalty`` (as vLLM's server takes them).
 
-Endpoints: ``POST /v1/chat/completions`` (``stream`` supported, server-sent events), ``GET
-/v1/models``, ``GET /health`` (never needs the token). With a token set, every ``/v1`` request
-must carry ``Authorization: Bearer TOKEN`` or is refused with 401; the token is never logged.
+Endpoints: ``POST /v1/chat/completions`` (``stream`` supported, server-sent events), ``POST
+/v1/completions`` (the prompt is sent as one user message, as Ollama does), ``GET /v1/models``,
+``GET /v1/models/{id}``, ``GET /health`` (never needs the token). With a token set, every ``/v1``
+request must carry ``Authorization: Bearer TOKEN`` or is refused with 401; the token is never logged.
+
+Every request body goes through one validator (:class:`ChatCompletionRequest` /
+:class:`CompletionRequest`, pydantic): a field out of range, of the wrong type, or one this server
+cannot honour (``tools``, a non-zero ``presence_penalty``, ``response_format`` on a backend without
+a structured mode, ``logprobs`` on a backend without token logprobs, an unknown field) is answered
+with an OpenAI-style 400 that names it, never ignored. :class:`ServeLimits` bounds the work one
+request can cause: body size (413), prompt tokens and ``max_tokens`` (400), wall time (504); a client
+that disconnects cancels its generation; SIGTERM stops the server within ``shutdown_timeout_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
+import logging
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations by name
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
 from sage_dialog.core import sac
@@ -35,36 +51,239 @@ from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
 
+log = logging.getLogger("uvicorn.error")  # shown at the server's --log-level, beside the access log
+
 TOKEN_ENV = "SAGE_DIALOG_SERVE_TOKEN"
 MAX_N = 16
+MAX_STOPS = 16
+# providers whose structured mode (ChatRequest.json_schema) constrains decoding (hf has none); a backend
+# may say so itself with a ``supports_json_schema`` attribute
+STRUCTURED_PROVIDERS = ("vllm", "openai")
 
 
-class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's request that a SAC model can honour; other fields are ignored."""
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may cost. Each is a ``sage-dialog serve`` flag (docs/chat-and-serving.md).
 
-    model_config = ConfigDict(extra="ignore")
+    Prompt tokens are counted with the backend's tokenizer where it has one (``hf``, ``vllm``);
+    for other backends they are estimated as one token per 4 characters.
+    """
+
+    max_request_bytes: int = 1_048_576  # 1 MiB of JSON: far more than any sane chat history
+    max_prompt_tokens: int = 4096  # prompt cost grows ~quadratically: 16k words took 31 s on CPU
+    max_completion_tokens: int = 4096  # the largest max_tokens a request may ask for
+    request_timeout_s: float = 300.0  # wall time of one request, streaming included
+    shutdown_timeout_s: float = 5.0  # after SIGTERM, in-flight requests get this long, then are cancelled
+
+
+# ---------------------------------------------------------------------------------------------
+# the one request validator
+
+
+class _Strict(BaseModel):
+    # extra="forbid": an unknown field is a 400 (as OpenAI answers), never a silent no-op
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TextPart(_Strict):
+    """A ``{"type": "text", "text": ...}`` content part (the only kind a text model can read)."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    """One message of the history."""
+
+    role: str
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    sage: dict[str, Any] | None = None  # the latent an earlier reply was returned with
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v in ("tool", "function"):
+            raise ValueError(f"{v!r} messages belong to tool calling, which this server does not support")
+        if v not in ("system", "developer", "user", "assistant"):
+            raise ValueError(f"{v!r} is not one of system, developer, user, assistant")
+        return v
+
+    @model_validator(mode="after")
+    def _content(self) -> ChatMessage:
+        if self.content is None:
+            raise ValueError("content: must be a string or a list of text parts, not null")
+        return self
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content or [])
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Strict):
+    name: str = "answer"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
+
+    def reply_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the reply must follow, or None for plain text."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema" and self.json_schema is not None:
+            return self.json_schema.schema_
+        return None
+
+
+class _SamplingRequest(_Strict):
+    """Fields shared by both endpoints. Ranges are OpenAI's; what cannot be honoured is refused."""
+
     model: str
-    messages: list[dict[str, Any]]
-    n: int = 1
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=100_000)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    max_tokens: int | None = Field(None, ge=1, le=10_000_000)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None  # accepted: it identifies the caller and changes no output
     sage_steer: dict[str, Any] | None = None
 
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = [v] if isinstance(v, str) else (v or [])
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        if any(not s for s in stops):
+            raise ValueError("a stop string must not be empty")
+        return v
 
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    raise UserError(f"message content must be a string or a list of text parts, got {type(content).__name__}")
+    @model_validator(mode="after")
+    def _unsupported(self) -> _SamplingRequest:
+        # OpenAI's penalties have no exact equivalent here (repetition_penalty is multiplicative)
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ValueError(f"{name}: not supported by this server (use repetition_penalty)")
+        if self.logit_bias:
+            raise ValueError("logit_bias: not supported by this server")
+        return self
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    """``POST /v1/chat/completions``: OpenAI's request, validated; see the module docstring."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_tools(self) -> ChatCompletionRequest:
+        if self.tools or self.functions:
+            raise ValueError("tools: tool calling is not supported by this server")
+        if self.tool_choice not in (None, "none") or self.function_call not in (None, "none"):
+            raise ValueError("tool_choice: tool calling is not supported by this server")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs: true")
+        return self
+
+
+class CompletionRequest(_SamplingRequest):
+    """``POST /v1/completions``: each prompt is answered as one user message."""
+
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+
+    @model_validator(mode="after")
+    def _unsupported_completion(self) -> CompletionRequest:
+        if self.echo:
+            raise ValueError("echo: not supported (the prompt goes through the chat template)")
+        if self.suffix:
+            raise ValueError("suffix: not supported by this server")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError("best_of: not supported by this server (use n)")
+        if isinstance(self.prompt, list) and not 1 <= len(self.prompt) <= MAX_N:
+            raise ValueError(f"prompt: give 1 to {MAX_N} prompts")
+        return self
+
+
+class RequestRefused(Exception):
+    """A request the server answers with an OpenAI-style error instead of a completion."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def _validation_refusal(e: ValidationError) -> RequestRefused:
+    problems = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field, not supported by this server"
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    first = e.errors()[0]["loc"] if e.errors() else ()
+    return RequestRefused(400, "; ".join(problems), param=".".join(str(x) for x in first) or None)
+
+
+def parse_request(body: bytes, model: type[_SamplingRequest]) -> Any:
+    """Bytes -> a validated request, or :class:`RequestRefused` (400) saying what is wrong."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting
+        raise RequestRefused(400, "request body is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise RequestRefused(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise _validation_refusal(e) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# messages and sampling
 
 
 def _tags(obj: Any, where: str) -> Tags | None:
@@ -76,20 +295,20 @@ def _tags(obj: Any, where: str) -> Tags | None:
         raise UserError(f"{where}: not a tag object ({e.errors()[0]['msg']})") from None
 
 
-def to_sac_messages(messages: list[dict[str, Any]]) -> list[Message]:
+def to_sac_messages(messages: list[dict[str, Any]] | list[ChatMessage]) -> list[Message]:
     """Client messages -> SAC history: assistant messages regain their tags from ``sage``."""
     out: list[Message] = []
-    for i, m in enumerate(messages):
-        role = m.get("role")
-        if role not in ("system", "user", "assistant", "developer"):
-            raise UserError(f"messages[{i}].role: {role!r} is not one of system, user, assistant")
-        text = _content_text(m.get("content"))
-        if role == "assistant" and isinstance(m.get("sage"), dict):
-            latent = m["sage"]
-            state = _tags(latent.get("state"), f"messages[{i}].sage.state")
-            action = _tags(latent.get("action"), f"messages[{i}].sage.action")
+    for i, raw in enumerate(messages):
+        try:
+            m = raw if isinstance(raw, ChatMessage) else ChatMessage.model_validate(raw)
+        except ValidationError as e:
+            raise UserError(f"messages[{i}]: {_validation_refusal(e).message}") from None
+        text = m.text()
+        if m.role == "assistant" and m.sage is not None:
+            state = _tags(m.sage.get("state"), f"messages[{i}].sage.state")
+            action = _tags(m.sage.get("action"), f"messages[{i}].sage.action")
             text = sac.render_turn(sac.strip(text), state=state, action=action)
-        out.append({"role": "system" if role == "developer" else str(role), "content": text})
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
     if not out or out[-1]["role"] != "user":
         raise UserError("messages: the last message must be from the user")
     return out
@@ -99,18 +318,129 @@ def _latent(c: Candidate) -> dict[str, Any]:
     return c.latent()
 
 
-def _sampling(req: ChatCompletionRequest, default: SamplingParams) -> SamplingParams:
+def _sampling(req: _SamplingRequest, default: SamplingParams, limits: ServeLimits) -> SamplingParams:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    max_tokens = req.max_completion_tokens or req.max_tokens or default.max_tokens
-    if max_tokens < 1:
-        raise UserError("max_tokens must be at least 1")
+    asked = getattr(req, "max_completion_tokens", None) or req.max_tokens
+    max_tokens = asked or min(default.max_tokens, limits.max_completion_tokens)
+    if max_tokens > limits.max_completion_tokens:
+        raise RequestRefused(
+            400,
+            f"max_tokens: {max_tokens} is more than this server allows ({limits.max_completion_tokens})",
+            param="max_tokens",
+        )
     return SamplingParams(
         temperature=default.temperature if req.temperature is None else req.temperature,
         top_p=default.top_p if req.top_p is None else req.top_p,
+        top_k=default.top_k if req.top_k is None else req.top_k,
+        repetition_penalty=default.repetition_penalty
+        if req.repetition_penalty is None
+        else req.repetition_penalty,
         max_tokens=max_tokens,
         stop=stop,
         seed=req.seed if req.seed is not None else default.seed,
     )
+
+
+def count_prompt_tokens(backend: Backend, msgs: list[Message]) -> int:
+    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4."""
+    tok = getattr(backend, "tokenizer", None)
+    if tok is not None and hasattr(tok, "apply_chat_template"):
+        from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
+
+        return len(tok(render_prompt(tok, msgs, None), add_special_tokens=False)["input_ids"])
+    return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+    too_big = RequestRefused(
+        413,
+        f"request body is larger than {limit} bytes (server flag --max-request-bytes)",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _bounded(request: Request, work: Awaitable[Any], timeout_s: float) -> Any:
+    """Await ``work`` unless the client goes away (cancel, 499) or it runs past ``timeout_s`` (504)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RequestRefused(
+                    504,
+                    f"the request took longer than {timeout_s:g} s (server flag "
+                    "--request-timeout); its generation was stopped",
+                    kind="timeout",
+                    code="timeout",
+                )
+            done, _ = await asyncio.wait({task}, timeout=min(0.25, remaining))
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("client disconnected; generation cancelled")
+                raise RequestRefused(499, "client disconnected", code="client_closed")
+    finally:
+        if not task.done():
+            task.cancel()  # backends stop the rows of a cancelled request at the next token
+            with contextlib.suppress(BaseException):
+                await task
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+
+class _TokenGate:
+    """Pure ASGI middleware (so streams still see client disconnects): bearer token on ``/v1``."""
+
+    def __init__(self, app: Any, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.token and scope["type"] == "http" and str(scope.get("path", "")).startswith("/v1"):
+            auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = auth.partition(" ")
+            # constant-time comparison; the header's value is never logged or echoed
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.token.encode()
+            ):
+                response = _error(
+                    401, "missing or wrong bearer token", "authentication_error", "invalid_api_key"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": redact(message), "type": kind, "param": param, "code": code}},
+    )
+
+
+def _refusal(r: RequestRefused) -> JSONResponse:
+    return _error(r.status, r.message, r.kind, r.code, r.param)
 
 
 def create_app(
@@ -120,29 +450,70 @@ def create_app(
     token: str | None = None,
     sampling: SamplingParams | None = None,
     system_prompt: str | None = None,
+    limits: ServeLimits | None = None,
 ) -> Any:
     """Build the FastAPI app. ``model_name`` is what ``/v1/models`` lists and requests must name."""
     served = model_name or backend.name
     default_sampling = sampling or SamplingParams(temperature=0.8, max_tokens=256)
+    lim = limits or ServeLimits()
     app = FastAPI(title="sage-dialog", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_TokenGate, token=token)
     created = int(time.time())
+    model_obj = {"id": served, "object": "model", "created": created, "owned_by": "sage-dialog"}
+    error = _error
 
     add_secret(token)  # core.redact masks it (and every configured key) in error bodies and the log
     install_log_filter()  # uvicorn's access and error log too (a ?api_key=... query)
 
-    def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> Any:
-        return JSONResponse(status_code=status,
-                            content={"error": {"message": redact(message), "type": kind, "code": code}})
+    def check_model(name: str) -> None:
+        if name not in (served, backend.name, backend.model):
+            raise RequestRefused(
+                404,
+                f"model {name!r} is not served here (GET /v1/models lists {served!r})",
+                param="model",
+                code="model_not_found",
+            )
 
-    @app.middleware("http")
-    async def check_token(request: Request, call_next: Any) -> Any:
-        if token and request.url.path.startswith("/v1"):
-            auth = request.headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
-            # constant-time comparison; the header's value is never logged or echoed
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-                return error(401, "missing or wrong bearer token", "authentication_error", "invalid_api_key")
-        return await call_next(request)
+    async def prepare(msgs: list[Message], req: _SamplingRequest) -> SamplingParams:
+        """Checks that need the backend: prompt size, sampling limits."""
+        if system_prompt and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": system_prompt})
+        sp = _sampling(req, default_sampling, lim)
+        n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs)
+        if n_prompt > lim.max_prompt_tokens:
+            raise RequestRefused(
+                400,
+                f"messages: the prompt is {n_prompt} tokens, more than this server allows "
+                f"({lim.max_prompt_tokens}, server flag --max-prompt-tokens)",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return sp
+
+    def check_capabilities(logprobs: bool, schema: dict[str, Any] | None) -> None:
+        if logprobs and not getattr(backend, "supports_logprobs", False):
+            raise RequestRefused(
+                400, f"logprobs: backend {backend.name} cannot return token logprobs", param="logprobs"
+            )
+        structured = getattr(backend, "supports_json_schema", backend.provider in STRUCTURED_PROVIDERS)
+        if schema is not None and not structured:
+            raise RequestRefused(
+                400,
+                f"response_format: backend {backend.name} has no structured output mode "
+                "(serve a vllm: or openai: model for JSON output)",
+                param="response_format",
+            )
+
+    async def guarded(request: Request, handler: Callable[[bytes], Awaitable[Any]]) -> Any:
+        try:
+            body = await _read_body(request, lim.max_request_bytes)
+            return await handler(body)
+        except RequestRefused as r:
+            return _refusal(r)
+        except UserError as e:
+            return error(400, "; ".join(e.problems))
+        except BackendError as e:
+            return error(502, f"generation failed: {e}", "server_error", e.kind)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -150,67 +521,161 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": served, "object": "model", "created": created, "owned_by": "sage-dialog"}]}
+        return {"object": "list", "data": [model_obj]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_info(model_id: str) -> Any:
+        try:
+            check_model(model_id)
+        except RequestRefused as r:
+            return _refusal(r)
+        return model_obj
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            return error(400, "request body is not JSON")
-        try:
-            req = ChatCompletionRequest.model_validate(body)
-        except ValidationError as e:
-            first = e.errors()[0]
-            return error(400, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
-        if req.model not in (served, backend.name, backend.model):
-            return error(404, f"model {req.model!r} is not served here (GET /v1/models lists {served!r})", code="model_not_found")
-        if not 1 <= req.n <= MAX_N:
-            return error(400, f"n must be between 1 and {MAX_N}")
-        try:
+        async def handle(body: bytes) -> Any:
+            req: ChatCompletionRequest = parse_request(body, ChatCompletionRequest)
+            check_model(req.model)
+            schema = req.response_format.reply_schema() if req.response_format else None
+            check_capabilities(bool(req.logprobs), schema)
+            if schema is not None and req.sage_steer:
+                raise RequestRefused(
+                    400, "sage_steer: cannot be combined with a JSON response_format", param="sage_steer"
+                )
             msgs = to_sac_messages(req.messages)
-            if system_prompt and msgs[0]["role"] != "system":
-                msgs.insert(0, {"role": "system", "content": system_prompt})
             steering = parse_steering(req.sage_steer, what="sage_steer")
-            sp = _sampling(req, default_sampling)
-        except UserError as e:
-            return error(400, "; ".join(e.problems))
-        cid = f"chatcmpl-{uuid.uuid4().hex}"
-        now = int(time.time())
-        if req.stream:
-            include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(
-                _sse(backend, msgs, steering, sp, req.n, cid, now, served, include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
+            sp = await prepare(msgs, req)
+            cid = f"chatcmpl-{uuid.uuid4().hex}"
+            now = int(time.time())
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                events = _sse(backend, msgs, steering, sp, req.n, cid, now, served, include_usage, schema)
+                return StreamingResponse(
+                    _deadline(events, lim.request_timeout_s, cid, now, served),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"},
+                )
+            cands = await _bounded(
+                request, _generate(backend, msgs, steering, req.n, sp, schema), lim.request_timeout_s
             )
-        try:
-            cands = await generate_turns(backend, msgs, steering=steering, n=req.n, sampling=sp)
-        except BackendError as e:
-            return error(502, f"generation failed: {e}", "server_error", e.kind)
-        out_tokens = sum(c.tokens_out for c in cands)
-        in_tokens = cands[0].tokens_in if cands else 0
-        return {
-            "id": cid,
-            "object": "chat.completion",
-            "created": now,
-            "model": served,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.reply, "sage": _latent(c)},
-                    "finish_reason": c.finish_reason if c.finish_reason in ("stop", "length") else "stop",
-                    "logprobs": None,
-                }
-                for i, c in enumerate(cands)
-            ],
-            "usage": {"prompt_tokens": in_tokens, "completion_tokens": out_tokens, "total_tokens": in_tokens + out_tokens},
-        }
+            out_tokens = sum(c.tokens_out for c in cands)
+            in_tokens = cands[0].tokens_in if cands else 0
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": now,
+                "model": served,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": c.reply, "sage": _latent(c)},
+                        "finish_reason": _finish(c),
+                        "logprobs": None,
+                    }
+                    for i, c in enumerate(cands)
+                ],
+                "usage": _usage(in_tokens, out_tokens),
+            }
+
+        return await guarded(request, handle)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        async def handle(body: bytes) -> Any:
+            req: CompletionRequest = parse_request(body, CompletionRequest)
+            check_model(req.model)
+            check_capabilities(req.logprobs is not None, None)
+            steering = parse_steering(req.sage_steer, what="sage_steer")
+            prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+            histories = [[{"role": "user", "content": p}] for p in prompts]
+            sp = None
+            for msgs in histories:
+                sp = await prepare(msgs, req)
+            assert sp is not None
+            cid = f"cmpl-{uuid.uuid4().hex}"
+            now = int(time.time())
+
+            async def run_all() -> list[list[Candidate]]:
+                return list(
+                    await asyncio.gather(
+                        *(_generate(backend, m, steering, req.n, sp, None) for m in histories)
+                    )
+                )
+
+            per_prompt = await _bounded(request, run_all(), lim.request_timeout_s)
+            choices: list[dict[str, Any]] = []
+            in_tokens = out_tokens = 0
+            for cands in per_prompt:
+                in_tokens += cands[0].tokens_in if cands else 0
+                for c in cands:
+                    out_tokens += c.tokens_out
+                    choices.append(
+                        {
+                            "index": len(choices),
+                            "text": c.reply,
+                            "logprobs": None,
+                            "finish_reason": _finish(c),
+                            "sage": _latent(c),
+                        }
+                    )
+            if req.stream:  # generated whole, then sent as one chunk per choice
+
+                async def events() -> AsyncIterator[str]:
+                    for ch in choices:
+                        obj = {
+                            "id": cid,
+                            "object": "text_completion",
+                            "created": now,
+                            "model": served,
+                            "choices": [ch],
+                        }
+                        yield f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+                    yield "data: [DONE]\n\n"
+
+                return StreamingResponse(events(), media_type="text/event-stream")
+            return {
+                "id": cid,
+                "object": "text_completion",
+                "created": now,
+                "model": served,
+                "choices": choices,
+                "usage": _usage(in_tokens, out_tokens),
+            }
+
+        return await guarded(request, handle)
 
     return app
 
 
-def _chunk(cid: str, now: int, model: str, index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+def _finish(c: Candidate) -> str:
+    return c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
+
+
+def _usage(in_tokens: int, out_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": in_tokens,
+        "completion_tokens": out_tokens,
+        "total_tokens": in_tokens + out_tokens,
+    }
+
+
+async def _generate(
+    backend: Backend,
+    msgs: list[Message],
+    steering: Any,
+    n: int,
+    sp: SamplingParams,
+    schema: dict[str, Any] | None,
+) -> list[Candidate]:
+    if schema is not None:
+        # structured replies skip the latent: the backends' structured mode constrains the whole turn
+        return await generate_turns(backend, msgs, n=n, sampling=sp, json_schema=schema)
+    return await generate_turns(backend, msgs, steering=steering, n=n, sampling=sp, latent_first=True)
+
+
+def _chunk(
+    cid: str, now: int, model: str, index: int, delta: dict[str, Any], finish: str | None = None
+) -> str:
     obj = {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -219,6 +684,34 @@ def _chunk(cid: str, now: int, model: str, index: int, delta: dict[str, Any], fi
         "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _deadline(
+    events: AsyncIterator[str], timeout_s: float, cid: str, now: int, model: str
+) -> AsyncIterator[str]:
+    """Pass the stream through until ``timeout_s``; then stop its generation and send an error event."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            try:
+                ev = await asyncio.wait_for(anext(events), max(0.0, deadline - loop.time()))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                break
+            yield ev
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]  # stops the generation behind it
+    err = {
+        "message": f"the request took longer than {timeout_s:g} s (server flag --request-timeout); "
+        "its generation was stopped",
+        "type": "timeout",
+        "param": None,
+        "code": "timeout",
+    }
+    obj = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model, "error": err}
+    yield f"data: {json.dumps(obj)}\n\n"
 
 
 async def _sse(
@@ -231,11 +724,12 @@ async def _sse(
     now: int,
     model: str,
     include_usage: bool,
+    schema: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
     """Server-sent events: one choice streams token by token; n > 1 choices are sent whole, in turn."""
     cands: list[Candidate] = []
-    if n == 1:
-        async for ev in stream_turn(backend, msgs, steering=steering, sampling=sp):
+    if n == 1 and schema is None:
+        async for ev in stream_turn(backend, msgs, steering=steering, sampling=sp, latent_first=True):
             if ev.kind == "latent":
                 latent = {
                     "state": ev.state.model_dump(exclude_defaults=True) if ev.state is not None else None,
@@ -247,18 +741,23 @@ async def _sse(
             elif ev.kind == "done" and ev.candidate is not None:
                 cands.append(ev.candidate)
     else:
-        cands = await generate_turns(backend, msgs, steering=steering, n=n, sampling=sp)
+        cands = await _generate(backend, msgs, steering, n, sp, schema)
         for i, c in enumerate(cands):
             yield _chunk(cid, now, model, i, {"role": "assistant", "content": "", "sage": _latent(c)})
             yield _chunk(cid, now, model, i, {"content": c.reply})
     for i, c in enumerate(cands):
-        finish = c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
-        yield _chunk(cid, now, model, i, {"sage": _latent(c)}, finish)
+        yield _chunk(cid, now, model, i, {"sage": _latent(c)}, _finish(c))
     if include_usage:
         out_tokens = sum(c.tokens_out for c in cands)
         in_tokens = cands[0].tokens_in if cands else 0
-        usage = {"prompt_tokens": in_tokens, "completion_tokens": out_tokens, "total_tokens": in_tokens + out_tokens}
-        obj = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model, "choices": [], "usage": usage}
+        obj = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": now,
+            "model": model,
+            "choices": [],
+            "usage": _usage(in_tokens, out_tokens),
+        }
         yield f"data: {json.dumps(obj)}\n\n"
     yield "data: [DONE]\n\n"
 
@@ -274,8 +773,36 @@ def turn_from_message(message: dict[str, Any]) -> Turn:
     )
 
 
-def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Run the app with uvicorn until interrupted."""
+def serve(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    limits: ServeLimits | None = None,
+) -> None:
+    """Run the app with uvicorn until SIGINT/SIGTERM (requests still running after
+    ``limits.shutdown_timeout_s`` are cancelled, which stops their generation)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    lim = limits or ServeLimits()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, math.ceil(lim.shutdown_timeout_s)),
+    )
+    uvicorn.Server(config).run()
+
+
+__all__ = [
+    "ChatCompletionRequest",
+    "CompletionRequest",
+    "ServeLimits",
+    "create_app",
+    "parse_request",
+    "serve",
+    "to_sac_messages",
+    "turn_from_message",
+]

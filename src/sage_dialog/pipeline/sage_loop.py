@@ -31,7 +31,8 @@ class SearchStage(BaseModel):
     """The search stages: where seeds come from, who plays the user and who judges, and the search itself."""
 
     model_config = ConfigDict(extra="forbid")
-    seeds: Path = Field(description="seed utterances: .txt lines, .jsonl or an EmpatheticDialogues .csv")
+    seeds: Path | None = Field(None, description="seed utterances: .txt lines, .jsonl or an EmpatheticDialogues "
+                               ".csv; default: the import stage's seeds")
     max_seeds: int | None = Field(None, ge=1)
     user: RoleSpec = Field("oracle", description='user simulator: a backend spec, "oracle" or "assistant"')
     judge: RoleSpec = Field("oracle", description='selector judge: a backend spec, "oracle" or "assistant"')
@@ -40,14 +41,36 @@ class SearchStage(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="SearchConfig fields (turns, candidates, ...)")
 
 
+class ImportSection(BaseModel):
+    """A public corpus imported as the raw dialogs (``sage-dialog import``); its openings become the seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    corpus: Literal["chitchat", "empathetic", "esconv"] = "chitchat"
+    file: Path | None = Field(None, description="the corpus file; chitchat: default the installed package's")
+    limit: int | None = Field(None, ge=1, description="dialogs to import")
+    min_turns: int = Field(2, ge=1, description="skip shorter dialogs")
+    max_turns: int | None = Field(None, ge=1, description="cut longer dialogs to their first N turns")
+
+
+class SteerabilitySection(BaseModel):
+    """Steering compliance of M1: forced actions, judged oracle-free by the annotator (same label sets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actions: list[str] = Field(description='forced actions, each "a_motivation=X a_emotion=Y"')
+    contexts: int = Field(10, ge=1, description="seed openings used as contexts")
+    n: int = Field(1, ge=1, description="replies per (context, action)")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
+
+
 class LoopConfig(BaseModel):
     """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     run_dir: Path
     seed: int = 0
     base_model: str = Field(description="hub id or local folder of the model to fine-tune into M1")
-    raw: list[Path] = Field(description="dialog files to annotate (any readable dialog format)")
+    raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog format)")
+    import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
     prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
     mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
@@ -65,6 +88,8 @@ class LoopConfig(BaseModel):
     provider: Literal["hf", "vllm"] = Field("hf", description="backend that serves the loop's own models")
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the backends serving the loop's own models")
+    compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
+    steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
 
     def cache_path(self) -> str:
@@ -103,7 +128,8 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         done = 0
-        for i, raw in enumerate(cfg.raw):
+        raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else [])]
+        for i, raw in enumerate(raws):
             acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
                                                         "cache": cfg.annotate.get("cache", cfg.cache_path())},
@@ -113,6 +139,24 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         return {"files": done}
 
     return fn
+
+
+def _import(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages.annotate import import_corpus
+
+        imp = cfg.import_
+        assert imp is not None
+        n, seeds = import_corpus(imp.corpus, imp.file, ctx.out_dir / "dialogs.jsonl", seeds_out=ctx.out_dir / "seeds.txt",
+                                 limit=imp.limit, min_turns=imp.min_turns, max_turns=imp.max_turns)
+        return {"dialogs": n, "seeds": seeds}
+
+    return fn
+
+
+def _seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
+    """The search and compare seeds: the configured file, else the import stage's openings."""
+    return cfg.search.seeds if cfg.search.seeds is not None else ctx.dir_of("import") / "seeds.txt"
 
 
 def _chain(ctx: StageContext) -> dict[str, Any]:
@@ -205,7 +249,7 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
         from sage_dialog.stages.search.search import SearchConfig, run_search
         from sage_dialog.stages.search.seeds import read_seed_file
 
-        seeds = read_seed_file(cfg.search.seeds)[: cfg.search.max_seeds]
+        seeds = read_seed_file(_seeds(cfg, ctx))[: cfg.search.max_seeds]
         scfg = _validated(SearchConfig, {"seed": cfg.seed, **cfg.search.config}, "search.config")
         pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
         spec = f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"
@@ -238,11 +282,46 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
 
         specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
                  for name, stage in models.items()}
-        data = {"seeds": str(cfg.search.seeds), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
+        if cfg.compare_base:
+            specs = {"base": BackendConfig(spec=f"{cfg.provider}:{cfg.base_model}", options=cfg.backend_options), **specs}
+        data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **cfg.compare, "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         compare.run(ccfg, progress=False)
         return {"models": len(models)}
+
+    return fn
+
+
+def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.backends.base import SamplingParams
+        from sage_dialog.core.io import write_json
+        from sage_dialog.roles.assistant import parse_steering
+        from sage_dialog.stages import annotate
+        from sage_dialog.stages.search.seeds import read_seed_file
+        from sage_dialog.stages.steerability import AnnotatorJudge, format_report, measure
+
+        st = cfg.steerability
+        assert st is not None
+        actions = [parse_steering(a.split(), what="steerability.actions").action for a in st.actions]
+        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))[: st.contexts]]
+        acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": ".", "output": ".",
+                                                    "cache": cfg.annotate.get("cache", cfg.cache_path())},
+                          "annotate")
+        pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
+        annotator, ann_backend = annotate.build_annotator(acfg)
+        try:
+            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"), contexts,
+                                         [a for a in actions if a is not None], AnnotatorJudge(annotator),
+                                         n=st.n, sampling=SamplingParams(**st.sampling)))
+        finally:
+            asyncio.run(pool.aclose())
+            if ann_backend is not None:
+                asyncio.run(ann_backend.aclose())
+        write_json(ctx.out_dir / "report.json", report)
+        (ctx.out_dir / "report.txt").write_text(format_report(report) + "\n", encoding="utf-8")
+        return {"followed": report.overall.rate, "unjudged": report.overall.unjudged, "tag_adherence": report.tag_adherence}
 
     return fn
 
@@ -270,11 +349,20 @@ def check_sections(cfg: LoopConfig) -> None:
 def build_stages(cfg: LoopConfig) -> list[Stage]:
     """The loop's stages in order, each with the config slice its fingerprint covers."""
     check_sections(cfg)
+    if not cfg.raw and cfg.import_ is None:
+        raise UserError("config: give raw dialog files, an import section, or both")
+    if cfg.search.seeds is None and cfg.import_ is None:
+        raise UserError("config: search.seeds: missing (it defaults to the import stage's seeds only with an import section)")
     dump = cfg.model_dump(mode="json")
     common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options,
               "launcher": cfg.launcher}
-    stages = [
-        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw)),
+    imp = ["import"] if cfg.import_ else []
+    stages = [Stage("import", _import(cfg), {"import": dump["import_"]}, inputs=[cfg.import_.file] if cfg.import_.file else [])
+              ] if cfg.import_ else []
+    seed_inputs = [cfg.search.seeds] if cfg.search.seeds is not None else []
+    seed_deps = [] if cfg.search.seeds is not None else imp
+    stages += [
+        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw), deps=imp),
         Stage("chain", _chain, {}, deps=["annotate"]),
         Stage("mix", _mix(cfg), {**common, "mix": dump["mix"], "prompt": cfg.prompt}, deps=["chain"]),
         Stage("sft", _train(cfg, "sft", cfg.sft, lambda _c: cfg.base_model, lambda c: c.dir_of("mix") / "train.jsonl",
@@ -287,7 +375,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
     for r in range(1, cfg.rounds + 1):
         s, p, t = f"search-r{r}", f"prefs-r{r}", f"sft-r{r}"
         stages += [
-            Stage(s, _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
+            Stage(s, _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
             Stage(p, _prefs(cfg, s), {"prefs": dump["prefs"]}, deps=[s]),
             Stage(t, _train(cfg, "sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c, p=p: c.dir_of(p) / "best_paths.trl.jsonl", "rft"),
@@ -296,7 +384,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         last = t
         models[f"M{r + 1}"] = t
     stages += [
-        Stage("search", _search(cfg, last), search_cfg, deps=[last], inputs=[cfg.search.seeds]),
+        Stage("search", _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
         Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
         Stage("dpo", _train(cfg, "dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c: c.dir_of("prefs") / "pairs.trl.jsonl", "dpo"),
@@ -304,6 +392,10 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
     ]
     models["DPO"] = "dpo"
     stages.append(Stage("compare", _compare(cfg, models), {**common, "compare": dump["compare"],
-                                                           "search": dump["search"]},
-                        deps=list(dict.fromkeys(models.values())), inputs=[cfg.search.seeds]))
+                                                           "search": dump["search"], "base": cfg.compare_base and cfg.base_model},
+                        deps=[*seed_deps, *dict.fromkeys(models.values())], inputs=seed_inputs))
+    if cfg.steerability is not None:
+        stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
+                                                                        "annotate": dump["annotate"]},
+                            deps=[*seed_deps, "sft"]))
     return stages

@@ -20,6 +20,7 @@ backends that stream (``hf``, ``openai``), otherwise the whole reply is generate
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -110,24 +111,30 @@ class Candidate:
     """One generated assistant turn: the full SAC text and what was read out of it."""
 
     text: str  # the whole assistant turn, prefill included (what goes back into the history)
-    reply: str  # the reply with its tag blocks removed
+    reply: str  # the reply with its tag blocks (and any stray tag text) removed
     state: Tags | None
     action: Tags | None
     finish_reason: str = "stop"
     tokens_out: int = 0
     tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
+    # tag-like text the model wrote where its reply starts that is not a readable block (a model
+    # that half-learnt the format): kept apart so that it is never shown as the reply
+    stray: str = ""
 
     def turn(self) -> Turn:
         """The candidate as a SAC assistant :class:`Turn`."""
         return Turn(role="assistant", text=self.reply, state=self.state, action=self.action)
 
     def latent(self) -> dict[str, Any]:
-        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON."""
-        return {
+        """``{"state": {...} | None, "action": {...} | None}`` as plain JSON (``stray`` when there is any)."""
+        out: dict[str, Any] = {
             "state": self.state.model_dump(exclude_defaults=True) if self.state is not None else None,
             "action": self.action.model_dump(exclude_defaults=True) if self.action is not None else None,
         }
+        if self.stray:
+            out["stray"] = self.stray
+        return out
 
 
 def format_tags(tags: Tags | None) -> str:
@@ -192,8 +199,11 @@ async def _complete_blocks(
     kind: Literal["state", "action"],
     forced: Tags | None,
     sampling: SamplingParams,
+    spent: list[int] | None = None,
 ) -> list[str]:
-    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``."""
+    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``.
+
+    ``spent[i]`` (when given) grows by the tokens candidate ``i``'s block cost."""
     block_sampling = replace(sampling, max_tokens=BLOCK_MAX_TOKENS, stop=("}",))
     reqs = [
         ChatRequest(messages=list(messages), n=1, sampling=_seeded(block_sampling, i), prefill=h + o)
@@ -201,7 +211,9 @@ async def _complete_blocks(
     ]
     results = await backend.generate(reqs)
     out = []
-    for h, o, res in zip(heads, opened, results, strict=True):
+    for i, (h, o, res) in enumerate(zip(heads, opened, results, strict=True)):
+        if spent is not None and res.completions:
+            spent[i] += res.completions[0].tokens_out
         block = _close_block(o, res.completions[0].text if res.completions else "")
         out.append(h + sac.render_block(_read_block(block, kind, forced), kind) + " ")
     return out
@@ -218,30 +230,48 @@ async def build_prefills(
     steering: Steering | None,
     n: int,
     sampling: SamplingParams,
+    *,
+    latent_first: bool = False,
+    spent: list[int] | None = None,
 ) -> list[str]:
-    """The text each of ``n`` candidates is prefilled with before the model writes the reply."""
+    """The text each of ``n`` candidates is prefilled with before the model writes the reply.
+
+    With ``latent_first`` both blocks are always complete in the prefill (the model writes the
+    missing ones in block-sized calls), so the reply's own call gets the whole ``max_tokens`` and
+    can never be cut inside a tag block. ``spent[i]`` counts the tokens those calls cost.
+    """
     steering = steering or Steering()
-    if steering.is_empty:
+    if steering.is_empty and not latent_first:
         return [""] * n
     state, action = steering.state, steering.action
     if state is not None and not state.is_empty():
         heads = [sac.render_block(state, "state") + " "] * n
     else:
-        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling)
+        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling, spent)
     if action is None or action.is_empty():
-        return heads
+        if not latent_first:
+            return heads
+        return await _complete_blocks(backend, messages, heads, ["{"] * n, "action", None, sampling, spent)
     opened = sac.action_prefill(action)
     if opened.endswith("} "):  # every action field given: nothing for the model to fill in
         return [h + opened for h in heads]
-    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling)
+    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling, spent)
+
+
+def split_turn(text: str) -> tuple[sac.ParsedTurn, str, str]:
+    """``(parsed, stray, reply)`` of a whole assistant turn: readable blocks, stray tag text, reply."""
+    parsed = sac.parse(text)
+    stray, reply = sac.split_stray(parsed.reply)
+    return parsed, stray, reply.strip()
 
 
 def _candidate(prefill: str, text: str, finish_reason: str, tokens_out: int, steering: Steering | None) -> Candidate:
     full = prefill + text
-    parsed = sac.parse(full)
+    parsed, stray, reply = split_turn(full)
     return Candidate(
         text=full,
-        reply=parsed.reply.strip(),
+        reply=reply,
+        stray=stray,
         state=parsed.state,
         action=parsed.action,
         finish_reason=finish_reason,
@@ -257,13 +287,30 @@ async def generate_turns(
     steering: Steering | None = None,
     n: int = 1,
     sampling: SamplingParams | None = None,
+    latent_first: bool = False,
+    json_schema: dict[str, Any] | None = None,
 ) -> list[Candidate]:
-    """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill."""
+    """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill.
+
+    ``latent_first``: see :func:`build_prefills` (``max_tokens`` then bounds the reply alone).
+    ``json_schema`` goes to the backend's structured mode, for one unsteered call whose whole
+    answer is the reply (no latent is asked for).
+    """
     sampling = sampling or SamplingParams()
-    prefills = await build_prefills(backend, messages, steering, n, sampling)
+    spent = [0] * n
+    if json_schema is not None:
+        if steering is not None and not steering.is_empty:
+            raise UserError("a JSON schema reply cannot be steered: it has no tag blocks")
+        prefills = [""] * n
+    else:
+        prefills = await build_prefills(backend, messages, steering, n, sampling, latent_first=latent_first, spent=spent)
     if len(set(prefills)) == 1:
         results = await backend.generate(
-            [ChatRequest(messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None)]
+            [
+                ChatRequest(
+                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema
+                )
+            ]
         )
         comps = results[0].completions
         tokens_in = results[0].tokens_in
@@ -278,8 +325,9 @@ async def generate_turns(
     cands = [
         _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
     ]
-    for c in cands:
+    for c, extra in zip(cands, spent, strict=True):
         c.tokens_in = tokens_in
+        c.tokens_out += extra
     return cands
 
 
@@ -303,8 +351,16 @@ class StreamEvent:
     candidate: Candidate | None = None
 
 
+# a reply that is one word so far may still turn out to be a tag key (``a_motiv`` -> ``a_motivation:``)
+_ONE_WORD = re.compile(r"""^['"]?[A-Za-z_]{0,24}$""")
+
+
 class _TagHold:
-    """Holds back streamed text while it may still be a leading tag block; releases the reply."""
+    """Holds back streamed text while it may still be a leading tag block; releases the reply.
+
+    Stray tag text (:func:`sac.split_stray`) is held back too; once the first reply text is out,
+    where the reply starts is fixed (``start``), so what was shown stays a prefix of the reply.
+    """
 
     def __init__(self) -> None:
         self.buf = ""
@@ -312,6 +368,8 @@ class _TagHold:
         self.latent_sent = False
         self.state: Tags | None = None
         self.action: Tags | None = None
+        self.start: int | None = None  # offset of the reply in buf, fixed at the first release
+        self.stray = ""
 
     def feed(self, piece: str, final: bool = False) -> list[StreamEvent]:
         self.buf += piece
@@ -329,6 +387,16 @@ class _TagHold:
             pending_block = reply.startswith("{") and "}" not in reply
             if not final and (not reply.strip() or pending_block):
                 return []
+        if self.start is None:
+            stray, rest = sac.split_stray(reply)
+            if not final and (not rest.strip() or _ONE_WORD.match(rest.strip())):
+                return []  # the reply may still turn out to be tag text
+            self.stray = stray
+            reply = rest
+            if reply.strip():
+                self.start = len(self.buf) - len(reply)
+        else:
+            reply = self.buf[self.start :]
         events: list[StreamEvent] = []
         if not self.latent_sent:
             self.latent_sent = True
@@ -348,6 +416,7 @@ async def stream_turn(
     steering: Steering | None = None,
     sampling: SamplingParams | None = None,
     token_stream: bool = True,
+    latent_first: bool = False,
 ) -> AsyncIterator[StreamEvent]:
     """Generate one assistant turn, yielding ``latent``, then ``text`` pieces, then ``done``.
 
@@ -355,7 +424,8 @@ async def stream_turn(
     contains tag blocks. The final ``done`` event carries the parsed :class:`Candidate`.
     """
     sampling = sampling or SamplingParams()
-    prefill = (await build_prefills(backend, messages, steering, 1, sampling))[0]
+    spent = [0]
+    prefill = (await build_prefills(backend, messages, steering, 1, sampling, latent_first=latent_first, spent=spent))[0]
     hold = _TagHold()
     for ev in hold.feed(prefill):
         yield ev
@@ -370,15 +440,20 @@ async def stream_turn(
                 for ev in hold.feed(piece):
                     yield ev
         comp = stream.completion or Completion("".join(pieces))
+        tokens_in = stream.tokens_in
     else:
-        comp = (await backend.generate([request]))[0].completions[0]
+        [res] = await backend.generate([request])
+        comp, tokens_in = res.completions[0], res.tokens_in
         pieces = [comp.text]
         for ev in hold.feed(comp.text):
             yield ev
     finish, n_tokens = comp.finish_reason, comp.tokens_out
     for ev in hold.feed("", final=True):
         yield ev
-    cand = _candidate(prefill, "".join(pieces), finish, n_tokens, steering)
+    cand = _candidate(prefill, "".join(pieces), finish, n_tokens + spent[0], steering)
+    cand.tokens_in = tokens_in
+    if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
+        cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
 
 

@@ -837,40 +837,66 @@ __all__ = [
 ]
 
 
-def import_corpus(corpus: Literal["empathetic", "esconv"], path: str | Path, output: str | Path, *,
+def import_corpus(corpus: Literal["empathetic", "esconv", "chitchat"], path: str | Path | None, output: str | Path, *,
                   seeds_out: str | Path | None = None, limit: int | None = None,
+                  min_turns: int = 1, max_turns: int | None = None,
                   label_map: str | Path | None = None, keep_unknown: bool = False) -> tuple[int, int]:
     """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts.
 
+    Dialogs with fewer than ``min_turns`` turns are skipped (counted in the log line of the command);
+    longer than ``max_turns``, they are cut to their first ``max_turns`` turns (a small annotator
+    labels short dialogs much better);
+    ``limit`` counts the dialogs written. ``path`` None means the installed chitchat-dataset's file.
     ESConv only: ``label_map`` (a JSON/YAML file ``{spelling: label}``) maps strategy spellings,
     ``keep_unknown`` keeps strategies that are in no set as written.
     """
     from sage_dialog.core.io import write_jsonl
     from sage_dialog.formats.empathetic import write_seeds
 
-    p = Path(path)
-    check_paths(inputs=[p, label_map], files=[output, seeds_out])
+    if min_turns < 1:
+        raise UserError(f"--min-turns must be at least 1, got {min_turns}")
+    if max_turns is not None and max_turns < min_turns:
+        raise UserError(f"--max-turns must be at least --min-turns ({min_turns}), got {max_turns}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
     if corpus != "esconv" and (label_map or keep_unknown):
         raise UserError("--label-map and --keep-unknown apply to esconv imports only")
-    if corpus == "empathetic":
-        fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
-    else:
-        fmt = "esconv"
-    firsts: list[str] = []
+    if path is None and corpus != "chitchat":
+        raise UserError(f"import {corpus}: give the corpus FILE")
 
     def source() -> Iterator[Dialog]:
+        if corpus == "chitchat":
+            from sage_dialog.formats.chitchat import default_path, read_chitchat
+
+            return read_chitchat(default_path() if path is None else path)
+        p = Path(path)  # type: ignore[arg-type]
         if corpus == "esconv":
             from sage_dialog.formats.esconv import read_esconv, read_label_map
 
             return read_esconv(p, label_map=read_label_map(label_map) if label_map else None,
                                keep_unknown=keep_unknown)
+        fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
         return load_dialogs(p, fmt)
 
+    check_paths(inputs=[Path(path) if path is not None else None, label_map], files=[output, seeds_out])
+    firsts: list[str] = []
+    skipped = Counter[int]()
+
     def stream() -> Iterator[Dialog]:
-        for d in itertools.islice(source(), limit):
+        for d in source():
+            if len(d.turns) < min_turns:
+                skipped[len(d.turns)] += 1
+                continue
+            if max_turns is not None and len(d.turns) > max_turns:
+                d = d.model_copy(update={"turns": d.turns[:max_turns]})
             firsts.append(d.turns[0].text)
             yield d
+            if limit is not None and len(firsts) >= limit:
+                return
 
     n = write_jsonl(output, stream())
+    if skipped:
+        print(f"skipped {sum(skipped.values())} dialogs with fewer than {min_turns} turns "
+              f"({', '.join(f'{v} with {k}' for k, v in sorted(skipped.items()))})", file=sys.stderr)
     seeds = write_seeds(seeds_out, firsts) if seeds_out else 0
     return n, seeds

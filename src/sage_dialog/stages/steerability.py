@@ -12,7 +12,11 @@ Judges:
 * :class:`ClassifierJudge`: wraps a classifier with ``classify_tags(texts) -> list[Tags | None]``
   (e.g. the sandbox's ``oracle_for("action")``) and compares the forced fields;
 * :class:`LLMJudge`: asks a backend "does this reply express ...? yes/no", by ``score`` (log-
-  probabilities of yes/no) when the backend can, else by a greedy ``generate``.
+  probabilities of yes/no) when the backend can, else by a greedy ``generate``;
+* :class:`AnnotatorJudge`: oracle-free, for real models: the annotator (the one that labelled the
+  training data, same label sets) labels the reply, and the reply followed the action when the
+  label equals the forced motivation / emotion. A reply the annotator cannot label is unjudged
+  (``None``: reported as such, and not followed in the rate).
 """
 
 from __future__ import annotations
@@ -61,6 +65,43 @@ class ClassifierJudge:
         return all(
             getattr(read, f) == getattr(forced, f) for f in ("motivation", "emotion") if getattr(forced, f) is not None
         )
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
+class AnnotatorJudge:
+    """Followed = the annotator's label of the reply equals the forced fields (motivation, emotion).
+
+    The reply is shown as the assistant turn of a two-turn dialog after ``context`` (the judge sees
+    only the reply, as every judge here). Use the annotator's closed label sets, so that its labels
+    and the forced actions share one vocabulary.
+    """
+
+    def __init__(self, annotator: Any, name: str | None = None, *, context: str = "Hi! What's up?"):
+        self.annotator = annotator
+        self.context = context
+        self.name = name or f"annotator:{getattr(annotator, 'name', type(annotator).__name__)}"
+
+    async def judge_many(self, items: Sequence[tuple[str, Tags]]) -> list[bool | None]:
+        from sage_dialog.core.schema import Dialog, Turn
+
+        dialogs = [
+            Dialog(id=f"steer-{i}", turns=[Turn(role="user", text=self.context),
+                                          Turn(role="assistant", text=reply.strip() or "...")])
+            for i, (reply, _forced) in enumerate(items)
+        ]
+        results = await self.annotator.annotate(dialogs)
+        out: list[bool | None] = []
+        for res, (_reply, forced) in zip(results, items, strict=True):
+            if res.tags is None:
+                out.append(None)
+                continue
+            read = res.tags[1]
+            out.append(all(_same(getattr(read, f), getattr(forced, f))
+                           for f in ("motivation", "emotion") if getattr(forced, f) is not None))
+        return out
 
 
 class LLMJudge:

@@ -46,12 +46,21 @@ def precision_args(train: TrainSection, device: str) -> dict[str, Any]:
     return {"use_cpu": False, "bf16": prec == "bf16", "fp16": prec == "fp16", "gradient_checkpointing": gc}
 
 
+def model_path(model_cfg: ModelSection) -> str:
+    """The folder or hub id to load: a ``.gguf`` file or a short name (``smollm2-135m``) becomes its
+    dequantized, cached model folder (:mod:`sage_dialog.backends.gguf`)."""
+    from sage_dialog.backends.gguf import resolve_model
+
+    dtype = "float32" if model_cfg.dtype == "auto" else model_cfg.dtype
+    return resolve_model(model_cfg.name_or_path, dtype)
+
+
 def load_tokenizer(model_cfg: ModelSection) -> tuple[Any, str]:
     """The tokenizer with the chat template used for training (returned as well) and a pad token."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(model_path(model_cfg), trust_remote_code=model_cfg.trust_remote_code)
     except OSError as e:
         raise UserError(f"model.name_or_path: cannot load a tokenizer from {model_cfg.name_or_path!r}: {e}") from None
     if model_cfg.chat_template is not None:
@@ -104,7 +113,7 @@ def load_model(model_cfg: ModelSection, adapter: AdapterSection, device: str) ->
         if "LOCAL_RANK" in os.environ:
             kwargs["device_map"] = {"": int(os.environ["LOCAL_RANK"])}
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_cfg.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_path(model_cfg), **kwargs)
     except OSError as e:
         raise UserError(f"model.name_or_path: cannot load {model_cfg.name_or_path!r}: {e}") from None
     if adapter.method == "qlora":
@@ -188,7 +197,7 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
         "report_to": report or "none",
         "include_num_input_tokens_seen": "non_padding",
         "deepspeed": str(t.deepspeed) if t.deepspeed else None,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # calm_progress shows one line instead of the trainer's bars
         **precision_args(t, device),
     }
     if t.save_steps:
@@ -241,3 +250,43 @@ def save_template(out_dir: Path, tokenizer: Any, template: str) -> None:
 
 def write_run_config(out_dir: Path, cfg: _RunConfig) -> None:
     write_json(out_dir / "train_config.json", cfg.model_dump(mode="json"))
+
+
+def calm_progress(trainer: Any, stage: str) -> None:
+    """One progress line (steps, loss, ETA) instead of the trainer's bars and printed dicts.
+
+    The trainer's own ``ProgressCallback`` / ``PrinterCallback`` (which print raw log dicts) are
+    removed; every log dict goes to the ``sage_dialog.train`` logger, i.e. the run's log file.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StageProgress(TrainerCallback):  # type: ignore[misc]
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            from tqdm import tqdm
+
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=stage, unit="step",
+                                dynamic_ncols=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            log.info("%s step %d: %s", stage, state.global_step, logs)
+            if self.bar is not None and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StageProgress())

