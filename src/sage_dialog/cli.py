@@ -9,6 +9,7 @@ and never imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -137,11 +138,20 @@ def _run(name: str, args: list[str]) -> int:
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
         except Exception as e:
+            from sage_dialog.backends.base import BackendError
+
+            if isinstance(e, BackendError) or (isinstance(e, OSError) and e.filename is not None):
+                with contextlib.suppress(OSError):  # typed failures: exit 2 in main(), the log is kept
+                    console.commit_log()
+                raise
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
             logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
             path = console.commit_log()
-            print(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})", file=sys.stderr)
+            from sage_dialog.core.redact import redact
+
+            print(redact(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})"),
+                  file=sys.stderr)
             return 1
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+from sage_dialog.core.redact import RedactingFilter
+
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _PKG = "sage_dialog"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -241,6 +243,7 @@ def open_log(path: str | Path) -> Path:
     if STATE.log_path is not None and STATE.log_path.resolve() == p.resolve():
         return p
     handler = _DeferredFileHandler(p)
+    handler.addFilter(RedactingFilter())  # a key a server echoed never reaches the log file
     old = STATE.file_handler
     moved = old is not None and old.stream is None
     if moved:  # nothing written yet: the records move to the new file, the old one is never made
