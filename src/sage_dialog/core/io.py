@@ -38,14 +38,19 @@ def format_validation_error(path: object, record: object, err: ValidationError) 
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON (write a number or null)")
+    # NaN compares false with everything and poisons every filter on scores; -Infinity (a log
+    # probability of zero, which Python's json writes) orders correctly and is read
+    if name == "NaN":
+        raise ValueError(f"{name} is not valid JSON (write a number or null)")
+    return float(name)
 
 
 def loads_json(text: str, loc: str, *, line_numbers: bool = True) -> Any:
     """Parse one JSON document; every way it can fail is a :class:`UserError` starting with ``loc``.
 
-    The one JSON reader of the project: a leading byte-order mark is skipped, ``NaN``/``Infinity``
-    are refused (they are not JSON and poison scores), and input nested too deeply or holding an
+    The one JSON reader of the project: a leading byte-order mark is skipped, ``NaN`` is refused (it
+    is not JSON and poisons scores; ``Infinity``, which Python's writer emits for a log probability of
+    zero, is read), and input nested too deeply or holding an
     integer longer than Python converts is refused with a message instead of a traceback.
     """
     text = text.removeprefix("\ufeff")
