@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.config import load_config
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages import agreement
+
+    check_paths(inputs=[args.a, args.b], files=[args.output])
 
     cfg = load_config(agreement.AgreementConfig, base={"a": args.a, "b": args.b, "closed": args.closed,
                                                         "output": args.output})
