@@ -16,10 +16,11 @@ from sage_dialog.core import console, threads
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_closed_pipe_ends_quietly() -> None:
+@pytest.mark.parametrize("argv", [["convert", "--list"], ["--help"]])
+def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     """`sage-dialog convert --list | head -1`: no BrokenPipeError traceback (issue 16, item 6)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", "convert", "--list"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader is gone before the command writes a byte
@@ -128,3 +129,19 @@ def test_library_logs_go_to_the_file_and_ours_to_the_screen(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "warning: our warning" in err and "library warning" not in err
     assert "library warning" in log.read_text() and "our warning" in log.read_text()
+
+
+def test_a_backend_or_path_failure_in_a_logged_command_exits_2_with_the_traceback_logged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    from sage_dialog.backends.base import BackendError
+    from sage_dialog.stages import mix
+
+    def unreachable(cfg: object) -> None:
+        raise BackendError("connection", "http://127.0.0.1:9/v1 refused")
+
+    monkeypatch.setattr(mix, "run", unreachable)
+    out = tmp_path / "mixed"
+    assert cli.main(["mix", str(_spec(tmp_path)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model backend failed (connection: http://127.0.0.1:9/v1 refused)" in err and "Traceback" not in err
+    assert "Traceback" in (out / "logs" / "mix.log").read_text()

@@ -9,7 +9,6 @@ and never imports torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -123,11 +123,11 @@ def _run(name: str, args: list[str]) -> int:
     level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
         else console.NORMAL
     with console.session(level, command_line=["sage-dialog", name, *args]), threads.restored():
-        if name in MODEL_COMMANDS and "threads" in vars(ns):
-            if ns.threads is not None and ns.threads < 1:
-                raise UserError(f"--threads {ns.threads}: must be at least 1")
-            if name != "demo":  # the demo applies its own default (1)
-                threads.apply(ns.threads)
+        if name in MODEL_COMMANDS and name != "demo":  # the demo applies its own default (1)
+            n = getattr(ns, "threads", None)  # absent: a config-generated flag not given
+            if n is not None and n < 1:
+                raise UserError(f"--threads {n}: must be at least 1")
+            threads.apply(n)  # the stage's config may set it again (flag > file > default)
         log = _log_file(name, ns)
         if log is not None:
             console.open_log(log)
@@ -138,16 +138,12 @@ def _run(name: str, args: list[str]) -> int:
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
         except Exception as e:
-            from sage_dialog.backends.base import BackendError
-
-            if isinstance(e, BackendError) or (isinstance(e, OSError) and e.filename is not None):
-                with contextlib.suppress(OSError):  # typed failures: exit 2 in main(), the log is kept
-                    console.commit_log()
-                raise
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
-            logging.getLogger("traceback").exception("%s failed", name)  # to the log file, not the screen
+            logging.getLogger("traceback").exception("%s failed", name)  # to the log file (redacted), not the screen
             path = console.commit_log()
+            if _is_configuration_error(e):
+                raise  # exit 2 with its one line (main); the traceback is in the log
             from sage_dialog.core.redact import redact
 
             print(redact(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})"),
@@ -155,8 +151,25 @@ def _run(name: str, args: list[str]) -> int:
             return 1
 
 
+def _is_configuration_error(e: BaseException) -> bool:
+    """A failure the user fixes outside the code (a backend's URL/key/server, a path): exit 2, not a crash."""
+    from sage_dialog.backends.base import BackendError
+
+    return isinstance(e, BackendError) or (isinstance(e, OSError) and e.filename is not None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a closed pipe shows up here when the output was small
+        return code
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
+        _silence_stdout()
+        return 141
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_top_help())
         return 0
@@ -167,19 +180,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in _available():
         print(f"sage-dialog: unknown command {name!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
+    # SIGTERM cleans up like Ctrl-C; servers and chat keep their own signal handling
+    with signals_interrupt(enabled=name not in ("serve", "webui", "chat")) as received:
+        return _dispatch(name, args, received)
+
+
+def _dispatch(name: str, args: list[str], received: list[str]) -> int:
     try:
-        code = _run(name, args[1:])
-        sys.stdout.flush()  # a closed pipe shows up here when the output was small
-        return code
+        return _run(name, args[1:])
     except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly like Unix tools; stdout is closed
-        _silence_stdout()
-        return 141
+        raise
     except UserError as e:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
-        return 130
+        return report_interrupted(received)
     except OSError as e:
         if e.filename is None:
             return _crash()

@@ -96,6 +96,7 @@ def test_streaming_word_by_word_and_the_default() -> None:
     pieces = run(collect(streamer))
     assert pieces == ["So", " sorry", " to", " hear"]
     assert run(collect(MockBackend(outputs=[text]))) == ["So sorry to hear"]
+    assert run(collect(MockBackend(outputs=[text], stream_chunk=5))) == ["So so", "rry t", "o hea", "r"]
 
 
 def test_bad_scripts_are_one_line_user_errors(tmp_path: Path) -> None:

@@ -4,11 +4,11 @@ chat, serve and the steering core keep tag text and reply apart."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, ChatStream, Completion
+from sage_dialog.backends.base import ChatRequest
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Tags
 from sage_dialog.roles.assistant import generate_turns, parse_steering, stream_turn
@@ -16,27 +16,15 @@ from sage_dialog.roles.assistant import generate_turns, parse_steering, stream_t
 MSGS = [{"role": "user", "content": "how was your weekend?"}]
 
 
-class Scripted(Backend):
-    """Answers a block completion (prefill ends inside an open block) and a reply from scripts;
-    streams the reply three characters at a time."""
+def scripted(block: str, reply: str) -> MockBackend:
+    """The ``mock:`` provider answering a block completion (prefill ends inside an open block) and a
+    reply from scripts; it streams three characters at a time."""
 
-    provider = "scripted"
-
-    def __init__(self, block: str, reply: str):
-        super().__init__("scripted")
-        self.block, self.reply = block, reply
-
-    def _text(self, req: ChatRequest) -> str:
+    def answer(req: ChatRequest, _: int) -> str:
         open_block = (req.prefill or "").count("{") > (req.prefill or "").count("}")
-        return self.block if open_block else self.reply
+        return block if open_block else reply
 
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        return [ChatResult([Completion(self._text(r)) for _ in range(r.n)]) for r in requests]
-
-    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
-        text = self._text(request)
-        for i in range(0, len(text), 3):
-            yield text[i : i + 3]
+    return MockBackend(label="scripted", fn=answer, stream_chunk=3)
 
 
 # what a tagless model wrote after a forced action, and the reply that must come out of it
@@ -53,7 +41,7 @@ CASES = [
 @pytest.mark.parametrize(("written", "reply"), CASES)
 def test_a_steered_turn_never_shows_tag_text_as_the_reply(written: str, reply: str) -> None:
     # the model writes no state block (the "{" completion is chat text), then junk before its reply
-    be = Scripted(block="Hello there how are you", reply=written)
+    be = scripted(block="Hello there how are you", reply=written)
     st = parse_steering(["a_motivation=joke"])
     (c,) = asyncio.run(generate_turns(be, MSGS, steering=st, n=1))
     assert c.reply == reply
@@ -76,11 +64,11 @@ def test_a_steered_turn_never_shows_tag_text_as_the_reply(written: str, reply: s
 
 
 def test_unsteered_turn_with_junk_and_its_latent_json() -> None:
-    be = Scripted(block="", reply="{u_motivation: chat} {a_emotion: happy, joke} Sure!")
+    be = scripted(block="", reply="{u_motivation: chat} {a_emotion: happy, joke} Sure!")
     (c,) = asyncio.run(generate_turns(be, MSGS))
     assert c.state == Tags(motivation="chat") and c.reply == "Sure!"
     assert c.latent()["stray"] == "{a_emotion: happy, joke}"
-    clean = Scripted(block="", reply="{u_motivation: chat} Sure!")
+    clean = scripted(block="", reply="{u_motivation: chat} Sure!")
     (c2,) = asyncio.run(generate_turns(clean, MSGS))
     assert "stray" not in c2.latent()
 
@@ -90,7 +78,7 @@ def test_chat_prints_stray_text_apart_from_the_reply() -> None:
 
     from sage_dialog.interact.chat import ChatSession, _run_turn
 
-    be = Scripted(block="Hello", reply="{a_motivation: joke, It was great")
+    be = scripted(block="Hello", reply="{a_motivation: joke, It was great")
     session = ChatSession(be, stream=True)
     out = io.StringIO()
     loop = asyncio.new_event_loop()

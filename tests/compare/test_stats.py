@@ -107,3 +107,43 @@ def test_bradley_terry_recovers_the_order_of_three_models() -> None:
         assert r.ci_low[i] < strength[m] < r.ci_high[i] or abs(r.theta[i] - strength[m]) < 0.25
     assert r.rank_low[2] == 1 and r.rank_high[0] == 3
     assert sum(r.theta) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_no_parsed_verdicts_gives_no_estimate_and_no_ranking(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from sage_dialog.commands.compare import _print
+    from sage_dialog.stages.compare.report import build_report
+
+    models = ["m1", "m2", "m3"]
+    vs = [_v(f"s{i}", None, a=a, b=b, first=f) for i in range(4) for a, b in (("m1", "m2"), ("m1", "m3"), ("m2", "m3"))
+          for f in ("a", "b")]
+    ps = stats.pair_stats(vs, n_boot=200)
+    assert all(p.parsed == 0 and p.unparsed == 8 and math.isnan(p.win_rate) for p in ps)
+    assert stats.bradley_terry(models, vs, n_boot=100) is None
+    rep = build_report(tmp_path, models=models, verdicts=vs, dialogs=None, n_boot=200)
+    assert rep.ranking is None
+    md = rep.markdown_path.read_text()
+    assert "no parsed verdicts" in md and "No ranking: no parsed verdicts." in md
+    assert "nan" not in md.lower() and "1–1" not in md
+    page = rep.html_path.read_text()
+    assert "No ranking: no parsed verdicts." in page and ">no parsed verdicts<" in page
+    _print(rep)
+    out = capsys.readouterr().out
+    assert "nan" not in out and out.count("no parsed verdicts") == 4 and "ranking: none" in out
+
+
+def test_rank_ranges_overlap_when_the_intervals_overlap() -> None:
+    assert stats.rank_ranges([0.5, -0.2, -2.0], [1.5, 0.8, -1.0]) == ([1, 1, 3], [2, 2, 3])
+    nan = math.nan
+    assert stats.rank_ranges([nan, 0.0, 1.0], [nan, 0.5, 2.0]) == ([1, 2, 1], [3, 3, 2])
+    # three equally strong models (every verdict a tie): one shared rank, not 1, 2, 3 by model order
+    models = ["m1", "m2", "m3"]
+    vs = [_v(f"s{i}", "tie", a=a, b=b) for i in range(5) for a, b in (("m1", "m2"), ("m1", "m3"), ("m2", "m3"))]
+    r = stats.bradley_terry(models, vs, n_boot=100)
+    assert r is not None and r.rank == [1, 1, 1]
+    assert r.rank_low == [1, 1, 1] and r.rank_high == [3, 3, 3]
+    # a model that was never judged (its verdicts all unparsed) has no strength and the full range
+    m1_m2 = [v for v in vs if v.model_b == "m2"]
+    r2 = stats.bradley_terry(models, [*m1_m2, _v("s0", None, a="m1", b="m3"), _v("s1", None, a="m2", b="m3")],
+                             n_boot=100)
+    assert r2 is not None and math.isnan(r2.theta[2]) and (r2.rank_low[2], r2.rank_high[2]) == (1, 3)
+    assert r2.parsed == [5, 5, 0]

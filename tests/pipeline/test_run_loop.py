@@ -54,7 +54,15 @@ def loop_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
 def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = loop_config.parent / "run"
     assert main(["run", str(loop_config)]) == 0
-    assert _statuses(run_dir, capsys) == dict.fromkeys(STAGES, "ran")
+    out = capsys.readouterr().out
+    table = {line.split()[0]: line for line in out[out.index("stage  "):].splitlines()[1:] if line.strip()}
+    assert {k: v.split()[1] for k, v in table.items()} == dict.fromkeys(STAGES, "ran")
+    # the stage table shows each stage's quality counts
+    assert "dialogs=24" in table["annotate"] and "rejected=0" in table["annotate"]
+    assert "decisions=" in table["search"] and "unparsed=0" in table["search"]
+    assert "pairs=" in table["prefs"] and "dropped=" in table["prefs"]
+    assert "train_examples=" in table["sft"] and "first_train_loss=" in table["sft"]
+    assert "parsed=" in table["compare"] and "unparsed=0" in table["compare"] and "ties=" in table["compare"]
     for stage in STAGES:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["finished"] and manifest["inputs"]["fingerprint"]

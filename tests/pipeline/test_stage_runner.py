@@ -92,3 +92,27 @@ def test_a_failing_stage_keeps_finished_work_and_leaves_no_partial_folder(tmp_pa
     calls.clear()
     again = run_stages(_stages(tmp_path, calls, {"a": 1, "b": 1, "c": 1}), tmp_path / "run", log=lambda _: None)
     assert calls == ["c", "d"] and [o.status for o in again][:2] == ["skipped", "skipped"]
+
+
+def test_each_stage_logs_to_its_file_and_a_failed_stage_names_it(tmp_path: Path) -> None:
+    import logging
+
+    from sage_dialog.core import console
+
+    def chatty(ctx: StageContext) -> dict[str, int]:
+        logging.getLogger("transformers.modeling_utils").info("loading weights of a")
+        return {}
+
+    def broken(ctx: StageContext) -> dict[str, int]:
+        logging.getLogger("accelerate").info("before the crash")
+        raise RuntimeError("out of memory")
+
+    run = tmp_path / "run"
+    with console.session(console.NORMAL):
+        out = run_stages([Stage("a", chatty, {}), Stage("b", broken, {}, deps=["a"])], run, log=lambda _: None)
+    assert [o.status for o in out] == ["ran", "failed"]
+    log_b = run / "logs" / "b.log"
+    assert out[1].error == f"RuntimeError: out of memory (details in {log_b})"
+    assert "loading weights of a" in (run / "logs" / "a.log").read_text()
+    text = log_b.read_text()
+    assert "before the crash" in text and "Traceback" in text and "loading weights" not in text

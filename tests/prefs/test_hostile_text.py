@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion, register_provider
+from sage_dialog.backends.base import ChatRequest, register_provider
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.cli import main
 from sage_dialog.core.schema import SearchNode
 
@@ -25,31 +25,20 @@ REPLIES: list[str] = ["fine"]
 JUDGE: list[str] = ["Response 1 is better"]
 
 
-class HostileTextBackend(Backend):
+def _answer(r: ChatRequest, j: int) -> str:
     """Assistant replies come from ``REPLIES`` (in turn), the judge answers ``JUDGE[0]``."""
-
-    provider = "hostiletext"
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        out = []
-        for r in requests:
-            prompt = r.messages[-1]["content"]
-            comps = []
-            for j in range(r.n):
-                if "Candidates:" in prompt:
-                    text = JUDGE[0]
-                elif r.messages and r.messages[0]["content"].startswith("You are a real person"):
-                    text = "I see. And you?"
-                else:
-                    h = int(hashlib.sha256(f"{r.messages}{r.sampling.seed}{j}".encode()).hexdigest(), 16)
-                    reply = REPLIES[h % len(REPLIES)]
-                    text = f"{{u_motivation: venting, u_emotion: sad}} {{a_motivation: comfort, a_emotion: calm}} {reply}"
-                comps.append(Completion(text=text, tokens_out=len(text.split())))
-            out.append(ChatResult(completions=comps, tokens_in=1))
-        return out
+    prompt = r.messages[-1]["content"]
+    if "Candidates:" in prompt:
+        return JUDGE[0]
+    if r.messages and r.messages[0]["content"].startswith("You are a real person"):
+        return "I see. And you?"
+    h = int(hashlib.sha256(f"{r.messages}{r.sampling.seed}{j}".encode()).hexdigest(), 16)
+    reply = REPLIES[h % len(REPLIES)]
+    return f"{{u_motivation: venting, u_emotion: sad}} {{a_motivation: comfort, a_emotion: calm}} {reply}"
 
 
-register_provider("hostiletext", HostileTextBackend)
+# the mock: provider with a function, under its own name so the CLI can load it (hostiletext:m)
+register_provider("hostiletext", lambda model, **kw: MockBackend(label=f"hostiletext-{model}", fn=_answer, **kw))
 
 
 def _search(tmp: Path, seed: str, *, turns: int = 1, candidates: int = 2) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sage_dialog.backends import progress
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -171,6 +172,9 @@ class CachedBackend(Backend):
         self.inner = inner
         self.provider = inner.provider
         self.store = path if isinstance(path, ResponseCache) else ResponseCache(path)
+        from sage_dialog.core.io import note_kept
+
+        note_kept(self.store.path, "response cache: finished model calls are not made (or paid) again")
         self.hits = 0
         self.misses = 0
 
@@ -213,6 +217,8 @@ class CachedBackend(Backend):
                 sub = dataclasses.replace(req, n=count, sample_offset=req.sample_offset + start)
                 calls.append((ri, start, count, sub))
         self.misses += sum(c[2] for c in calls)
+        answered = {c[0] for c in calls}
+        progress.tick(requests=sum(ri not in answered for ri in range(len(requests))))  # wholly from the cache
 
         async def one(ri: int, start: int, count: int, sub: ChatRequest) -> None:
             [res] = await self.inner.generate([sub])

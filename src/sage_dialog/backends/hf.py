@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sage_dialog.backends import progress
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -61,6 +62,7 @@ from sage_dialog.backends.base import (
 from sage_dialog.backends.cache import local_model_identity, path_fingerprint
 from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.interrupt import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +260,8 @@ def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
     return RowSampler()
 
 
-def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any) -> Any:
+def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any,
+                  eos_ids: Sequence[int] = ()) -> Any:
     import torch
     from transformers import StoppingCriteria
 
@@ -270,9 +273,15 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
             self.stop_rows = [i for i, r in enumerate(rows) if r.sampling.stop]
             # A stop string of c characters spans at most c tokens (+1 for a merge at its start).
             self.window = {i: max(len(s) for s in rows[i].sampling.stop) + 2 for i in self.stop_rows}
+            self.eos = torch.tensor(list(eos_ids), device=device, dtype=torch.long)
+            self.ended = torch.zeros(len(rows), dtype=torch.bool, device=device)  # rows that stopped generating
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             gen_len = input_ids.shape[1] - prompt_len
+            if gen_len > 0 and progress.listening():  # a step: one token (maybe the end) per row not ended before
+                progress.tick(tokens=int((~self.ended).sum()))
+                if self.eos.numel():
+                    self.ended |= torch.isin(input_ids[:, -1], self.eos)
             done = gen_len >= self.max_new
             for i in self.stop_rows:
                 if bool(done[i]):
@@ -281,6 +290,9 @@ def _make_stopper(rows: list[_Row], prompt_len: int, tokenizer: Any, device: Any
                 tail = tokenizer.decode(input_ids[i, start:], skip_special_tokens=True)
                 if any(s in tail for s in rows[i].sampling.stop):
                     done[i] = True
+            self.ended |= done
+            if stop_requested.is_set():  # interrupted (core.interrupt): end the batch now, it is discarded
+                done[:] = True
             return done
 
     return RowStopper()
@@ -420,6 +432,7 @@ class HFBackend(Backend):
                 done = await asyncio.gather(*parts)
                 comps = [c for tokens_in, cs in done for c in cs]
                 out.append(ChatResult(completions=comps, tokens_in=done[0][0]))
+                progress.tick(requests=1)  # its tokens were ticked step by step
         except asyncio.CancelledError:  # stop every request's rows, not only the one awaited
             for parts in futures:
                 for f in parts:
@@ -455,7 +468,7 @@ class HFBackend(Backend):
         )
         vocab = int(self.lm.get_output_embeddings().weight.shape[0])
         sampler = _make_sampler(rows, vocab, self.device)
-        stopper = _make_stopper(rows, width, tok, self.device)
+        stopper = _make_stopper(rows, width, tok, self.device, list(self.eos_ids))
         row_cancel = [p.cancel for p in payloads for _ in range(p.count)]
 
         def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:

@@ -17,12 +17,12 @@ Where the answers come from, first match wins:
 Scores: ``score_fn(request) -> list[float]`` (Python), else ``scores`` (a list of log-probability
 lists, cycled, each as long as the request's options), else every option equally likely.
 ``scoring: false`` makes it a backend that cannot score (:class:`ScoringUnsupported`), like a
-server without logprobs; ``streaming: true`` streams word by word (default: the protocol's
-generate-then-yield-once).
+server without logprobs; ``streaming: true`` streams word by word, ``stream_chunk: N`` N characters
+at a time (default: the protocol's generate-then-yield-once).
 
 The spec is ``mock:`` (defaults) or ``mock:FILE``: a JSON or YAML file holding either a list of
 outputs or a mapping with the keys above (``outputs``, ``rules``, ``scores``, ``scoring``,
-``streaming``). The same keys are accepted as backend options (``--backend-option`` / ``options:``).
+``streaming``, ``stream_chunk``). The same keys are accepted as backend options (``--backend-option`` / ``options:``).
 
 Every answered request is recorded in :attr:`MockBackend.history` (in order) and every answered
 call in :attr:`MockBackend.calls` (``("generate" | "score", batch size)``; :meth:`batches`). Tokens are counted as
@@ -55,7 +55,7 @@ GenerateFn = Callable[[ChatRequest, int], "str | Completion"]
 ScoreFn = Callable[[ScoreRequest], Sequence[float]]
 
 DEFAULT_OUTPUT = "mock output"
-_KEYS = {"outputs", "rules", "scores", "scoring", "streaming"}
+_KEYS = {"outputs", "rules", "scores", "scoring", "streaming", "stream_chunk"}
 
 
 def _words(text: str) -> int:
@@ -104,6 +104,7 @@ class MockBackend(Backend):
         score_fn: ScoreFn | None = None,
         scoring: bool | None = None,
         streaming: bool | None = None,
+        stream_chunk: int | None = None,
         label: str | None = None,
         **options: Any,
     ):
@@ -127,6 +128,9 @@ class MockBackend(Backend):
         self.score_fn = score_fn
         self.scoring = bool(script.get("scoring", True) if scoring is None else scoring)
         self.streaming = bool(script.get("streaming", False) if streaming is None else streaming)
+        self.stream_chunk = stream_chunk or script.get("stream_chunk")  # characters per piece; None: words
+        if self.stream_chunk is not None:
+            self.streaming = True
         self.history: list[ChatRequest | ScoreRequest] = []
         self.calls: list[tuple[str, int]] = []
         self._next = 0  # position in ``outputs``
@@ -236,5 +240,10 @@ class MockBackend(Backend):
         [res] = await self.generate([request])
         comp = res.completions[0]
         out.completion, out.tokens_in = comp, res.tokens_in
-        for piece in re.findall(r"\s*\S+|\s+$", comp.text):  # word by word, whitespace kept
+        if self.stream_chunk:
+            k = int(self.stream_chunk)
+            pieces = [comp.text[i : i + k] for i in range(0, len(comp.text), k)]
+        else:
+            pieces = re.findall(r"\s*\S+|\s+$", comp.text)  # word by word, whitespace kept
+        for piece in pieces:
             yield piece

@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sage_dialog.backends import progress
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -553,6 +554,7 @@ class OpenAIBackend(Backend):
                     c, t = o
                     comps.extend(c[:1])
                     tin = tin or t
+        progress.tick(requests=1, tokens=sum(c.tokens_out for c in comps))
         return ChatResult(completions=comps, tokens_in=tin)
 
     def _error_completion(self, e: BaseException) -> Completion:

@@ -36,6 +36,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from sage_dialog.backends import progress
 from sage_dialog.backends.base import (
     Backend,
     ChatRequest,
@@ -171,6 +172,7 @@ class VLLMBackend(Backend):
             payload = _GenPayload(prompt, req.sampling, req.sample_offset, req.n, json_schema=schema)
             futures.append(self._batcher.submit(payload, req.n))
         done = await asyncio.gather(*futures)
+        progress.tick(requests=len(done), tokens=sum(c.tokens_out for _, cs in done for c in cs))
         return [ChatResult(completions=cs, tokens_in=tin) for tin, cs in done]
 
     def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:

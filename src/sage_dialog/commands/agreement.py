@@ -13,25 +13,21 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", type=Path, help="first annotated Dialog JSONL")
-    parser.add_argument("b", type=Path, help="second annotated Dialog JSONL")
-    parser.add_argument("--closed", action="append", default=[], metavar="FIELD",
-                        help="score FIELD or ROLE.FIELD as a closed set with Cohen's kappa (repeatable)")
-    parser.add_argument("-o", "--output", type=Path, help="also write the report as JSON")
+    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.stages.agreement import AgreementConfig
+
+    add_config_flags(parser, AgreementConfig, positional=["a", "b"], flags={"output": ["-o", "--output"]},
+                     extra={"closed": {"metavar": "FIELD"}})
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_dialog.core.config import load_config
+    from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.core.io import check_paths
     from sage_dialog.stages import agreement
 
     check_paths(inputs=[args.a, args.b], files=[args.output])
-
-    cfg = load_config(agreement.AgreementConfig, base={"a": args.a, "b": args.b, "closed": args.closed,
-                                                        "output": args.output})
-    agreement.run(cfg)
+    agreement.run(config_from_args(agreement.AgreementConfig, args))
     return 0

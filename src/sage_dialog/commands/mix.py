@@ -12,43 +12,36 @@ Writes OUTDIR/train.jsonl (+ valid.jsonl) as TRL messages, OUTDIR/llamafactory/ 
 dataset_info.json entry "data_mix"; train with dataset_dir: OUTDIR/llamafactory, dataset: data_mix)
 and OUTDIR/manifest.json with counts and warnings.
 
+Every option is a key of the config (MixConfig): give them as flags, in a YAML file with --config,
+or as --set KEY=VALUE; flags win over the file, --set over flags.
+
 Example:
   sage-dialog mix data_spec.json -o mixed --seed 0 --valid-fraction 0.05 --blend 2
+  sage-dialog mix --config mix.yaml --set valid_size=100
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", type=Path, help="data spec JSON")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle, sampling and blending (default 0)")
-    parser.add_argument("--blend", type=int, nargs="?", const=2, default=0, metavar="K",
-                        help="blend: append K random dialogs to each (K defaults to 2 as in the original)")
-    parser.add_argument("--valid-fraction", type=float, default=0.0, help="share held out for validation")
-    parser.add_argument("--valid-size", type=int, help="number of dialogs held out (overrides --valid-fraction)")
-    parser.add_argument("--total", type=int, help="mix size when the spec gives proportions")
-    parser.add_argument("--even", action="store_true",
-                        help="cut every dialog to an even number of turns (LLaMA-Factory skips dialogs ending on a human turn)")
-    parser.add_argument("--no-dedup", action="store_true", help="keep exact duplicate dialogs")
-    parser.add_argument("--no-shuffle", action="store_true", help="keep file order")
-    parser.add_argument("--name", default="data_mix", help="dataset name in dataset_info.json (default data_mix)")
+    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.stages.mix import MixConfig
+
+    add_config_flags(parser, MixConfig, positional=["spec"], flags={"output": ["-o", "--output"]},
+                     extra={"blend": {"nargs": "?", "const": 2, "metavar": "K"}})
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_dialog.core.config import load_config
+    from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.core import console
     from sage_dialog.core.io import read_json
     from sage_dialog.stages import mix
 
-    cfg = load_config(mix.MixConfig, base={
-        "spec": args.spec, "output": args.output, "seed": args.seed, "blend": args.blend,
-        "valid_fraction": args.valid_fraction, "valid_size": args.valid_size, "total": args.total,
-        "dedup": not args.no_dedup, "even": args.even, "shuffle": not args.no_shuffle, "name": args.name,
-    })
+    cfg = config_from_args(mix.MixConfig, args)
+    console.stage_log(cfg.output, "mix", carry_over=True)  # the output may come from --config
     out = mix.run(cfg)
     s = read_json(out / "manifest.json")["summary"]
     print(f"wrote {s['train']} train and {s['valid']} valid dialogs to {out} "

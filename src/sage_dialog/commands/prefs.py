@@ -8,6 +8,8 @@ Example:
   sage-dialog prefs runs/search -o pairs.jsonl --format trl --negatives 2
   sage-dialog prefs SEARCH_DIR --format sage-comparison --negatives 1 -o pairs.json
   sage-dialog prefs runs/search -o prefs-lf --format llamafactory --best-paths best.jsonl
+
+The selection options are the keys of PrefsConfig: flags, --config FILE or --set KEY=VALUE.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import get_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.stages.prefs import OutFormat
+    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.stages.prefs import OutFormat, PrefsConfig
 
     parser.add_argument("source", type=Path,
                         help="folder of search-tree JSONL, or of original transcripts (with full/)")
@@ -29,33 +32,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="jsonl", choices=get_args(OutFormat),
                         help="jsonl: sage-dialog records; trl: TRL conversational; llamafactory: sharegpt "
                              "ranking folder; sage-comparison: the original alpaca-style ranking (default: jsonl)")
-    parser.add_argument("--negatives", type=int, default=None, metavar="K",
-                        help="rejected candidates per decision, hardest first (default: all)")
-    parser.add_argument("--min-margin", type=float, default=None,
-                        help="keep only pairs whose judge score margin is at least this")
-    parser.add_argument("--strip-tags", action="store_true", help="remove SAC tags from the history turns")
-    parser.add_argument("--no-dedup", action="store_true", help="keep repeated pairs")
-    parser.add_argument("--max-per-seed", type=int, default=None, help="cap pairs per seed")
-    parser.add_argument("--balance", action="store_true", help="cap every seed at the smallest seed's count")
-    parser.add_argument("--include-unparsed", action="store_true",
-                        help="also pair decisions whose judge answer was unparsed (left out and counted by default)")
+    add_config_flags(parser, PrefsConfig, extra={"negatives": {"metavar": "K"}})
+    parser.add_argument("--strip-tags", dest="history_tags", action="store_false", default=argparse.SUPPRESS,
+                        help="remove SAC tags from the history turns (= --no-history-tags)")
     parser.add_argument("--best-paths", type=Path, default=None,
                         help="also write the kept path of each tree as dialog JSONL (for SFT)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import check_paths, write_jsonl
     from sage_dialog.stages.prefs import PrefsConfig, load_source, no_pairs_message, write_pairs
 
-    if args.negatives is not None and args.negatives < 1:
-        raise UserError(f"--negatives {args.negatives}: must be at least 1")
+    cfg = config_from_args(PrefsConfig, args)
+    if cfg.negatives is not None and cfg.negatives < 1:
+        raise UserError(f"--negatives {cfg.negatives}: must be at least 1")
     as_folder = args.format == "llamafactory"
     check_paths(inputs=[args.source], files=[None if as_folder else args.output, args.best_paths],
                 folders=[args.output if as_folder else None])
-    cfg = PrefsConfig(negatives=args.negatives, min_margin=args.min_margin, history_tags=not args.strip_tags,
-                      dedup=not args.no_dedup, max_per_seed=args.max_per_seed, balance=args.balance,
-                      include_unparsed=args.include_unparsed)
     counts: Counter[str] = Counter()
     pairs, paths = load_source(args.source, cfg, counts)
     if counts["unparsed_decisions"]:

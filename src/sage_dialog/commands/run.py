@@ -4,6 +4,9 @@ Stages, each in its own folder of the run directory with a manifest.json:
 annotate, chain, mix, sft (M1); per round: search-rK, prefs-rK, sft-rK (M2, M3, ...);
 then search, prefs, dpo, compare. Change one config value and exactly the stages downstream of it
 run again. A stage that fails leaves finished stages in place; run the same command to go on.
+Between stages, gates (the config's `gates:` section) stop the run with exit code 2 when a stage's
+counts say its output is empty or noise (most dialogs rejected, verdicts unparsed, no training
+examples); --no-gates reports them and goes on.
 
 Example:
   sage-dialog run configs/pipeline-tiny.yaml
@@ -14,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -24,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and all after it again")
     parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--no-gates", action="store_true",
+                        help="report failed gates but go on (recorded in each stage's manifest)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,11 +51,20 @@ def run(args: argparse.Namespace) -> int:
         for s in stages:
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
-    outcomes = run_stages(stages, cfg.run_dir, from_stage=args.from_stage, until=args.until, seed=cfg.seed)
+    gates = not args.no_gates
+    outcomes = run_stages(stages, cfg.run_dir, from_stage=args.from_stage, until=args.until, seed=cfg.seed,
+                          gates=gates)
     print()
     print(summary_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         print(f"\nstage {failed[0].name} failed: {failed[0].error}\nfix it and run the same command to go on")
         return 1
+    gated = [o for o in outcomes if o.gate is not None]
+    if gated and gates:
+        print(f"\nstopped at a gate: {gated[0].gate}\nthe stage's output is kept in {cfg.run_dir / gated[0].name}; "
+              "change the setting (e.g. as KEY=VALUE) or run with --no-gates to go on", file=sys.stderr)
+        return 2
+    for o in gated:
+        print(f"gate failed, ignored (--no-gates): {o.gate}", file=sys.stderr)
     return 0

@@ -14,6 +14,8 @@ Example:
       --turns 8 --candidates 4 --judge-mode logprob
   sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
       --strategy beam --beam-width 2 -o runs/beam
+  sage-dialog search seeds.txt --assistant hf:models/sac-sft --user oracle --judge oracle \\
+      --strategy mcts --actions esconv_strategies --k-actions 4 --simulations 8 -o runs/mcts
 """
 
 from __future__ import annotations
@@ -37,7 +39,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="judge criteria: companion, humor, empathy, or a template file with {history} {candidates}")
     p.add_argument("--none-policy", choices=["resample", "keep_best", "stop"], default="resample",
                    help="what to do when the judge says no candidate is good")
-    p.add_argument("--strategy", choices=["best_of_n", "beam", "lookahead"], default="best_of_n")
+    p.add_argument("--strategy", choices=["best_of_n", "beam", "lookahead", "latent", "mcts"], default="best_of_n",
+                   help="latent / mcts branch on SAC actions instead of free samples (docs/search.md)")
+    p.add_argument("--actions", help="latent/mcts: closed action set (label-set name or file, JSON list of tag "
+                   "objects, or 'sandbox'); default: open vocabulary (sampled action blocks)")
+    p.add_argument("--k-actions", type=int, default=4, help="latent/mcts: actions proposed per decision")
+    p.add_argument("--replies-per-action", type=int, default=1, help="latent: replies sampled per action")
+    p.add_argument("--simulations", type=int, default=8, help="mcts: replies realised per decision")
+    p.add_argument("--c-puct", type=float, default=1.5, help="mcts: exploration weight")
+    p.add_argument("--latent-value", choices=["judge", "rollout"], default="judge",
+                   help="latent/mcts: judge the replies, or --lookahead-depth turns rolled forward")
+    p.add_argument("--prior-temperature", type=float, default=1.0, help="latent/mcts: prior = softmax(logprob/T)")
+    p.add_argument("--epsilon", type=float, default=0.0, help="latent/mcts: uniform exploration mixed into priors")
+    p.add_argument("--dirichlet-alpha", type=float, help="latent/mcts: Dirichlet noise mixed into priors")
     p.add_argument("--turns", type=int, default=8, help="assistant turns per dialog (default 8)")
     p.add_argument("--candidates", "-n", type=int, default=4, help="candidates per decision (default 4)")
     p.add_argument("--beam-width", type=int, default=2, help="dialogs kept per seed with --strategy beam")
@@ -66,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.backends.base import SamplingParams
     from sage_dialog.core.prompts import HUMOR_ASSISTANT_PERSONA, load_prompt
     from sage_dialog.roles.factory import BackendPool, make_selector, make_user
+    from sage_dialog.stages.search.actions import LatentConfig
     from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
 
     for name in ("turns", "candidates", "beam_width", "lookahead_depth", "max_tokens"):
@@ -90,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
             lookahead_depth=args.lookahead_depth, max_resamples=args.max_resamples, system_prompt=system_prompt,
             sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                     repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens),
-            budget_requests=args.budget_requests, budget_tokens=args.budget_tokens, seed=args.seed)
+            budget_requests=args.budget_requests, budget_tokens=args.budget_tokens, seed=args.seed,
+            latent=LatentConfig(action_set=args.actions, k=args.k_actions, replies=args.replies_per_action,
+                                simulations=args.simulations, c_puct=args.c_puct, value=args.latent_value,
+                                prior_temperature=args.prior_temperature, epsilon=args.epsilon,
+                                dirichlet_alpha=args.dirichlet_alpha))
     except Exception as e:  # pydantic range errors -> one line each
         raise UserError(f"bad search option: {e}") from None
 
@@ -109,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         asyncio.run(pool.aclose())
-    summary = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}) "
-          f"-> {out}/trees, {out}/best.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    summary, speed = manifest["summary"], manifest["usage"].get("tokens_per_s")
+    print(f"searched {summary['seeds']} seeds ({summary['nodes']} nodes; judge outcomes {summary['outcomes']}"
+          + (f"; {speed:g} assistant tokens/s" if speed else "") + f") -> {out}/trees, {out}/best.jsonl")
     return 0

@@ -70,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.train.sft import train_sft
 
         sft_cfg = load_config(SFTRunConfig, config, overrides)
-        log = console.stage_log(sft_cfg.output_dir, "train-sft")
+        log = console.stage_log(sft_cfg.output_dir, "train-sft", carry_over=True)
         out = train_sft(sft_cfg)
     else:
         from sage_dialog.train.config import DPORunConfig
         from sage_dialog.train.dpo import train_dpo
 
         dpo_cfg = load_config(DPORunConfig, config, overrides)
-        log = console.stage_log(dpo_cfg.output_dir, "train-dpo")
+        log = console.stage_log(dpo_cfg.output_dir, "train-dpo", carry_over=True)
         out = train_dpo(dpo_cfg)
     print(f"wrote {out} (training_summary.json inside; log: {log})")
     return 0

@@ -72,6 +72,7 @@ class _DeferredFileHandler(logging.Handler):
         self.held: list[logging.LogRecord] = []
         self.stream: TextIO | None = None
         self.setFormatter(logging.Formatter(_FORMAT))
+        self.addFilter(RedactingFilter())  # no secret reaches the log file
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.stream is None:
@@ -202,6 +203,7 @@ def session(level: int = NORMAL, command_line: Sequence[str] = ()) -> Iterator[N
     screen.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if level >= VERBOSE
                         else _OneLine())
     screen.addFilter(_ScreenFilter())
+    screen.addFilter(RedactingFilter())
     root.addHandler(screen)
     root.setLevel(logging.DEBUG if level >= VERBOSE else logging.INFO)
     warnings.showwarning = _show_warning
@@ -237,15 +239,19 @@ def _quiet_loaded_libraries() -> None:
         hub.disable_progress_bars()
 
 
-def open_log(path: str | Path) -> Path:
-    """Send this command's log records to ``path`` (replacing an earlier log of this command)."""
+def open_log(path: str | Path, *, carry_over: bool = False) -> Path:
+    """Send log records to ``path`` from now on; the earlier log file (if any) is finished.
+
+    ``carry_over``: the same command found its real output folder only now (from its config): the
+    records held for the earlier path, if none was written yet, move to ``path`` instead.
+    """
     p = Path(path)
     if STATE.log_path is not None and STATE.log_path.resolve() == p.resolve():
         return p
     handler = _DeferredFileHandler(p)
     handler.addFilter(RedactingFilter())  # a key a server echoed never reaches the log file
     old = STATE.file_handler
-    moved = old is not None and old.stream is None
+    moved = carry_over and old is not None and old.stream is None
     if moved:  # nothing written yet: the records move to the new file, the old one is never made
         handler.held, old.held = old.held, []  # type: ignore[union-attr]
     close_log(keep=not moved)
@@ -256,9 +262,9 @@ def open_log(path: str | Path) -> Path:
     return p
 
 
-def stage_log(out_dir: str | Path, stage: str) -> Path:
-    """Open ``<out_dir>/logs/<stage>.log`` as this command's log file."""
-    return open_log(Path(out_dir) / "logs" / f"{stage}.log")
+def stage_log(out_dir: str | Path, stage: str, *, carry_over: bool = False) -> Path:
+    """Open ``<out_dir>/logs/<stage>.log`` as the log file from now on (see :func:`open_log`)."""
+    return open_log(Path(out_dir) / "logs" / f"{stage}.log", carry_over=carry_over)
 
 
 def commit_log() -> Path | None:

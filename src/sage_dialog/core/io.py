@@ -5,6 +5,8 @@
 * Writers never leave a half-written file where a whole one is expected: they write to a temporary
   file in the same folder and rename it (``atomic_write``), or append whole lines to a journal that
   is read back up to its last complete line (``JsonlJournal``), which is how stages resume.
+* What a stage keeps for resuming (journals, the response cache, finished pipeline stages) is noted
+  with :func:`note_kept`, so an interrupted command can say what it kept (:func:`kept_for_resume`).
 """
 
 from __future__ import annotations
@@ -252,6 +254,23 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
         fh.write("\n")
 
 
+_KEPT: dict[str, str] = {}
+
+
+def note_kept(path: str | Path, what: str) -> None:
+    """Note that ``path`` keeps finished work for resuming (said when a command is interrupted)."""
+    _KEPT[str(path)] = what
+
+
+def kept_for_resume() -> list[str]:
+    """``PATH: what`` for every noted path that still exists, in the order noted."""
+    return [f"{p}: {what}" for p, what in _KEPT.items() if Path(p).exists()]
+
+
+def clear_kept() -> None:
+    _KEPT.clear()
+
+
 class JsonlJournal:
     """Append-only JSONL for resumable stages: whole lines only, a torn last line is ignored.
 
@@ -281,6 +300,7 @@ class JsonlJournal:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
+            note_kept(self.path, "journal of finished steps, read back when the same command runs again")
         self._fh.write(dumps(record) + "\n")
         self._fh.flush()
 

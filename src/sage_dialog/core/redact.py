@@ -74,13 +74,14 @@ class RedactingFilter(logging.Filter):
     """A logging filter that redacts the formatted message (and its arguments) of every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a broken format string: keep the record as it is
-            return True
-        clean = redact(msg)
-        if clean != msg or record.args:
-            record.msg, record.args = clean, ()
+        # Each part is redacted in place, keeping the shape of ``args``: some formatters unpack it
+        # (uvicorn's access log takes exactly five arguments).
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         if record.exc_info and record.exc_info[1] is not None:
             import traceback
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sage_dialog.backends.base import BackendConfig
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error, write_json
-from sage_dialog.pipeline.runner import Stage, StageContext
+from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, stage_gates
 from sage_dialog.roles.factory import BackendPool, make_selector, make_user
 
 RoleSpec = str  # a backend spec (hf:PATH, openai:MODEL, ...) or "oracle" (the sandbox world's oracle)
@@ -91,6 +91,7 @@ class LoopConfig(BaseModel):
     compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
     steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
+    gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
 
     def cache_path(self) -> str:
         return self.cache or str(self.run_dir / "cache.sqlite")
@@ -127,7 +128,10 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     from sage_dialog.stages import annotate
 
     def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.core.io import read_json
+
         done = 0
+        counts: dict[str, Any] = {}
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else [])]
         for i, raw in enumerate(raws):
             acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
@@ -136,7 +140,8 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
                               "annotate")
             annotate.run(acfg, quiet=True)
             done += 1
-        return {"files": done}
+            counts = annotate.add_counts(counts, read_json(acfg.summary_path()))
+        return {"files": done, **counts}
 
     return fn
 
@@ -239,7 +244,8 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
 
         trained = out if out.exists() else _model_dir(ctx.out_dir)
         s = read_json(trained / SUMMARY_FILE)
-        return {k: s[k] for k in ("steps", "final_train_loss", "final_eval_loss", "tokens_per_s") if s.get(k) is not None}
+        keys = ("train_examples", "steps", "first_train_loss", "final_train_loss", "final_eval_loss", "tokens_per_s")
+        return {k: s[k] for k in keys if s.get(k) is not None}
 
     return fn
 
@@ -261,7 +267,10 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
             run_search(assistant, user, selector, seeds, scfg, ctx.out_dir)
         finally:
             asyncio.run(pool.aclose())
-        return {"seeds": len(seeds)}
+        from sage_dialog.core.io import read_json
+        from sage_dialog.stages.search.search import decision_counts
+
+        return {"seeds": len(seeds), **decision_counts(read_json(ctx.out_dir / "manifest.json"))}
 
     return fn
 
@@ -287,8 +296,8 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **cfg.compare, "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
-        compare.run(ccfg, progress=False)
-        return {"models": len(models)}
+        rep = compare.run(ccfg, progress=False)
+        return {"models": len(models), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
 
     return fn
 
@@ -398,4 +407,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
                                                                         "annotate": dump["annotate"]},
                             deps=[*seed_deps, "sft"]))
+    for st in stages:  # gates are checked by the runner, outside the fingerprints
+        kind = st.name.split("-")[0]
+        st.gates = stage_gates("train" if kind in ("sft", "dpo") else kind, cfg.gates)
     return stages

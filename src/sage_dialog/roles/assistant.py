@@ -325,6 +325,9 @@ async def generate_turns(
     cands = [
         _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
     ]
+    if json_schema is not None:  # the whole answer is the reply: JSON is no tag text, whatever its braces
+        for cand, comp in zip(cands, comps, strict=True):
+            cand.reply, cand.stray, cand.state, cand.action = comp.text.strip(), "", None, None
     for c, extra in zip(cands, spent, strict=True):
         c.tokens_in = tokens_in
         c.tokens_out += extra

@@ -21,10 +21,11 @@ class BackendPool:
     (for example the batch size of in-process models); ``cache`` is the shared response cache."""
 
     def __init__(self, cache: str | None = None, options: dict[str, Any] | None = None,
-                 options_provider: str = "hf"):
+                 options_provider: str = "hf", ledger: Any = None):
         self.cache = cache
         self.options = options or {}
         self.options_provider = options_provider
+        self.ledger = ledger  # a backends.ledger.Ledger that counts every call of every backend loaded here
         self.loaded: dict[str, Backend] = {}
 
     def get(self, spec: str | BackendConfig) -> Backend:
@@ -35,7 +36,8 @@ class BackendPool:
             cfg = BackendConfig(spec=spec, options=opts, cache=self.cache)
         key = cfg.model_dump_json()
         if key not in self.loaded:
-            self.loaded[key] = load_backend(cfg)
+            backend = load_backend(cfg)
+            self.loaded[key] = self.ledger.track(backend) if self.ledger is not None else backend
         return self.loaded[key]
 
     async def aclose(self) -> None:

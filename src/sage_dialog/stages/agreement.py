@@ -71,10 +71,11 @@ class AgreementConfig(BaseModel):
     """Settings of ``sage-dialog agreement``."""
 
     model_config = ConfigDict(extra="forbid")
-    a: Path
-    b: Path
-    closed: list[str] = Field(default_factory=list, description="FIELD or ROLE.FIELD scored as closed sets (kappa)")
-    output: Path | None = None
+    a: Path = Field(description="first annotated Dialog JSONL")
+    b: Path = Field(description="second annotated Dialog JSONL")
+    closed: list[str] = Field(default_factory=list, description="score FIELD or ROLE.FIELD as a closed set with "
+                              "Cohen's kappa (repeatable)")
+    output: Path | None = Field(None, description="also write the report as JSON")
 
 
 def _closed_keys(closed: Sequence[str]) -> set[str]:

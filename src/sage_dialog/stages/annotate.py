@@ -558,26 +558,37 @@ class AnnotateConfig(BaseModel):
     """Settings of ``sage-dialog annotate`` (also usable from Python: ``annotate.run(cfg)``)."""
 
     model_config = ConfigDict(extra="forbid")
-    input: Path
-    output: Path
-    annotator: str | BackendConfig = Field(description='"oracle" or a backend spec such as hf:PATH / openai:MODEL')
-    input_format: InputFormat = "auto"
-    rejects: Path | None = Field(None, description="default: OUTPUT with .rejects.jsonl")
-    summary: Path | None = Field(None, description="default: OUTPUT with .summary.json")
+    input: Path = Field(description="dialogs to annotate")
+    output: Path = Field(description="annotated Dialog JSONL to write")
+    annotator: str | BackendConfig = Field(description='"oracle" or a backend spec (hf:PATH, vllm:PATH, openai:MODEL, '
+                                           'mock:FILE)')
+    input_format: InputFormat = Field("auto", description="auto (detected), seeds (one utterance per line), or a "
+                                      "dialog format of `sage-dialog convert --help`: dialogs, sharegpt, trl-sft, "
+                                      "llamafactory-sft, transcripts, empathetic, esconv, ...")
+    rejects: Path | None = Field(None, description="rejects JSONL (default: OUTPUT.rejects.jsonl)")
+    summary: Path | None = Field(None, description="summary JSON (default: OUTPUT.summary.json)")
     sharegpt_output: Path | None = Field(None, description="also write the original annotated ShareGPT JSON")
-    sac_output: Path | None = Field(None, description="also write the chained (SAC) dialogs: .jsonl or ShareGPT .json")
-    labels: dict[str, str] = Field(default_factory=dict, description="FIELD or ROLE.FIELD -> label set name or file")
-    closed: Literal["map", "reject"] = "map"
-    tidy: bool = False
-    few_shot: Path | None = None
+    sac_output: Path | None = Field(None, description="also chain the result into SAC dialogs (Dialog .jsonl, or "
+                                    "chained ShareGPT .json)")
+    labels: dict[str, str] = Field(default_factory=dict, description="closed label set for FIELD or ROLE.FIELD "
+                                   "(motivation, emotion, topics; user, assistant): a shipped set "
+                                   "(esconv_strategies, empathetic_emotions) or a file, one label per line")
+    closed: Literal["map", "reject"] = Field("map", description="closed sets: map near misses onto the set or "
+                                             "refuse them")
+    tidy: bool = Field(False, description="let the annotator tidy text and add a bridging question (original kept "
+                       "in original_text)")
+    few_shot: Path | None = Field(None, description="annotated Dialog JSONL used as few-shot examples")
     prompt: Path | None = Field(None, description="a custom annotator prompt template (string.Template)")
-    max_attempts: int = Field(3, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    max_tokens_per_turn: int = Field(48, ge=8)
-    chunk_size: int = Field(64, ge=1)
-    cache: str | None = Field(None, description="response cache (SQLite) path; makes re-runs free")
-    backend_options: dict[str, Any] = Field(default_factory=dict)
-    limit: int | None = Field(None, ge=1)
+    max_attempts: int = Field(3, ge=1, description="requests per dialog, repairs included")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of the annotator")
+    max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn")
+    chunk_size: int = Field(64, ge=1, description="dialogs handed to the backend at once")
+    cache: str | None = Field(None, description="response cache (SQLite) path; re-runs take answers from it")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="backend constructor options, e.g. "
+                                            "base_url=http://127.0.0.1:8000/v1")
+    limit: int | None = Field(None, ge=1, description="annotate only the first N dialogs")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
     def rejects_path(self) -> Path:
         return self.rejects or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".rejects.jsonl")
@@ -725,6 +736,20 @@ class Summary:
         return "\n".join(lines)
 
 
+COUNT_KEYS = ("dialogs", "annotated", "rejected", "repaired_by_retry", "repaired_locally")
+
+
+def add_counts(counts: dict[str, Any], summary_file: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` plus the quality counts of one annotation summary file (for a stage over several files):
+    dialogs, annotated (valid), rejected, repaired (by a retry or locally), and tokens/s."""
+    s, usage = summary_file.get("summary", {}), summary_file.get("usage", {})
+    out = {k: counts.get(k, 0) + int(s.get(k, 0)) for k in COUNT_KEYS}
+    speed = usage.get("ledger", {}).get("tokens_per_s")
+    if speed is not None:
+        out["tokens_per_s"] = speed  # the last file's; files are annotated one after another
+    return out
+
+
 def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
     """The original annotated ShareGPT file: every value prefixed by its ``{motivation: ...}`` block."""
     from sage_dialog.formats.sharegpt import write_sharegpt
@@ -742,9 +767,12 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
     if cfg.limit:
         dialogs = itertools.islice(dialogs, cfg.limit)
         total = min(total, cfg.limit)
+    from sage_dialog.backends import progress
+
     with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                 disable=quiet) as bar:
+                 disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
+        # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
         for chunk in _chunks(dialogs, cfg.chunk_size):
             results = await annotator.annotate(chunk)
             if len(results) != len(chunk):
@@ -765,6 +793,7 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
                                          ensure_ascii=False) + "\n")
                     summary.add(d, r, reason)
             bar.update(len(chunk))
+        meter.close()
     if cfg.sharegpt_output:
         write_sharegpt_annotated(cfg.sharegpt_output, keep_for_sharegpt)
     stats = Counter(getattr(annotator, "stats", Counter()))
@@ -788,6 +817,10 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     """
     check_paths(inputs=[cfg.input, cfg.few_shot, cfg.prompt],
                 files=[cfg.output, cfg.rejects_path(), cfg.summary_path(), cfg.sharegpt_output, cfg.sac_output])
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 
@@ -818,8 +851,9 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if not quiet:
         print(text, file=sys.stderr)
         if "model_calls" in manifest.usage:
-            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}",
-                  file=sys.stderr)
+            speed = manifest.usage["ledger"].get("tokens_per_s")
+            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}"
+                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
         print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)
     return cfg.output
 

@@ -90,17 +90,18 @@ class MixConfig(BaseModel):
     """Settings of ``sage-dialog mix`` (also usable from Python: ``mix.run(cfg)``)."""
 
     model_config = ConfigDict(extra="forbid")
-    spec: Path
-    output: Path
-    seed: int = 0
-    shuffle: bool = True
-    blend: int = Field(0, ge=0, description="K dialogs appended to each (0: no blending; the original used 2)")
-    valid_fraction: float = Field(0.0, ge=0, lt=1)
+    spec: Path = Field(description="data spec JSON")
+    output: Path = Field(description="output folder")
+    seed: int = Field(0, description="seed of the shuffle, sampling and blending")
+    shuffle: bool = Field(True, description="shuffle the mix (--no-shuffle keeps file order)")
+    blend: int = Field(0, ge=0, description="K random dialogs appended to each (0: no blending; "
+                       "--blend alone means 2, as in the original)")
+    valid_fraction: float = Field(0.0, ge=0, lt=1, description="share held out for validation")
     valid_size: int | None = Field(None, ge=0, description="held-out dialogs (overrides valid_fraction)")
-    dedup: bool = True
+    dedup: bool = Field(True, description="drop exact duplicate dialogs (--no-dedup keeps them)")
     even: bool = Field(False, description="cut every dialog to an even number of turns (LLaMA-Factory skips odd ones)")
     total: int | None = Field(None, ge=1, description="mix size when the spec gives proportions")
-    name: str = "data_mix"
+    name: str = Field("data_mix", description="dataset name in dataset_info.json")
 
 
 # ---------------------------------------------------------------------------------------------

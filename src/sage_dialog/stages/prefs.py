@@ -5,6 +5,18 @@ sibling (or the top ``negatives`` of them by judge score, hardest first) is *rej
 shared history of the chosen path. The kept path from the root is the *best path*, a dialog for
 rejection-sampling fine-tuning.
 
+``level`` chooses what a pair contrasts:
+
+* ``text`` (default): the kept reply against each dropped sibling, whatever their actions.
+* ``action``: pairs that share the state and differ in the *action*: the kept candidate against, for
+  each other action tried at the decision (its motivation and emotion; a latent search's action
+  branches, or the actions free samples happened to carry), that action's best-scored reply, among
+  siblings whose state block equals the kept one's. State-level policy improvement: what to do, with
+  the reply as its realisation.
+* ``tags``: the same pairs with the replies left out (only the tag blocks), for trainers that should
+  learn the action choice alone; with ``sage-dialog train dpo`` prefer ``action`` pairs and
+  ``data.loss_on: tags``, which trains the same tag tokens and keeps the end of turn in place.
+
 Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.SearchNode`) written by
 ``sage-dialog search``, or a folder of the original SAGE transcripts with their ``full/`` variant.
 """
@@ -26,6 +38,7 @@ from sage_dialog.core.io import write_jsonl
 from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Turn
 
 OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
+Level = Literal["text", "action", "tags"]
 # our names for the preference forms of formats/preferences.py ("sage-comparison" is the original's)
 _FORMS = {"trl": "trl", "llamafactory": "llamafactory", "sage-comparison": "original"}
 
@@ -40,6 +53,8 @@ class PrefsConfig(BaseModel):
     dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
     max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")
     balance: bool = Field(False, description="cap every seed at the smallest seed's pair count")
+    level: Level = Field("text", description="text: reply vs reply; action: same state, different action "
+                         "(action + reply each); tags: those pairs with the tag blocks only")
     include_unparsed: bool = Field(
         False, description="also make pairs at decisions whose judge answer was unparsed (the kept reply is then "
         "just the first sample, so such pairs carry no preference; left out and counted by default)")
@@ -113,8 +128,10 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = 
     """One pair per (kept, dropped) assistant candidate at every decision on a kept path.
 
     A decision whose judge answer was unparsed is left out unless ``cfg.include_unparsed``; ``counts``
-    (when given) counts them under ``unparsed_decisions``.
+    (when given) counts them under ``unparsed_decisions``, and the candidates left out under
+    ``beyond_negatives`` and ``below_margin``.
     """
+    counts = counts if counts is not None else Counter()
     for parent_id, siblings in tree.children.items():
         cands = [s for s in siblings if s.role == "assistant"]
         kept = [s for s in cands if s.kept]
@@ -133,10 +150,12 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = 
             continue
         ranked = sorted(dropped, key=lambda c: -(c.score if c.score is not None else float("-inf")))
         if cfg.negatives is not None:
+            counts["beyond_negatives"] += len(ranked[cfg.negatives:])
             ranked = ranked[: cfg.negatives]
         for rej in ranked:
             margin = _margin(chosen, rej)
             if cfg.min_margin is not None and (margin is None or margin < cfg.min_margin):
+                counts["below_margin"] += 1
                 continue
             yield PreferencePair(
                 id=f"{tree.name}/{chosen.id}>{rej.id}",
@@ -148,6 +167,68 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = 
                 margin=margin,
                 tag_diff=sac.tag_diff(chosen.action, rej.action),
                 source="search-tree",
+            )
+
+
+def _val(node: SearchNode) -> float:
+    return node.score if node.score is not None else float("-inf")
+
+
+def _action_key(node: SearchNode) -> tuple[str | None, str | None, str]:
+    a = node.action
+    if a is None:
+        return (None, None, "")
+    return (a.motivation, a.emotion, repr(sorted(a.extra.items())))
+
+
+def action_pairs_from_tree(tree: Tree, cfg: PrefsConfig,
+                           counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
+    """One pair per other action tried at each decision on the kept path (see ``level``); unparsed
+    decisions are left out and counted as in :func:`pairs_from_tree`."""
+    for parent_id, siblings in tree.children.items():
+        cands = [s for s in siblings if s.role == "assistant" and not s.sampling.get("lookahead")]
+        kept = [s for s in cands if s.kept]
+        if not kept or parent_id is None:
+            continue
+        parent = tree.nodes[parent_id]
+        history_nodes = tree.path_to(parent)
+        if not all(n.kept for n in history_nodes):
+            continue
+        chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
+        if chosen.decision is not None and chosen.decision.outcome == "unparsed" and not cfg.include_unparsed:
+            if counts is not None:
+                counts["unparsed_decisions"] += 1
+            continue
+        if chosen.action is None:
+            continue
+        best: dict[tuple[str | None, str | None, str], SearchNode] = {}
+        for c in cands:  # the best-scored reply of every other action read in the same state
+            key = _action_key(c)
+            if c is chosen or c.action is None or key == _action_key(chosen) or c.state != chosen.state:
+                continue
+            if key not in best or _val(c) > _val(best[key]):
+                best[key] = c
+        ranked = sorted(best.values(), key=lambda c: -_val(c))
+        if cfg.negatives is not None:
+            ranked = ranked[: cfg.negatives]
+        history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
+        tags_only = cfg.level == "tags"
+        for rej in ranked:
+            margin = _margin(chosen, rej)
+            if cfg.min_margin is not None and (margin is None or margin < cfg.min_margin):
+                continue
+            yield PreferencePair(
+                id=f"{tree.name}/{chosen.id}>{rej.id}" + ("#tags" if tags_only else "#action"),
+                history=history,
+                chosen=Turn(role="assistant", text="" if tags_only else chosen.text, state=chosen.state,
+                            action=chosen.action),
+                rejected=Turn(role="assistant", text="" if tags_only else rej.text, state=rej.state,
+                              action=rej.action),
+                seed=tree.name,
+                depth=chosen.depth,
+                margin=margin,
+                tag_diff=sac.tag_diff(chosen.action, rej.action),
+                source=f"search-tree-{cfg.level}",
             )
 
 
@@ -167,16 +248,20 @@ def _pair_key(p: PreferencePair) -> str:
     return h.hexdigest()
 
 
-def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[PreferencePair]:
-    """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept)."""
+def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig, counts: Counter[str] | None = None) -> list[PreferencePair]:
+    """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept); ``counts`` hears what was
+    left out (``same_reply``, ``duplicate``, ``seed_cap``)."""
+    counts = counts if counts is not None else Counter()
     out: list[PreferencePair] = []
     seen: set[str] = set()
     for p in pairs:
         if cfg.dedup:
             if p.chosen.text.strip() == p.rejected.text.strip() and p.chosen.action == p.rejected.action:
+                counts["same_reply"] += 1
                 continue
             k = _pair_key(p)
             if k in seen:
+                counts["duplicate"] += 1
                 continue
             seen.add(k)
         out.append(p)
@@ -190,22 +275,25 @@ def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig) -> list[Preference
     if cap is None:
         return out
     keep = {id(p) for v in per_seed.values() for p in v[:cap]}
+    counts["seed_cap"] += len(out) - len(keep)
     return [p for p in out if id(p) in keep]
 
 
 def build(trees: list[Tree], cfg: PrefsConfig,
           counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
     """Pairs (refined) and best-path dialogs of ``trees``; ``counts`` hears what was left out."""
-    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg, counts)), cfg)
+    make = pairs_from_tree if cfg.level == "text" else action_pairs_from_tree
+    pairs = refine((p for t in trees for p in make(t, cfg, counts)), cfg, counts)
     paths = [best_path_dialog(t) for t in trees]
     return pairs, paths
 
 
-def pairs_from_transcript(d: Dialog, cfg: PrefsConfig) -> Iterator[PreferencePair]:
+def pairs_from_transcript(d: Dialog, cfg: PrefsConfig, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
     """Pairs of one original ``full/`` transcript, as the original comparison builder made them:
     the chosen path as history and one pair per dropped candidate (the first ``negatives``)."""
     from sage_dialog.formats.transcripts import dropped_from_meta
 
+    counts = counts if counts is not None else Counter()
     dropped = dropped_from_meta(d)
     for i, turn in enumerate(d.turns):
         rejected = dropped.get(i, [])
@@ -213,8 +301,11 @@ def pairs_from_transcript(d: Dialog, cfg: PrefsConfig) -> Iterator[PreferencePai
             continue
         history = [t if cfg.history_tags or t.role != "assistant" else Turn(role=t.role, text=t.text)
                    for t in d.turns[:i]]
+        if cfg.negatives is not None:
+            counts["beyond_negatives"] += len(rejected[cfg.negatives:])
         for j, rej in enumerate(rejected[: cfg.negatives] if cfg.negatives is not None else rejected):
             if cfg.min_margin is not None:
+                counts["below_margin"] += 1
                 continue  # transcripts carry no judge scores, so no pair can show a margin
             yield PreferencePair(
                 id=f"{d.id}/{i}>{j}",
@@ -236,16 +327,18 @@ def load_source(source: str | Path, cfg: PrefsConfig,
                 counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
     """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``).
 
-    ``counts`` (when given) hears what was left out: ``unparsed_decisions``.
+    ``counts`` (when given) hears what was left out: ``unparsed_decisions`` and the drop reasons.
     """
     src = Path(source)
     if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
+        if cfg.level != "text":
+            raise UserError(f"{src}: transcripts carry no states to pair actions in; level {cfg.level} needs search trees")
         from sage_dialog.formats.transcripts import read_transcript_dir
 
         full = read_transcript_dir(src, "full")
         if counts is not None:
             counts["transcripts"] += len(full)
-        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg)), cfg)
+        pairs = refine((p for d in full for p in pairs_from_transcript(d, cfg, counts)), cfg, counts)
         return pairs, [d.model_copy(update={"meta": {"source": "sage-transcript"}}) for d in full]
     return build(read_trees(src), cfg, counts)
 
@@ -261,7 +354,8 @@ def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -
 
 def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict[str, int]:
     """The pipeline's prefs stage: ``pairs.jsonl`` and ``pairs.trl.jsonl`` (DPO), ``best_paths.jsonl``
-    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts."""
+    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts: pairs kept, candidate pairs
+    ``dropped`` and ``dropped_<reason>`` for each reason seen, and unparsed decisions left out."""
     from sage_dialog.formats.trl import write_trl_sft
 
     out = Path(out_dir)
@@ -273,13 +367,22 @@ def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict
     write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
     write_jsonl(out / "best_paths.jsonl", paths)
     write_trl_sft(out / "best_paths.trl.jsonl", paths)
-    return {"pairs": len(pairs), "best_paths": len(paths), "seeds": len({p.seed for p in pairs}),
+    drops = {k: counts[k] for k in DROP_REASONS if counts[k]}
+    return {"pairs": len(pairs), "dropped": sum(drops.values()), **{f"dropped_{k}": v for k, v in drops.items()},
+            "best_paths": len(paths), "seeds": len({p.seed for p in pairs}),
             "unparsed_decisions_left_out": counts["unparsed_decisions"]}
+
+
+# why a candidate pair was left out (``counts`` keys of the functions above)
+DROP_REASONS = ("beyond_negatives", "below_margin", "same_reply", "duplicate", "seed_cap")
 
 
 def no_pairs_message(source: str | Path, counts: Counter[str]) -> str:
     """Why a source gave no pairs, as one line."""
     why = "no decision had a dropped candidate that passed the filters"
+    left = ", ".join(f"{k.replace('_', ' ')} {counts[k]}" for k in DROP_REASONS if counts[k])
+    if left:
+        why += f" (left out: {left})"
     if counts["unparsed_decisions"]:
         why += (f"; {counts['unparsed_decisions']} decisions were left out because the judge's answer was "
                 "unparsed (--include-unparsed keeps them)")

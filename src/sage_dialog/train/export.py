@@ -65,13 +65,17 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    if tokenizer.chat_template:
-        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    for extra in ("training_summary.json", "train_config.json"):
-        if (src / extra).exists():
-            shutil.copy2(src / extra, tmp / extra)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if tokenizer.chat_template:
+            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        for extra in ("training_summary.json", "train_config.json"):
+            if (src / extra).exists():
+                shutil.copy2(src / extra, tmp / extra)
+    except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -70,23 +70,30 @@ class CompareConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    out: str = "compare-out"
-    models: dict[str, str | BackendConfig] = Field(default_factory=dict)
-    dialogs: dict[str, str] = Field(default_factory=dict)
-    seeds: str | None = None  # seed file: .txt lines, .jsonl, or EmpatheticDialogues .csv
-    max_seeds: int | None = None
-    user: str | BackendConfig = "oracle"
-    user_persona: str | None = None
-    judges: list[str | BackendConfig] = Field(default_factory=lambda: ["oracle"])  # type: ignore[arg-type]
-    judge_mode: Literal["generate", "score"] = "generate"
-    turns: int = Field(3, ge=1)
-    system_prompt: str | None = None
+    out: str = Field("compare-out", description="output folder")
+    models: dict[str, str | BackendConfig] = Field(default_factory=dict, description="a model to play dialogs "
+                                                   "with: NAME=SPEC (repeat)")
+    dialogs: dict[str, str] = Field(default_factory=dict, description="existing dialogs of a model: NAME=PATH, a "
+                                    "dialogs JSONL or a folder of .txt transcripts (repeat)")
+    seeds: str | None = Field(None, description="seed file: one opening user utterance per line, .jsonl, or ED .csv")
+    max_seeds: int | None = Field(None, description="use only the first N seeds")
+    user: str | BackendConfig = Field("oracle", description="user simulator: backend spec or 'oracle'")
+    user_persona: str | None = Field(None, description="user persona prompt file")
+    judges: list[str | BackendConfig] = Field(default_factory=lambda: ["oracle"],  # type: ignore[arg-type]
+                                              description="judge: backend spec or 'oracle' (repeat for several "
+                                              "judges; default: oracle)")
+    judge_mode: Literal["generate", "score"] = Field("generate", description="generate: parse 'Dialog X is better' "
+                                                     "/ 'Tie'; score: most likely option")
+    turns: int = Field(3, ge=1, description="assistant turns per dialog")
+    system_prompt: str | None = Field(None, description="system prompt of the models playing dialogs")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    per_turn: bool = False  # also judge replies of every model to the same user turns
-    bootstrap: int = Field(2000, ge=100)
-    seed: int = 0
-    title: str = "Model comparison"
-    cache: str | None = None  # SQLite response cache for every backend given as a spec string
+    per_turn: bool = Field(False, description="also judge every model's reply to the same user turns")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples")
+    seed: int = Field(0, description="random seed for sampling and the bootstrap")
+    title: str = Field("Model comparison", description="report title")
+    cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
+                                "else the cores not busy now, at least 1)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,19 +211,24 @@ async def judge_all(judges: Sequence[PairwiseJudge], tasks: Sequence[PairTask], 
     keys = {id(j): [task_key(j.name, t) for t in tasks] for j in judges}
     todo = {id(j): [(k, t) for k, t in zip(keys[id(j)], tasks, strict=True) if k not in done] for j in judges}
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="judging", unit="verdict", disable=not progress)
+    from sage_dialog.backends import progress as ticks
+
+    meter = ticks.Meter(bar)
     try:
-        for j in judges:
-            mine = todo[id(j)]
-            for i in range(0, len(mine), chunk):
-                part = mine[i:i + chunk]
-                verdicts = await j.compare([t for _, t in part])
-                if len(verdicts) != len(part):
-                    raise RuntimeError(f"judge {j.name} returned {len(verdicts)} verdicts for {len(part)} tasks")
-                for (k, _), v in zip(part, verdicts, strict=True):
-                    v = v.model_copy(update={"judge": j.name})
-                    done[k] = v
-                    journal.append({"key": k, "verdict": v.model_dump(mode="json", exclude_none=True)})
-                bar.update(len(part))
+        with ticks.listen(meter):  # the postfix moves with every request and token inside a chunk
+            for j in judges:
+                mine = todo[id(j)]
+                for i in range(0, len(mine), chunk):
+                    part = mine[i:i + chunk]
+                    verdicts = await j.compare([t for _, t in part])
+                    if len(verdicts) != len(part):
+                        raise RuntimeError(f"judge {j.name} returned {len(verdicts)} verdicts for {len(part)} tasks")
+                    for (k, _), v in zip(part, verdicts, strict=True):
+                        v = v.model_copy(update={"judge": j.name})
+                        done[k] = v
+                        journal.append({"key": k, "verdict": v.model_dump(mode="json", exclude_none=True)})
+                    bar.update(len(part))
+        meter.close()
     finally:
         bar.close()
         journal.close()
@@ -310,12 +322,15 @@ async def arun_compare(
     title: str = "Model comparison",
     config: dict[str, Any] | None = None,
     progress: bool = True,
+    ledger: Any = None,
 ) -> Report:
     """Judge every pair of models on every shared seed, in both orders, by every judge; report.
 
     ``dialogs_by_model`` are matched by seed (``meta.seed`` or the first user turn); tags are
     stripped before judging. With ``turn_backends`` (model name -> backend, same names), the
     per-turn mode runs too: each model replies to the user turns of the first model's dialogs.
+    ``ledger`` (a :class:`~sage_dialog.backends.ledger.Ledger` the backends were tracked by) puts the
+    stage's usage, tokens/s included, into the manifest.
     """
     if len(dialogs_by_model) < 2:
         raise UserError(f"compare: need at least two models, got {len(dialogs_by_model)}")
@@ -348,8 +363,9 @@ async def arun_compare(
                           title=title)
     (out / "verdicts.partial.jsonl").unlink(missing_ok=True)
     io.finish_manifest(manifest, out, outputs=[str(p.relative_to(out)) for p in sorted(out.rglob("*")) if p.is_file()],
-                       summary={"models": models, "seeds": len(seeds), "verdicts": len(verdicts),
-                                "judges": [j.name for j in judges]})
+                       summary={"models": models, "seeds": len(seeds), **report.verdict_counts(),
+                                "judges": [j.name for j in judges]},
+                       usage=ledger.to_dict()["totals"] if ledger is not None else {})
     return report
 
 
@@ -388,7 +404,10 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
     dialogs_by_model: dict[str, list[Dialog]] = {}
     for name in names:
         dialogs_by_model[name] = read_dialogs(cfg.dialogs[name]) if name in cfg.dialogs else []
-    pool = BackendPool(cfg.cache)
+    from sage_dialog.backends.ledger import Ledger
+
+    ledger = Ledger("compare")
+    pool = BackendPool(cfg.cache, ledger=ledger)
     try:
         backends = {name: pool.get(spec) for name, spec in cfg.models.items()}
         judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
@@ -400,10 +419,25 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
 
             persona = load_prompt(cfg.user_persona) if cfg.user_persona else None
             user = make_user(cfg.user, pool, persona=persona, seed=cfg.seed)
-            for name, be in backends.items():
-                dialogs_by_model[name] = await play_dialogs(be, user, seeds, turns=cfg.turns,
-                                                            sampling=cfg.sampling.params(),
-                                                            system_prompt=cfg.system_prompt, seed=cfg.seed)
+            from tqdm import tqdm
+
+            from sage_dialog.backends import progress as ticks
+
+            # progress per assistant reply, and per request and token inside a slow reply round
+            bar = tqdm(total=len(backends) * len(seeds) * cfg.turns, desc="dialogs", unit="reply",
+                       disable=not progress)
+            meter = ticks.Meter(bar)
+            try:
+                with ticks.listen(meter):
+                    for name, be in backends.items():
+                        bar.set_description(f"dialogs {name}")
+                        dialogs_by_model[name] = await play_dialogs(be, user, seeds, turns=cfg.turns,
+                                                                    sampling=cfg.sampling.params(),
+                                                                    system_prompt=cfg.system_prompt, seed=cfg.seed,
+                                                                    on_replies=bar.update)
+                meter.close()
+            finally:
+                bar.close()
         turn_backends = None
         if cfg.per_turn:
             if set(backends) != set(names):
@@ -412,13 +446,23 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
         return await arun_compare(dialogs_by_model, judges, cfg.out, turn_backends=turn_backends,
                                   sampling=cfg.sampling.params(), system_prompt=cfg.system_prompt,
                                   n_boot=cfg.bootstrap, seed=cfg.seed, title=cfg.title,
-                                  config=cfg.model_dump(mode="json"), progress=progress)
+                                  config=cfg.model_dump(mode="json"), progress=progress, ledger=ledger)
     finally:
         await pool.aclose()
 
 
+def usage_of(out_dir: str | Path) -> dict[str, Any]:
+    """Tokens/s of a finished compare folder, from its manifest (empty when nothing was generated)."""
+    speed = io.read_json(Path(out_dir) / "manifest.json").get("usage", {}).get("tokens_per_s")
+    return {"tokens_per_s": speed} if speed is not None else {}
+
+
 def run(cfg: CompareConfig, *, progress: bool = True) -> Report:
     """Run the compare stage from a config; returns the :class:`~sage_dialog.stages.compare.report.Report`."""
+    if cfg.threads is not None:
+        from sage_dialog.core import threads
+
+        threads.apply(cfg.threads)
     return asyncio.run(_arun(cfg, progress))
 
 

@@ -55,6 +55,11 @@ class Report:
                 return p
         raise KeyError((a, b, unit))
 
+    def verdict_counts(self) -> dict[str, int]:
+        """Verdicts over every pair and unit: in all, parsed, unparsed, and ties among the parsed."""
+        n, unparsed = sum(p.verdicts for p in self.pairs), sum(p.unparsed for p in self.pairs)
+        return {"verdicts": n, "parsed": n - unparsed, "unparsed": unparsed, "ties": sum(p.ties for p in self.pairs)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
@@ -116,9 +121,19 @@ def _by_judge(verdicts: Sequence[Verdict], n_boot: int, seed: int) -> dict[str, 
             for j in names}
 
 
+NO_DATA = "no parsed verdicts"
+
+
+def win_rate_text(p: stats.PairStats) -> tuple[str, str]:
+    """The win rate and its interval as shown, or "no parsed verdicts" and "–" when nothing parsed."""
+    if p.parsed == 0:
+        return NO_DATA, "–"
+    return _pct(p.win_rate), f"{_pct(p.ci_low)} – {_pct(p.ci_high)}"
+
+
 def _judge_rows(rep: Report) -> list[list[Any]]:
-    return [[j, f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
-             f"{_pct(p.ci_low)} – {_pct(p.ci_high)}"] for j, ps in rep.by_judge.items() for p in ps]
+    return [[j, f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, *win_rate_text(p)]
+            for j, ps in rep.by_judge.items() for p in ps]
 
 
 _JUDGE_HEAD = ["judge", "pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI"]
@@ -180,22 +195,20 @@ def render_markdown(rep: Report, title: str) -> str:
     lines += md_table(
         ["pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI", "consensus A/B/M (of seeds)",
          "length-controlled win rate"],
-        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
-          f"{_pct(p.ci_low)} – {_pct(p.ci_high)}",
+        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, *win_rate_text(p),
           f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M} ({p.consensus.labels})",
           (f"{_pct(p.length_controlled.win_rate)} [{_pct(p.length_controlled.ci_low)} – "
            f"{_pct(p.length_controlled.ci_high)}]") if p.length_controlled else "–"]
          for p in rep.pairs])
     lines.append("")
     if rep.ranking:
-        r = rep.ranking
         lines += ["## Ranking (Bradley-Terry)", "",
-                  "Strength on the log-odds scale (mean 0); expected win rate against an average model.", ""]
-        order = sorted(range(len(r.models)), key=lambda i: r.rank[i])
-        lines += md_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
-                           [[r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
-                             f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])] for i in order])
+                  "Strength on the log-odds scale (mean 0); expected win rate against an average model. Rank "
+                  "ranges overlap where the strength intervals overlap.", ""]
+        lines += md_table(_RANK_HEAD, _rank_rows(rep.ranking))
         lines.append("")
+    elif len(rep.models) > 2:
+        lines += ["## Ranking (Bradley-Terry)", "", f"No ranking: {NO_DATA}.", ""]
     lines += ["## Judges", "",
               "Order consistency: with both orders parsed, how often the winner stays the same and how often "
               "swapping the dialogs flips it. First-shown rate: how often a decisive verdict picks the dialog "
@@ -233,6 +246,21 @@ def render_markdown(rep: Report, title: str) -> str:
         lines += md_table(["model", "task", "metric", "value", "stderr"], eval_rows(rep.evals))
         lines.append("")
     return "\n".join(lines)
+
+
+_RANK_HEAD = ["rank", "model", "strength", "95% CI", "rank range", "expected win rate"]
+
+
+def _rank_rows(r: stats.Ranking) -> list[list[Any]]:
+    order = sorted(range(len(r.models)), key=lambda i: (r.rank[i], i))
+    rows: list[list[Any]] = []
+    for i in order:
+        if math.isnan(r.theta[i]):
+            rows.append(["–", r.models[i], NO_DATA, "–", f"{r.rank_low[i]}–{r.rank_high[i]}", "–"])
+        else:
+            rows.append([r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
+                         f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])])
+    return rows
 
 
 def eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
@@ -373,10 +401,11 @@ def render_html(rep: Report, title: str) -> str:
     dialog_pairs = [p for p in rep.pairs if p.unit == "dialog"] or rep.pairs
     cards = []
     for p in dialog_pairs[:6]:
+        rate, ci = win_rate_text(p)
         cards.append(f'<div class="card"><div>{_e(p.model_a)} vs {_e(p.model_b)}</div>'
-                     f'<div class="big">{_pct(p.win_rate)}</div>'
-                     f'<div class="sub">95% CI {_pct(p.ci_low)} – {_pct(p.ci_high)}; '
-                     f'{p.seeds} seeds, {p.verdicts} verdicts</div></div>')
+                     f'<div class="big">{_e(rate)}</div>'
+                     f'<div class="sub">95% CI {_e(ci)}; '
+                     f'{p.seeds} seeds, {p.verdicts} verdicts ({p.unparsed} unparsed)</div></div>')
     body.append(f'<div class="cards">{"".join(cards)}</div>')
 
     body.append('<h2 id="win-rates">Win rates</h2>')
@@ -398,23 +427,25 @@ def render_html(rep: Report, title: str) -> str:
                             title="Consensus over judges and orders"))
     body.append(_html_table(
         ["pair", "unit", "win", "tie", "loss", "unparsed", "win rate", "95% CI", "consensus A/B/M", "no consensus"],
-        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, _pct(p.win_rate),
-          f"{_pct(p.ci_low)} – {_pct(p.ci_high)}", f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M}",
+        [[f"{p.model_a} vs {p.model_b}", p.unit, p.wins, p.ties, p.losses, p.unparsed, *win_rate_text(p),
+          f"{p.consensus.A}/{p.consensus.B}/{p.consensus.M}",
           p.consensus.disagreed] for p in rep.pairs]))
 
     if rep.ranking:
         r = rep.ranking
-        order = sorted(range(len(r.models)), key=lambda i: r.rank[i])
+        order = sorted(range(len(r.models)), key=lambda i: (r.rank[i], i))
         span = max([abs(v) for v in r.ci_low + r.ci_high if not math.isnan(v)] + [1.0])
         body.append('<h2 id="ranking">Ranking</h2>')
         body.append('<p class="note">Bradley-Terry strengths (log-odds, mean 0) with 95% bootstrap intervals over '
-                    'seeds; a model one unit stronger wins about 73% against the other.</p>')
+                    'seeds; a model one unit stronger wins about 73% against the other. Rank ranges overlap where '
+                    'the intervals overlap.</p>')
         body.append(forest_svg([(f"#{r.rank[i]} {r.models[i]}", r.theta[i], r.ci_low[i], r.ci_high[i]) for i in order],
                                lo=-span * 1.1, hi=span * 1.1, ref=0.0, fmt="num",
                                title="Bradley-Terry strength, 95% CI"))
-        body.append(_html_table(["rank", "model", "strength", "95% CI", "rank range", "expected win rate"],
-                                [[r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
-                                  f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])] for i in order]))
+        body.append(_html_table(_RANK_HEAD, _rank_rows(r)))
+    elif len(rep.models) > 2:
+        body.append('<h2 id="ranking">Ranking</h2>')
+        body.append(f'<p class="note">No ranking: {NO_DATA}.</p>')
 
     body.append('<h2 id="judges">Judges</h2>')
     body.append('<p class="note">Order consistency: the same pair judged in both orders. A consistent judge names the '

@@ -13,6 +13,10 @@ seed, one pair of models) and returns plain dataclasses that serialise to JSON (
   stratified by which dialog is longer, because LLM judges like long answers;
 * :func:`bradley_terry` - a ranking of more than two models with bootstrap intervals.
 
+No estimate without data: a pair with no parsed verdict has no win rate (NaN, shown as "no parsed
+verdicts"), there is no ranking without parsed verdicts, a model without any has no strength, and
+two models share ranks in their rank ranges whenever their strength intervals overlap.
+
 Bootstraps resample *seeds* (clusters), not verdicts: the verdicts of one seed (both orders,
 several judges) are not independent, and treating them as such would make intervals too narrow.
 """
@@ -221,6 +225,11 @@ class PairStats:
     consensus: Consensus
     length_controlled: LengthControlled | None = None
 
+    @property
+    def parsed(self) -> int:
+        """Verdicts that said something (win, tie or loss); the win rate rests on these alone."""
+        return self.verdicts - self.unparsed
+
 
 def _letter(v: Verdict) -> str:
     return {"a": "A", "b": "B"}.get(v.winner or "", "M")
@@ -353,7 +362,13 @@ def judge_consistency(verdicts: Iterable[Verdict], *, n_boot: int = 1000, seed: 
 
 @dataclass
 class Ranking:
-    """Bradley-Terry strengths (log scale, mean 0) with bootstrap intervals and rank intervals."""
+    """Bradley-Terry strengths (log scale, mean 0) with bootstrap intervals and rank intervals.
+
+    ``rank`` is shared by equal strengths; the rank range of a model runs from 1 + the number of models
+    whose interval lies wholly above its own to the number of models whose interval does not lie
+    wholly below it, so overlapping intervals give overlapping ranges. A model without parsed
+    verdicts has NaN strength and interval and the full range.
+    """
 
     models: list[str]
     theta: list[float]
@@ -363,6 +378,23 @@ class Ranking:
     rank_low: list[int]
     rank_high: list[int]
     expected_win_rate: list[float]  # against an average opponent (theta 0)
+    parsed: list[int] = field(default_factory=list)  # parsed verdicts each model took part in
+
+
+def rank_ranges(low: Sequence[float], high: Sequence[float]) -> tuple[list[int], list[int]]:
+    """Rank intervals from strength intervals (higher = better): rank 1 is the strongest.
+
+    A model ranks no better than 1 + the models surely stronger (their low end above its high end)
+    and no worse than the models not surely weaker. NaN intervals overlap everything.
+    """
+    k = len(low)
+
+    def above(j: int, i: int) -> bool:  # j surely stronger than i
+        return not (math.isnan(low[j]) or math.isnan(high[i])) and low[j] > high[i]
+
+    lo = [1 + sum(above(j, i) for j in range(k) if j != i) for i in range(k)]
+    hi = [k - sum(above(i, j) for j in range(k) if j != i) for i in range(k)]
+    return lo, hi
 
 
 def bt_fit(models: Sequence[str], wins: np.ndarray, *, prior: float = 0.1, iters: int = 500) -> np.ndarray:
@@ -403,9 +435,12 @@ def _win_matrix(models: Sequence[str], verdicts: Sequence[Verdict]) -> np.ndarra
 
 def bradley_terry(
     models: Sequence[str], verdicts: Iterable[Verdict], *, n_boot: int = 500, seed: int = 0, level: float = 0.95
-) -> Ranking:
-    """Fit Bradley-Terry on all parsed verdicts; intervals by resampling seeds."""
-    vs = list(verdicts)
+) -> Ranking | None:
+    """Fit Bradley-Terry on all parsed verdicts; intervals by resampling seeds. None without a parsed verdict."""
+    vs = [v for v in verdicts if v.winner is not None and v.model_a in models and v.model_b in models]
+    if not vs:
+        return None
+    parsed = [sum(m in (v.model_a, v.model_b) for v in vs) for m in models]
     theta = bt_fit(models, _win_matrix(models, vs))
     by_seed: dict[str, list[Verdict]] = defaultdict(list)
     for v in vs:
@@ -417,16 +452,15 @@ def bradley_terry(
     for b in range(n_boot):
         counts = np.bincount(rng.integers(0, len(per_seed), size=len(per_seed)), minlength=len(per_seed))
         boot[b] = bt_fit(models, np.tensordot(counts, per_seed, axes=1))
-    lo = [percentile_interval(boot[:, i], level)[0] for i in range(len(models))]
-    hi = [percentile_interval(boot[:, i], level)[1] for i in range(len(models))]
-    # rank 1 = strongest; ranks per bootstrap replicate give the rank interval
-    ranks = (-boot).argsort(axis=1).argsort(axis=1) + 1
-    rank = list((-theta).argsort().argsort() + 1)
-    q = (1 - level) / 2
+    has = [n > 0 for n in parsed]  # a model never judged has only the prior: no estimate
+    th = [float(t) if h else math.nan for t, h in zip(theta, has, strict=True)]
+    lo = [percentile_interval(boot[:, i], level)[0] if has[i] else math.nan for i in range(len(models))]
+    hi = [percentile_interval(boot[:, i], level)[1] if has[i] else math.nan for i in range(len(models))]
+    # rank 1 = strongest; equal strengths share a rank (ties are not broken by model order)
+    rank = [1 + sum(th[j] > th[i] + 1e-9 for j in range(len(models)) if has[j]) if has[i] else len(models)
+            for i in range(len(models))]
+    rank_low, rank_high = rank_ranges(lo, hi)
     return Ranking(
-        models=list(models), theta=[float(t) for t in theta], ci_low=lo, ci_high=hi,
-        rank=[int(r) for r in rank],
-        rank_low=[int(np.floor(np.quantile(ranks[:, i], q))) for i in range(len(models))],
-        rank_high=[int(np.ceil(np.quantile(ranks[:, i], 1 - q))) for i in range(len(models))],
-        expected_win_rate=[_sigmoid(float(t)) for t in theta],
+        models=list(models), theta=th, ci_low=lo, ci_high=hi, rank=rank, rank_low=rank_low, rank_high=rank_high,
+        expected_win_rate=[_sigmoid(t) if not math.isnan(t) else math.nan for t in th], parsed=parsed,
     )

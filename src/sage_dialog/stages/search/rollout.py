@@ -7,7 +7,7 @@ one user-simulator call for every dialog's next user turn, so a batching backend
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingParams
 from sage_dialog.core import sac
@@ -34,8 +34,11 @@ def parse_assistant(text: str) -> Turn:
 
 
 async def play_dialogs(assistant: Backend, user: UserSimulator, seeds: list[str], *, turns: int,
-                       sampling: SamplingParams, system_prompt: str | None = None, seed: int = 0) -> list[Dialog]:
+                       sampling: SamplingParams, system_prompt: str | None = None, seed: int = 0,
+                       on_replies: Callable[[int], None] | None = None) -> list[Dialog]:
     """Play ``turns`` assistant turns from each seed utterance; return one dialog per seed, in order.
+
+    ``on_replies(k)`` is called after each round with the ``k`` assistant replies it added (progress).
 
     Every dialog ends with an assistant turn. Sampling seeds are derived from ``seed``, the seed's
     index and the turn, so a re-run asks the backend (and its cache) the very same requests.
@@ -52,6 +55,8 @@ async def play_dialogs(assistant: Backend, user: UserSimulator, seeds: list[str]
         results = await assistant.generate(reqs) if reqs else []
         for h, r in zip(histories, results, strict=True):
             h.append(parse_assistant(r.completions[0].text if r.completions else ""))
+        if on_replies is not None:
+            on_replies(len(results))
         if t == turns - 1:
             break
         replies = await user.reply(histories, [derive_seed(seed, "rollout-user", i, t) for i in range(len(histories))])
