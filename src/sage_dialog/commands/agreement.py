@@ -28,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.io import check_paths
     from sage_dialog.stages import agreement
 
-    check_paths(inputs=[args.a, args.b], files=[args.output])
+    check_paths(inputs=[args.a, args.b], files=[getattr(args, "output", None)])  # unset flags are absent
     agreement.run(config_from_args(agreement.AgreementConfig, args))
     return 0
