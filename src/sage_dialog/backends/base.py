@@ -369,6 +369,17 @@ _PROVIDERS: dict[str, str] = {
 _MODEL_OPTIONAL = {"mock"}
 
 
+# wraps a backend in the response cache; set by the package (``backends/__init__.py``) so that this
+# module, which the cache builds on, never imports the cache (no import cycle)
+_cache_wrapper: Callable[[Backend, str], Backend] | None = None
+
+
+def set_cache_wrapper(wrap: Callable[[Backend, str], Backend]) -> None:
+    """Install the function :func:`load_backend` wraps a backend with when a cache is configured."""
+    global _cache_wrapper
+    _cache_wrapper = wrap
+
+
 def register_provider(name: str, target: str | Callable[..., Backend]) -> None:
     """Register a provider as ``"module:Class"`` (imported lazily) or a factory callable."""
     _PROVIDERS[name] = target  # type: ignore[assignment]
@@ -404,7 +415,7 @@ def load_backend(cfg: str | BackendConfig, **overrides: Any) -> Backend:
             ) from None
     backend: Backend = target(model, **{**cfg.options, **overrides})
     if cfg.cache:
-        from sage_dialog.backends.cache import CachedBackend
-
-        backend = CachedBackend(backend, cfg.cache)
+        if _cache_wrapper is None:  # cannot happen: importing this module runs the package's __init__
+            raise RuntimeError("the response cache is not installed (sage_dialog.backends not initialised)")
+        backend = _cache_wrapper(backend, cfg.cache)
     return backend

@@ -184,7 +184,7 @@ class _Row:
 
 
 @dataclass
-class _GenPayload:
+class GenPayload:
     prompt: str
     sampling: SamplingParams
     first_sample: int
@@ -420,7 +420,7 @@ class HFBackend(Backend):
             parts = []
             for start in range(0, req.n, self.batch_size):
                 count = min(self.batch_size, req.n - start)
-                payload = _GenPayload(prompt, req.sampling, offset + start, count)
+                payload = GenPayload(prompt, req.sampling, offset + start, count)
                 fut = self._batcher.submit(payload, count)
                 # a cancelled caller (client gone, timeout) stops its rows at the next token
                 fut.add_done_callback(_cancel_on_cancelled(payload.cancel))
@@ -440,7 +440,7 @@ class HFBackend(Backend):
             raise
         return out
 
-    def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
+    def _run_generate(self, payloads: list[GenPayload]) -> list[tuple[int, list[Completion]]]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 

@@ -99,9 +99,9 @@ def load_action_set(spec: str | Sequence[Tags | dict[str, Any]]) -> list[Tags]:
     if not isinstance(spec, str):
         acts = [a if isinstance(a, Tags) else Tags.model_validate(a) for a in spec]
     elif spec == "sandbox":
-        from sage_dialog.sandbox import world  # the offline world's six actions
+        from sage_dialog.roles.factory import oracle_provider  # the offline world's six actions (a plug-in)
 
-        acts = [Tags(motivation=a.motivation, emotion=a.emotion) for a in world.ACTIONS.values()]
+        acts = oracle_provider().actions()
     elif spec.endswith(".json") or spec.endswith(".jsonl"):
         acts = _read_action_file(Path(spec))
     else:
@@ -326,7 +326,7 @@ async def decide_latent(s: _SeedSearch, path: list[SearchNode], turn: int) -> Se
 
 async def run_decisions(s: _SeedSearch, decide: Any) -> list[SearchNode]:
     """One dialog per seed: ``decide`` picks each assistant turn, the user simulator answers."""
-    from sage_dialog.stages.search.search import BudgetExhausted
+    from sage_dialog.stages.search.budget import BudgetExhausted
 
     path = [s._add("user", s.seed_text, None, sampling={})]
     try:

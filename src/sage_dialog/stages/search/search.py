@@ -56,6 +56,7 @@ from sage_dialog.core.prompts import derive_seed
 from sage_dialog.core.schema import Dialog, SearchNode, SelectionDecision, Tags, Turn
 from sage_dialog.roles.protocols import SelectionTask, Selector, UserSimulator
 from sage_dialog.stages.search.actions import LatentConfig
+from sage_dialog.stages.search.budget import BudgetExhausted
 from sage_dialog.stages.search.rollout import assistant_messages, parse_assistant
 from sage_dialog.stages.search.tree import best_path, node_turn, path_dialog, write_tree
 
@@ -198,10 +199,6 @@ class _Beam:
     @property
     def value(self) -> float:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
-
-
-class BudgetExhausted(Exception):
-    pass
 
 
 class _SeedSearch:
