@@ -106,6 +106,9 @@ def build_datasets(cfg: DPORunConfig) -> tuple[Any, Any | None]:
 
 def train_dpo(cfg: DPORunConfig) -> Path:
     """Run DPO (+ SFT term) from ``cfg.model`` on ``cfg.data``; return the output folder."""
+    out = Path(cfg.output_dir)
+    # data and output are checked before trl and the model (tens of seconds) load
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     from trl import DPOConfig, DPOTrainer
 
     if cfg.threads is not None:
@@ -113,9 +116,6 @@ def train_dpo(cfg: DPORunConfig) -> Path:
 
         threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
-    out = Path(cfg.output_dir)
-    # data and output are checked before the model (tens of seconds) loads
-    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg)
     manifest = new_manifest("train-dpo", cfg.model_dump(mode="json"), seed=cfg.train.seed,
