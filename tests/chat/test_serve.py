@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,11 +53,17 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
+    # drain the server's output as it comes: a full pipe (64 KiB of access log) would block its event loop
+    assert proc.stdout is not None
+    drain = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    drain.start()
     try:
         deadline = time.time() + 120
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                drain.join(timeout=5)
+                raise AssertionError(f"server exited: {''.join(lines)}")
             try:
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                     break
@@ -73,9 +80,11 @@ def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log = proc.stdout.read() if proc.stdout else ""
+        drain.join(timeout=10)
+        log = "".join(lines)
         assert "401" in log  # the refusals were logged...
         assert TOKEN not in log  # ...but never the token
+        assert "Logging error" not in log and "Traceback" not in log  # every access line formats
 
 
 def test_token_required(server) -> None:
@@ -217,3 +226,40 @@ def test_openai_sdk_surface(server) -> None:
             model="sage-tiny", messages=user, tools=[{"type": "function", "function": {"name": "f"}}]
         )  # type: ignore[arg-type,list-item]
     assert e.value.status_code == 400 and "tool" in str(e.value)
+
+
+def test_logprobs_of_the_reply(server) -> None:
+    """logprobs / top_logprobs come from the hf backend's own distribution, for the reply's tokens."""
+    base, _, _ = server
+    client = OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+    user = [{"role": "user", "content": "I failed my exam"}]
+    r = client.chat.completions.create(
+        model="sage-tiny",
+        messages=user,
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,  # type: ignore[arg-type]
+    )
+    ch = r.choices[0]
+    assert ch.logprobs is not None and ch.logprobs.content
+    assert len(ch.logprobs.content) <= 4
+    for tok in ch.logprobs.content:
+        assert tok.logprob <= 0 and len(tok.top_logprobs) == 2
+        assert (
+            abs(tok.logprob - tok.top_logprobs[0].logprob) < 1e-4
+        )  # greedy: the chosen token is the top one
+    assert "".join(t.token for t in ch.logprobs.content).strip() == ch.message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="sage-tiny",
+            messages=user,
+            max_tokens=4,
+            logprobs=True,
+            stream=True,  # type: ignore[arg-type]
+        )
+    )
+    assert any(c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content for c in chunks)
+    legacy = client.completions.create(model="sage-tiny", prompt="I failed my exam", max_tokens=3, logprobs=1)
+    lp = legacy.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs and all(x <= 0 for x in lp.token_logprobs)

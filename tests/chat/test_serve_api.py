@@ -1,20 +1,19 @@
 """The server's OpenAI surface through the real openai SDK against the real app on 127.0.0.1.
 
-The model is a scripted SAC writer (a clearly named stand-in for a trained model: it writes fixed tags
-then a reply, continuing any prefill, one token per word) so the text carries real tag blocks, which a
+The model is the ``mock:`` backend scripted as a SAC writer (a stand-in for a trained model: it writes
+fixed tags then a reply, continuing any prefill, one token per word) so the text carries real tag blocks, which a
 random tiny model never writes; the server, uvicorn, HTTP and the SDK are all real. Each case in
 ``hostile_requests.jsonl`` is one abusive request with the status and message it must get.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import httpx
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, ChatStream, Completion
+from sage_dialog.backends.base import ChatRequest
+from sage_dialog.backends.mock import MockBackend
 from sage_dialog.interact.serve import ServeLimits, create_app
 
 STATE = "{u_motivation: sharing news, u_emotion: happy, u_topic: [exam]}"
@@ -32,53 +32,22 @@ FULL = f"{STATE} {ACTION} {REPLY}"
 CASES = Path(__file__).parent / "hostile_requests.jsonl"
 
 
-class ScriptedSacModel(Backend):
-    """Continues ``FULL`` from the prefill; a token is a word (so ``max_tokens`` cuts by words)."""
+def _continue_full(request: ChatRequest, index: int) -> str:
+    """A stand-in for a trained SAC model: continues ``FULL`` from the prefill (mock: counts words)."""
+    pre = request.prefill or ""
+    if request.json_schema is not None:
+        return json.dumps({"answer": REPLY})
+    if FULL.startswith(pre):
+        return FULL[len(pre) :]
+    if pre.endswith("} "):
+        return REPLY
+    return "a_topic: [exam]} more"
 
-    provider = "scripted"
-    supports_json_schema = True
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        super().__init__("sac")
-        self.requests: list[ChatRequest] = []
-        self.delay_s = delay_s
-        self.cancelled = 0
-
-    def _continue(self, r: ChatRequest) -> Completion:
-        pre = r.prefill or ""
-        if r.json_schema is not None:
-            text = json.dumps({"answer": REPLY})
-        elif FULL.startswith(pre):
-            text = FULL[len(pre) :]
-        elif pre.endswith("} "):
-            text = REPLY
-        else:
-            text = "a_topic: [exam]} more"
-        for s in r.sampling.stop:
-            text = text.split(s, 1)[0]
-        words = text.split(" ")
-        cut = len(words) > r.sampling.max_tokens
-        return Completion(
-            " ".join(words[: r.sampling.max_tokens]),
-            "length" if cut else "stop",
-            min(len(words), r.sampling.max_tokens),
-        )
-
-    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        self.requests.extend(requests)
-        try:
-            await asyncio.sleep(self.delay_s)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        return [ChatResult([self._continue(r) for _ in range(r.n)], tokens_in=7) for r in requests]
-
-    async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
-        comp = self._continue(request)
-        out.tokens_in = 7
-        out.completion = comp
-        for w in comp.text.split(" "):
-            yield w + " "
+def scripted_sac_model() -> MockBackend:
+    m = MockBackend(label="sac", fn=_continue_full, streaming=True)
+    m.supports_json_schema = True  # type: ignore[attr-defined]  # as vllm:/openai: structured modes
+    return m
 
 
 def _free_port() -> int:
@@ -107,12 +76,12 @@ def _start(app: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def scripted() -> ScriptedSacModel:
-    return ScriptedSacModel()
+def scripted() -> MockBackend:
+    return scripted_sac_model()
 
 
 @pytest.fixture(scope="module")
-def base(scripted: ScriptedSacModel) -> Iterator[str]:
+def base(scripted: MockBackend) -> Iterator[str]:
     limits = ServeLimits(max_request_bytes=20_000, max_prompt_tokens=500, max_completion_tokens=64)
     yield from _start(create_app(scripted, model_name="sage", limits=limits))
 
@@ -146,10 +115,10 @@ def test_small_max_tokens_streamed(base: str) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == "That is"
     assert "{" not in text
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 7
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
 
 
-def test_response_format_goes_to_the_structured_mode(base: str, scripted: ScriptedSacModel) -> None:
+def test_response_format_goes_to_the_structured_mode(base: str, scripted: MockBackend) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     r = _client(base).chat.completions.create(
         model="sage",
@@ -157,7 +126,7 @@ def test_response_format_goes_to_the_structured_mode(base: str, scripted: Script
         response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
     )
     assert json.loads(r.choices[0].message.content or "") == {"answer": REPLY}
-    assert scripted.requests[-1].json_schema == schema
+    assert scripted.history[-1].json_schema == schema
     with pytest.raises(BadRequestError, match="sage_steer"):
         _client(base).chat.completions.create(
             model="sage",
@@ -174,7 +143,7 @@ def test_models_retrieve_and_completions(base: str) -> None:
         client.models.retrieve("gpt-4")
     r = client.completions.create(model="sage", prompt="I passed my exam!", max_tokens=4)
     assert r.choices[0].text == "That is wonderful news,"
-    assert r.usage is not None and r.usage.prompt_tokens == 7
+    assert r.usage is not None and r.usage.prompt_tokens > 0
 
 
 def test_unsupported_features_are_refused_not_ignored(base: str) -> None:
@@ -210,3 +179,40 @@ def test_hostile_request(base: str, case: dict[str, Any]) -> None:
     err = r.json()["error"]
     assert case["says"] in err["message"]
     assert "Traceback" not in r.text
+
+
+def test_cli_defaults_are_the_servers() -> None:
+    from sage_dialog.commands.serve import LIMIT_DEFAULTS
+
+    d = ServeLimits()
+    for name in ServeLimits.__dataclass_fields__:
+        assert getattr(LIMIT_DEFAULTS, name) == getattr(d, name), name
+
+
+def test_lm_eval_local_chat_completions_against_serve(base: str) -> None:
+    """lm-eval's API model (which needs tenacity, in the eval extra) talks to serve out of the box."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.api_models import JsonChatStr
+    from lm_eval.models.openai_completions import LocalChatCompletion
+
+    lm = LocalChatCompletion(base_url=f"{base}/v1/chat/completions", model="sage", max_retries=1)
+    msgs = [{"role": "user", "content": "I passed my exam!"}]
+    req = Instance(
+        "generate_until",
+        doc={},
+        arguments=(JsonChatStr(json.dumps(msgs)), {"until": ["!"], "max_gen_toks": 20}),
+        idx=0,
+    )
+    assert lm.generate_until([req], disable_tqdm=True) == ["That is wonderful news, well done on the exam"]
+
+
+def test_a_returned_message_goes_back_into_the_history_as_it_is(base: str) -> None:
+    """A returned message dumped whole (``message.model_dump()``, as litellm-style clients keep
+    history) carries ``refusal``, ``tool_calls``, ``audio``... as null: accepted, not 400."""
+    client = _client(base)
+    msgs: list[Any] = [{"role": "user", "content": "I passed my exam!"}]
+    r = client.chat.completions.create(model="sage", messages=msgs, max_tokens=3)
+    msgs += [r.choices[0].message.model_dump(), {"role": "user", "content": "thanks"}]
+    r2 = client.chat.completions.create(model="sage", messages=msgs, max_tokens=3)
+    assert r2.choices[0].message.content

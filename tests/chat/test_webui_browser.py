@@ -84,6 +84,7 @@ def test_send_edit_latent_regenerate_keep(webui: tuple[str, Path]) -> None:
             page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
             page.goto(base)
             expect = sync_api.expect
+            expect.set_options(timeout=120_000)  # generation on a busy 2-core box can take longer than 5 s
 
             # send a message: the reply appears and the side panel shows the latent read/chosen
             page.locator("#msg textarea").fill("I failed my exam again.")
@@ -99,6 +100,14 @@ def test_send_edit_latent_regenerate_keep(webui: tuple[str, Path]) -> None:
             expect(page.locator("#latent")).to_contain_text("motivation joke · emotion playful · topics exam")
             expect(page.locator("#latent")).to_contain_text("steered:")
             expect(page.locator("#status")).to_contain_text("Candidate 2 of 2")
+
+            # the earlier candidate is still there: step back to it and forward again
+            page.locator("#cand-prev").click()
+            expect(page.locator("#status")).to_contain_text("Candidate 1 of 2")
+            expect(page.locator("#latent")).not_to_contain_text("steered:")
+            page.locator("#cand-next").click()
+            expect(page.locator("#status")).to_contain_text("Candidate 2 of 2")
+            expect(page.locator("#latent")).to_contain_text("motivation joke · emotion playful · topics exam")
 
             # keep it: the preference file appears with the kept reply as chosen
             page.locator("#keep").click()

@@ -85,7 +85,7 @@ def test_report_opens_in_headless_chromium_and_shows_its_plots(tmp_path: Path) -
             assert page.title() == "Three models"
             assert requests == [url]  # nothing else fetched: no CDN, fonts or images
             assert errors == []
-            svgs = page.locator("svg.plot")
+            svgs = page.locator("svg.plot.wide")
             assert svgs.count() == 8  # win rates, verdict split, consensus, ranking, judges x2, length x2
             for i in range(svgs.count()):
                 box = svgs.nth(i).bounding_box()
@@ -97,11 +97,52 @@ def test_report_opens_in_headless_chromium_and_shows_its_plots(tmp_path: Path) -
                 b = first.locator("circle.est").nth(i).bounding_box()
                 assert b is not None and b["width"] > 5
             assert first.locator("line.ci").count() == 3
-            ranking = page.locator("#ranking + p + svg.plot")
+            ranking = page.locator("#ranking + p + svg.plot.wide")
             assert ranking.locator("circle.est").count() == 3
             assert "#1 sage <dpo>" in (ranking.text_content() or "")
             assert page.locator("svg.plot rect.bar").count() > 10
             png = page.screenshot(full_page=True)
             assert len(png) > 20_000  # a rendered page with plots, not a blank one
+        finally:
+            browser.close()
+
+
+# the smallest rendered size (px) of any plot text, counting the SVG's scaling to the screen
+_MIN_TEXT_PX = """() => {
+  const sizes = [];
+  for (const svg of document.querySelectorAll('svg.plot')) {
+    const box = svg.getBoundingClientRect();
+    if (box.width === 0) continue;  // the drawing for the other screen size
+    const scale = box.width / svg.viewBox.baseVal.width;
+    for (const t of svg.querySelectorAll('text')) sizes.push(parseFloat(getComputedStyle(t).fontSize) * scale);
+  }
+  return [Math.min(...sizes), sizes.length];
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+def test_report_fits_a_phone_screen(tmp_path: Path) -> None:
+    """At 390 px (a phone) the page never scrolls sideways and plot text stays readable (>= 10 px)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    _three_model_run(tmp_path)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+            page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+            scroll_w, view_w = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+            assert scroll_w <= view_w == 390
+            smallest, n_texts = page.evaluate(_MIN_TEXT_PX)
+            assert n_texts > 30 and smallest >= 10, smallest
+            shown = page.locator("svg.plot.narrow")
+            assert shown.count() == 8
+            for i in range(8):
+                box = shown.nth(i).bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+            # every plot label lies inside the screen
+            right = page.evaluate("() => Math.max(...[...document.querySelectorAll('svg.narrow text.lbl')]"
+                                  ".map(t => t.getBoundingClientRect().right))")
+            assert right <= 390
         finally:
             browser.close()

@@ -173,7 +173,6 @@ def test_dialog_schema_fixes_count_order_and_role_sets() -> None:
     assert "text" in first["required"] and first["additionalProperties"] is False
 
 
-@pytest.mark.slow
 def test_annotate_tiny_model_closed_sets_are_valid_by_construction(tmp_path: Path, tiny_model: Path) -> None:
     """The random tiny model writes garbage unconstrained; with closed label sets and the hf
     backend's constrained decoding every label it gives is valid, first time."""

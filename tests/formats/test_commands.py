@@ -104,4 +104,5 @@ def test_chain_warns_about_untagged_dialogs(tmp_path: Path, capsys: pytest.Captu
     assert main(["convert", str(FIX / "raw.json"), str(jl)]) == 0
     assert main(["chain", str(jl), str(tmp_path / "c.jsonl")]) == 0
     err = capsys.readouterr().err
-    assert "warning: " in err and "2 of 2 dialogs have no user tags to chain (identity_1, identity_2)" in err
+    # raw dialogs carry no tags at all: chaining keeps them plain and says so, naming them
+    assert "warning: " in err and "2 of 2 dialogs carry no tags and stay plain (identity_1, identity_2)" in err

@@ -22,7 +22,7 @@ def test_the_original_runs_config_builds_every_stage() -> None:
     assert [s.name for s in build_stages(cfg)] == [
         "annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"]
     assert cfg.launcher and cfg.launcher[:2] == ["accelerate", "launch"]
-    assert cfg.search.config["candidates"] == 4 and cfg.search.config["turns"] == 8
+    assert cfg.search.config.candidates == 4 and cfg.search.config.turns == 8
 
 
 def test_the_real_model_quickstart_builds_every_stage() -> None:
@@ -50,7 +50,7 @@ def test_a_typo_in_a_stage_section_names_the_section_and_field(tmp_path: Path,
     with pytest.raises(UserError, match=r"config section dpo: field dpo\.betta"):
         build_stages(cfg)
     assert main(["run", str(CONFIGS / "sage-original.yaml"), "search.config.turnz=3", f"run_dir={tmp_path}/r"]) == 2
-    assert "search.config: field turnz" in capsys.readouterr().err
+    assert "field search.config.turnz" in capsys.readouterr().err  # the file, then the dotted field
     assert not (tmp_path / "r").exists()
 
 

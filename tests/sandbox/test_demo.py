@@ -1,4 +1,5 @@
-"""The shortened demo end to end (slow): every stage runs and the improvement points the right way."""
+"""The shortened demo end to end (slow): every stage runs through the `run` path and the improvement
+points the right way; `run` on the shipped config gives the same table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.cli import main
-from sage_dialog.sandbox.demo import DemoConfig, bootstrap_mean, format_table
+from sage_dialog.sandbox.demo import DEMO_CONFIG, bootstrap_mean, format_table
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
@@ -20,16 +23,28 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
 
 def test_bad_settings_are_user_errors(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
-    assert "unknown demo setting" in capsys.readouterr().err
+    assert "no_such" in capsys.readouterr().err
+    assert main(["demo", "-o", str(tmp_path / "x"), "--set", "world.eval.no_such=1", "--list"]) == 2
+    assert "world.eval" in capsys.readouterr().err
     assert main(["demo", "-o", str(tmp_path / "x"), "--threads", "0"]) == 2
 
 
-def test_demo_refuses_a_folder_with_other_settings(tmp_path, capsys):
-    out = tmp_path / "d"
-    out.mkdir()
-    (out / "demo_config.json").write_text(json.dumps({**DemoConfig().model_dump(), "seed": 99}))
-    assert main(["demo", "-o", str(out)]) == 2
-    assert "other settings" in capsys.readouterr().err
+def test_the_shipped_config_is_the_demo_config_and_names_its_command():
+    shipped = (REPO / "configs" / "demo-sandbox.yaml").read_text()
+    assert shipped == DEMO_CONFIG.read_text()  # the package's copy (what `demo` runs) cannot drift
+    assert shipped.startswith("# sage-dialog run configs/demo-sandbox.yaml")
+
+
+def test_demo_and_run_build_the_same_stages(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "d"), "--list"]) == 0
+    demo = capsys.readouterr().out
+    assert main(["run", str(REPO / "configs" / "demo-sandbox.yaml"), f"run_dir={tmp_path / 'd'}", "--list"]) == 0
+    assert capsys.readouterr().out == demo
+    assert [line.split()[0] for line in demo.splitlines()] == [
+        "world", "annotate", "chain", "mix", "base", "sft", "search-r1", "prefs-r1", "sft-r1", "dpo", "evaluate"]
+
+
+STAGES = ("world", "annotate", "chain", "mix", "base", "sft", "search-r1", "prefs-r1", "sft-r1", "dpo", "evaluate")
 
 
 @pytest.mark.slow
@@ -37,7 +52,7 @@ def test_quick_demo_improves_on_m1(tmp_path: Path, capsys, monkeypatch):
     out = tmp_path / "demo"
     monkeypatch.chdir(tmp_path)  # a relative -o, as the README's main command gives it
     assert main(["demo", "-o", "demo", "--quick", "--no-progress"]) == 0
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "evaluate" / "results.json").read_text())
     m = res["models"]
     # the direction of the improvement (the full demo also asks for a 95% interval above zero)
     assert m["DPO"]["reward"] > m["M1"]["reward"]
@@ -47,16 +62,20 @@ def test_quick_demo_improves_on_m1(tmp_path: Path, capsys, monkeypatch):
     assert m["DPO"]["win_vs_m1"]["win_rate"] > 0.5
     assert res["steering"]["compliance"] >= 0.7
     assert res["annotation"]["all"] >= 0.99 and res["annotation"]["turns"] > 1000
-    # every stage left its artifacts, and the table was printed and written
-    for stage in ("corpus", "annotate", "chain", "mix", "sft", "search", "prefs", "rft", "dpo", "eval", "compare", "steer"):
-        assert (out / stage / ".done").exists(), stage
-    assert (out / "search" / "out" / "trees").is_dir() and (out / "prefs" / "pairs.jsonl").exists()
-    assert (out / "compare" / "out" / "report.html").exists()
-    table = (out / "results.md").read_text()
-    assert table == format_table(res) + "\n" and "| DPO |" in capsys.readouterr().out
-    # a second run on the same folder skips every stage
-    assert main(["demo", "-o", "demo", "--quick", "--no-progress"]) == 0
-    assert "skipped" in capsys.readouterr().err
+    # every stage finished through the stage runner, left its artifacts, and the table was printed
+    for stage in STAGES:
+        assert json.loads((out / stage / "manifest.json").read_text())["finished"], stage
+    assert not list(out.rglob(".done"))
+    assert (out / "search-r1" / "trees").is_dir() and (out / "prefs-r1" / "pairs.jsonl").exists()
+    assert (out / "evaluate" / "compare" / "report.html").exists()
+    table = (out / "evaluate" / "results.md").read_text()
+    printed = capsys.readouterr().out
+    assert table == format_table(res) + "\n" and table.rstrip("\n") in printed and "| DPO |" in printed
+    # a second run on the same folder skips every stage; `run` on the shipped config gives the same table
+    quick = [f"{o}" for o in __import__("sage_dialog.sandbox.plugin", fromlist=["QUICK"]).QUICK]
+    assert main(["run", str(REPO / "configs" / "demo-sandbox.yaml"), "run_dir=demo", *quick]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("unchanged, skipped") == len(STAGES) and table.rstrip("\n") in printed
 
 
 def test_flipped_conversations_teach_the_user_side():

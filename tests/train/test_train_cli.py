@@ -69,7 +69,7 @@ def test_cli_trains_with_flags_and_overrides_then_exports(tiny_model, sft_data, 
     (["train", "sft", "{cfg}", "adapter.target_modules=[nope]"], "adapter.target_modules: ['nope'] not in the model"),
     (["train", "sft", "{cfg}", "--method", "qlora"], "adapter.method=qlora needs a CUDA GPU"),
     (["train", "dpo", "{cfg}"], "expected prompt/chosen/rejected"),
-    (["export", "{tmp}", "-o", "{tmp}/x"], "neither a LoRA adapter"),
+    (["export", "{tmp}", "-o", "{tmp}_x"], "neither a LoRA adapter"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_model, sft_data, tmp_path, capsys, argv, msg):
     cfg = tmp_path / "c.yaml"

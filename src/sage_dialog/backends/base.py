@@ -67,16 +67,21 @@ class ChatRequest:
     # apply it (OpenAI ``response_format`` json_schema, vLLM guided JSON); others ignore it, so
     # callers still validate. Part of the cache key only when set (older keys stay valid).
     json_schema: dict[str, Any] | None = None
+    # Token logprobs of each completion, with this many alternatives per token (0: the chosen token
+    # only); None: off. Backends with ``supports_logprobs`` fill ``Completion.logprobs``.
+    logprobs: int | None = None
 
     def key_dict(self) -> dict[str, Any]:
         """Everything that determines the output, for the response cache (n excluded: per sample)."""
-        key = {
+        key: dict[str, Any] = {
             "messages": [dict(m) for m in self.messages],
             "sampling": self.sampling.as_dict(),
             "prefill": self.prefill,
         }
         if self.json_schema is not None:
             key["json_schema"] = self.json_schema
+        if self.logprobs is not None:
+            key["logprobs"] = self.logprobs
         return key
 
 
@@ -89,6 +94,8 @@ class Completion:
     tokens_out: int = 0
     cached: bool = False
     error: str | None = None  # with finish_reason "error": "kind: message" (BackendError text)
+    # with ChatRequest.logprobs: one {"token", "logprob", "top_logprobs": [{"token", "logprob"}]} per token
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -369,6 +376,17 @@ _PROVIDERS: dict[str, str] = {
 _MODEL_OPTIONAL = {"mock"}
 
 
+# wraps a backend in the response cache; set by the package (``backends/__init__.py``) so that this
+# module, which the cache builds on, never imports the cache (no import cycle)
+_cache_wrapper: Callable[[Backend, str], Backend] | None = None
+
+
+def set_cache_wrapper(wrap: Callable[[Backend, str], Backend]) -> None:
+    """Install the function :func:`load_backend` wraps a backend with when a cache is configured."""
+    global _cache_wrapper
+    _cache_wrapper = wrap
+
+
 def register_provider(name: str, target: str | Callable[..., Backend]) -> None:
     """Register a provider as ``"module:Class"`` (imported lazily) or a factory callable."""
     _PROVIDERS[name] = target  # type: ignore[assignment]
@@ -404,7 +422,7 @@ def load_backend(cfg: str | BackendConfig, **overrides: Any) -> Backend:
             ) from None
     backend: Backend = target(model, **{**cfg.options, **overrides})
     if cfg.cache:
-        from sage_dialog.backends.cache import CachedBackend
-
-        backend = CachedBackend(backend, cfg.cache)
+        if _cache_wrapper is None:  # cannot happen: importing this module runs the package's __init__
+            raise RuntimeError("the response cache is not installed (sage_dialog.backends not initialised)")
+        backend = _cache_wrapper(backend, cfg.cache)
     return backend

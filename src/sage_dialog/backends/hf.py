@@ -189,7 +189,7 @@ class _Row:
 
 
 @dataclass
-class _GenPayload:
+class GenPayload:
     prompt: str
     sampling: SamplingParams
     first_sample: int
@@ -197,6 +197,7 @@ class _GenPayload:
     result: Any = field(default=None)
     json_schema: dict[str, Any] | None = None  # constrained decoding (hf: xgrammar; vllm: guided)
     cancel: threading.Event = field(default_factory=threading.Event)  # set when its caller stops waiting
+    logprobs: int | None = None  # ChatRequest.logprobs
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -322,6 +323,25 @@ def _fn_stop(fn: Callable[..., Any]) -> Any:
     return _Fn()
 
 
+def _logprob_entries(
+    tok: Any, body: list[int], rows: list[tuple[float, list[tuple[int, float]]]], text_len: int
+) -> list[dict[str, Any]]:
+    """OpenAI-shaped token logprobs for the tokens of ``body`` that make up the (stop-cut) text."""
+    entries: list[dict[str, Any]] = []
+    seen = 0
+    for t, (lp, top) in zip(body, rows, strict=False):
+        if seen >= text_len:
+            break
+        piece = str(tok.decode([t], skip_special_tokens=True))
+        seen += len(piece)
+        entries.append({
+            "token": piece,
+            "logprob": lp,
+            "top_logprobs": [{"token": str(tok.decode([i], skip_special_tokens=True)), "logprob": v} for i, v in top],
+        })
+    return entries
+
+
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -335,6 +355,7 @@ class HFBackend(Backend):
     """In-process transformers backend; see the module docstring for options and behaviour."""
 
     provider = "hf"
+    supports_logprobs = True  # ChatRequest.logprobs: the model's own token distribution
 
     def __init__(
         self,
@@ -471,7 +492,8 @@ class HFBackend(Backend):
             parts = []
             for start in range(0, req.n, self.batch_size):
                 count = min(self.batch_size, req.n - start)
-                payload = _GenPayload(prompt, req.sampling, offset + start, count, json_schema=self._schema_of(req))
+                payload = GenPayload(prompt, req.sampling, offset + start, count, logprobs=req.logprobs,
+                                     json_schema=self._schema_of(req))
                 fut = self._batcher.submit(payload, count)
                 # a cancelled caller (client gone, timeout) stops its rows at the next token
                 fut.add_done_callback(_cancel_on_cancelled(payload.cancel))
@@ -491,7 +513,7 @@ class HFBackend(Backend):
             raise
         return out
 
-    def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
+    def _run_generate(self, payloads: list[GenPayload]) -> list[tuple[int, list[Completion]]]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
@@ -535,6 +557,8 @@ class HFBackend(Backend):
                 logits_processor=LogitsProcessorList(procs),
                 stopping_criteria=StoppingCriteriaList([stopper, _fn_stop(cancelled)]),
             )
+            wants = [p.logprobs for p in payloads for _ in range(p.count)]
+            lp_rows = self._token_logprobs(out, attn, width, wants) if any(w is not None for w in wants) else {}
         gen = out[:, width:].tolist()
         results: list[tuple[int, list[Completion]]] = []
         k = 0
@@ -556,9 +580,37 @@ class HFBackend(Backend):
                     reason = "length"
                 else:
                     reason = "stop"
-                comps.append(Completion(text=text, finish_reason=reason, tokens_out=len(body) + int(hit_eos)))
+                comp = Completion(text=text, finish_reason=reason, tokens_out=len(body) + int(hit_eos))
+                if k - 1 in lp_rows:
+                    comp.logprobs = _logprob_entries(tok, body, lp_rows[k - 1], len(text))
+                comps.append(comp)
             results.append((n_in, comps))
         return results
+
+    def _token_logprobs(
+        self, out: Any, attn: Any, width: int, wants: list[int | None]
+    ) -> dict[int, list[tuple[float, list[tuple[int, float]]]]]:
+        """Per generated token of each row that asked: (its logprob, [(id, logprob)] of the top k),
+        from one teacher-forced forward pass (the model's raw distribution, not the sampler's)."""
+        import torch
+
+        rows = [i for i, w in enumerate(wants) if w is not None]
+        ids = out[rows]
+        mask = torch.cat([attn[rows], torch.ones_like(ids[:, width:])], dim=1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+        logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        logp = torch.log_softmax(logits[:, width - 1 : -1].float(), -1)
+        chosen = torch.gather(logp, 2, ids[:, width:].unsqueeze(2)).squeeze(2)
+        k = max(1, max(w or 0 for w in wants))
+        top_v, top_i = logp.topk(k, dim=-1)
+        result = {}
+        for j, r in enumerate(rows):
+            n_top = wants[r] or 0
+            result[r] = [
+                (float(chosen[j, t]), list(zip(top_i[j, t, :n_top].tolist(), top_v[j, t, :n_top].tolist(), strict=True)))
+                for t in range(ids.shape[1] - width)
+            ]
+        return result
 
     # -- streaming -----------------------------------------------------------------------------
 

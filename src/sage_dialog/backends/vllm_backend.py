@@ -47,7 +47,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.backends.cache import local_model_identity
-from sage_dialog.backends.hf import MicroBatcher, _GenPayload, render_prompt, sample_seed
+from sage_dialog.backends.hf import GenPayload, MicroBatcher, render_prompt, sample_seed
 from sage_dialog.core.errors import UserError
 
 # Compact JSON in structured mode: no free whitespace that can eat the token budget.
@@ -141,7 +141,7 @@ class VLLMBackend(Backend):
         except Exception:  # unknown layout: assume a GPU build
             return False
 
-    def _params(self, p: _GenPayload) -> Any:
+    def _params(self, p: GenPayload) -> Any:
         from vllm import SamplingParams as VSP
 
         sp = p.sampling
@@ -169,13 +169,13 @@ class VLLMBackend(Backend):
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
             prompt = render_prompt(self.tokenizer, req.messages, req.prefill)
             schema = req.json_schema if not req.prefill else None
-            payload = _GenPayload(prompt, req.sampling, req.sample_offset, req.n, json_schema=schema)
+            payload = GenPayload(prompt, req.sampling, req.sample_offset, req.n, json_schema=schema)
             futures.append(self._batcher.submit(payload, req.n))
         done = await asyncio.gather(*futures)
         progress.tick(requests=len(done), tokens=sum(c.tokens_out for _, cs in done for c in cs))
         return [ChatResult(completions=cs, tokens_in=tin) for tin, cs in done]
 
-    def _run_generate(self, payloads: list[_GenPayload]) -> list[tuple[int, list[Completion]]]:
+    def _run_generate(self, payloads: list[GenPayload]) -> list[tuple[int, list[Completion]]]:
         prompts = [
             {"prompt_token_ids": self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"]}
             for p in payloads

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages import agreement
 
+    check_paths(inputs=[args.a, args.b], files=[getattr(args, "output", None)])  # unset flags are absent
     agreement.run(config_from_args(agreement.AgreementConfig, args))
     return 0

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tasks: give at least one task name")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
+    from sage_dialog.core.io import check_paths
+
+    check_paths(folders=[args.out])  # before any model loads (the stage checks --include-path)
     cfg = EvalConfig(models=models, tasks=tasks, include_path=str(args.include_path) if args.include_path else None,
                      out=str(args.out), limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
                      via=args.via, seed=args.seed)

@@ -2,16 +2,17 @@
 
 Stages, each in its own folder of the run directory with a manifest.json:
 annotate, chain, mix, sft (M1); per round: search-rK, prefs-rK, sft-rK (M2, M3, ...);
-then search, prefs, dpo, compare. Change one config value and exactly the stages downstream of it
-run again. A stage that fails leaves finished stages in place; run the same command to go on.
+then search, prefs, dpo, compare. A world section adds the world's stages (world, base, evaluate)
+and the run ends with its results table. Change one config value and exactly the stages downstream
+of it run again. A stage that fails leaves finished stages in place; run the same command to go on.
 Between stages, gates (the config's `gates:` section) stop the run with exit code 2 when a stage's
 counts say its output is empty or noise (most dialogs rejected, verdicts unparsed, no training
 examples); --no-gates reports them and goes on.
 
 Example:
-  sage-dialog run configs/pipeline-tiny.yaml
+  sage-dialog run configs/demo-sandbox.yaml          # = sage-dialog demo -o demo-out
   sage-dialog run configs/sage-original.yaml --from search --until dpo
-  sage-dialog run configs/pipeline-tiny.yaml rounds=2 search.config.candidates=8 --list
+  sage-dialog run configs/demo-sandbox.yaml rounds=2 search.config.candidates=8 --list
 """
 
 from __future__ import annotations
@@ -36,24 +37,33 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.config import load_config
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import check_paths
-    from sage_dialog.pipeline.runner import run_stages, summary_table
     from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
 
     cfg = load_config(LoopConfig, args.config, args.overrides)
+    if getattr(args, "threads", None) is not None:  # the flag beats the file's `threads`
+        cfg = cfg.model_copy(update={"threads": args.threads})
     try:
         stages = build_stages(cfg)
     except UserError as e:  # name the YAML file the bad section is in
         raise UserError([f"{args.config}: {p}" if p.startswith("config section") else p for p in e.problems]) from None
     if not args.list:
         # inputs and the run folder are checked before the run folder is made or any model loads
-        check_paths(inputs=[*cfg.raw, cfg.search.seeds], folders=[cfg.run_dir])
+        check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], folders=[cfg.run_dir])
     if args.list:
         for s in stages:
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
-    gates = not args.no_gates
-    outcomes = run_stages(stages, cfg.run_dir, from_stage=args.from_stage, until=args.until, seed=cfg.seed,
-                          gates=gates)
+    return run_and_report(cfg, from_stage=args.from_stage, until=args.until, gates=not args.no_gates)
+
+
+def run_and_report(cfg: object, *, from_stage: str | None = None, until: str | None = None,
+                   gates: bool = True) -> int:
+    """Run the loop, print the stage table and the world's results table (shared with ``demo``)."""
+    from sage_dialog.pipeline.runner import summary_table
+    from sage_dialog.pipeline.sage_loop import LoopConfig, results_table, run_loop
+
+    assert isinstance(cfg, LoopConfig)
+    outcomes = run_loop(cfg, from_stage=from_stage, until=until, gates=gates)
     print()
     print(summary_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
@@ -67,4 +77,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for o in gated:
         print(f"gate failed, ignored (--no-gates): {o.gate}", file=sys.stderr)
+    table = results_table(cfg)
+    if table is not None:
+        print()
+        print(table)
+        print(f"\nresults and every artifact: {cfg.run_dir}/ (evaluate/results.md, evaluate/results.json)")
     return 0

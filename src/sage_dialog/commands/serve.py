@@ -24,6 +24,14 @@ import os
 import sys
 
 
+class LIMIT_DEFAULTS:  # a namespace: ServeLimits' defaults, without importing FastAPI here
+    max_request_bytes = 1_048_576
+    max_prompt_tokens = 4096
+    max_completion_tokens = 4096
+    request_timeout_s = 300.0
+    shutdown_timeout_s = 5.0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sage_dialog.roles.assistant import add_model_arguments
 
@@ -41,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
-    from sage_dialog.interact.serve import ServeLimits
-
-    d = ServeLimits()
+    d = LIMIT_DEFAULTS
     limits = parser.add_argument_group("limits on one request (hostile or careless clients)")
     limits.add_argument(
         "--max-request-bytes",

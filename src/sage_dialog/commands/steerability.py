@@ -59,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sandbox_contexts is not None:
         if args.sandbox_contexts < 1:
             raise UserError("--sandbox-contexts must be at least 1")
-        from sage_dialog.sandbox import world
+        from sage_dialog.roles.factory import oracle_provider
 
-        contexts = [[{"role": "user", "content": t}] for t in world.seed_openings(args.sandbox_contexts, args.seed or 0)]
+        contexts = [[{"role": "user", "content": t}]
+                    for t in oracle_provider().seed_openings(args.sandbox_contexts, args.seed or 0)]
     else:
         p = Path(args.contexts)
         if p.suffix == ".jsonl":
@@ -92,16 +93,16 @@ def run(args: argparse.Namespace) -> int:
     if not actions:
         if args.judge != "oracle":
             raise UserError("give at least one --action (the sandbox's actions are the default only with --judge oracle)")
-        from sage_dialog.sandbox import world
+        from sage_dialog.roles.factory import oracle_provider
 
-        actions = [world.action_tags(k, None).model_copy(update={"topics": None}) for k in world.ACTIONS]
+        actions = oracle_provider().actions()
     # judge and model
     judge: object
     judge_backend = None
     if args.judge == "oracle":
-        from sage_dialog.sandbox.oracles import oracle_for
+        from sage_dialog.roles.factory import oracle
 
-        judge = ClassifierJudge(oracle_for("action"), name="oracle")
+        judge = ClassifierJudge(oracle("action"), name="oracle")
     else:
         from sage_dialog.backends.base import load_backend
 

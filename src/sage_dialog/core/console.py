@@ -249,6 +249,7 @@ def open_log(path: str | Path, *, carry_over: bool = False) -> Path:
     if STATE.log_path is not None and STATE.log_path.resolve() == p.resolve():
         return p
     handler = _DeferredFileHandler(p)
+    handler.addFilter(RedactingFilter())  # a key a server echoed never reaches the log file
     old = STATE.file_handler
     moved = carry_over and old is not None and old.stream is None
     if moved:  # nothing written yet: the records move to the new file, the old one is never made

@@ -39,56 +39,29 @@ def format_validation_error(path: object, record: object, err: ValidationError) 
     return lines
 
 
-# A JSON value nested deeper than this is refused before the parser recurses into it (Python's
-# parser raises RecursionError near 1,000 levels on some builds, crashes on none).
-MAX_JSON_DEPTH = 200
-
-
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON (write a number or null)")
-
-
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """True when brackets outside strings nest deeper than ``limit`` (a linear scan, no recursion)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
+    # NaN compares false with everything and poisons every filter on scores; -Infinity (a log
+    # probability of zero, which Python's json writes) orders correctly and is read
+    if name == "NaN":
+        raise ValueError(f"{name} is not valid JSON (write a number or null)")
+    return float(name)
 
 
 def loads_json(text: str, loc: str, *, line_numbers: bool = True) -> Any:
     """Parse one JSON document; every way it can fail is a :class:`UserError` starting with ``loc``.
 
-    The one JSON reader of the project: a leading byte-order mark is skipped, ``NaN``/``Infinity``
-    are refused (they are not JSON and poison scores), and input nested too deeply or holding an
+    The one JSON reader of the project: a leading byte-order mark is skipped, ``NaN`` is refused (it
+    is not JSON and poisons scores; ``Infinity``, which Python's writer emits for a log probability of
+    zero, is read), and input nested too deeply or holding an
     integer longer than Python converts is refused with a message instead of a traceback.
     """
     text = text.removeprefix("\ufeff")
-    if _depth_exceeds(text, MAX_JSON_DEPTH):
-        raise UserError(f"{loc}: malformed JSON: nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         pos = f"line {e.lineno}, column {e.colno}" if line_numbers else f"column {e.colno}"
         raise UserError(f"{loc}: malformed JSON: {e.msg} ({pos})") from None
-    except RecursionError:
+    except RecursionError:  # the C parser guards its recursion; no linear pre-scan of big files needed
         raise UserError(f"{loc}: malformed JSON: nested too deeply") from None
     except ValueError as e:  # NaN/Infinity, or an integer of more digits than int() converts
         msg = str(e).split(";")[0]

@@ -89,11 +89,31 @@ class SelectionDecision(BaseModel):
     mode: Literal["generate", "logprob", "oracle"] = "generate"
 
 
+class ActionBranch(BaseModel):
+    """One action considered at an assistant decision of a latent search (``latent``, ``mcts``).
+
+    ``prior`` is the model's own probability of the action (normalised over the proposals),
+    ``visits`` how many replies realised it, ``value`` their mean judge value (None when the
+    judge gave no scores), ``replies`` the ids of those assistant nodes, ``chosen`` whether the
+    search continued with it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    action: Tags
+    prior: float
+    visits: int = 0
+    value: float | None = None
+    replies: list[str] = Field(default_factory=list)
+    chosen: bool = False
+
+
 class SearchNode(Record):
     """One node of a self-play search tree (a user or assistant utterance).
 
     The root of a tree is the seed user turn (``parent`` is None). Assistant nodes that were
     candidates at the same decision share a parent; ``kept`` marks the one the search continued from.
+    A latent search also records, on the node the decision followed, the action ``branches`` it
+    weighed, and on each assistant candidate the index of its ``branch`` (both absent otherwise).
     """
 
     kind: Literal["node"] = "node"
@@ -110,6 +130,8 @@ class SearchNode(Record):
     decision: SelectionDecision | None = None
     score: float | None = None
     model: str = ""
+    branches: list[ActionBranch] | None = None
+    branch: int | None = None
 
 
 class PreferencePair(Record):

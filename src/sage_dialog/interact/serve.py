@@ -99,6 +99,12 @@ class ChatMessage(_Strict):
     content: str | list[TextPart] | None = None
     name: str | None = None
     sage: dict[str, Any] | None = None  # the latent an earlier reply was returned with
+    # what the openai SDK sends back when a returned message is appended to the history as it is
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    annotations: list[Any] | None = None
 
     @field_validator("role")
     @classmethod
@@ -113,6 +119,8 @@ class ChatMessage(_Strict):
     def _content(self) -> ChatMessage:
         if self.content is None:
             raise ValueError("content: must be a string or a list of text parts, not null")
+        if self.tool_calls or self.function_call:
+            raise ValueError("tool_calls: tool calling is not supported by this server")
         return self
 
     def text(self) -> str:
@@ -341,14 +349,23 @@ def _sampling(req: _SamplingRequest, default: SamplingParams, limits: ServeLimit
     )
 
 
-def count_prompt_tokens(backend: Backend, msgs: list[Message]) -> int:
-    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4."""
-    tok = getattr(backend, "tokenizer", None)
-    if tok is not None and hasattr(tok, "apply_chat_template"):
-        from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
+def count_prompt_tokens(backend: Backend, msgs: list[Message], limit: int | None = None) -> int:
+    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4.
 
-        return len(tok(render_prompt(tok, msgs, None), add_special_tokens=False)["input_ids"])
-    return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
+    With ``limit``, a long prompt is first counted on its first ``16 * limit`` characters: when
+    that prefix alone is over the limit (always, for text of under 16 characters a token) the
+    count of the prefix is returned, so a hostile megabyte costs a fraction of its tokenizing."""
+    tok = getattr(backend, "tokenizer", None)
+    if tok is None or not hasattr(tok, "apply_chat_template"):
+        return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
+    from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
+
+    prompt = render_prompt(tok, msgs, None)
+    if limit is not None and len(prompt) > 16 * limit:
+        head = len(tok(prompt[: 16 * limit], add_special_tokens=False)["input_ids"])
+        if head > limit:
+            return head
+    return len(tok(prompt, add_special_tokens=False)["input_ids"])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -479,11 +496,11 @@ def create_app(
         if system_prompt and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": system_prompt})
         sp = _sampling(req, default_sampling, lim)
-        n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs)
+        n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs, lim.max_prompt_tokens)
         if n_prompt > lim.max_prompt_tokens:
             raise RequestRefused(
                 400,
-                f"messages: the prompt is {n_prompt} tokens, more than this server allows "
+                f"messages: the prompt is at least {n_prompt} tokens, more than this server allows "
                 f"({lim.max_prompt_tokens}, server flag --max-prompt-tokens)",
                 param="messages",
                 code="context_length_exceeded",
@@ -491,6 +508,7 @@ def create_app(
         return sp
 
     def check_capabilities(logprobs: bool, schema: dict[str, Any] | None) -> None:
+        # what the backend cannot do is refused, never ignored
         if logprobs and not getattr(backend, "supports_logprobs", False):
             raise RequestRefused(
                 400, f"logprobs: backend {backend.name} cannot return token logprobs", param="logprobs"
@@ -545,18 +563,21 @@ def create_app(
             msgs = to_sac_messages(req.messages)
             steering = parse_steering(req.sage_steer, what="sage_steer")
             sp = await prepare(msgs, req)
+            top = (req.top_logprobs or 0) if req.logprobs else None
             cid = f"chatcmpl-{uuid.uuid4().hex}"
             now = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                events = _sse(backend, msgs, steering, sp, req.n, cid, now, served, include_usage, schema)
+                events = _sse(
+                    backend, msgs, steering, sp, req.n, cid, now, served, include_usage, schema, top
+                )
                 return StreamingResponse(
                     _deadline(events, lim.request_timeout_s, cid, now, served),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"},
                 )
             cands = await _bounded(
-                request, _generate(backend, msgs, steering, req.n, sp, schema), lim.request_timeout_s
+                request, _generate(backend, msgs, steering, req.n, sp, schema, top), lim.request_timeout_s
             )
             out_tokens = sum(c.tokens_out for c in cands)
             in_tokens = cands[0].tokens_in if cands else 0
@@ -570,7 +591,7 @@ def create_app(
                         "index": i,
                         "message": {"role": "assistant", "content": c.reply, "sage": _latent(c)},
                         "finish_reason": _finish(c),
-                        "logprobs": None,
+                        "logprobs": _chat_logprobs(c),
                     }
                     for i, c in enumerate(cands)
                 ],
@@ -598,7 +619,7 @@ def create_app(
             async def run_all() -> list[list[Candidate]]:
                 return list(
                     await asyncio.gather(
-                        *(_generate(backend, m, steering, req.n, sp, None) for m in histories)
+                        *(_generate(backend, m, steering, req.n, sp, None, req.logprobs) for m in histories)
                     )
                 )
 
@@ -613,7 +634,7 @@ def create_app(
                         {
                             "index": len(choices),
                             "text": c.reply,
-                            "logprobs": None,
+                            "logprobs": _completion_logprobs(c),
                             "finish_reason": _finish(c),
                             "sage": _latent(c),
                         }
@@ -666,22 +687,59 @@ async def _generate(
     n: int,
     sp: SamplingParams,
     schema: dict[str, Any] | None,
+    logprobs: int | None = None,
 ) -> list[Candidate]:
     if schema is not None:
         # structured replies skip the latent: the backends' structured mode constrains the whole turn
-        return await generate_turns(backend, msgs, n=n, sampling=sp, json_schema=schema)
-    return await generate_turns(backend, msgs, steering=steering, n=n, sampling=sp, latent_first=True)
+        return await generate_turns(backend, msgs, n=n, sampling=sp, json_schema=schema, logprobs=logprobs)
+    return await generate_turns(
+        backend, msgs, steering=steering, n=n, sampling=sp, latent_first=True, logprobs=logprobs
+    )
+
+
+def _chat_logprobs(c: Candidate) -> dict[str, Any] | None:
+    """``choices[i].logprobs`` in OpenAI's chat shape (token bytes included)."""
+    if c.logprobs is None:
+        return None
+
+    def entry(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["token"].encode())}
+
+    content = [{**entry(e), "top_logprobs": [entry(t) for t in e["top_logprobs"]]} for e in c.logprobs]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
+    """``choices[i].logprobs`` in the legacy completions shape."""
+    if c.logprobs is None:
+        return None
+    offsets, at = [], 0
+    for e in c.logprobs:
+        offsets.append(at)
+        at += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in c.logprobs],
+        "token_logprobs": [e["logprob"] for e in c.logprobs],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in c.logprobs],
+        "text_offset": offsets,
+    }
 
 
 def _chunk(
-    cid: str, now: int, model: str, index: int, delta: dict[str, Any], finish: str | None = None
+    cid: str,
+    now: int,
+    model: str,
+    index: int,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> str:
     obj = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": now,
         "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
     }
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -725,10 +783,12 @@ async def _sse(
     model: str,
     include_usage: bool,
     schema: dict[str, Any] | None = None,
+    logprobs: int | None = None,
 ) -> AsyncIterator[str]:
-    """Server-sent events: one choice streams token by token; n > 1 choices are sent whole, in turn."""
+    """Server-sent events: one choice streams token by token; n > 1 choices (and replies with a
+    schema or logprobs) are generated whole, then sent in turn."""
     cands: list[Candidate] = []
-    if n == 1 and schema is None:
+    if n == 1 and schema is None and logprobs is None:
         async for ev in stream_turn(backend, msgs, steering=steering, sampling=sp, latent_first=True):
             if ev.kind == "latent":
                 latent = {
@@ -741,10 +801,10 @@ async def _sse(
             elif ev.kind == "done" and ev.candidate is not None:
                 cands.append(ev.candidate)
     else:
-        cands = await _generate(backend, msgs, steering, n, sp, schema)
+        cands = await _generate(backend, msgs, steering, n, sp, schema, logprobs)
         for i, c in enumerate(cands):
             yield _chunk(cid, now, model, i, {"role": "assistant", "content": "", "sage": _latent(c)})
-            yield _chunk(cid, now, model, i, {"content": c.reply})
+            yield _chunk(cid, now, model, i, {"content": c.reply}, logprobs=_chat_logprobs(c))
     for i, c in enumerate(cands):
         yield _chunk(cid, now, model, i, {"sage": _latent(c)}, _finish(c))
     if include_usage:

@@ -6,9 +6,11 @@ prefilling the assistant turn; empty boxes leave the choice to the model. Under 
 shows the state the model read and the action it chose for the reply on screen; "Edit last latent"
 copies them into the boxes.
 
-"Regenerate" replaces the last reply with a new candidate; "Keep this one" writes the reply on
-screen as *chosen* against every other candidate generated for the same context as *rejected*,
-one :class:`schema.PreferencePair` per line, appended to the preferences file (the DPO stage's input).
+"Regenerate" shows a new candidate for the last reply; the earlier ones stay, and "◀" / "▶" step
+through them (the one on screen is the reply the dialog continues from). "Keep this one" writes the
+reply on screen as *chosen* against every other candidate generated for the same context as
+*rejected*, one :class:`schema.PreferencePair` per line, appended to the preferences file (the DPO
+stage's input).
 
 Nothing reaches the network: analytics are off, no share link, no web fonts, no server-side rendering.
 """
@@ -47,7 +49,8 @@ class WebState:
     """One browser session: the dialog so far and every candidate for the last reply."""
 
     turns: list[Turn] = field(default_factory=list)  # ends with the reply on screen, if any
-    candidates: list[Candidate] = field(default_factory=list)  # for the last user turn; last = shown
+    candidates: list[Candidate] = field(default_factory=list)  # every candidate for the last user turn
+    shown: int = -1  # index of the candidate on screen (the newest after a generation)
     written: set[str] = field(default_factory=set)  # ids of pairs already in the preferences file
     dialog_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -60,6 +63,11 @@ def chat_messages(state: WebState) -> list[dict[str, str]]:
     return [{"role": t.role, "content": t.text} for t in state.turns if t.role in ("user", "assistant")]
 
 
+def candidate_status(state: WebState) -> str:
+    """``Candidate k of n`` for the reply on screen."""
+    return f"Candidate {state.shown + 1} of {len(state.candidates)}"
+
+
 def latent_markdown(state: Tags | None, action: Tags | None, note: str = "") -> str:
     out = f"**State read:** {format_tags(state)}\n\n**Action chosen:** {format_tags(action)}"
     return out + (f"\n\n_{note}_" if note else "")
@@ -70,7 +78,7 @@ def preference_pairs(state: WebState) -> list[PreferencePair]:
     if not state.candidates or not state.turns or state.turns[-1].role != "assistant":
         return []
     chosen = state.turns[-1]
-    shown = len(state.candidates) - 1  # the reply on screen is always the newest candidate
+    shown = state.shown if 0 <= state.shown < len(state.candidates) else len(state.candidates) - 1
     history = state.context()
     seed = next((t.text for t in history if t.role == "user"), "")
     pairs = []
@@ -134,10 +142,24 @@ class WebApp:
             elif ev.kind == "done" and ev.candidate is not None:
                 state.turns[-1] = ev.candidate.turn()
                 state.candidates.append(ev.candidate)
+                state.shown = len(state.candidates) - 1
                 forced = steering.as_dict()
                 note = "steered: " + ", ".join(f"{k}={v}" for k, v in forced.items()) if forced else ""
                 latent = latent_markdown(ev.state, ev.action, note)
             yield state, latent
+
+    def select(self, state: WebState, step: int) -> tuple[WebState, str, str]:
+        """Show the candidate ``step`` places before (-1) or after (+1) the one on screen.
+
+        Returns the state, the latent panel text and a status line ("Candidate k of n")."""
+        if not state.candidates or not state.turns or state.turns[-1].role != "assistant":
+            return state, latent_markdown(None, None), "No candidates yet."
+        shown = state.shown if 0 <= state.shown < len(state.candidates) else len(state.candidates) - 1
+        state.shown = min(max(shown + step, 0), len(state.candidates) - 1)
+        cand = state.candidates[state.shown]
+        state.turns[-1] = cand.turn()
+        note = "steered: " + ", ".join(f"{k}={v}" for k, v in cand.forced.items()) if cand.forced else ""
+        return state, latent_markdown(cand.state, cand.action, note), candidate_status(state)
 
     def keep(self, state: WebState) -> tuple[WebState, str]:
         """Append the chosen-vs-discarded pairs of the last reply to the preferences file."""
@@ -181,6 +203,8 @@ def build_ui(app: WebApp) -> Any:
                 with gr.Row():
                     send = gr.Button("Send", elem_id="send", variant="primary")
                     regen = gr.Button("Regenerate", elem_id="regen")
+                    prev = gr.Button("◀", elem_id="cand-prev", min_width=40)
+                    nxt = gr.Button("▶", elem_id="cand-next", min_width=40)
                     keep = gr.Button("Keep this one", elem_id="keep")
                     clear = gr.Button("Clear", elem_id="clear")
                 status = gr.Markdown(elem_id="status")
@@ -196,7 +220,7 @@ def build_ui(app: WebApp) -> Any:
                 yield chat_messages(state), gr.update(), state, "Type a message first.", gr.update()
                 return
             state.turns.append(Turn(role="user", text=text))
-            state.candidates = []
+            state.candidates, state.shown = [], -1
             try:
                 async for _s, lat in app.generate(state, _panel(list(values))):
                     yield chat_messages(state), lat, state, "", ""
@@ -210,9 +234,16 @@ def build_ui(app: WebApp) -> Any:
             try:
                 async for _s, lat in app.generate(state, _panel(list(values))):
                     yield chat_messages(state), lat, state, f"Candidate {len(state.candidates) + 1} …"
-                yield chat_messages(state), lat, state, f"Candidate {len(state.candidates)} of {len(state.candidates)}"
+                yield chat_messages(state), lat, state, candidate_status(state)
             except Exception as e:
                 yield chat_messages(state), gr.update(), state, f"Error: {e}"
+
+        def on_step(step: int) -> Any:
+            def handler(state: WebState) -> tuple[Any, ...]:
+                state, lat, note = app.select(state, step)
+                return chat_messages(state), lat, state, note
+
+            return handler
 
         def on_keep(state: WebState) -> tuple[Any, ...]:
             state, note = app.keep(state)
@@ -233,6 +264,8 @@ def build_ui(app: WebApp) -> Any:
         send.click(on_send, send_inputs, [chatbot, latent, st, status, msg])
         msg.submit(on_send, send_inputs, [chatbot, latent, st, status, msg])
         regen.click(on_regen, [st, *boxes], [chatbot, latent, st, status])
+        prev.click(on_step(-1), [st], [chatbot, latent, st, status])
+        nxt.click(on_step(+1), [st], [chatbot, latent, st, status])
         keep.click(on_keep, [st], [st, status])
         clear.click(on_clear, None, [chatbot, latent, st, status, *boxes])
         edit.click(on_edit, [st], boxes)

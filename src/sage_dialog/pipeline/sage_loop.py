@@ -2,8 +2,14 @@
 
 ``annotate -> chain -> mix -> sft`` gives M1; then ``rounds`` times ``search-rK -> prefs-rK -> sft-rK``
 (rejection-sampling fine-tuning on the best paths) gives M2, M3, ...; then ``search -> prefs -> dpo``
-and ``compare`` of every model. Each stage calls the same Python API as its own command and is
+(or, with ``dpo_pairs: last_round``, DPO on the last round's pairs without a new search) and
+``compare`` of every model. Each stage calls the same Python API as its own command and is
 skipped when its config and inputs are unchanged (see :mod:`sage_dialog.pipeline.runner`).
+
+A ``world`` section (see :mod:`sage_dialog.pipeline.world`) adds a world's stages: ``world`` first
+(raw dialogs and seeds), ``base`` (the base model, when no ``base_model`` is given) and ``evaluate``
+last (ground-truth measurements of every model). ``sage-dialog demo`` is this loop on the sandbox
+world's config.
 
 Every model a stage produces is a plain model folder (``<stage>/model``: a LoRA adapter is merged),
 so any backend can serve it.
@@ -16,30 +22,15 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sage_dialog.backends.base import BackendConfig
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error, write_json
-from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, stage_gates
-from sage_dialog.roles.factory import BackendPool, make_selector, make_user
-
-RoleSpec = str  # a backend spec (hf:PATH, openai:MODEL, ...) or "oracle" (the sandbox world's oracle)
-
-
-class SearchStage(BaseModel):
-    """The search stages: where seeds come from, who plays the user and who judges, and the search itself."""
-
-    model_config = ConfigDict(extra="forbid")
-    seeds: Path | None = Field(None, description="seed utterances: .txt lines, .jsonl or an EmpatheticDialogues "
-                               ".csv; default: the import stage's seeds")
-    max_seeds: int | None = Field(None, ge=1)
-    user: RoleSpec = Field("oracle", description='user simulator: a backend spec, "oracle" or "assistant"')
-    judge: RoleSpec = Field("oracle", description='selector judge: a backend spec, "oracle" or "assistant"')
-    judge_mode: Literal["generate", "logprob"] = "generate"
-    judge_orders: int = Field(1, ge=1, description="shown orders per judge decision, combined (k times the calls)")
-    criteria: str = "companion"
-    config: dict[str, Any] = Field(default_factory=dict, description="SearchConfig fields (turns, candidates, ...)")
+from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
+from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
+from sage_dialog.roles.factory import BackendPool
+from sage_dialog.stages.search.stage import SearchRunConfig
 
 
 class ImportSection(BaseModel):
@@ -69,7 +60,12 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     run_dir: Path
     seed: int = 0
-    base_model: str = Field(description="hub id or local folder of the model to fine-tune into M1")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
+                                "to the last digit; null: torch's default)")
+    world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
+                                       "base model and an evaluate stage (see pipeline.world)")
+    base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
+                                   "(null with a world: the world builds one)")
     raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog format)")
     import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
     prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
@@ -78,11 +74,18 @@ class LoopConfig(BaseModel):
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
     rounds: int = Field(1, ge=0, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
-    search: SearchStage
+    search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
+                                    description="the search (stages.search.stage.SearchRunConfig) except assistant "
+                                    "and out; seeds default to the world's or the import's, cache and backend "
+                                    "options to the loop's")
     prefs: dict[str, Any] = Field(default_factory=dict, description="PrefsConfig fields")
+    dpo_pairs: Literal["search", "last_round"] = Field(
+        "search", description="search: DPO on the pairs of a new search from the last model (the original); "
+        "last_round: on the pairs of the last rejection-sampling round (no extra search)")
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPO run config except the model, data.train, output_dir")
-    compare: dict[str, Any] = Field(default_factory=dict,
-                                    description="CompareConfig fields except out/models (seeds default to search's)")
+    compare: dict[str, Any] | None = Field(default_factory=dict,
+                                           description="CompareConfig fields except out/models (seeds default to "
+                                           "search's); null: no compare stage")
     launcher: list[str] | None = Field(
         None, description="command that runs the training stages in their own processes, e.g. "
         "[accelerate, launch, --config_file, CONFIG] for DeepSpeed/FSDP on many GPUs; null: in-process")
@@ -97,6 +100,15 @@ class LoopConfig(BaseModel):
     def cache_path(self) -> str:
         return self.cache or str(self.run_dir / "cache.sqlite")
 
+    @model_validator(mode="after")
+    def _loop_fills(self) -> LoopConfig:
+        if self.dpo_pairs == "last_round" and self.rounds < 1:
+            raise ValueError("dpo_pairs: last_round needs rounds >= 1")
+        for k in ("assistant", "out"):
+            if getattr(self.search, k) is not None:
+                raise ValueError(f"search.{k} is set by the loop (the model of each round, the stage folder)")
+        return self
+
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
@@ -110,11 +122,6 @@ def _validated(model: type[BaseModel], data: dict[str, Any], section: str) -> An
         return model.model_validate(data)
     except ValidationError as e:
         raise UserError(format_validation_error(f"config section {section}", None, e)) from None
-
-
-def _role(spec: str, assistant: str) -> str:
-    """``assistant`` names the model being improved; anything else is a backend spec or ``oracle``."""
-    return assistant if spec == "assistant" else spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +140,8 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
 
         done = 0
         counts: dict[str, Any] = {}
-        raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else [])]
+        raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
+                *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
         for i, raw in enumerate(raws):
             acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
@@ -161,8 +169,10 @@ def _import(cfg: LoopConfig):  # type: ignore[no-untyped-def]
 
 
 def _seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
-    """The search and compare seeds: the configured file, else the import stage's openings."""
-    return cfg.search.seeds if cfg.search.seeds is not None else ctx.dir_of("import") / "seeds.txt"
+    """The search and compare seeds: the configured file, else the world's or the import stage's openings."""
+    if cfg.search.seeds is not None:
+        return cfg.search.seeds
+    return ctx.dir_of("world" if cfg.world else "import") / "seeds.txt"
 
 
 def _chain(ctx: StageContext) -> dict[str, Any]:
@@ -253,28 +263,23 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
 
 def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.stages.search.search import SearchConfig, run_search
-        from sage_dialog.stages.search.seeds import read_seed_file
+        from sage_dialog.stages.search import stage as search
 
-        seeds = read_seed_file(_seeds(cfg, ctx))[: cfg.search.max_seeds]
-        scfg = _validated(SearchConfig, {"seed": cfg.seed, **cfg.search.config}, "search.config")
-        pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
-        spec = f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"
-        st = cfg.search
-        try:
-            assistant = pool.get(spec)
-            user = make_user(_role(st.user, spec), pool, seed=cfg.seed)
-            selector = make_selector(_role(st.judge, spec), pool, criteria=st.criteria, mode=st.judge_mode,
-                                     orders=st.judge_orders)
-            run_search(assistant, user, selector, seeds, scfg, ctx.out_dir)
-        finally:
-            asyncio.run(pool.aclose())
-        from sage_dialog.core.io import read_json
-        from sage_dialog.stages.search.search import decision_counts
-
-        return {"seeds": len(seeds), **decision_counts(read_json(ctx.out_dir / "manifest.json"))}
+        scfg = search_config(cfg, _model_dir(ctx.dir_of(model_stage)), ctx.out_dir, _seeds(cfg, ctx))
+        res = search.run(scfg)
+        return {"seeds": res.seeds, **res.counts}
 
     return fn
+
+
+def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> SearchRunConfig:
+    """The search of one loop stage: the config's search section with the loop's model, folder,
+    seeds, seed, cache and backend options filled in (``sage-dialog search`` builds the same config)."""
+    s = cfg.search
+    strategy = s.config if "seed" in s.config.model_fields_set else s.config.model_copy(update={"seed": cfg.seed})
+    return s.model_copy(update={
+        "assistant": f"{cfg.provider}:{model}", "out": out, "seeds": seeds, "config": strategy,
+        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options}})
 
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
@@ -294,12 +299,13 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
                  for name, stage in models.items()}
         if cfg.compare_base:
-            specs = {"base": BackendConfig(spec=f"{cfg.provider}:{cfg.base_model}", options=cfg.backend_options), **specs}
+            base = cfg.base_model or _model_dir(ctx.dir_of("base"))
+            specs = {"base": BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options), **specs}
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
-                "cache": cfg.cache_path(), **cfg.compare, "out": str(ctx.out_dir), "models": specs}
+                "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         rep = compare.run(ccfg, progress=False)
-        return {"models": len(models), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
+        return {"models": len(specs), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
 
     return fn
 
@@ -337,12 +343,52 @@ def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped
     return fn
 
 
+def _world_prepare(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    assert cfg.world is not None
+    world, section = get_world(cfg.world.name), cfg.world
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        return world.prepare(section.corpus, cfg.seed, ctx.out_dir)
+
+    return fn
+
+
+def _world_base(cfg: LoopConfig):  # type: ignore[no-untyped-def]
+    assert cfg.world is not None
+    world, section = get_world(cfg.world.name), cfg.world
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        return world.build_base(section.base, cfg.seed, ctx.dir_of("mix") / "train.jsonl", ctx.out_dir)
+
+    return fn
+
+
+def _world_evaluate(cfg: LoopConfig, models: dict[str, str], before: list[str]):  # type: ignore[no-untyped-def]
+    assert cfg.world is not None
+    world, section = get_world(cfg.world.name), cfg.world
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.core.io import read_json
+
+        timings = {}
+        for name in before:  # the time each stage took when it ran, for the results table
+            m = ctx.run_dir / name / "manifest.json"
+            if m.exists():
+                timings[name] = float(read_json(m).get("summary", {}).get("seconds", 0.0))
+        annotated = sorted(f for f in ctx.dir_of("annotate").glob("annotated-*.jsonl")
+                           if not f.name.endswith(".rejects.jsonl"))
+        inputs = EvalInputs(models={n: _model_dir(ctx.dir_of(st)) for n, st in models.items()}, annotated=annotated,
+                            provider=cfg.provider, backend_options=cfg.backend_options, seed=cfg.seed, timings=timings)
+        return world.evaluate(section.eval, inputs, ctx.out_dir)
+
+    return fn
+
+
 def check_sections(cfg: LoopConfig) -> None:
     """Validate every stage section now, so a typo stops the run before any stage starts."""
     from sage_dialog.stages import annotate, mix
     from sage_dialog.stages.compare import compare
     from sage_dialog.stages.prefs import PrefsConfig
-    from sage_dialog.stages.search.search import SearchConfig
     from sage_dialog.train.config import DPORunConfig, SFTRunConfig
 
     here = Path(".")
@@ -352,37 +398,61 @@ def check_sections(cfg: LoopConfig) -> None:
     for name, section, model in (("sft", cfg.sft, SFTRunConfig), ("rft", cfg.rft or {}, SFTRunConfig),
                                  ("dpo", cfg.dpo, DPORunConfig)):
         _validated(model, _merge(section, placeholders), name)
-    _validated(SearchConfig, cfg.search.config, "search.config")
     _validated(PrefsConfig, cfg.prefs, "prefs")
-    _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
+    if cfg.compare is not None:
+        _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
+    if cfg.world is not None:
+        get_world(cfg.world.name).check(cfg.world)
 
 
 def build_stages(cfg: LoopConfig) -> list[Stage]:
     """The loop's stages in order, each with the config slice its fingerprint covers."""
     check_sections(cfg)
-    if not cfg.raw and cfg.import_ is None:
-        raise UserError("config: give raw dialog files, an import section, or both")
-    if cfg.search.seeds is None and cfg.import_ is None:
-        raise UserError("config: search.seeds: missing (it defaults to the import stage's seeds only with an import section)")
+    if not cfg.raw and cfg.import_ is None and cfg.world is None:
+        raise UserError("config: give raw dialog files, an import section, a world, or several")
+    if cfg.search.seeds is None and cfg.import_ is None and cfg.world is None:
+        raise UserError("config: search.seeds: missing (it defaults to the world's or the import stage's seeds "
+                        "only with a world or an import section)")
+    if cfg.base_model is None and cfg.world is None:
+        raise UserError("config: base_model: missing (only a world builds one)")
     dump = cfg.model_dump(mode="json")
     common = {"seed": cfg.seed, "provider": cfg.provider, "backend_options": cfg.backend_options,
               "launcher": cfg.launcher}
-    imp = ["import"] if cfg.import_ else []
-    stages = [Stage("import", _import(cfg), {"import": dump["import_"]}, inputs=[cfg.import_.file] if cfg.import_.file else [])
-              ] if cfg.import_ else []
+    stages: list[Stage] = []
+    sources: list[str] = []  # stages whose files the annotate stage reads
+    if cfg.world is not None:
+        stages.append(Stage("world", _world_prepare(cfg), {"seed": cfg.seed, "world": cfg.world.name,
+                                                           "corpus": dump["world"]["corpus"]}))
+        sources.append("world")
+    if cfg.import_ is not None:
+        stages.append(Stage("import", _import(cfg), {"import": dump["import_"]},
+                            inputs=[cfg.import_.file] if cfg.import_.file else []))
+        sources.append("import")
     seed_inputs = [cfg.search.seeds] if cfg.search.seeds is not None else []
-    seed_deps = [] if cfg.search.seeds is not None else imp
+    seed_deps = [] if cfg.search.seeds is not None else ["world" if cfg.world else "import"]
     stages += [
-        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw), deps=imp),
+        Stage("annotate", _annotate(cfg), {**common, "annotate": dump["annotate"]}, inputs=list(cfg.raw), deps=sources),
         Stage("chain", _chain, {}, deps=["annotate"]),
         Stage("mix", _mix(cfg), {**common, "mix": dump["mix"], "prompt": cfg.prompt}, deps=["chain"]),
-        Stage("sft", _train(cfg, "sft", cfg.sft, lambda _c: cfg.base_model, lambda c: c.dir_of("mix") / "train.jsonl",
-                            "sft"), {**common, "sft": dump["sft"], "base": cfg.base_model}, deps=["mix"]),
     ]
+    base_of: Any
+    if cfg.base_model is None:
+        assert cfg.world is not None
+        stages.append(Stage("base", _world_base(cfg), {"seed": cfg.seed, "world": cfg.world.name,
+                                                       "base": dump["world"]["base"]}, deps=["mix"]))
+        base_of = lambda c: _model_dir(c.dir_of("base"))  # noqa: E731
+        base_deps, base_cfg = ["mix", "base"], "world"
+    else:
+        base_model = cfg.base_model
+        base_of = lambda _c: base_model  # noqa: E731
+        base_deps, base_cfg = ["mix"], base_model
+    stages.append(Stage("sft", _train(cfg, "sft", cfg.sft, base_of, lambda c: c.dir_of("mix") / "train.jsonl", "sft"),
+                        {**common, "sft": dump["sft"], "base": base_cfg}, deps=base_deps))
     models = {"M1": "sft"}
     last = "sft"
-    search_cfg = {**common, "search": dump["search"], "seeds_content": str(cfg.search.seeds)}
+    search_cfg = {**common, "search": dump["search"], "seeds_content": str(cfg.search.seeds), "cache": cfg.cache}
     rft = cfg.rft if cfg.rft is not None else cfg.sft
+    prefs_of_dpo = "prefs"
     for r in range(1, cfg.rounds + 1):
         s, p, t = f"search-r{r}", f"prefs-r{r}", f"sft-r{r}"
         stages += [
@@ -394,22 +464,51 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         ]
         last = t
         models[f"M{r + 1}"] = t
-    stages += [
-        Stage("search", _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
-        Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
-        Stage("dpo", _train(cfg, "dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
-                            lambda c: c.dir_of("prefs") / "pairs.trl.jsonl", "dpo"),
-              {**common, "dpo": dump["dpo"]}, deps=[last, "prefs"]),
-    ]
+        prefs_of_dpo = p
+    if cfg.dpo_pairs == "search":
+        stages += [
+            Stage("search", _search(cfg, last), search_cfg, deps=[*seed_deps, last], inputs=seed_inputs),
+            Stage("prefs", _prefs(cfg, "search"), {"prefs": dump["prefs"]}, deps=["search"]),
+        ]
+        prefs_of_dpo = "prefs"
+    stages.append(Stage("dpo", _train(cfg, "dpo", cfg.dpo, lambda c, last=last: _model_dir(c.dir_of(last)),
+                                      lambda c, p=prefs_of_dpo: c.dir_of(p) / "pairs.trl.jsonl", "dpo"),
+                        {**common, "dpo": dump["dpo"], "dpo_pairs": cfg.dpo_pairs}, deps=[last, prefs_of_dpo]))
     models["DPO"] = "dpo"
-    stages.append(Stage("compare", _compare(cfg, models), {**common, "compare": dump["compare"],
-                                                           "search": dump["search"], "base": cfg.compare_base and cfg.base_model},
-                        deps=[*seed_deps, *dict.fromkeys(models.values())], inputs=seed_inputs))
+    if cfg.compare is not None:
+        base_dep = ["base"] if cfg.compare_base and cfg.base_model is None else []
+        stages.append(Stage("compare", _compare(cfg, models),
+                            {**common, "compare": dump["compare"], "search": dump["search"],
+                             "base": cfg.compare_base and (cfg.base_model or "world")},
+                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values())], inputs=seed_inputs))
     if cfg.steerability is not None:
         stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
                                                                         "annotate": dump["annotate"]},
                             deps=[*seed_deps, "sft"]))
+    if cfg.world is not None:
+        stages.append(Stage("evaluate", _world_evaluate(cfg, models, [st.name for st in stages]),
+                            {**common, "world": cfg.world.name, "eval": dump["world"]["eval"], "models": models},
+                            deps=list(dict.fromkeys(["annotate", *models.values()]))))
     for st in stages:  # gates are checked by the runner, outside the fingerprints
         kind = st.name.split("-")[0]
         st.gates = stage_gates("train" if kind in ("sft", "dpo") else kind, cfg.gates)
     return stages
+
+
+def run_loop(cfg: LoopConfig, *, from_stage: str | None = None, until: str | None = None,
+             log: Any = print, gates: bool = True) -> list[StageOutcome]:
+    """Build the loop's stages and run them into ``cfg.run_dir`` (the ``run`` and ``demo`` commands)."""
+    from sage_dialog.pipeline.runner import run_stages
+
+    stages = build_stages(cfg)
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return run_stages(stages, cfg.run_dir, from_stage=from_stage, until=until, seed=cfg.seed, log=log, gates=gates)
+
+
+def results_table(cfg: LoopConfig) -> str | None:
+    """The world's results table of a finished run (``evaluate/results.md``), if the run has one."""
+    path = cfg.run_dir / "evaluate" / "results.md"
+    return path.read_text(encoding="utf-8").rstrip("\n") if cfg.world is not None and path.exists() else None

@@ -118,6 +118,7 @@ class Candidate:
     tokens_out: int = 0
     tokens_in: int = 0
     forced: dict[str, str] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] | None = None  # of the reply's tokens, when asked for
     # tag-like text the model wrote where its reply starts that is not a readable block (a model
     # that half-learnt the format): kept apart so that it is never shown as the reply
     stray: str = ""
@@ -289,12 +290,14 @@ async def generate_turns(
     sampling: SamplingParams | None = None,
     latent_first: bool = False,
     json_schema: dict[str, Any] | None = None,
+    logprobs: int | None = None,
 ) -> list[Candidate]:
     """Generate ``n`` candidate assistant turns after ``messages`` (SAC history), steered by prefill.
 
     ``latent_first``: see :func:`build_prefills` (``max_tokens`` then bounds the reply alone).
     ``json_schema`` goes to the backend's structured mode, for one unsteered call whose whole
-    answer is the reply (no latent is asked for).
+    answer is the reply (no latent is asked for). ``logprobs`` (see :class:`ChatRequest`) asks for
+    the token logprobs of the reply's call.
     """
     sampling = sampling or SamplingParams()
     spent = [0] * n
@@ -308,7 +311,8 @@ async def generate_turns(
         results = await backend.generate(
             [
                 ChatRequest(
-                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema
+                    messages=list(messages), n=n, sampling=sampling, prefill=prefills[0] or None, json_schema=json_schema,
+                    logprobs=logprobs,
                 )
             ]
         )
@@ -316,7 +320,8 @@ async def generate_turns(
         tokens_in = results[0].tokens_in
     else:
         reqs = [
-            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None)
+            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None,
+                        logprobs=logprobs)
             for i, p in enumerate(prefills)
         ]
         results = await backend.generate(reqs)
@@ -325,8 +330,12 @@ async def generate_turns(
     cands = [
         _candidate(p, c.text, c.finish_reason, c.tokens_out, steering) for p, c in zip(prefills, comps, strict=True)
     ]
-    for c, extra in zip(cands, spent, strict=True):
+    if json_schema is not None:  # the whole answer is the reply: JSON is no tag text, whatever its braces
+        for cand, comp in zip(cands, comps, strict=True):
+            cand.reply, cand.stray, cand.state, cand.action = comp.text.strip(), "", None, None
+    for c, extra, comp in zip(cands, spent, comps, strict=True):
         c.tokens_in = tokens_in
+        c.logprobs = comp.logprobs
         c.tokens_out += extra
     return cands
 

@@ -4,16 +4,67 @@ A role (user simulator, selector judge, pairwise judge) is named in configs and 
 a backend spec (``hf:PATH``, ``openai:MODEL``, ...: the role is played by that model through its
 LLM implementation) or by ``"oracle"`` (the sandbox world's oracle for that role). A
 :class:`BackendPool` loads each model once, however many roles it plays.
+
+This module is the one place that resolves ``"oracle"``: an :class:`OracleProvider` registers itself
+with :func:`register_oracle_provider`; when none has, the built-in ``sandbox`` plug-in is loaded by
+name (:mod:`sage_dialog.core.plugins`), which registers its oracles on import. Nothing here (or in
+any layer below ``sandbox/``) imports the sandbox.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sage_dialog.backends.base import Backend, BackendConfig, SamplingParams, load_backend
+from sage_dialog.core.schema import Tags
 from sage_dialog.roles.protocols import PairwiseJudge, Selector, UserSimulator
 
 ORACLE = "oracle"
+ORACLE_PLUGIN = "sandbox"  # the plug-in loaded when no oracle provider registered itself
+
+
+@runtime_checkable
+class OracleProvider(Protocol):
+    """A world that knows the ground truth: oracle roles, and the openings and actions to test on."""
+
+    def oracle(self, role: str, **kw: Any) -> Any:
+        """The oracle for ``role`` (annotator, selector, pairwise, user, action, reward)."""
+        ...
+
+    def seed_openings(self, n: int, seed: int) -> list[str]:
+        """``n`` opening user utterances of the world."""
+        ...
+
+    def actions(self) -> list[Tags]:
+        """The world's assistant actions as steering tags (no topic)."""
+        ...
+
+
+_provider: OracleProvider | None = None
+
+
+def register_oracle_provider(provider: OracleProvider) -> None:
+    """Make ``provider`` the world behind every ``"oracle"`` role spec."""
+    global _provider
+    _provider = provider
+
+
+def oracle_provider() -> OracleProvider:
+    """The registered oracle world (loading the sandbox plug-in when none registered)."""
+    if _provider is None:
+        from sage_dialog.core.plugins import load
+
+        load(ORACLE_PLUGIN)
+    if _provider is None:
+        from sage_dialog.core.errors import UserError
+
+        raise UserError(f"plug-in {ORACLE_PLUGIN!r} registered no oracle roles")
+    return _provider
+
+
+def oracle(role: str, **kw: Any) -> Any:
+    """The oracle playing ``role`` (see :class:`OracleProvider`)."""
+    return oracle_provider().oracle(role, **kw)
 
 
 class BackendPool:
@@ -46,17 +97,11 @@ class BackendPool:
         self.loaded.clear()
 
 
-def _oracle(role: str, **kw: Any) -> Any:
-    from sage_dialog.sandbox.oracles import oracle_for
-
-    return oracle_for(role, **kw)
-
-
 def make_user(spec: str | BackendConfig, pool: BackendPool, *, persona: str | None = None, seed: int = 0,
               sampling: SamplingParams | None = None) -> UserSimulator:
     """A user simulator: the oracle, or a model with the roles flipped (``persona`` is the prompt text)."""
     if spec == ORACLE:
-        user: UserSimulator = _oracle("user", seed=seed)
+        user: UserSimulator = oracle("user", seed=seed)
         return user
     from sage_dialog.roles.user_simulator import LLMUserSimulator
 
@@ -68,7 +113,7 @@ def make_selector(spec: str | BackendConfig, pool: BackendPool, *, criteria: str
     """An N-way selector judge: the oracle, or a model judging by ``criteria`` in ``orders`` shown
     orders (see :mod:`sage_dialog.roles.selector`)."""
     if spec == ORACLE:
-        selector: Selector = _oracle("selector")
+        selector: Selector = oracle("selector")
         return selector
     from sage_dialog.roles.selector import LLMSelector
 
@@ -79,7 +124,7 @@ def make_selector(spec: str | BackendConfig, pool: BackendPool, *, criteria: str
 def make_pairwise_judge(spec: str | BackendConfig, pool: BackendPool, *, mode: str = "generate") -> PairwiseJudge:
     """A pairwise judge: the oracle, or a model (``mode`` generate or score)."""
     if spec == ORACLE:
-        judge: PairwiseJudge = _oracle("pairwise")
+        judge: PairwiseJudge = oracle("pairwise")
         return judge
     from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 

@@ -52,7 +52,7 @@ from sage_dialog.core.io import (
     write_json,
 )
 from sage_dialog.core.redact import redact_obj
-from sage_dialog.core.schema import Dialog, Tags, utc_now
+from sage_dialog.core.schema import Dialog, Tags, Turn, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
 
@@ -417,6 +417,7 @@ class LLMAnnotator:
         temperature: float = 0.0,
         max_tokens_per_turn: int = 48,
         template: str | None = None,
+        json_prefill: bool = False,
     ):
         if max_attempts < 1:
             raise UserError("annotator: max_attempts must be at least 1")
@@ -427,6 +428,9 @@ class LLMAnnotator:
         self.max_attempts = max_attempts
         self.temperature = temperature
         self.max_tokens_per_turn = max_tokens_per_turn
+        # Start the answer with the JSON it must begin with: a small chat model (SmolLM2-135M) asked
+        # for JSON otherwise goes on with the dialog it was shown (0 of 10 valid).
+        self.prefill = JSON_PREFILL if json_prefill else None
         self.template = string.Template(template if template is not None else _template("annotator.txt"))
         self.schema = answer_schema(self.labels, tidy=tidy)
         self.name = f"llm:{backend.name}"
@@ -460,9 +464,9 @@ class LLMAnnotator:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
         sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
         # structured output / guided decoding where the backend has it (closed label sets then give
-        # valid labels by construction); the answer is validated anyway
+        # valid labels by construction; a prefill turns it off); the answer is validated anyway
         schema = dialog_schema(self.labels, dialog, tidy=self.tidy)
-        return ChatRequest(messages=messages, sampling=sampling, json_schema=schema)
+        return ChatRequest(messages=messages, sampling=sampling, json_schema=schema, prefill=self.prefill)
 
     # -- the protocol
 
@@ -491,7 +495,7 @@ class LLMAnnotator:
                 self.stats["requests"] += 1
                 if comp is not None and comp.cached:
                     self.stats["cached"] += 1
-                text = comp.text if comp is not None else ""
+                text = (self.prefill or "") + comp.text if comp is not None else ""
                 raws[i].append(text)
                 if comp is None or comp.finish_reason == "error":
                     problems = [f"backend error: {(comp.error if comp else None) or text or 'no completion'}"]
@@ -525,6 +529,77 @@ class LLMAnnotator:
                                      raw=raws[i], attempts=attempts)
             out.append(r)
         return out
+
+
+class ScoringAnnotator:
+    """:class:`roles.Annotator` that *chooses* each closed label by the backend's option scores.
+
+    For every turn and every closed field (motivation, emotion) it scores each label of the set as
+    the answer to "the FIELD is ..." about that message (with the turn before it as context) and
+    takes the most likely one, calibrated against the label's score for a content-free message
+    (small models prefer some labels whatever the message): the labels are valid
+    by construction, with no JSON to write or repair, which is what a small model (SmolLM2-135M)
+    can do. Topics are not chosen this way (an open vocabulary): they are left empty. Needs closed
+    sets for motivation and emotion on both roles and a backend that can score (``hf``, ``vllm``).
+    """
+
+    FIELDS = ("motivation", "emotion")
+
+    def __init__(self, backend: Backend, labels: LabelSets):
+        missing = [f"{r}.{f}" for r in ROLES for f in self.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
+        if not backend.supports_scoring:
+            raise UserError(f"annotate: mode=score needs a backend that scores options; {backend.name} cannot")
+        self.backend = backend
+        self.labels = labels
+        self.name = f"llm-score:{backend.name}"
+        self.stats: Counter[str] = Counter()
+
+    def _request(self, dialog: Dialog, i: int, fld: str) -> Any:
+        from sage_dialog.backends.base import ScoreRequest
+
+        turn = dialog.turns[i]
+        options = self.labels.get(turn.role, fld) or []
+        # One short prompt per turn, not the whole dialog: each option is scored after the prompt, so
+        # the prompt's length is paid once per label (the whole dialog made it ~6x slower on CPU).
+        text = turn.text if len(turn.text) <= 400 else turn.text[:400] + " ..."
+        before = f'(after: "{dialog.turns[i - 1].text[:200]}") ' if i > 0 else ""
+        question = (f'{before}The {turn.role} says: "{text}"\nWhich {fld} fits this message best? '
+                    f"One of: {', '.join(options)}.")
+        return ScoreRequest(messages=[{"role": "system", "content": "You label chat messages."},
+                                      {"role": "user", "content": question}],
+                            options=[f" {o}" for o in options], prefill=f"The {fld} is")
+
+    async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
+        keys = [(d, i, f) for d in range(len(dialogs)) for i in range(len(dialogs[d].turns)) for f in self.FIELDS]
+        # contextual calibration (Zhao et al., 2021): a small model prefers some labels whatever the
+        # message says; each label's score for a content-free message ("N/A") is subtracted
+        blank = {(r, f): Dialog(id="calibration", turns=[Turn(role=r, text="N/A")])  # type: ignore[arg-type]
+                 for r in ROLES for f in self.FIELDS}
+        calib_keys = list(blank)
+        reqs = [self._request(dialogs[d], i, f) for d, i, f in keys]
+        reqs += [self._request(blank[k], 0, k[1]) for k in calib_keys]
+        try:
+            scores = await self.backend.score(reqs)
+        except BackendError as e:
+            return [AnnotationResult(tags=None, error=f"backend error: {e}") for _ in dialogs]
+        prior = dict(zip(calib_keys, scores[len(keys):], strict=True))
+        chosen: dict[tuple[int, int, str], str] = {}
+        for (d, i, f), sc in zip(keys, scores[: len(keys)], strict=True):
+            role = dialogs[d].turns[i].role
+            options = self.labels.get(role, f) or []
+            base = prior[(role, f)].logprobs
+            calibrated = [lp - b for lp, b in zip(sc.logprobs, base, strict=True)]
+            best = max(range(len(options)), key=calibrated.__getitem__)
+            chosen[(d, i, f)] = options[best]
+            self.stats["requests"] += 1
+        return [
+            AnnotationResult(tags=[Tags(motivation=chosen[(d, i, "motivation")], emotion=chosen[(d, i, "emotion")],
+                                        topics=[]) for i in range(len(dialog.turns))])
+            for d, dialog in enumerate(dialogs)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +661,10 @@ def _chunks(it: Iterable[Dialog], size: int) -> Iterator[list[Dialog]]:
 # the stage
 
 
+# the start of every answer (see answer_model), prefilled with ``json_prefill``
+JSON_PREFILL = '{"turns": [{"index": 0, "motivation": "'
+
+
 class AnnotateConfig(BaseModel):
     """Settings of ``sage-dialog annotate`` (also usable from Python: ``annotate.run(cfg)``)."""
 
@@ -614,6 +693,11 @@ class AnnotateConfig(BaseModel):
     max_attempts: int = Field(3, ge=1, description="requests per dialog, repairs included")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the annotator")
     max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn")
+    mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: a JSON answer per dialog; score: choose each closed label by the "
+        "backend's option scores (valid by construction; topics left empty)")
+    json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
+                               "otherwise continue the dialog; backends without constrained decoding)")
     chunk_size: int = Field(64, ge=1, description="dialogs handed to the backend at once")
     cache: str | None = Field(None, description="response cache (SQLite) path; re-runs take answers from it")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="backend constructor options, e.g. "
@@ -640,11 +724,9 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             + (["tidy"] if cfg.tidy else [])
         if llm_only:
             raise UserError(f"annotator 'oracle': option(s) {', '.join(llm_only)} only apply to an LLM annotator")
-        try:
-            from sage_dialog.sandbox.oracles import oracle_for
-        except ImportError:
-            raise UserError("annotator 'oracle' needs sage_dialog.sandbox.oracles (not installed)") from None
-        return oracle_for("annotator"), None
+        from sage_dialog.roles.factory import oracle
+
+        return oracle("annotator"), None
     from sage_dialog.backends.base import load_backend
 
     bcfg = cfg.annotator if isinstance(cfg.annotator, BackendConfig) else BackendConfig(spec=cfg.annotator)
@@ -663,11 +745,19 @@ def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator,
             template = cfg.prompt.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"{cfg.prompt}: no such prompt file") from None
+    if cfg.mode == "score":  # checked before the model loads
+        missing = [f"{r}.{f}" for r in ROLES for f in ScoringAnnotator.FIELDS if labels.get(r, f) is None]
+        if missing:
+            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
+                            f"(labels: {{motivation: SET, emotion: SET}})")
     backend = load_backend(bcfg)
     if ledger is not None:
         backend = ledger.track(backend)  # outermost, so it sees cache hits
+    if cfg.mode == "score":
+        return ScoringAnnotator(backend, labels), backend
     ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
-                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template)
+                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template,
+                       json_prefill=cfg.json_prefill)
     return ann, backend
 
 

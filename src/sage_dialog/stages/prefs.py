@@ -5,6 +5,18 @@ sibling (or the top ``negatives`` of them by judge score, hardest first) is *rej
 shared history of the chosen path. The kept path from the root is the *best path*, a dialog for
 rejection-sampling fine-tuning.
 
+``level`` chooses what a pair contrasts:
+
+* ``text`` (default): the kept reply against each dropped sibling, whatever their actions.
+* ``action``: pairs that share the state and differ in the *action*: the kept candidate against, for
+  each other action tried at the decision (its motivation and emotion; a latent search's action
+  branches, or the actions free samples happened to carry), that action's best-scored reply, among
+  siblings whose state block equals the kept one's. State-level policy improvement: what to do, with
+  the reply as its realisation.
+* ``tags``: the same pairs with the replies left out (only the tag blocks), for trainers that should
+  learn the action choice alone; with ``sage-dialog train dpo`` prefer ``action`` pairs and
+  ``data.loss_on: tags``, which trains the same tag tokens and keeps the end of turn in place.
+
 Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.SearchNode`) written by
 ``sage-dialog search``, or a folder of the original SAGE transcripts with their ``full/`` variant.
 """
@@ -26,6 +38,7 @@ from sage_dialog.core.io import write_jsonl
 from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Turn
 
 OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
+Level = Literal["text", "action", "tags"]
 # our names for the preference forms of formats/preferences.py ("sage-comparison" is the original's)
 _FORMS = {"trl": "trl", "llamafactory": "llamafactory", "sage-comparison": "original"}
 
@@ -40,6 +53,8 @@ class PrefsConfig(BaseModel):
     dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
     max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")
     balance: bool = Field(False, description="cap every seed at the smallest seed's pair count")
+    level: Level = Field("text", description="text: reply vs reply; action: same state, different action "
+                         "(action + reply each); tags: those pairs with the tag blocks only")
     include_unparsed: bool = Field(
         False, description="also make pairs at decisions whose judge answer was unparsed (the kept reply is then "
         "just the first sample, so such pairs carry no preference; left out and counted by default)")
@@ -155,6 +170,68 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = 
             )
 
 
+def _val(node: SearchNode) -> float:
+    return node.score if node.score is not None else float("-inf")
+
+
+def _action_key(node: SearchNode) -> tuple[str | None, str | None, str]:
+    a = node.action
+    if a is None:
+        return (None, None, "")
+    return (a.motivation, a.emotion, repr(sorted(a.extra.items())))
+
+
+def action_pairs_from_tree(tree: Tree, cfg: PrefsConfig,
+                           counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
+    """One pair per other action tried at each decision on the kept path (see ``level``); unparsed
+    decisions are left out and counted as in :func:`pairs_from_tree`."""
+    for parent_id, siblings in tree.children.items():
+        cands = [s for s in siblings if s.role == "assistant" and not s.sampling.get("lookahead")]
+        kept = [s for s in cands if s.kept]
+        if not kept or parent_id is None:
+            continue
+        parent = tree.nodes[parent_id]
+        history_nodes = tree.path_to(parent)
+        if not all(n.kept for n in history_nodes):
+            continue
+        chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
+        if chosen.decision is not None and chosen.decision.outcome == "unparsed" and not cfg.include_unparsed:
+            if counts is not None:
+                counts["unparsed_decisions"] += 1
+            continue
+        if chosen.action is None:
+            continue
+        best: dict[tuple[str | None, str | None, str], SearchNode] = {}
+        for c in cands:  # the best-scored reply of every other action read in the same state
+            key = _action_key(c)
+            if c is chosen or c.action is None or key == _action_key(chosen) or c.state != chosen.state:
+                continue
+            if key not in best or _val(c) > _val(best[key]):
+                best[key] = c
+        ranked = sorted(best.values(), key=lambda c: -_val(c))
+        if cfg.negatives is not None:
+            ranked = ranked[: cfg.negatives]
+        history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
+        tags_only = cfg.level == "tags"
+        for rej in ranked:
+            margin = _margin(chosen, rej)
+            if cfg.min_margin is not None and (margin is None or margin < cfg.min_margin):
+                continue
+            yield PreferencePair(
+                id=f"{tree.name}/{chosen.id}>{rej.id}" + ("#tags" if tags_only else "#action"),
+                history=history,
+                chosen=Turn(role="assistant", text="" if tags_only else chosen.text, state=chosen.state,
+                            action=chosen.action),
+                rejected=Turn(role="assistant", text="" if tags_only else rej.text, state=rej.state,
+                              action=rej.action),
+                seed=tree.name,
+                depth=chosen.depth,
+                margin=margin,
+                tag_diff=sac.tag_diff(chosen.action, rej.action),
+                source=f"search-tree-{cfg.level}",
+            )
+
+
 def best_path_dialog(tree: Tree) -> Dialog:
     """The kept path of a tree as a SAC dialog."""
     turns = [_turn(n, tags=True) for n in tree.best_path()]
@@ -205,7 +282,8 @@ def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig, counts: Counter[st
 def build(trees: list[Tree], cfg: PrefsConfig,
           counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
     """Pairs (refined) and best-path dialogs of ``trees``; ``counts`` hears what was left out."""
-    pairs = refine((p for t in trees for p in pairs_from_tree(t, cfg, counts)), cfg, counts)
+    make = pairs_from_tree if cfg.level == "text" else action_pairs_from_tree
+    pairs = refine((p for t in trees for p in make(t, cfg, counts)), cfg, counts)
     paths = [best_path_dialog(t) for t in trees]
     return pairs, paths
 
@@ -253,6 +331,8 @@ def load_source(source: str | Path, cfg: PrefsConfig,
     """
     src = Path(source)
     if _is_transcript_folder(src) and not any(src.rglob("*.jsonl")):
+        if cfg.level != "text":
+            raise UserError(f"{src}: transcripts carry no states to pair actions in; level {cfg.level} needs search trees")
         from sage_dialog.formats.transcripts import read_transcript_dir
 
         full = read_transcript_dir(src, "full")

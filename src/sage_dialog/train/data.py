@@ -42,8 +42,9 @@ _ROLES = ("system", "user", "assistant")
 
 def turn_content(turn: Turn) -> str:
     """A turn as chat content: assistant turns get their SAC tag blocks in front of the reply."""
-    if turn.role == "assistant":
-        return sac.render_turn(turn.text, state=turn.state, action=turn.action)
+    if turn.role == "assistant":  # a tags-only turn (empty reply) ends with its last block
+        text = sac.render_turn(turn.text, state=turn.state, action=turn.action)
+        return text.rstrip() if not turn.text else text
     return turn.text
 
 
@@ -278,6 +279,25 @@ def encode_conversation(
     want = {"turn": ("tags", "reply"), "reply": ("reply",), "tags": ("tags",)}[loss_on]
     labels = [t if p in want else IGNORE for t, p in zip(ids, parts, strict=True)]
     return Encoded(input_ids=ids, labels=labels, parts=parts, text=text)
+
+
+def completion_loss_mask(tokenizer: Any, ids: Sequence[int], loss_on: LossOn) -> list[int]:
+    """Which tokens of one assistant completion (tag blocks, reply, end of turn) carry loss, 1 or 0.
+
+    The preference counterpart of :func:`encode_conversation`: ``"tags"`` keeps the leading tag blocks
+    (a token straddling their end counts as tags), ``"reply"`` the rest, ``"turn"`` everything.
+    """
+    if loss_on == "turn" or not ids:
+        return [1] * len(ids)
+    ends, text = [], ""
+    for j in range(len(ids)):  # character end of each token in the decoded completion
+        text = tokenizer.decode(list(ids[: j + 1]), skip_special_tokens=False)
+        ends.append(len(text))
+    parsed = sac.parse(text)
+    head = len(text[: len(text) - len(parsed.reply)].rstrip()) if parsed.has_tags else 0
+    starts = [0, *ends[:-1]]
+    is_tag = [st < head for st in starts]
+    return [int(t) if loss_on == "tags" else int(not t) for t in is_tag]
 
 
 def build_sft_dataset(

@@ -6,6 +6,11 @@ negative log-likelihood of the chosen reply. TRL 1.16 expresses this as ``loss_t
 reference model is the base with the adapter disabled (TRL does this when given a ``peft_config``);
 under full fine-tuning it is a frozen copy of the starting model.
 
+``data.loss_on`` restricts both terms to a part of each completion: ``tags`` trains the action
+choice alone (the tag blocks; state-level policy improvement on action-level pairs), ``reply`` the
+realisation under given tags; ``turn`` (default) everything. The mask is applied by
+:class:`PartCollator` on TRL's completion mask, so the reference model sees the same tokens.
+
 Example::
 
     cfg = load_config(DPORunConfig, "configs/train-dpo-small.yaml", ["model.name_or_path=runs/sft-merged"])
@@ -60,11 +65,38 @@ def loss_spec(cfg: DPORunConfig) -> tuple[list[str], list[float]]:
     return types, weights
 
 
+def part_collator(tokenizer: Any, args: Any, loss_on: str) -> Any:
+    """TRL's preference collator with the completion mask cut to ``loss_on`` (tags or reply)."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from sage_dialog.train.data import completion_loss_mask
+
+    class PartCollator(DataCollatorForPreference):  # type: ignore[misc]
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            out = super().torch_call(examples)
+            mask = out["completion_mask"]
+            rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + \
+                   [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+            for r, (p, c) in enumerate(rows):
+                for j, keep in enumerate(completion_loss_mask(tokenizer, c, loss_on)):  # type: ignore[arg-type]
+                    pos = len(p) + j
+                    if pos < mask.shape[1] and not keep:
+                        mask[r, pos] = 0
+            return out
+
+    return PartCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                        truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
+
+
 def build_datasets(cfg: DPORunConfig) -> tuple[Any, Any | None]:
     from datasets import Dataset
 
+    from sage_dialog.core import sac
+
     d = cfg.data
     train = load_preferences(d.train, d.limit)
+    if d.loss_on == "tags" and not any(sac.parse(r["chosen"][0]["content"]).has_tags for r in train):
+        raise UserError(f"{d.train}: data.loss_on is tags but no chosen reply has tag blocks: nothing to train")
     if d.eval is not None:
         ev = load_preferences(d.eval, d.limit)
     else:
@@ -74,6 +106,9 @@ def build_datasets(cfg: DPORunConfig) -> tuple[Any, Any | None]:
 
 def train_dpo(cfg: DPORunConfig) -> Path:
     """Run DPO (+ SFT term) from ``cfg.model`` on ``cfg.data``; return the output folder."""
+    out = Path(cfg.output_dir)
+    # data and output are checked before trl and the model (tens of seconds) load
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     from trl import DPOConfig, DPOTrainer
 
     if cfg.threads is not None:
@@ -81,9 +116,6 @@ def train_dpo(cfg: DPORunConfig) -> Path:
 
         threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
-    out = Path(cfg.output_dir)
-    # data and output are checked before the model (tens of seconds) loads
-    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg)
     manifest = new_manifest("train-dpo", cfg.model_dump(mode="json"), seed=cfg.train.seed,
@@ -102,8 +134,12 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     check_target_modules(model, cfg.adapter)
     align_eos(tokenizer, model, template)
     set_zero3_leaf_modules(model)
+    if tokenizer.pad_token is None:  # TRL sets it when it builds its own collator
+        tokenizer.pad_token = tokenizer.eos_token
+    collator = part_collator(tokenizer, args, cfg.data.loss_on) if cfg.data.loss_on != "turn" else None
     trainer = DPOTrainer(
         model=model,
+        data_collator=collator,
         ref_model=None,  # LoRA: base with adapter off; full: TRL makes a frozen copy
         args=args,
         train_dataset=train_ds,

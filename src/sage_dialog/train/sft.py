@@ -58,6 +58,9 @@ def build_datasets(cfg: SFTRunConfig, tokenizer: Any, template: str) -> tuple[An
 
 def train_sft(cfg: SFTRunConfig) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.data``; return the output folder (model or adapter, tokenizer, summary)."""
+    out = Path(cfg.output_dir)
+    # data and output are checked before trl and the model (tens of seconds) load
+    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     from trl import SFTConfig, SFTTrainer
 
     if cfg.threads is not None:
@@ -65,9 +68,6 @@ def train_sft(cfg: SFTRunConfig) -> Path:
 
         threads.apply(cfg.threads)
     device = resolve_device(cfg.train)
-    out = Path(cfg.output_dir)
-    # data and output are checked before the model (tens of seconds) loads
-    check_paths(inputs=[cfg.data.train, cfg.data.eval], folders=[out])
     tokenizer, template = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg, tokenizer, template)
     manifest = new_manifest("train-sft", cfg.model_dump(mode="json"), seed=cfg.train.seed,

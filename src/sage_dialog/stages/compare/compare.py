@@ -399,6 +399,8 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
         raise UserError("compare: give at least two models (models: NAME=SPEC and/or dialogs: NAME=FILE)")
     if cfg.models and cfg.seeds is None:
         raise UserError("compare: 'seeds' (a file of opening user utterances) is needed to play dialogs")
+    # inputs and the output folder are checked before any model loads
+    io.check_paths(inputs=[*cfg.dialogs.values(), cfg.seeds if cfg.models else None], folders=[cfg.out])
     dialogs_by_model: dict[str, list[Dialog]] = {}
     for name in names:
         dialogs_by_model[name] = read_dialogs(cfg.dialogs[name]) if name in cfg.dialogs else []

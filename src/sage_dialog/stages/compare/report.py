@@ -284,27 +284,69 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Plot geometry. Wide: labels left of the bars (740 px). Narrow (phones): each label on its own
+    line above its bar, 340 px, so a 390 px screen shows the plot at full size with readable text."""
+
+    narrow: bool
+    w: int
+    x0: int  # where the plot area starts
+    plot_w: int
+    row_h: int
+    top: int = 34
+
+    def label(self, y_row: float, text: str) -> str:
+        if self.narrow:
+            return f'<text x="4" y="{y_row + 14:.1f}" class="lbl">{_e(text)}</text>'
+        return (f'<text x="{self.x0 - 8}" y="{y_row + self.row_h / 2 + 4:.1f}" text-anchor="end" '
+                f'class="lbl">{_e(text)}</text>')
+
+    def center(self, y_row: float) -> float:
+        """Vertical centre of a row's bar or whisker."""
+        return y_row + (32 if self.narrow else self.row_h / 2)
+
+    def open(self, h: int, title: str) -> list[str]:
+        kind = "narrow" if self.narrow else "wide"
+        return [f'<svg class="plot {kind}" role="img" xmlns="http://www.w3.org/2000/svg" width="{self.w}" '
+                f'height="{h}" viewBox="0 0 {self.w} {h}"><title>{_e(title)}</title>',
+                f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+
+
+_WIDE = _Layout(narrow=False, w=740, x0=230, plot_w=420, row_h=30)
+_NARROW = _Layout(narrow=True, w=340, x0=6, plot_w=262, row_h=50)
+
+
+def _both(draw: Any) -> str:
+    """The wide and the narrow drawing of one plot; CSS shows the one that fits the screen."""
+    return str(draw(_WIDE)) + str(draw(_NARROW))
+
+
 def forest_svg(rows: Sequence[tuple[str, float, float, float]], *, lo: float, hi: float, ref: float | None,
                title: str, fmt: str = "pct", color: str = BLUE) -> str:
     """Point estimates with interval whiskers on a shared axis, one row per label."""
-    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    return _both(lambda lay: _forest(lay, rows, lo=lo, hi=hi, ref=ref, title=title, fmt=fmt, color=color))
+
+
+def _forest(lay: _Layout, rows: Sequence[tuple[str, float, float, float]], *, lo: float, hi: float,
+            ref: float | None, title: str, fmt: str, color: str) -> str:
+    top, row_h = lay.top, lay.row_h
     h = top + row_h * len(rows) + 30
-    w = label_w + plot_w + 90
-    x = lambda v: label_w + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w  # noqa: E731
+    x = lambda v: lay.x0 + (min(max(v, lo), hi) - lo) / (hi - lo) * lay.plot_w  # noqa: E731
     show = (lambda v: _pct(v)) if fmt == "pct" else (lambda v: _num(v))
-    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
-             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    parts = lay.open(h, title)
     for k in range(5):
         v = lo + (hi - lo) * k / 4
+        anchor = "start" if lay.narrow and k == 0 else "middle"  # keep the first tick inside a narrow plot
         parts.append(f'<line x1="{x(v):.1f}" y1="{top - 6}" x2="{x(v):.1f}" y2="{h - 24}" stroke="#eee"/>'
-                     f'<text x="{x(v):.1f}" y="{h - 8}" text-anchor="middle" class="tick">{_e(show(v))}</text>')
+                     f'<text x="{x(v):.1f}" y="{h - 8}" text-anchor="{anchor}" class="tick">{_e(show(v))}</text>')
     if ref is not None:
         parts.append(f'<line x1="{x(ref):.1f}" y1="{top - 8}" x2="{x(ref):.1f}" y2="{h - 24}" stroke="#555" '
                      f'stroke-dasharray="4 3"/>')
     for i, (label, est, a, b) in enumerate(rows):
-        y = top + row_h * i + row_h / 2
-        parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>')
+        y_row = top + row_h * i
+        y = lay.center(y_row)
+        parts.append(lay.label(y_row, label))
         if not math.isnan(a) and not math.isnan(b):
             parts.append(f'<line class="ci" x1="{x(a):.1f}" y1="{y:.1f}" x2="{x(b):.1f}" y2="{y:.1f}" '
                          f'stroke="{color}" stroke-width="3"/>')
@@ -314,63 +356,76 @@ def forest_svg(rows: Sequence[tuple[str, float, float, float]], *, lo: float, hi
         if not math.isnan(est):
             parts.append(f'<circle class="est" cx="{x(est):.1f}" cy="{y:.1f}" r="6" fill="{color}">'
                          f'<title>{_e(label)}: {_e(show(est))} [{_e(show(a))} – {_e(show(b))}]</title></circle>'
-                         f'<text x="{label_w + plot_w + 8}" y="{y + 4:.1f}" class="val">{_e(show(est))}</text>')
+                         f'<text x="{lay.x0 + lay.plot_w + 8}" y="{y + 4:.1f}" class="val">{_e(show(est))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def stacked_svg(rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]], *, title: str) -> str:
     """100%-stacked horizontal bars: each row is ``(label, [(count, color, name), ...])``."""
-    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    return _both(lambda lay: _stacked(lay, rows, title=title))
+
+
+def _stacked(lay: _Layout, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]], *, title: str) -> str:
+    top, row_h, plot_w = lay.top, lay.row_h, lay.plot_w
     names: dict[str, str] = {}
     for _, segs in rows:
         for _, color, name in segs:
             names.setdefault(name, color)
-    h = top + row_h * len(rows) + 34
-    w = label_w + plot_w + 90
-    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
-             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    # the legend wraps onto more lines where the plot is narrow
+    legend: list[tuple[float, int, str, str]] = []
+    lx, line = float(lay.x0), 0
+    for name, color in names.items():
+        width = 24 + 7 * len(name)
+        if lx + width > lay.w and lx > lay.x0:
+            lx, line = float(lay.x0), line + 1
+        legend.append((lx, line, name, color))
+        lx += width
+    h = top + row_h * len(rows) + 34 + 18 * line
+    parts = lay.open(h, title)
     for i, (label, segs) in enumerate(rows):
-        y = top + row_h * i
+        y_row = top + row_h * i
+        y = lay.center(y_row)
         total = sum(c for c, _, _ in segs) or 1
-        parts.append(f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>')
-        x0 = float(label_w)
+        parts.append(lay.label(y_row, label))
+        x0 = float(lay.x0)
         for count, color, name in segs:
             wd = count / total * plot_w
             if wd <= 0:
                 continue
-            parts.append(f'<rect class="bar" x="{x0:.1f}" y="{y + 4}" width="{wd:.1f}" height="{row_h - 8}" '
+            parts.append(f'<rect class="bar" x="{x0:.1f}" y="{y - 11:.1f}" width="{wd:.1f}" height="22" '
                          f'fill="{color}"><title>{_e(label)} – {_e(name)}: {count:g} ({100 * count / total:.1f}%)</title></rect>')
             if wd > 26:
-                parts.append(f'<text x="{x0 + wd / 2:.1f}" y="{y + row_h / 2 + 4:.1f}" text-anchor="middle" '
+                parts.append(f'<text x="{x0 + wd / 2:.1f}" y="{y + 4:.1f}" text-anchor="middle" '
                              f'class="inbar">{count:g}</text>')
             x0 += wd
-    lx = float(label_w)
-    for name, color in names.items():
-        parts.append(f'<rect x="{lx:.1f}" y="{h - 18}" width="12" height="12" fill="{color}"/>'
-                     f'<text x="{lx + 16:.1f}" y="{h - 8}" class="tick">{_e(name)}</text>')
-        lx += 24 + 7 * len(name)
+    legend_y = top + row_h * len(rows) + 16
+    for lx, line, name, color in legend:
+        ly = legend_y + 18 * line
+        parts.append(f'<rect x="{lx:.1f}" y="{ly - 10}" width="12" height="12" fill="{color}"/>'
+                     f'<text x="{lx + 16:.1f}" y="{ly}" class="tick">{_e(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def bars_svg(rows: Sequence[tuple[str, float]], *, title: str, unit: str = "") -> str:
     """Plain horizontal bars (e.g. mean words per model)."""
-    label_w, plot_w, row_h, top = 230, 420, 30, 34
+    return _both(lambda lay: _bars(lay, rows, title=title, unit=unit))
+
+
+def _bars(lay: _Layout, rows: Sequence[tuple[str, float]], *, title: str, unit: str) -> str:
+    top, row_h = lay.top, lay.row_h
     vmax = max([v for _, v in rows if not math.isnan(v)] + [1e-9])
     h = top + row_h * len(rows) + 10
-    w = label_w + plot_w + 90
-    parts = [f'<svg class="plot" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}"><title>{_e(title)}</title>',
-             f'<text x="4" y="18" class="ptitle">{_e(title)}</text>']
+    parts = lay.open(h, title)
     for i, (label, v) in enumerate(rows):
-        y = top + row_h * i
-        wd = 0.0 if math.isnan(v) else v / vmax * plot_w
-        parts.append(f'<text x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end" class="lbl">{_e(label)}</text>'
-                     f'<rect class="bar" x="{label_w}" y="{y + 4}" width="{wd:.1f}" height="{row_h - 8}" fill="{BLUE}">'
+        y_row = top + row_h * i
+        y = lay.center(y_row)
+        wd = 0.0 if math.isnan(v) else v / vmax * (lay.plot_w - 40)  # room for the value after the bar
+        parts.append(lay.label(y_row, label)
+                     + f'<rect class="bar" x="{lay.x0}" y="{y - 11:.1f}" width="{wd:.1f}" height="22" fill="{BLUE}">'
                      f'<title>{_e(label)}: {_num(v, 1)} {_e(unit)}</title></rect>'
-                     f'<text x="{label_w + wd + 6:.1f}" y="{y + row_h / 2 + 4:.1f}" class="val">{_num(v, 1)}</text>')
+                     f'<text x="{lay.x0 + wd + 6:.1f}" y="{y + 4:.1f}" class="val">{_num(v, 1)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -387,13 +442,17 @@ font-size:.9rem}th,td{border:1px solid #ddd;padding:.3rem .55rem;text-align:righ
 .ptitle{font-weight:600;font-size:14px}.lbl{font-size:12px}.tick{font-size:11px;fill:#666}.val{font-size:12px}
 .inbar{font-size:11px;fill:#fff}.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;
 border-radius:8px;padding:.6rem 1rem;min-width:200px}.big{font-size:1.6rem;font-weight:600}
+body{overflow-wrap:anywhere}.tablewrap{overflow-x:auto;max-width:100%}svg.narrow{display:none}
+@media (max-width:700px){body{margin:1rem auto}svg.wide{display:none}svg.narrow{display:block}.card{min-width:0;
+flex:1 1 100%}}
 """
 
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+    # a wide table scrolls inside its own box on a phone; the page itself never scrolls sideways
+    return ('<div class="tablewrap"><table><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-            + "</tbody></table>")
+            + "</tbody></table></div>")
 
 
 def render_html(rep: Report, title: str) -> str:

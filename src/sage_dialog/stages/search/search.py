@@ -9,6 +9,10 @@ chooses, the user simulator answers the kept reply, for ``turns`` assistant turn
   chosen candidate and 0 for the others otherwise), so the best ``beam_width`` dialogs survive.
 * ``lookahead``: before choosing, every candidate is rolled forward ``lookahead_depth`` turns (user
   reply, assistant reply, ...) and the judge compares the *continuations*: a future-aware choice.
+* ``latent`` and ``mcts`` branch on the State-Action Chain *action* instead of on free samples:
+  K actions are proposed with the model's own priors and realised by prefilling them; ``latent``
+  judges them best-of-K, ``mcts`` runs PUCT over them (:mod:`.actions`, :mod:`.mcts`; options in
+  ``SearchConfig.latent``).
 
 When the judge finds no good candidate its ``none_policy`` applies (``resample`` up to
 ``max_resamples`` times then keep the best, ``keep_best``, ``stop``); an unparsed answer keeps the first
@@ -37,19 +41,30 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion, SamplingParams
+from sage_dialog.backends.base import (
+    Backend,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+)
 from sage_dialog.core import io
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.prompts import derive_seed
-from sage_dialog.core.schema import Dialog, SearchNode, SelectionDecision, Turn
+from sage_dialog.core.schema import Dialog, SearchNode, SelectionDecision, Tags, Turn
 from sage_dialog.roles.protocols import SelectionTask, Selector, UserSimulator
+from sage_dialog.stages.search.actions import LatentConfig
+from sage_dialog.stages.search.budget import BudgetExhausted
 from sage_dialog.stages.search.rollout import assistant_messages, parse_assistant
 from sage_dialog.stages.search.tree import best_path, node_turn, path_dialog, write_tree
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Strategy = Literal["best_of_n", "beam", "lookahead"]
+Strategy = Literal["best_of_n", "beam", "lookahead", "latent", "mcts"]
+LATENT_STRATEGIES = ("latent", "mcts")
 
 
 class SamplingConfig(BaseModel):
@@ -82,6 +97,7 @@ class SearchConfig(BaseModel):
     budget_requests: int | None = Field(default=None, ge=1, description="model requests per seed")
     budget_tokens: int | None = Field(default=None, ge=1, description="assistant tokens (prompt + completion) per seed")
     seed: int = 0
+    latent: LatentConfig = Field(default_factory=LatentConfig, description="options of latent and mcts")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +165,14 @@ def _dec_chat(d: dict[str, Any]) -> ChatResult:
                       tokens_in=d["ti"])
 
 
+def _enc_score(r: ScoreResult) -> dict[str, Any]:
+    return {"lp": r.logprobs, "ti": r.tokens_in}
+
+
+def _dec_score(d: dict[str, Any]) -> ScoreResult:
+    return ScoreResult(logprobs=d["lp"], tokens_in=d["ti"], cached=True)
+
+
 class _Roles:
     """The shared, coalesced role calls of one search run."""
 
@@ -156,6 +180,7 @@ class _Roles:
         self.assistant_name = assistant.name
         self.user_name = user.name
         self.generate: Coalescer[ChatRequest, ChatResult] = Coalescer(lambda xs: assistant.generate(xs))
+        self.score: Coalescer[ScoreRequest, ScoreResult] = Coalescer(lambda xs: assistant.score(xs))
 
         async def _reply(items: list[tuple[list[Turn], int]]) -> list[str]:
             return await user.reply([d for d, _ in items], [s for _, s in items])
@@ -176,10 +201,6 @@ class _Beam:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
 
-class BudgetExhausted(Exception):
-    pass
-
-
 class _SeedSearch:
     """The search of one seed: a deterministic program over journaled role calls."""
 
@@ -192,6 +213,7 @@ class _SeedSearch:
         self.nodes: list[SearchNode] = []
         self.requests = 0
         self.tokens = 0
+        self.generated = 0  # completion tokens of the assistant (what the latent benchmark budgets)
         self.calls = 0  # model calls actually made (not replayed)
         self.fresh_tokens_out = 0  # assistant tokens generated now (not replayed, not from the cache)
         self.stopped: str | None = None
@@ -199,6 +221,11 @@ class _SeedSearch:
         self.journal = io.JsonlJournal(journal_path)
         self.replay = self.journal.load()
         self.step = 0
+        self.action_set: list[Tags] | None = None
+        if cfg.strategy in LATENT_STRATEGIES and cfg.latent.action_set is not None:
+            from sage_dialog.stages.search.actions import load_action_set
+
+            self.action_set = load_action_set(cfg.latent.action_set)
 
     # -- journaled calls --------------------------------------------------------------------
     async def _call(self, op: str, items: list[Any], run: Callable[[list[Any]], Awaitable[list[Any]]],
@@ -232,8 +259,15 @@ class _SeedSearch:
     async def generate(self, reqs: list[ChatRequest]) -> list[ChatResult]:
         out: list[ChatResult] = await self._call("generate", reqs, self.roles.generate, _enc_chat, _dec_chat)
         self._charge(len(reqs), sum(r.tokens_in + sum(c.tokens_out for c in r.completions) for r in out))
+        self.generated += sum(c.tokens_out for r in out for c in r.completions)
         if self.step > len(self.replay):
             self.fresh_tokens_out += sum(c.tokens_out for r in out for c in r.completions if not c.cached)
+        return out
+
+    async def score(self, reqs: list[ScoreRequest]) -> list[ScoreResult]:
+        """Option log-likelihoods from the assistant model (charged as one request and its prompt each)."""
+        out: list[ScoreResult] = await self._call("score", reqs, self.roles.score, _enc_score, _dec_score)
+        self._charge(len(reqs), sum(r.tokens_in for r in out))
         return out
 
     async def reply(self, dialogs: list[list[Turn]], seeds: list[int]) -> list[str]:
@@ -347,6 +381,11 @@ class _SeedSearch:
         return [result[b] for b in range(len(beams))]
 
     async def run(self) -> list[SearchNode]:
+        if self.cfg.strategy in LATENT_STRATEGIES:
+            from sage_dialog.stages.search.actions import decide_latent, run_decisions
+            from sage_dialog.stages.search.mcts import decide_mcts
+
+            return await run_decisions(self, decide_latent if self.cfg.strategy == "latent" else decide_mcts)
         root = self._add("user", self.seed_text, None, sampling={})
         beams = [_Beam(path=[root])]
         width = self.cfg.beam_width if self.cfg.strategy == "beam" else 1
@@ -405,7 +444,9 @@ def _argmax(xs: Sequence[float]) -> int:
 
 def _run_info(cfg: SearchConfig, seeds: list[str], assistant: Backend, user: UserSimulator,
               selector: Selector) -> dict[str, Any]:
-    return {"config": cfg.model_dump(mode="json"), "seeds": io.stable_hash(seeds),
+    # the latent options only when they matter: folders of the other strategies resume as before
+    config = cfg.model_dump(mode="json", exclude=None if cfg.strategy in LATENT_STRATEGIES else {"latent"})
+    return {"config": config, "seeds": io.stable_hash(seeds),
             "assistant": assistant.name, "user": user.name, "selector": selector.name}
 
 
@@ -416,6 +457,14 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
     out = Path(out_dir)
     if not seeds:
         raise UserError("no seeds to search from")
+    if cfg.strategy in LATENT_STRATEGIES:  # fail before anything is written
+        if cfg.latent.action_set is not None:
+            from sage_dialog.stages.search.actions import load_action_set
+
+            load_action_set(cfg.latent.action_set)
+        if not assistant.supports_scoring:
+            raise UserError(f"--strategy {cfg.strategy} scores actions with the assistant model; "
+                            f"backend {assistant.name} cannot score options")
     info = _run_info(cfg, seeds, assistant, user, selector)
     info_path = out / "search.json"
     if info_path.exists():
@@ -441,7 +490,7 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
     from sage_dialog.backends import progress as ticks
 
     meter = ticks.Meter(bar)  # the postfix moves with every request and token while a seed is searched
-    stats: dict[str, Any] = {"requests": 0, "tokens": 0, "model_calls": 0, "replayed_calls": 0, "outcomes": {},
+    stats: dict[str, Any] = {"requests": 0, "tokens": 0, "generated_tokens": 0, "model_calls": 0, "replayed_calls": 0, "outcomes": {},
                              "stopped": {}, "fresh_tokens_out": 0}
 
     async def one(s: _SeedSearch) -> None:
@@ -450,11 +499,12 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         finally:
             s.journal.close()
         meta = {"seed": s.seed_text, "strategy": cfg.strategy, "stopped": s.stopped, "requests": s.requests,
-                "tokens": s.tokens}
+                "tokens": s.tokens, "generated_tokens": s.generated}
         write_tree(trees_dir / f"{s.tree}.jsonl", nodes)
         io.write_json(trees_dir / f"{s.tree}.meta.json", meta)
         stats["requests"] += s.requests
         stats["tokens"] += s.tokens
+        stats["generated_tokens"] += s.generated
         stats["model_calls"] += s.calls
         stats["fresh_tokens_out"] += s.fresh_tokens_out
         stats["replayed_calls"] += min(len(s.replay), s.step)
@@ -473,7 +523,7 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         if bar is not None:
             bar.close()
     stats["batches"] = {"generate": roles.generate.batches, "reply": roles.reply.batches,
-                        "select": roles.select.batches}
+                        "select": roles.select.batches, "score": roles.score.batches}
     return stats
 
 
