@@ -49,13 +49,10 @@ def prompts(k: int) -> list[list[dict[str, str]]]:
 
 
 def resolve(model: str) -> str:
-    """A model folder for transformers (converting a GGUF or a short name through the hf backend)."""
-    try:
-        from sage_dialog.backends.hf import resolve_model  # added with GGUF support
+    """A model folder for transformers: a ``.gguf`` file or ``smollm2-135m`` is converted once (cached)."""
+    from sage_dialog.backends.gguf import resolve_model
 
-        return str(resolve_model(model))
-    except ImportError:
-        return model
+    return resolve_model(model)
 
 
 class GenerateLoop:
