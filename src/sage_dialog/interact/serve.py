@@ -56,8 +56,8 @@ log = logging.getLogger("uvicorn.error")  # shown at the server's --log-level, b
 TOKEN_ENV = "SAGE_DIALOG_SERVE_TOKEN"
 MAX_N = 16
 MAX_STOPS = 16
-# providers whose structured mode (ChatRequest.json_schema) constrains decoding (hf has none); a backend
-# may say so itself with a ``supports_json_schema`` attribute
+# providers whose structured mode (ChatRequest.json_schema) constrains decoding; a backend may say so
+# itself with a ``supports_json_schema`` attribute (hf: when xgrammar is installed)
 STRUCTURED_PROVIDERS = ("vllm", "openai")
 
 
