@@ -50,6 +50,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.io import loads_json
 
 GenerateFn = Callable[[ChatRequest, int], "str | Completion"]
 ScoreFn = Callable[[ScoreRequest], Sequence[float]]
@@ -73,10 +74,13 @@ def load_script(path: str | Path) -> dict[str, Any]:
         raise UserError(f"backend mock:{path}: no such file") from None
     except (IsADirectoryError, UnicodeDecodeError) as e:
         raise UserError(f"backend mock:{path}: cannot read it ({e})") from None
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"backend mock:{path}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+    if p.suffix == ".json":  # the project's one JSON reader (depth, huge integers, NaN, BOM)
+        data = loads_json(text, f"backend mock:{path}")
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"backend mock:{path}: not valid YAML: {e}") from None
     if isinstance(data, list):
         return {"outputs": data}
     if not isinstance(data, dict):
