@@ -98,8 +98,11 @@ class VLLMBackend(Backend):
         except ImportError as e:  # load_backend turns this into a UserError naming the extra
             raise ImportError(f"vllm is not installed ({e})", name="vllm") from e
         self.adapter = str(adapter) if adapter else None
+        from sage_dialog.backends.gguf import resolve_model
+
         kwargs: dict[str, Any] = {
-            "model": model,
+            # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
+            "model": resolve_model(model),
             "tensor_parallel_size": int(tensor_parallel_size),
             "enable_prefix_caching": bool(enable_prefix_caching),
             "dtype": dtype,
