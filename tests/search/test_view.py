@@ -170,6 +170,9 @@ def test_search_writes_the_view_and_the_command_prints_it(scripted, tmp_path, ca
     assert "wrote 1 of 1 tree" in capsys.readouterr().out
     one = (tmp_path / "one.html").read_text(encoding="utf-8")
     assert "seed-0001" in one and "seed-0000" not in one
+    (out / "trees.html").unlink()
+    assert cli.main(["trees", str(out), "--html", str(out / "trees.html")]) == 0
+    assert (out / "trees.html").read_text(encoding="utf-8") == page  # the same page as the search wrote
 
 
 def test_the_run_runner_skips_a_finished_search_with_its_view(scripted, tmp_path):
@@ -214,5 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     err = _fail(["trees", str(good), "--max-trees", "0"], capsys)
     assert err == "error: --max-trees 0: must be at least 1\n"
     err = _fail(["trees", str(good), "--html", str(tmp_path)], capsys)
-    assert "is a folder" in err
+    assert "is a folder, expected an output file" in err
+    err = _fail(["trees", str(tmp_path), "--html", str(good)], capsys)  # would overwrite a tree
+    assert "output would overwrite the input" in err and good.read_text().startswith('{"v"')
     assert not page.exists() and not list(tmp_path.glob(".out.html*"))

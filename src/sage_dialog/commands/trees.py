@@ -4,7 +4,7 @@ Every node of a tree written by `sage-dialog search`: role, the latent tags of t
 (state -> action), a shortened reply, the judge score, and whether it is on the best path (*).
 Decisions of `--strategy latent` / `mcts` also list the actions they weighed: prior, visits, value,
 the replies that realised each, and the one the search chose (=>). PATH is a search output folder,
-its trees/ folder or one tree JSONL file. `sage-dialog search` writes the same page as
+its trees/ folder or one tree JSONL file. `sage-dialog search` writes the same page to
 OUT/trees.html after every search.
 
 Example:
@@ -31,18 +31,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
+    from sage_dialog.core.io import check_paths
     from sage_dialog.stages.search import view
 
     if args.max_trees < 1:
         raise UserError(f"--max-trees {args.max_trees}: must be at least 1")
-    trees = view.load_trees(args.path)
+    # the trees are the input: RUN/trees.html beside them is fine, RUN/trees/seed-0000.jsonl is refused
+    source = view.tree_source(args.path)
+    check_paths(inputs=[source], files=[args.html])
+    trees = view.load_trees(source)
     if args.tree is not None:
         trees = view.pick_tree(trees, args.tree, args.path)
     if args.html is None:
         print(view.render_text(trees, max_trees=args.max_trees), end="")
         return 0
-    if args.html.is_dir():
-        raise UserError(f"--html {args.html}: is a folder; give a file name such as {args.html / 'trees.html'}")
     shown = view.write_html(trees, args.html, max_trees=args.max_trees)
     print(f"wrote {shown} of {len(trees)} tree{'s' * (len(trees) != 1)} -> {args.html}")
     return 0

@@ -37,13 +37,18 @@ Trees = Mapping[str, Sequence[SearchNode]]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def tree_source(path: str | Path) -> Path:
+    """Where the trees of ``path`` are: the ``trees/`` of a search output folder, else ``path`` itself."""
+    p = Path(path)
+    return p / "trees" if p.is_dir() and (p / "trees").is_dir() else p
+
+
 def load_trees(path: str | Path) -> dict[str, list[SearchNode]]:
     """Every tree of ``path``: a tree JSONL file, a folder of them, or a search output folder (its
     ``trees/``). Validated by :func:`sage_dialog.formats.trees.read_tree_nodes` (:class:`UserError`)."""
     from sage_dialog.formats.trees import read_tree_nodes
 
-    p = Path(path)
-    return read_tree_nodes(p / "trees" if p.is_dir() and (p / "trees").is_dir() else p)
+    return read_tree_nodes(tree_source(path))
 
 
 def pick_tree(trees: Trees, name: str, source: str | Path = "") -> dict[str, list[SearchNode]]:
