@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sage_dialog.commands.train", "Fine-tune with SFT or DPO (TRL + PEFT)"),
     "export": ("sage_dialog.commands.export", "Merge a LoRA adapter into a full model"),
     "search": ("sage_dialog.commands.search", "Self-play dialog tree search with an LLM judge"),
+    "trees": ("sage_dialog.commands.trees", "Show search trees and their action branches as text or one HTML page"),
     "prefs": ("sage_dialog.commands.prefs", "Build preference pairs and best paths from search trees"),
     "compare": ("sage_dialog.commands.compare", "Judge models pairwise on whole dialogs, with statistics"),
     "eval": ("sage_dialog.commands.eval", "General-ability benchmarks through lm-evaluation-harness"),

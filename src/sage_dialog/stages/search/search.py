@@ -553,8 +553,9 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     """Search from every seed and write the results into ``out_dir``; returns ``out_dir``.
 
     Writes ``trees/seed-NNNN.jsonl`` (every node), ``best.jsonl`` (the best path of each seed as a
-    :class:`Dialog`), ``transcripts/`` (+ ``full/``) in the original SAGE format when the transcript
-    writer is available, and ``manifest.json``. Re-running on the same folder resumes.
+    :class:`Dialog`), ``trees.html`` (the tree view of :mod:`.view`), ``transcripts/`` (+ ``full/``) in
+    the original SAGE format when the transcript writer is available, and ``manifest.json``. Re-running
+    on the same folder resumes.
     """
     out = Path(out_dir)
     manifest = io.new_manifest("search", {**cfg.model_dump(mode="json"), "assistant": assistant.name,
@@ -568,7 +569,11 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     stats["tokens_per_s"] = round(fresh / seconds, 1) if seconds > 0 and fresh else None
     dialogs = best_dialogs(out)
     io.write_jsonl(out / "best.jsonl", dialogs)
-    outputs = ["trees", "best.jsonl"]
+    from sage_dialog.stages.search.view import write_html
+
+    # the tree view (`sage-dialog trees`), there after every search without an extra step
+    write_html({t[0].tree: t for t in load_trees(out)}, out / "trees.html")
+    outputs = ["trees", "best.jsonl", "trees.html"]
     if transcripts:
         export_transcripts(out)
         outputs.append("transcripts")
