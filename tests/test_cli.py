@@ -46,6 +46,8 @@ def test_default_threads_count_only_free_cores(monkeypatch: pytest.MonkeyPatch) 
     assert threads.default_threads() == 1  # never below one
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 1.0, 1.0))
     assert threads.resolve(None) == 2  # idle: every core
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 1.0, 1.0))
+    assert threads.default_threads() == 2  # less than one whole core busy: still idle
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.resolve(None) == 3 and threads.resolve(5) == 5  # env, then the flag, beat the default
 

@@ -57,3 +57,35 @@ def test_masked_gqa_skips_the_kv_copy(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.clear()
         _gqa_llama(attention.register())(input_ids=ids, attention_mask=mask)
     assert calls == []
+
+
+def test_packed_row_is_attended_per_document_like_separate_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A padding-free packed row (TRL's collator: one row, position_ids reset per document,
+    cu_seq_lens) gives each document the logits and gradients it has on its own, through the
+    per-document path (not a mask over the whole row)."""
+    name = attention.register()
+    seen = []
+    original = attention._varlen_forward
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(args[3].tolist())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_varlen_forward", spy)
+    model = _gqa_llama(name)
+    g = torch.Generator().manual_seed(2)
+    docs = [torch.randint(3, 97, (n,), generator=g) for n in (7, 12, 4)]
+    ids = torch.cat(docs)[None]
+    pos = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    cu = torch.tensor([0, 7, 19, 23], dtype=torch.int32)
+    packed = model(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=12,
+                   max_length_k=12).logits
+    alone = torch.cat([model(input_ids=d[None]).logits for d in docs], dim=1)
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert seen and seen[0] == [0, 7, 19, 23] and len(seen) == 2  # both layers
+    # the first document's loss does not depend on the later documents (no leak across the boundary)
+    packed[0, :7].sum().backward()
+    grad_packed = model.model.embed_tokens.weight.grad.clone()
+    model.zero_grad()
+    model(input_ids=docs[0][None]).logits.sum().backward()
+    assert torch.allclose(grad_packed, model.model.embed_tokens.weight.grad, atol=1e-4)

@@ -7,10 +7,18 @@ generation step has a padding mask, so on CPU that copy dominated: a profile of 
 ``scaled_dot_product_attention`` accepts a mask together with ``enable_gqa=True``, so on CPU this
 attention passes the unexpanded heads; everywhere else it is transformers' ``sdpa`` unchanged.
 Numerically it is the same attention (tests/backends/test_attention.py).
+
+Packed training batches (TRL's padding-free packing: every example of a batch in ONE row, its
+documents told apart by ``position_ids`` and ``cu_seq_lens_q``) are the other CPU case. Without a
+varlen kernel, stock ``sdpa`` attends over the whole row under a block-diagonal mask: (sum of the
+lengths)^2 scores instead of the sum of their squares, and a copy of the KV heads. Here each
+document is attended on its own with ``is_causal`` (torch's fused CPU kernel, no mask), which is
+what flash attention's varlen kernel does on a GPU.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 NAME = "sage_sdpa"
@@ -32,6 +40,10 @@ def gqa_sdpa_forward(
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2] and dropout == 0.0:
+        return _varlen_forward(query, key, value, cu, scaling, getattr(module, "num_key_value_groups", 1) > 1)
+
     plain = (
         query.device.type != "cpu"
         or attention_mask is None  # stock sdpa already uses enable_gqa without a mask
@@ -49,6 +61,22 @@ def gqa_sdpa_forward(
         query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=False,
         enable_gqa=True,
     )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _varlen_forward(query: Any, key: Any, value: Any, cu: Any, scaling: float | None, gqa: bool) -> tuple[Any, None]:
+    """Causal attention within each packed document of a one-row batch (no cache, no mask)."""
+    import torch
+
+    bounds = [int(x) for x in cu.tolist()]
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=scaling, enable_gqa=gqa
+        )
+        for s, e in itertools.pairwise(bounds)
+        if e > s
+    ]
+    out = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
     return out.transpose(1, 2).contiguous(), None
 
 

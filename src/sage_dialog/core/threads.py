@@ -3,7 +3,9 @@
 On a small machine that others share, more threads is often slower: OpenMP threads spin waiting
 for each other when the cores are busy. With two torch threads on a busy 2-core machine, generation
 ran about 4x slower than with one (docs/backends.md). The default therefore counts only the cores
-that are free now: the usable cores minus the 1-minute load average, at least 1.
+that are free now: the usable cores minus the whole cores the 1-minute load average says are busy,
+at least 1 (a load under 1.0 leaves every core: on an idle machine the shell and the OS alone show
+0.3-0.9).
 
 Precedence: ``--threads`` on the command line, then a ``threads`` key in the config, then
 ``OMP_NUM_THREADS`` in the environment, then that default.
@@ -28,13 +30,13 @@ def usable_cores() -> int:
 
 
 def default_threads() -> int:
-    """Free cores now: usable cores minus the 1-minute load average (rounded), at least 1."""
+    """Free cores now: usable cores minus the whole cores busy by the 1-minute load average, at least 1."""
     cores = usable_cores()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # not on this OS: assume idle
         load = 0.0
-    return max(1, min(cores, cores - round(load)))
+    return max(1, min(cores, cores - int(load)))
 
 
 def resolve(threads: int | None) -> int:

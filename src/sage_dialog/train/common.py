@@ -96,6 +96,11 @@ def load_model(model_cfg: ModelSection, adapter: AdapterSection, device: str) ->
     kwargs: dict[str, Any] = {"dtype": _dtype(model_cfg, device), "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
+    elif device == "cpu":
+        from sage_dialog.backends.attention import register
+
+        # GQA without copying KV heads, and packed rows attended per document (see that module)
+        kwargs["attn_implementation"] = register()
     if adapter.method == "qlora":
         if device != "cuda":
             raise UserError("adapter.method=qlora needs a CUDA GPU; use lora or full on CPU")
