@@ -285,3 +285,30 @@ def test_shared_prompt_prefill_gives_the_samples_of_the_unshared_path(tiny_model
         [c.finish_reason for c in r.completions] for r in want]
     # the first forward read the 3 prompts once each (not 8 rows); generate then went on with 8 rows
     assert calls and calls[0][0] == 3 and calls[1][0] == 8
+
+
+def test_prefill_trailing_space_is_written_by_the_model_not_the_prompt(hf):
+    """A prefill ending in a space is rendered without it (no lone space token to continue from);
+    the completion's own leading space is dropped, so prefill + completion reads the same."""
+    from sage_dialog.backends.hf import drop_healed, heal_prefill
+
+    assert heal_prefill("{a_motivation: asking} ") == ("{a_motivation: asking}", " ")
+    assert heal_prefill("{a: b}") == ("{a: b}", "") and heal_prefill(None) == (None, "")
+    assert drop_healed(" I am", " ") == "I am" and drop_healed("I am", " ") == "I am"
+    seen = []
+    original = hf._batcher.submit
+
+    def spy(payload, rows):  # type: ignore[no-untyped-def]
+        seen.append(payload.prompt)
+        return original(payload, rows)
+
+    hf._batcher.submit = spy
+    try:
+        sp = SamplingParams(temperature=0.0, max_tokens=5)
+        [spaced] = run(hf.generate([ChatRequest(MSGS, sampling=sp, prefill="Well, ")]))
+    finally:
+        del hf._batcher.submit
+    assert seen and seen[0].endswith("Well,")  # the prompt ends at the comma, not at a lone space
+    # greedy: the same prompt as a prefill without the space, minus the space the model wrote
+    [plain] = run(hf.generate([ChatRequest(MSGS, sampling=sp, prefill="Well,")]))
+    assert spaced.completions[0].text == drop_healed(plain.completions[0].text, " ")

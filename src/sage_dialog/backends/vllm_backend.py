@@ -47,7 +47,7 @@ from sage_dialog.backends.base import (
     ScoringUnsupported,
 )
 from sage_dialog.backends.cache import local_model_identity
-from sage_dialog.backends.hf import GenPayload, MicroBatcher, render_prompt, sample_seed
+from sage_dialog.backends.hf import GenPayload, MicroBatcher, drop_healed, heal_prefill, render_prompt, sample_seed
 from sage_dialog.core.errors import UserError
 
 # Compact JSON in structured mode: no free whitespace that can eat the token budget.
@@ -167,14 +167,20 @@ class VLLMBackend(Backend):
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         futures = []
+        healed = []
         for req in requests:
             if req.n < 1:
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
-            prompt = render_prompt(self.tokenizer, req.messages, req.prefill)
+            prefill, spaces = heal_prefill(req.prefill)  # no lone trailing space token in the prompt
+            prompt = render_prompt(self.tokenizer, req.messages, prefill)
+            healed.append(spaces)
             schema = req.json_schema if not req.prefill else None
             payload = GenPayload(prompt, req.sampling, req.sample_offset, req.n, json_schema=schema)
             futures.append(self._batcher.submit(payload, req.n))
         done = await asyncio.gather(*futures)
+        for (_, cs), spaces in zip(done, healed, strict=True):
+            for c in cs:
+                c.text = drop_healed(c.text, spaces)
         progress.tick(requests=len(done), tokens=sum(c.tokens_out for _, cs in done for c in cs))
         return [ChatResult(completions=cs, tokens_in=tin) for tin, cs in done]
 
