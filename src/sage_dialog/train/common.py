@@ -96,10 +96,11 @@ def load_model(model_cfg: ModelSection, adapter: AdapterSection, device: str) ->
     kwargs: dict[str, Any] = {"dtype": _dtype(model_cfg, device), "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
-    elif device == "cpu":
+    else:
         from sage_dialog.backends.attention import register
 
-        # GQA without copying KV heads, and packed rows attended per document (see that module)
+        # packed rows attended per document, on any device (stock sdpa masks the whole row), and on
+        # CPU GQA without copying the KV heads; otherwise it is transformers' sdpa (see that module)
         kwargs["attn_implementation"] = register()
     if adapter.method == "qlora":
         if device != "cuda":
