@@ -288,13 +288,16 @@ def test_shared_prompt_prefill_gives_the_samples_of_the_unshared_path(tiny_model
 
 
 def test_prefill_trailing_space_is_written_by_the_model_not_the_prompt(hf):
-    """A prefill ending in a space is rendered without it (no lone space token to continue from);
-    the completion's own leading space is dropped, so prefill + completion reads the same."""
-    from sage_dialog.backends.hf import drop_healed, heal_prefill
+    """With a tokenizer that merges a space into the next word (the test model's BPE, like
+    SmolLM2's), a prefill ending in a space is rendered without it and the completion's own leading
+    space is dropped, so prefill + completion reads the same. Tokenizers with lone space tokens in
+    running text (the sandbox demo's) keep the space: tests/sandbox/test_demo.py's steering."""
+    from sage_dialog.backends.hf import drop_healed, heal_prefill, merges_spaces
 
     assert heal_prefill("{a_motivation: asking} ") == ("{a_motivation: asking}", " ")
     assert heal_prefill("{a: b}") == ("{a: b}", "") and heal_prefill(None) == (None, "")
     assert drop_healed(" I am", " ") == "I am" and drop_healed("I am", " ") == "I am"
+    assert merges_spaces(hf.tokenizer) and heal_prefill("Well, ", hf.tokenizer) == ("Well,", " ")
     seen = []
     original = hf._batcher.submit
 

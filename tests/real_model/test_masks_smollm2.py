@@ -119,3 +119,13 @@ def test_tag_dropout_on_the_real_template(tok) -> None:
         trained = tok.decode([t for t in row["labels"] if t != IGNORE])
         assert "{u_motivation" not in trained and "a_motivation" not in trained
         assert trained == "".join(f"{r}<|im_end|>" for r in REPLIES)
+
+
+def test_steering_prefill_space_is_healed_on_smollm2(tok) -> None:
+    """SmolLM2's BPE puts a word's space in the word's token: a complete steering prefill ("... } ")
+    is rendered without its trailing space (the model writes it), else replies began with digits."""
+    from sage_dialog.backends.hf import heal_prefill
+
+    prefill = sac.steering_prefill(Tags(motivation="asking", emotion="curious", topics=[]))
+    assert prefill.endswith("} ")
+    assert heal_prefill(prefill, tok) == (prefill[:-1], " ")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import threading
@@ -112,19 +113,39 @@ def render_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str | No
     return str(text) + (prefill or "")
 
 
-def heal_prefill(prefill: str | None) -> tuple[str | None, str]:
+def heal_prefill(prefill: str | None, tokenizer: Any = None) -> tuple[str | None, str]:
     """``(prefill to render, spaces the completion starts with)``: trailing spaces move out of the prompt.
 
     BPE tokenizers put a word's leading space in the word's token (`` I``), so a prompt that ends in
     a lone space token is one the model never saw in training: after a steering prefill ending in
     ``"} "`` SmolLM2 began 16 of 24 replies with digits ("2017 ...", "10 years ago ..."). The model
     writes the space itself instead, and :func:`drop_healed` takes it off the completion, so
-    ``prefill + completion`` reads as before.
+    ``prefill + completion`` reads as before. With ``tokenizer``, only where that tokenizer does
+    merge the space into the next word (:func:`merges_spaces`): where a space is a token of its own
+    in running text (the sandbox's tiny model), the prompt keeps it, as the model saw in training.
     """
     if not prefill or not prefill.endswith(" "):
         return prefill, ""
+    if tokenizer is not None and not merges_spaces(tokenizer):
+        return prefill, ""
     kept = prefill.rstrip(" ")
     return kept or None, prefill[len(kept):]
+
+
+_PROBES = ("I", "the", "you", "it", "that", "am", "so", "what")
+
+
+def merges_spaces(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` writes most common words after a space as ONE token (`` the``): true of
+    the BPE vocabularies of pretrained models, false of the sandbox's small corpus-trained one."""
+    cached = getattr(tokenizer, "_sage_merges_spaces", None)
+    if cached is None:
+        base = len(tokenizer("}", add_special_tokens=False)["input_ids"])
+        merged = sum(len(tokenizer("} " + w, add_special_tokens=False)["input_ids"]) == base + 1 for w in _PROBES)
+        cached = merged > len(_PROBES) // 2
+        with contextlib.suppress(AttributeError):  # some tokenizer objects refuse new attributes
+            tokenizer._sage_merges_spaces = cached
+    return bool(cached)
 
 
 def drop_healed(text: str, spaces: str) -> str:
@@ -511,7 +532,7 @@ class HFBackend(Backend):
         for req in requests:
             if req.n < 1:
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
-            prefill, spaces = heal_prefill(req.prefill)
+            prefill, spaces = heal_prefill(req.prefill, self.tokenizer)
             prompt = render_prompt(self.tokenizer, req.messages, prefill)
             healed.append(spaces)
             offset = req.sample_offset
@@ -680,7 +701,7 @@ class HFBackend(Backend):
             raise BackendError("closed", f"backend {self.name} is closed")
         tok = self.tokenizer
         sp = request.sampling
-        prefill, spaces = heal_prefill(request.prefill)
+        prefill, spaces = heal_prefill(request.prefill, tok)
         prompt = render_prompt(tok, request.messages, prefill)
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         out.tokens_in = len(ids)

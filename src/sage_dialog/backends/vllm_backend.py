@@ -178,7 +178,7 @@ class VLLMBackend(Backend):
         for req in requests:
             if req.n < 1:
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
-            prefill, spaces = heal_prefill(req.prefill)  # no lone trailing space token in the prompt
+            prefill, spaces = heal_prefill(req.prefill, self.tokenizer)  # no lone trailing space token in the prompt
             prompt = render_prompt(self.tokenizer, req.messages, prefill)
             healed.append(spaces)
             schema = req.json_schema if not req.prefill else None
