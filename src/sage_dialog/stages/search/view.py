@@ -166,17 +166,24 @@ def _branch_lines(branches: Sequence[ActionBranch], indent: str) -> list[str]:
     return lines
 
 
+def _node_meta(n: SearchNode) -> list[str]:
+    """The branch, judge score and non-chosen judge outcome of a node, as short phrases (both views)."""
+    meta = []
+    if n.branch is not None:
+        meta.append(f"action #{n.branch}")
+    if n.score is not None:
+        meta.append(f"score {_num(n.score)}")
+    if n.decision is not None and n.decision.outcome != "chosen":
+        meta.append(f"judge {n.decision.outcome}")
+    return meta
+
+
 def _node_line(n: SearchNode, indent: str, width: int) -> str:
     head = [("*" if n.kept else "-"), _clean(n.id), n.role]
     tags = _turn_tags(n)
     if tags:
         head.append(f"[{tags}]")
-    if n.branch is not None:
-        head.append(f"action #{n.branch}")
-    if n.score is not None:
-        head.append(f"score {_num(n.score)}")
-    if n.decision is not None and n.decision.outcome != "chosen":
-        head.append(f"judge {n.decision.outcome}")
+    head += _node_meta(n)
     return f"{indent}{' '.join(head)}: {_short(n.text, width)}"
 
 
@@ -242,13 +249,7 @@ def _html_branches(branches: Sequence[ActionBranch], anchors: Mapping[str, str])
 
 
 def _html_node(n: SearchNode, anchor: str, anchors: Mapping[str, str]) -> str:
-    meta = []
-    if n.branch is not None:
-        meta.append(f"action #{n.branch}")
-    if n.score is not None:
-        meta.append(f"score {_num(n.score)}")
-    if n.decision is not None and n.decision.outcome != "chosen":
-        meta.append(f"judge {n.decision.outcome}")
+    meta = _node_meta(n)
     tags = _turn_tags(n)
     summary = (f'<span class="mark">{"&#9733;" if n.kept else "&#10007;"}</span> <span class="role">{_e(n.role)}</span>'
                f' <span class="id">{_e(_clean(n.id))}</span>'
