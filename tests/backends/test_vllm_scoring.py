@@ -1,4 +1,4 @@
-"""How the vLLM backend plans option scoring: one decode step per distinct context (no vLLM needed)."""
+"""How the vLLM backend plans option scoring and sizes its CPU cache (no vLLM needed)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ def test_multi_token_options_add_one_context_per_shared_prefix():
 def test_requests_with_the_same_prompt_merge_and_different_prompts_do_not():
     plan = option_contexts([[1], [1], [2]], [[[3]], [[4]], [[3, 3]]])
     assert plan == {(1,): [3, 4], (2,): [3], (2, 3): [3]}
+
+
+def test_cpu_kv_cache_default_is_a_quarter_of_ram_at_most_4_gib():
+    from sage_dialog.backends.vllm_backend import cpu_kv_cache_bytes
+
+    assert cpu_kv_cache_bytes(8 * 2**30) == 2 * 2**30
+    assert cpu_kv_cache_bytes(64 * 2**30) == 4 * 2**30
