@@ -107,9 +107,18 @@ def make_roles(be: Backend, args: argparse.Namespace) -> tuple[LLMUserSimulator,
     return user, sel
 
 
+def cold(inner: Backend) -> None:
+    """Start a timed run with an empty vLLM prefix cache: every run here sends prompts an earlier one
+    prefilled, and reading them from the cache would flatter the replays and the sequential run."""
+    llm = getattr(inner, "llm", None)
+    if llm is not None and hasattr(llm, "reset_prefix_cache"):
+        llm.reset_prefix_cache()
+
+
 def run_once(inner: Backend, seeds: list[str], cfg: SearchConfig, args: argparse.Namespace, out: Path,
              sequential: bool) -> tuple[float, float, Recording, list[bytes]]:
     be = Recording(inner, sequential)
+    cold(inner)
     user, sel = make_roles(be, args)
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -141,6 +150,7 @@ def saturated(inner: Backend, rec: Recording) -> tuple[float, float, int]:
             await inner.score(rec.score_requests)
         return toks
 
+    cold(inner)
     c0 = time.process_time()
     t0 = time.perf_counter()
     toks = asyncio.run(go())
@@ -159,6 +169,7 @@ def replay_calls(inner: Backend, rec: Recording) -> tuple[float, float, int]:
             await inner.score(rec.score_requests)
         return toks
 
+    cold(inner)
     c0 = time.process_time()
     t0 = time.perf_counter()
     toks = asyncio.run(go())
