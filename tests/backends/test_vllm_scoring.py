@@ -26,3 +26,26 @@ def test_cpu_kv_cache_default_is_a_quarter_of_ram_at_most_4_gib():
 
     assert cpu_kv_cache_bytes(8 * 2**30) == 2 * 2**30
     assert cpu_kv_cache_bytes(64 * 2**30) == 4 * 2**30
+
+
+def test_the_engine_worker_gets_every_core_of_a_small_machine_while_it_starts(monkeypatch):
+    import os
+
+    from sage_dialog.backends.vllm_backend import _cpu_cores_for_the_worker
+
+    key = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+    monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with _cpu_cores_for_the_worker(on_cpu=True):
+        assert os.environ[key] == "0"  # the engine's processes inherit it while they start
+    assert key not in os.environ
+    with _cpu_cores_for_the_worker(on_cpu=False):  # a GPU build: vLLM's own choice
+        assert key not in os.environ
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    with _cpu_cores_for_the_worker(on_cpu=True):  # one core of many for the scheduler is cheap
+        assert key not in os.environ
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv(key, "1")
+    with _cpu_cores_for_the_worker(on_cpu=True):  # the user's setting wins
+        assert os.environ[key] == "1"
+    assert os.environ[key] == "1"
