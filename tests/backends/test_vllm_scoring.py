@@ -49,3 +49,16 @@ def test_the_engine_worker_gets_every_core_of_a_small_machine_while_it_starts(mo
     with _cpu_cores_for_the_worker(on_cpu=True):  # the user's setting wins
         assert os.environ[key] == "1"
     assert os.environ[key] == "1"
+
+
+def test_cpu_engine_defaults_fill_only_what_the_user_left_open(monkeypatch):
+    from sage_dialog.backends.vllm_backend import CPU_BLOCK_SIZE, cpu_engine_defaults
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    got = cpu_engine_defaults({"dtype": "auto"})
+    assert got["dtype"] == "float32" and got["block_size"] == CPU_BLOCK_SIZE == 32
+    assert 0 < got["kv_cache_memory_bytes"] <= 4 * 2**30
+    assert cpu_engine_defaults({"dtype": "bfloat16", "block_size": 128, "kv_cache_memory_bytes": 2**30}) == {}
+    assert "kv_cache_memory_bytes" not in cpu_engine_defaults({"gpu_memory_utilization": 0.5})
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert "kv_cache_memory_bytes" not in cpu_engine_defaults({})
