@@ -13,7 +13,9 @@ equal. Run it in the vLLM virtualenv:
         --model ~/.cache/sage-dialog/gguf/<hash>-float32 --prompts 16 --words 100
 
 ``--backend-option dtype=bfloat16`` or ``VLLM_CPU_NUM_OF_RESERVED_CPU=1`` in the environment
-reproduce vLLM's own CPU defaults (bfloat16, one core kept for the scheduler).
+reproduce vLLM's own CPU defaults (bfloat16, one core kept for the scheduler), and
+``--backend-option block_size=128`` its KV block size; ``--words 10 --options " joking, saying
+goodbye, thanking"`` is the annotator's case: short prompts, multi-token labels.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="model folder (or anything vllm: accepts)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--words", type=int, default=100, help="prompt length: ~7 tokens per word group")
+    ap.add_argument("--options", default=",".join(OPTIONS),
+                    help="comma-separated options, e.g. ' joking, saying goodbye, thanking' (multi-token)")
     ap.add_argument("--backend-option", action="append", default=[], metavar="K=V")
     args = ap.parse_args()
+    options = args.options.split(",")
     opts = {"max_model_len": 2048}
     for kv in args.backend_option:
         k, v = kv.split("=", 1)
@@ -66,17 +71,17 @@ def main() -> None:
         await b.generate([ChatRequest(messages=m, sampling=sp) for m in prompts(tag, args.prompts, args.words)])
 
     def ids(tag: str) -> tuple[list[list[int]], list[list[list[int]]]]:
-        reqs = [ScoreRequest(messages=m, options=OPTIONS) for m in prompts(tag, args.prompts, args.words)]
+        reqs = [ScoreRequest(messages=m, options=options) for m in prompts(tag, args.prompts, args.words)]
         from sage_dialog.backends.hf import render_prompt
 
         p = [tok(render_prompt(tok, r.messages, None), add_special_tokens=False)["input_ids"] for r in reqs]
-        o = [[tok(x, add_special_tokens=False)["input_ids"] for x in OPTIONS] for _ in reqs]
+        o = [[tok(x, add_special_tokens=False)["input_ids"] for x in options] for _ in reqs]
         return p, o
 
     asyncio.run(prefill("warm"))
     timed("prefill of the prompts alone", lambda: asyncio.run(prefill("a")))
     p, o = ids("b")
-    new = timed(f"score, decode steps ({args.prompts} prompts of {len(p[0])} tokens x {len(OPTIONS)} options)",
+    new = timed(f"score, decode steps ({args.prompts} prompts of {len(p[0])} tokens x {len(options)} options)",
                 lambda: b._next_token_logprobs(p, o))
     old = timed("score, prompt_logprobs", lambda: b._prompt_logprobs(p, o))
     worst = max(abs(new[k] - old[k]) for k in new)
