@@ -15,8 +15,8 @@
   >= 0.32). These requests read the prompt from the prefix cache, so a prompt is prefilled once
   for all its options, and the LM head runs on one position per request. ``prompt_logprobs`` (the
   fallback on older vLLM) turns prefix caching off for the request and runs the LM head on every
-  prompt position: 16 prompts of 720 tokens x 4 options took 187 s on 2 CPU cores, against one
-  prefill of the same prompts in 14 s.
+  prompt position: 16 prompts of 720 tokens x 4 options took 61 s that way on 2 CPU cores, 11 s
+  this way, where a prefill of the same prompts alone takes 11 s (``benchmarks/bench_vllm_score.py``).
 * ``json_schema`` on a request (without a prefill) turns on vLLM's structured output / guided
   decoding for it: ``StructuredOutputsParams(json=schema)`` (vLLM >= 0.11, as in 0.32) or
   ``GuidedDecodingParams(json=schema)`` on older versions. Requests with and without a schema
@@ -197,9 +197,8 @@ class VLLMBackend(Backend):
         for req in requests:
             if req.n < 1:
                 raise UserError(f"backend {self.name}: request n={req.n}: n must be at least 1")
-            prefill, spaces = heal_prefill(
-                req.prefill, self.tokenizer
-            )  # no lone trailing space token in the prompt
+            # no lone trailing space token in the prompt: the model writes it (heal_prefill)
+            prefill, spaces = heal_prefill(req.prefill, self.tokenizer)
             prompt = render_prompt(self.tokenizer, req.messages, prefill)
             healed.append(spaces)
             schema = req.json_schema if not req.prefill else None
@@ -377,9 +376,9 @@ def cpu_engine_defaults(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
     * ``dtype`` float32: vLLM's ``auto`` is bfloat16 there, 1.5x slower on a CPU without AMX.
     * ``kv_cache_memory_bytes``: :func:`cpu_kv_cache_bytes` (vLLM's own sizing took 22.8 GB of 24).
     * ``block_size`` 32: the prefix cache shares whole blocks only, and with vLLM's 128 a prompt under
-      128 tokens is never shared: scoring labels after a ~75-token prompt re-read it for every
-      multi-token option (24.2 s -> 4.2 s for 100 prompts x 3 options), and sampling n=4 was
-      faster too (325-340 -> 455-486 tokens/s).
+      128 tokens is never shared: scoring labels after a 90-token prompt re-read it for every
+      multi-token option (100 prompts x 3 options: 34.3 s -> 10.6 s, ``bench_vllm_score.py``), and
+      sampling n=4 was faster too (325-340 -> 455-486 tokens/s).
     """
     out: dict[str, Any] = {}
     if engine_kwargs.get("dtype", "auto") == "auto":
