@@ -66,7 +66,7 @@ from sage_dialog.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
-from sage_dialog.backends.cache import local_model_identity, path_fingerprint
+from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
@@ -472,14 +472,29 @@ class HFBackend(Backend):
         self.eos_ids = tuple(sorted(eos))
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
-        self._identity = local_model_identity(self.provider, model, self.adapter)
-        if source is not None:  # the GGUF file's content, not the name, decides the outputs
-            self._identity["fingerprint"]["model"] = path_fingerprint(source)
         self.constrained = bool(constrained)
         self._grammars: Any = None  # grammar.GrammarCache, built on the first schema
+        # the options that change outputs are part of the cache identity (batching ones are not)
+        self._identity = local_model_identity(self.provider, model, self.adapter, {
+            "dtype": dtype, "device": self.device.type, "attention": attention,
+            "merge_adapter": bool(merge_adapter) if self.adapter else None,
+        })  # whether a schema is enforced is per request: request_key
 
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        """The request as this model reads it: the rendered prompt (chat template, healed prefill)
+        and, for generation, whether its schema is enforced here."""
+        key = request.key_dict()
+        if isinstance(request, ScoreRequest):
+            key["prompt"] = render_prompt(self.tokenizer, request.messages, request.prefill)
+            return key
+        prefill, spaces = heal_prefill(request.prefill, self.tokenizer)
+        key["prompt"] = render_prompt(self.tokenizer, request.messages, prefill)
+        key["healed"] = spaces
+        key["schema_enforced"] = self._schema_of(request) is not None
+        return key
 
     @property
     def supports_json_schema(self) -> bool:
