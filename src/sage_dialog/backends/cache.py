@@ -31,7 +31,6 @@ from sage_dialog.backends.base import (
     ScoreResult,
 )
 
-
 _SMALL = 4 << 20  # files up to this size are hashed whole on every call (configs, tokenizers, small adapters)
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
