@@ -67,6 +67,7 @@ from sage_dialog.backends.base import (
     ScoreResult,
 )
 from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.backends.chat_templates import end_of_turn, template_for
 from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
@@ -464,6 +465,12 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos: set[int] = set()
+        if getattr(self.tokenizer, "chat_template", None) is None:  # a base model: its architecture's turns
+            found = template_for(getattr(self.lm.config, "model_type", None), self.tokenizer)
+            if found is not None:
+                self.tokenizer.chat_template = found[1]
+                if (marker := end_of_turn(found[1])) is not None:
+                    eos.add(int(self.tokenizer.get_vocab()[marker]))
         for src in (self.lm.generation_config.eos_token_id, self.tokenizer.eos_token_id):
             if isinstance(src, int):
                 eos.add(src)
