@@ -57,7 +57,8 @@ def test_gemma_runs_import_annotate_sft_chat_search(gemma3: Path, tmp_path: Path
     assert rc == 0, out
     for s in ("import", "annotate", "chain", "mix", "sft", "search"):
         assert json.loads((run_dir / s / "manifest.json").read_text())["finished"], s
-    annotated = [json.loads(x) for x in (run_dir / "annotate" / "dialogs.jsonl").read_text().splitlines()]
+    annotated = [json.loads(x) for f in sorted((run_dir / "annotate").glob("annotated-*.jsonl"))
+                 for x in f.read_text().splitlines()]
     assert annotated and all(t.get("action") or t.get("state") for d in annotated for t in d["turns"])
     model = run_dir / "sft" / "model"
     template = (model / "chat_template.jinja").read_text()
