@@ -29,7 +29,9 @@ screen too, and the traceback of an unexpected error). Commands that load a mode
 free when the command starts (usable cores minus the 1-minute load average, at least 1), because on
 a busy small machine extra threads make generation several times slower.
 
-The terminal shows one progress line per stage (counts and ETA) and the results. Library logs
+The terminal shows one progress line per stage (counts and ETA) and the results. Piped or redirected
+(stderr not a terminal), a progress bar is a plain line at most every 10 s (`SAGE_DIALOG_PROGRESS_EVERY`
+changes it) plus its last state, not carriage-return frames. Library logs
 (transformers, datasets, accelerate, vLLM), library warnings and trainer log dicts go to the run's
 log file, `OUT/logs/COMMAND.log` for commands with an output folder (`-o`; for an output file, its
 folder), `OUTPUT_DIR/logs/train-sft.log` / `train-dpo.log` for training, and

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (see configs/train-*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. adapter.r=8 train.epochs=1")
     parser.add_argument("--model", help="base model: hub id or local folder (model.name_or_path)")
+    parser.add_argument("--chat-template", metavar="NAME|FILE",
+                        help="chat template: chatml, mistral, gemma, llama3, phi3 or a .jinja file (model.chat_template; "
+                        "default: the model's own, else its architecture's turn format)")
     parser.add_argument("--data", help="training JSONL (data.train)")
     parser.add_argument("--eval-data", help="evaluation JSONL (data.eval)")
     parser.add_argument("-o", "--output", help="output folder (output_dir)")
@@ -40,6 +43,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     """Flags as dotted overrides; flags win over the config file, explicit overrides over flags."""
     flags = {
         "model.name_or_path": args.model,
+        "model.chat_template": args.chat_template,
         "data.train": args.data,
         "data.eval": args.eval_data,
         "output_dir": args.output,
