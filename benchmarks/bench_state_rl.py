@@ -112,6 +112,59 @@ def run_search_dpo(kind: str, preset: str, m1: Path, seeds_file: Path, n_seeds: 
             "pairs": counts.get("pairs"), "search_counts": sres.counts, "seconds": time.perf_counter() - t0}
 
 
+def real_arm(a: argparse.Namespace) -> dict[str, Any]:
+    """A real pretrained policy: SmolLM2-135M LoRA-fine-tuned on the sandbox corpus, then state-level RL
+    (LoRA on the SFT model) against the oracle user and reward of ``--real-world``; held-out reward before
+    and after. Written to ``OUT/smollm2/``."""
+    from sage_dialog.stages import rl
+    from sage_dialog.train.config import ModelSection, SFTRunConfig
+    from sage_dialog.train.export import export_model
+    from sage_dialog.train.sft import train_sft
+
+    out = a.out / "smollm2"
+    res_path = out / "results.json"
+    if res_path.exists():
+        return json.loads(res_path.read_text())
+    preset = a.real_world
+    t0 = time.perf_counter()
+    sft_dir = out / "sft"
+    if not (sft_dir / "merged" / "config.json").exists():
+        cfg = SFTRunConfig.model_validate({
+            "model": {"name_or_path": "smollm2-135m"},
+            "adapter": {"method": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"},
+            "data": {"train": str(a.real_data), "max_length": 384, "limit": a.real_sft_dialogs},
+            "train": {"epochs": 1.0, "learning_rate": 1e-3, "batch_size": 8, "logging_steps": 10, "save_steps": None,
+                      "save_total_limit": 1, "device": "cpu", "seed": a.seed},
+            "output_dir": str(sft_dir / "adapter")})
+        export_model(train_sft(cfg), sft_dir / "merged")
+    sft_s = time.perf_counter() - t0
+    spec = f"oracle:{preset}"
+    settings = rl.Settings.model_validate({
+        "credit": "state", "loss_on": "action+reply", "threads": a.threads,
+        "adapter": {"method": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"},
+        "rollout": {"turns": a.turns, "user": spec, "temperature": 1.0, "max_tokens": 48},
+        "reward": {"source": "ground_truth", "oracle": spec},
+        "train": {"steps": a.real_steps, "prompts_per_step": a.prompts, "group_size": a.group, "learning_rate": 5e-4,
+                  "beta": a.beta, "save_steps": 5, "device": "cpu", "seed": a.seed, "resume": True},
+        "gates": {"stall_steps": None, "max_kl": None}})
+    seeds_file = a.out / "train_seeds.txt"
+    t1 = time.perf_counter()
+    res = rl.run(settings, inputs=rl.Inputs(model=ModelSection(name_or_path=str(sft_dir / "merged")),
+                                             seeds=seeds_file), out=out / "rl")
+    export_model(out / "rl", out / "rl-merged")
+    rl_s = time.perf_counter() - t1
+    held_out = world.seed_openings(a.eval_seeds, a.seed + 2)
+    before = evaluate(sft_dir / "merged", preset, held_out, a.eval_turns, a.seed)
+    after = evaluate(out / "rl-merged", preset, held_out, a.eval_turns, a.seed)
+    hist = json.loads((out / "rl" / "rl_summary.json").read_text())["log_history"]
+    result = {"world": preset, "sft_seconds": sft_s, "rl_seconds": rl_s, "interactions": res.counts["interactions"],
+              "before": {"rewards": before, "mean": float(np.mean(before))},
+              "after": {"rewards": after, "mean": float(np.mean(after))}, "after_vs_before": paired(after, before),
+              "curve": [(int(h["step"]), float(h["reward"])) for h in hist if "reward" in h]}
+    res_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     """Training reward against interactions (RL arms, one line each) and the search + DPO arms' budgets."""
     from PIL import Image, ImageDraw
@@ -120,11 +173,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     img = Image.new("RGB", (2 * w, h), "white")
     dr = ImageDraw.Draw(img)
     colours = {"state": "red", "token": "blue", "search_dpo": "green", "latent_dpo": "purple"}
+    y0, y1 = -1.0, 2.0
     for col, preset in enumerate(WORLDS):
         arms = results.get(preset, {})
         pts = [p for arm in arms.values() for p in arm.get("curve", [])]
         xmax = max([p[0] for p in pts] + [arm.get("interactions", 1) for arm in arms.values()] + [1])
-        y0, y1 = -1.0, 2.0
         ox = col * w
 
         def px(x: float, y: float, ox: int = ox, xmax: float = xmax) -> tuple[float, float]:
@@ -174,6 +227,11 @@ def main() -> None:
     p.add_argument("--eval-turns", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smollm2", action="store_true", help="run only the real-model arm (SmolLM2-135M)")
+    p.add_argument("--real-data", type=Path, help="SAC-tagged SFT data of the sandbox (a demo run's mix/train.jsonl)")
+    p.add_argument("--real-sft-dialogs", type=int, default=240)
+    p.add_argument("--real-steps", type=int, default=20)
+    p.add_argument("--real-world", default="standard", choices=WORLDS)
     a = p.parse_args()
     threads.apply(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +240,13 @@ def main() -> None:
     seeds_file = a.out / "train_seeds.txt"
     seeds_file.write_text("\n".join(world.seed_openings(max(n_search, 400), a.seed + 11)) + "\n", encoding="utf-8")
     held_out = world.seed_openings(a.eval_seeds, a.seed + 2)  # the demo's evaluation seeds: never trained on
+    if a.smollm2:
+        r = real_arm(a)
+        d = r["after_vs_before"]
+        print(f"SmolLM2 ({r['world']}): held-out reward {r['before']['mean']:+.3f} -> {r['after']['mean']:+.3f}, "
+              f"after - before {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]; SFT {r['sft_seconds']:.0f} s, "
+              f"RL {r['rl_seconds']:.0f} s ({r['interactions']} user turns)")
+        return
     res_path = a.out / "results.json"
     results: dict[str, Any] = json.loads(res_path.read_text()) if res_path.exists() else {}
     results["config"] = vars(a) | {"m1": str(a.m1), "out": str(a.out), "interactions_budget": interactions}

@@ -100,3 +100,27 @@ def test_train_rl_command(tiny_model: Path, seeds: Path, tmp_path: Path) -> None
 
 def test_rl_has_the_one_stage_shape() -> None:
     assert STAGE_MODULES["rl"] == "sage_dialog.stages.rl"
+
+
+def test_kill_9_mid_run_then_resume_loses_and_repeats_nothing(sandbox_policy: Path, seeds: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "rl"
+    cmd = [sys.executable, "-m", "sage_dialog", "train", "rl", "--model", str(sandbox_policy), "--seeds", str(seeds),
+           "-o", str(out), "--max-steps", "4", "adapter.method=full", "rollout.turns=2", "rollout.max_tokens=40",
+           "train.prompts_per_step=2", "train.group_size=2", "train.save_steps=1", "train.device=cpu", "threads=1",
+           "gates.stall_steps=null"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = sorted(json.loads(line)["meta"]["step"] for line in (out / "rollouts.jsonl").read_text().splitlines())
+    assert steps == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4  # each step's dialogs once: none lost, none twice
+    assert json.loads((out / "rl_summary.json").read_text())["steps"] == 4
