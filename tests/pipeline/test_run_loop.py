@@ -15,7 +15,8 @@ from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"]
+STAGES = ["annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "benchmarks",
+          "compare"]
 
 
 def _statuses(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
@@ -45,6 +46,7 @@ def loop_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
                 "train": {**train, "max_steps": 2}},
         "compare": {"user": "oracle", "judges": ["oracle"], "turns": 2, "bootstrap": 200,
                     "sampling": {"max_tokens": 24}},
+        "benchmarks": {"tasks": ["eq_bench"], "limit": 2},
     }
     path = root / "loop.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -70,6 +72,12 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
         assert (run_dir / stage / "model" / "config.json").exists()
     assert (run_dir / "prefs" / "pairs.trl.jsonl").stat().st_size > 0
     assert (run_dir / "compare" / "report.html").exists()
+    # EQ-Bench on the base model and every trained one, in the comparison's report
+    assert "base eq_bench=" in table["benchmarks"] and "DPO eq_bench=" in table["benchmarks"]
+    bench = json.loads((run_dir / "benchmarks" / "eval_results.json").read_text())["models"]
+    assert list(bench) == ["base", "M1", "M2", "DPO"] and all("eqbench" in m["eq_bench"] for m in bench.values())
+    md = (run_dir / "compare" / "report.md").read_text()
+    assert "## Emotional intelligence (EQ-Bench)" in md and "| DPO |" in md and "first 2 questions" in md
 
     assert main(["run", str(loop_config)]) == 0
     assert _statuses(run_dir, capsys) == dict.fromkeys(STAGES, "skipped")
@@ -77,7 +85,7 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     # a prefs value reaches the prefs stages and everything trained or judged after them
     assert main(["run", str(loop_config), "prefs.negatives=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}
-    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"}
+    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "benchmarks", "compare"}
 
     assert main(["run", str(loop_config), "prefs.negatives=1", "compare.turns=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}

@@ -209,6 +209,11 @@ def render_markdown(rep: Report, title: str) -> str:
         lines.append("")
     elif len(rep.models) > 2:
         lines += ["## Ranking (Bradley-Terry)", "", f"No ranking: {NO_DATA}.", ""]
+    ei = ei_rows(rep.evals) if rep.evals else []
+    if ei:
+        lines += ["## Emotional intelligence (EQ-Bench)", "", EI_NOTE + _ei_limit(rep.evals), ""]
+        lines += md_table(EI_HEAD, ei)
+        lines.append("")
     lines += ["## Judges", "",
               "Order consistency: with both orders parsed, how often the winner stays the same and how often "
               "swapping the dialogs flips it. First-shown rate: how often a decisive verdict picks the dialog "
@@ -261,6 +266,32 @@ def _rank_rows(r: stats.Ranking) -> list[list[Any]]:
             rows.append([r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
                          f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])])
     return rows
+
+
+EI_HEAD = ["model", "EQ-Bench score", "stderr", "parseable"]
+EI_NOTE = ("EQ-Bench v2 (171 questions shipped with sage-dialog) through lm-evaluation-harness's own eq_bench task "
+           "and scorer: 0-100, where random answers score 0 and an unparseable answer counts 0; *parseable* is "
+           "the share of answers that rated the four emotions asked.")
+
+
+def ei_rows(evals: dict[str, Any] | None) -> list[list[Any]]:
+    """One row per model that has EQ-Bench results: score, its standard error, parseable share."""
+    rows = []
+    for model, res in (evals or {}).get("models", {}).items():
+        m = res.get("eq_bench")
+        if not isinstance(m, dict) or not isinstance(m.get("eqbench"), int | float):
+            continue
+        err, parse = m.get("eqbench_stderr"), m.get("percent_parseable")
+        rows.append([model, _num(float(m["eqbench"]), 2), _num(float(err), 2) if isinstance(err, int | float) else "–",
+                     f"{float(parse):.1f}%" if isinstance(parse, int | float) else "–"])
+    return rows
+
+
+def _ei_limit(evals: dict[str, Any] | None) -> str:
+    limits = {r.get("limit") for r in (evals or {}).get("runs", []) if "eq_bench" in r.get("tasks", [])}
+    if len(limits) == 1 and (n := limits.pop()) is not None:
+        return f" Measured on the first {n} questions (limit)."
+    return ""
 
 
 def eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
@@ -421,7 +452,7 @@ def _bars(lay: _Layout, rows: Sequence[tuple[str, float]], *, title: str, unit: 
     for i, (label, v) in enumerate(rows):
         y_row = top + row_h * i
         y = lay.center(y_row)
-        wd = 0.0 if math.isnan(v) else v / vmax * (lay.plot_w - 40)  # room for the value after the bar
+        wd = 0.0 if math.isnan(v) else max(v, 0.0) / vmax * (lay.plot_w - 40)  # room for the value after the bar
         parts.append(lay.label(y_row, label)
                      + f'<rect class="bar" x="{lay.x0}" y="{y - 11:.1f}" width="{wd:.1f}" height="22" fill="{BLUE}">'
                      f'<title>{_e(label)}: {_num(v, 1)} {_e(unit)}</title></rect>'
@@ -505,6 +536,15 @@ def render_html(rep: Report, title: str) -> str:
     elif len(rep.models) > 2:
         body.append('<h2 id="ranking">Ranking</h2>')
         body.append(f'<p class="note">No ranking: {NO_DATA}.</p>')
+
+    ei = ei_rows(rep.evals) if rep.evals else []
+    if ei:
+        body.append('<h2 id="emotional-intelligence">Emotional intelligence (EQ-Bench)</h2>')
+        body.append(f'<p class="note">{_e(EI_NOTE + _ei_limit(rep.evals))}</p>')
+        scores = [(model, float(res["eq_bench"]["eqbench"])) for model, res in rep.evals["models"].items()  # type: ignore[index]
+                  if isinstance(res.get("eq_bench", {}).get("eqbench"), int | float)]
+        body.append(bars_svg(scores, title="EQ-Bench score (0-100; below 0 drawn as 0)"))
+        body.append(_html_table(EI_HEAD, ei))
 
     body.append('<h2 id="judges">Judges</h2>')
     body.append('<p class="note">Order consistency: the same pair judged in both orders. A consistent judge names the '
