@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -48,7 +49,7 @@ def _answers(n: int) -> tuple[list[dict], list[str]]:
 
     rules, answers = [], []
     for i, q in enumerate(load_questions()[:n]):
-        ref = eval(q["reference_answer_fullscale"])  # noqa: S307 - our own shipped repr of a dict
+        ref = ast.literal_eval(q["reference_answer_fullscale"])
         emotions = [ref[f"emotion{k}"] for k in range(1, 5)]
         if i % 3 == 0:
             text = "\n".join(f"{e}: {int(ref[f'emotion{k}_score'])}" for k, e in enumerate(emotions, 1))
@@ -76,7 +77,7 @@ def test_eq_bench_through_our_backend_scores_as_lm_eval_does(tmp_path: Path, cap
     score, parseable = _rescore(rows)
     assert res["eqbench"] == pytest.approx(score) and res["percent_parseable"] == pytest.approx(parseable)
     # exact reference -> 100; the mirrored scores -> a low but parsed score; prose -> 0 and unparsed
-    assert [r["metrics"]["eqbench"] for r in rows][0] == pytest.approx(100.0)
+    assert rows[0]["metrics"]["eqbench"] == pytest.approx(100.0)
     assert rows[1]["metrics"]["percent_parseable"] == 100 and rows[1]["metrics"]["eqbench"] < 100
     assert rows[2]["metrics"] == {"eqbench": 0, "percent_parseable": 0}
     assert parseable == pytest.approx(200 / 3)

@@ -312,7 +312,7 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
                 "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         rep = compare.run(ccfg, progress=False)
-        return {"models": len(specs), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
+        return {"models": len(specs), **rep.verdict_counts(), **rep.trust_counts(), **compare.usage_of(ctx.out_dir)}
 
     return fn
 
