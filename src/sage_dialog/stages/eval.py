@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sage_dialog.backends.base import (
     Backend,
@@ -309,6 +309,15 @@ class BenchmarksSettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     chat_template: Literal["auto", "on", "off"] = "auto"
     base: bool = Field(True, description="also the base model as it is (before any training)")
+
+    @model_validator(mode="after")
+    def _harness_installed(self) -> BenchmarksSettings:
+        # say so before the loop spends its time, not when it reaches this stage
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise ValueError("needs lm-evaluation-harness: pip install 'sage-dialog[eval]' (or benchmarks=null)")
+        return self
 
 
 # the metric shown for a task in the stage's summary line (the task's first metric otherwise)
