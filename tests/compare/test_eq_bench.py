@@ -55,8 +55,8 @@ def _answers(n: int) -> tuple[list[dict], list[str]]:
             text = "\n".join(f"{e}: {int(ref[f'emotion{k}_score'])}" for k, e in enumerate(emotions, 1))
         elif i % 3 == 1:
             text = "\n".join(f"{e}: {10 - int(ref[f'emotion{k}_score'])}" for k, e in enumerate(emotions, 1))
-        else:
-            text = "I would rather not say."
+        else:  # four scores, but not for the emotions asked: unparseable to EQ-Bench
+            text = "Happy: 1\nSad: 2\nAngry: 3\nCalm: 4"
         # the end of the dialogue plus who feels what (several questions share a dialogue)
         key = q["prompt"].split("Give each of these")[0][-300:]
         rules.append({"match": re.escape(key), "output": text})
@@ -76,12 +76,13 @@ def test_eq_bench_through_our_backend_scores_as_lm_eval_does(tmp_path: Path, cap
     assert [r["answer"] for r in rows] == answers
     score, parseable = _rescore(rows)
     assert res["eqbench"] == pytest.approx(score) and res["percent_parseable"] == pytest.approx(parseable)
-    # exact reference -> 100; the mirrored scores -> a low but parsed score; prose -> 0 and unparsed
+    # exact reference -> 100; the mirrored scores -> a low but parsed score; other emotions -> 0 and unparsed
     assert rows[0]["metrics"]["eqbench"] == pytest.approx(100.0)
     assert rows[1]["metrics"]["percent_parseable"] == 100 and rows[1]["metrics"]["eqbench"] < 100
     assert rows[2]["metrics"] == {"eqbench": 0, "percent_parseable": 0}
     assert parseable == pytest.approx(200 / 3)
     assert f"m eq_bench: score {score:.2f} (0-100), parseable {parseable:.1f}%" in printed
+    assert "! Error" not in printed  # the scorer's per-answer notes go to the log
 
 
 def test_eq_bench_on_the_tiny_model_through_the_harness(tiny_model: Path, tmp_path: Path,

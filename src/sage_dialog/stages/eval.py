@@ -24,7 +24,10 @@ is kept with its per-question metrics in ``eval_samples/<model>/<task>.jsonl``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +45,8 @@ from sage_dialog.backends.base import (
 from sage_dialog.core import io
 from sage_dialog.core.errors import UserError
 from sage_dialog.stages import eq_bench
+
+log = logging.getLogger(__name__)
 
 # tasks asked as a chat (the model's chat template) under chat_template=auto: EQ-Bench is a chat benchmark
 CHAT_TASKS = {eq_bench.TASK}
@@ -256,11 +261,17 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
         results[name] = {}
         try:
             for group, chat in _task_groups(tasks, cfg, harness=backend is None):
-                res = lm_eval.simple_evaluate(model=lm, tasks=[specs[t] for t in group], num_fewshot=cfg.num_fewshot,
-                                              limit=cfg.limit, task_manager=tm, log_samples=True,
-                                              apply_chat_template=chat, bootstrap_iters=1000, random_seed=cfg.seed,
-                                              numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
-                                              fewshot_random_seed=cfg.seed)
+                # task scorers print per-answer notes (eq_bench: "! Error: ..." for every unparseable
+                # answer); they go to the log, the per-answer samples file keeps what was scored
+                printed = StringIO()
+                with redirect_stdout(printed):
+                    res = lm_eval.simple_evaluate(model=lm, tasks=[specs[t] for t in group],
+                                                  num_fewshot=cfg.num_fewshot, limit=cfg.limit, task_manager=tm,
+                                                  log_samples=True, apply_chat_template=chat, bootstrap_iters=1000,
+                                                  random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+                                                  torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+                if printed.getvalue().strip():
+                    log.debug("lm-eval printed:\n%s", printed.getvalue())
                 if res is None:
                     raise RuntimeError("lm-eval returned no results")
                 for task, r in res["results"].items():
