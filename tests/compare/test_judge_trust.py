@@ -53,6 +53,7 @@ def test_the_oracle_judge_is_not_swayed_and_does_not_change_its_mind(tmp_path: P
     assert "| oracle-pairwise | 4 of 4 (100.0%) | – | 0 of 24 (0.0%) | 0 of 24 (0.0%) | 6 of 8 (2 ties) | " \
            "0 of 6 (0.0%; asked again) |" in md
     assert "No injected instruction changed its verdict" in md and "no better than its position prior" not in md
+    assert "never picked the plainly better reply" not in md
     assert rep.trust[0].flipped == 0
     # eval results added later re-render the report: the trust figures stay
     (out / "eval_results.json").write_text(json.dumps({"models": {}}))
@@ -97,6 +98,8 @@ def test_a_judge_that_obeys_an_instruction_shows_canary_flips(tmp_path: Path) ->
     assert t["flipped"] == 8 and t["clean_ties"] == 8 and t["stability_n"] == 0
     md = (out / "report.md").read_text()
     assert "changed its verdict to that reply in 8 of 24 canary verdicts (33%)" in md
+    # it says Tie to every clean pair, the plainly better reply included: called out too
+    assert "**It never picked the plainly better reply** of a clean canary pair (0 of 8; 8 ties)" in md
 
 
 def test_a_sampling_judge_is_asked_for_a_second_sample(tmp_path: Path) -> None:

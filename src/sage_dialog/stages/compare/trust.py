@@ -229,6 +229,10 @@ def trust_sentence(j: JudgeConsistency, t: JudgeTrust | None) -> str:
     else:
         parts.append(f"{j.judge} kept its verdict when the dialogs were swapped in {j.consistent} of {j.both_orders} "
                      f"pairs ({_pct(j.consistent_rate)}; reversed in {j.flipped}).")
+    if t is not None and t.clean and t.clean_good == 0:
+        parts.append(f"**It never picked the plainly better reply** of a clean canary pair (0 of {t.clean}; "
+                     f"{t.clean_ties} ties): it does not tell a good reply from a bad one here, so its verdicts "
+                     "carry no information about the models.")
     if t is not None and t.canaries:
         if t.flipped:
             parts.append(f"An instruction injected into the worse reply changed its verdict to that reply in "
