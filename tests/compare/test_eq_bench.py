@@ -99,3 +99,21 @@ def test_eq_bench_on_the_tiny_model_through_the_harness(tiny_model: Path, tmp_pa
     assert res["runs"][-1]["tasks"] == ["eq_bench"] and res["runs"][-1]["limit"] == 3
     assert "tiny eq_bench: score" in capsys.readouterr().out
     assert "| tiny | eq_bench | percent_parseable |" in (out / "eval.md").read_text()
+
+
+def test_the_benchmarks_stage_returns_its_result_and_writes_its_manifest(tmp_path: Path) -> None:
+    from sage_dialog.stages import benchmarks
+
+    rules, _ = _answers(2)
+    script = tmp_path / "answers.json"
+    script.write_text(json.dumps({"rules": rules}))
+    out = tmp_path / "bench"
+    res = benchmarks.run(benchmarks.Settings(limit=2), inputs=benchmarks.Inputs(models={"sft": f"mock:{script}"}),
+                         out=out)
+    rows = _samples(out, "sft")
+    score, parseable = _rescore(rows)
+    assert res.quality["sft eq_bench"] == pytest.approx(score, abs=1e-4) and res.counts == {"models": 1, "tasks": 1}
+    assert res.quality["min_percent_parseable"] == parseable == 100.0
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert summary["sft eq_bench"] == res.quality["sft eq_bench"] and "| sft | eq_bench | eqbench |" in (
+        out / "eval.md").read_text()

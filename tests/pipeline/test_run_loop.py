@@ -102,8 +102,8 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     argv = ["run", str(loop_config), "prefs.negatives=1", "compare.turns=1", f"compare.judges=[mock:{first}]"]
     assert main([*argv, "gates.min_judge_consistency=0.5"]) == 2
     err = capsys.readouterr().err
-    assert f"stage compare: judge consistent 0 of 9 (0%) is below gates.min_judge_consistency=0.5 (50%); judge " \
-           f"pairwise:mock:{first}: consistent 0 of 9 pairs in both orders, flipped 9, picked the first shown 100%" in err
+    assert f"stage compare: judge consistent 0 of 18 (0%) is below gates.min_judge_consistency=0.5 (50%); judge " \
+           f"pairwise:mock:{first}: consistent 0 of 18 pairs in both orders, flipped 18, picked the first shown 100%" in err
     assert "no better than its position prior" in (run_dir / "compare" / "report.md").read_text()
     assert main(argv) == 0  # the gate is off by default
 

@@ -30,7 +30,7 @@ from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
-from sage_dialog.stages.eval import BenchmarksSettings
+from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
@@ -322,16 +322,20 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
 
 def _benchmarks(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.stages.eval import run_benchmarks
+        from sage_dialog.stages import benchmarks
 
         b = cfg.benchmarks
         assert b is not None
-        specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
-                 for name, stage in models.items()}
+        specs: dict[str, str | BackendConfig] = {}
         if b.base:
             base = cfg.base_model or _model_dir(ctx.dir_of("base"))
-            specs = {"base": BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options), **specs}
-        return run_benchmarks(b, dict(specs), ctx.out_dir, seed=cfg.seed)
+            specs["base"] = BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options)
+        for name, stage in models.items():
+            specs[name] = BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}",
+                                        options=cfg.backend_options)
+        settings = b if "seed" in b.model_fields_set else b.model_copy(update={"seed": cfg.seed})
+        res = benchmarks.run(settings, inputs=benchmarks.Inputs(models=specs), out=ctx.out_dir)
+        return {k: v for k, v in res.summary().items() if k != "outputs"}
 
     return fn
 

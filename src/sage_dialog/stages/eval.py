@@ -31,7 +31,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.backends.base import (
     Backend,
@@ -298,63 +298,3 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
             fh.write("\n".join(["# General-ability benchmarks", "",
                                 *md_table(["model", "task", "metric", "value", "stderr"], eval_rows(merged)), ""]))
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop's benchmarks stage
-
-
-class BenchmarksSettings(BaseModel):
-    """The ``benchmarks:`` section of a loop config: lm-eval tasks run on every model of the loop.
-
-    The default is EQ-Bench (shipped, offline), the paper's emotional-intelligence measure; list
-    other tasks whose data is local (``include_path``: a folder of your own task YAML files).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    tasks: list[str] = Field(default_factory=lambda: [eq_bench.TASK], min_length=1,
-                             description="lm-eval task names (eq_bench ships with sage-dialog)")
-    limit: int | None = Field(None, ge=1, description="questions per task (null: all; EQ-Bench has 171)")
-    include_path: str | None = Field(None, description="folder of your own lm-eval task YAML files")
-    num_fewshot: int | None = None
-    batch_size: int = Field(8, ge=1)
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    base: bool = Field(True, description="also the base model as it is (before any training)")
-
-    @model_validator(mode="after")
-    def _harness_installed(self) -> BenchmarksSettings:
-        # say so before the loop spends its time, not when it reaches this stage
-        import importlib.util
-
-        if importlib.util.find_spec("lm_eval") is None:
-            raise ValueError("needs lm-evaluation-harness: pip install 'sage-dialog[eval]' (or benchmarks=null)")
-        return self
-
-
-# the metric shown for a task in the stage's summary line (the task's first metric otherwise)
-_HEADLINE = {eq_bench.TASK: "eqbench"}
-
-
-def run_benchmarks(settings: BenchmarksSettings, models: dict[str, str | BackendConfig], out: Path,
-                   *, seed: int = 0) -> dict[str, Any]:
-    """Run ``settings.tasks`` on ``models`` into ``out`` (``eval_results.json``, ``eval.md``, samples).
-
-    Returns the stage summary: ``"<model> <task>"`` -> the task's headline metric (EQ-Bench: its
-    score), plus the smallest parseable share where EQ-Bench ran.
-    """
-    cfg = EvalConfig(models=models, tasks=settings.tasks, include_path=settings.include_path, out=str(out),
-                     limit=settings.limit, num_fewshot=settings.num_fewshot, batch_size=settings.batch_size,
-                     chat_template=settings.chat_template, seed=seed)
-    results = run_eval(cfg)
-    summary: dict[str, Any] = {"models": len(results)}
-    parseable = []
-    for model, by_task in results.items():
-        for task, metrics in by_task.items():
-            key = _HEADLINE.get(task) or next((k for k in metrics if not k.endswith("_stderr")), None)
-            if key is not None and key in metrics:
-                summary[f"{model} {task}"] = round(metrics[key], 4)
-            if "percent_parseable" in metrics:
-                parseable.append(metrics["percent_parseable"])
-    if parseable:
-        summary["min_percent_parseable"] = min(parseable)
-    return summary
