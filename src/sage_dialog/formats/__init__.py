@@ -29,7 +29,6 @@ Names (``sage-dialog convert --help`` prints this table)::
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import check_paths, loads_json
+from sage_dialog.core.outputs import commit_folder
 
 Kind = Literal["dialog", "pair", "other"]
 Reader = Callable[[Path], Iterable[Any]]
@@ -389,18 +389,19 @@ def check_file(path: str | Path, fmt: str | None = None) -> tuple[str, list[str]
 
 @contextlib.contextmanager
 def _staged_folder(dst: Path) -> Iterator[Path]:
-    """Write a folder output next to ``dst`` and move it into place only on success."""
-    if dst.exists() and any(dst.iterdir()):
-        # an existing folder (e.g. LLaMA-Factory/data) is updated file by file, each file atomically
-        yield dst
-        return
+    """Write a folder output next to ``dst`` and move it into place only on success.
+
+    An existing ``dst`` (sage-dialog's earlier output, or any folder with ``--force``, e.g.
+    LLaMA-Factory/data) keeps everything but the files written now (:func:`commit_folder`).
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
+        info = dst / "dataset_info.json"
+        if info.is_file():  # LLaMA-Factory's index: the entry written now is merged into the others
+            shutil.copyfile(info, tmp / info.name)
         yield tmp
-        if dst.exists():
-            dst.rmdir()
-        os.replace(tmp, dst)
+        commit_folder(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
