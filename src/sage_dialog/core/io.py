@@ -186,10 +186,11 @@ def check_paths(
     outs = [(Path(p), "file") for p in files if p is not None]
     outs += [(Path(p), "folder") for p in folders if p is not None]
     ins += [p for p in out_rule.named_inputs() if p not in ins]  # what options and configs name
+    state = out_rule.named_state()
     probed: dict[Path, str | None] = {}
     for o, kind in outs:
         ro = o.resolve()
-        clash = _overlap(o, ro, kind, ins)
+        clash = _overlap(o, ro, kind, ins, state)
         if clash:
             problems.append(clash)
             continue
@@ -232,14 +233,15 @@ def check_paths(
             out_rule.note_output_folder(o)
 
 
-def _overlap(o: Path, ro: Path, kind: str, ins: list[Path]) -> str | None:
-    """The problem when output ``o`` (resolved ``ro``) is an input, lies inside one or holds one."""
+def _overlap(o: Path, ro: Path, kind: str, ins: list[Path], state: set[Path]) -> str | None:
+    """The problem when output ``o`` (resolved ``ro``) is an input, lies inside one or holds one
+    (a cache in ``state`` may lie inside an output folder: nothing the command writes replaces it)."""
     for i in ins:
         ri = i.resolve()
         if _inside(ro, ri):
             return f"{o}: output would overwrite the input {i}; choose another output path"
         # a folder output holds the input (an input symlink counts by where it points, and by itself)
-        if kind == "folder" and (_inside(ri, ro) or _inside(i.absolute(), o.absolute())):
+        if kind == "folder" and i not in state and (_inside(ri, ro) or _inside(i.absolute(), o.absolute())):
             return f"{o}: output folder holds the input {i}; choose another output path"
     return None
 
@@ -392,10 +394,16 @@ def git_revision(cwd: str | Path | None = None) -> str | None:
 
 
 def new_manifest(stage: str, config: dict[str, Any], *, seed: int | None = None, inputs: dict[str, str] | None = None) -> Manifest:
-    """A manifest for a stage about to run (call :func:`finish_manifest` when it is done)."""
+    """A manifest for a stage about to run (call :func:`finish_manifest` when it is done).
+
+    The stored config has its secrets masked (:mod:`sage_dialog.core.redact`: a key, a password in
+    a base URL); the hash is of the config as given.
+    """
+    from sage_dialog.core.redact import redact_obj
+
     return Manifest(
         stage=stage,
-        config=config,
+        config=redact_obj(config),
         config_hash=stable_hash(config),
         inputs=inputs or {},
         versions=package_versions(),

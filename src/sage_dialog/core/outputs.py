@@ -34,6 +34,8 @@ MARKER = ".sage-dialog-output.json"
 # entries of an output folder that do not make it someone else's: our marker and our log folder
 _OURS_ALWAYS = {MARKER, "logs"}
 # option / config keys whose values are outputs, not inputs
+# option / config keys whose values are state kept across runs (a response cache), see named_state
+_STATE_KEYS = {"cache"}
 _OUTPUT_KEYS = {"out", "output", "output_dir", "run_dir", "html", "best_paths", "rejects", "summary", "prefs"}
 
 _state: dict[str, Any] = {"force": False, "command": None}
@@ -80,7 +82,7 @@ def note_named(value: Any, *, key: str | None = None, source: str = "") -> None:
         value = value.model_dump()
     if isinstance(value, dict):
         for k, v in value.items():
-            note_named(v, key=str(k), source=source or str(k))
+            note_named(v, key=str(k), source=str(k) if str(k) in _STATE_KEYS else source or str(k))
     elif isinstance(value, list | tuple):
         for v in value:
             note_named(v, key=key, source=source)
@@ -97,6 +99,12 @@ def note_named(value: Any, *, key: str | None = None, source: str = "") -> None:
 def named_inputs() -> list[Path]:
     """Existing paths named by the command's options and config, in the order noted, without repeats."""
     return list(dict.fromkeys(p for _, p in _named))
+
+
+def named_state() -> set[Path]:
+    """Named paths that are state the command keeps updating (a response cache): one may live inside
+    an output folder (a run keeps its cache there), but no output may be one."""
+    return {p for how, p in _named if how in _STATE_KEYS}
 
 
 def special_kind(path: Path) -> str | None:
