@@ -248,8 +248,13 @@ def _overlap(o: Path, ro: Path, kind: str, ins: list[Path], state: set[Path]) ->
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write ``path`` through a temporary sibling that is renamed into place only on success."""
+    """Write ``path`` through a temporary sibling that is renamed into place only on success.
+
+    A symlink is written through (its target is replaced; the link stays, as with ``cp``/``sort -o``).
+    """
     p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:

@@ -200,6 +200,8 @@ def commit_folder(tmp: Path, dst: Path) -> None:
     wrote there before are removed and the new files moved in one by one (each rename atomic);
     anything else in ``dst`` stays as it was.
     """
+    if dst.is_symlink():  # written through: the link stays, its target folder gets the files
+        dst = dst.resolve()
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
     files = [f for f in files if f != MARKER]
     _write_marker(tmp, files)
