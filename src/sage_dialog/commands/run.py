@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -56,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return run_and_report(cfg, from_stage=args.from_stage, until=args.until, gates=not args.no_gates)
 
 
-def run_outputs(cfg: object, stages: list[object]) -> dict[str, list[Path]]:
+def run_outputs(cfg: object, stages: Sequence[object]) -> dict[str, list[Path]]:
     """What a run writes, for ``check_paths``: a folder per stage and its log (the run folder itself
     also holds the cache and whatever else you keep there, which the run never replaces)."""
     run_dir = Path(cfg.run_dir)  # type: ignore[attr-defined]
-    names = [s.name for s in stages]  # type: ignore[attr-defined]
+    names = [str(getattr(s, "name")) for s in stages]  # noqa: B009 (stages of pipeline.runner)
     return {"folders": [run_dir / n for n in names], "files": [run_dir / "logs" / f"{n}.log" for n in names]}
 
 

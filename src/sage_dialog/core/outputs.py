@@ -63,7 +63,7 @@ def _candidates(text: str) -> Iterator[str]:
     """The path-like parts of one option value: itself, what follows ``KEY=`` and ``provider:``."""
     yield text
     key, sep, rest = text.partition("=")
-    if sep and rest and "/" not in key:
+    if sep and rest and "/" not in key and not _is_output_key(key.strip().split(".")[-1]):  # run_dir=OUT is no input
         yield from _candidates(rest)
     prov, sep, rest = text.partition(":")
     if sep and rest and "://" not in text and "/" not in prov:
