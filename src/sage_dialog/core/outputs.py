@@ -164,8 +164,10 @@ def mark_folders() -> None:
     _folders.clear()
 
 
-def _write_marker(folder: Path, files: list[str] | None) -> None:
+def _write_marker(folder: Path, files: list[str] | None, writer: str | None = None) -> None:
     data: dict[str, Any] = {"written_by": "sage-dialog", "command": _state["command"]}
+    if writer is not None:
+        data["writer"] = writer
     if files is not None:
         data["files"] = files
     (folder / MARKER).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
@@ -178,33 +180,37 @@ def _safe_rel(rel: object, root: Path) -> Path | None:
     return root / rel
 
 
-def written_before(folder: Path) -> list[Path]:
-    """The files sage-dialog wrote into ``folder`` last time (its marker's list, else its manifest's)."""
+def written_before(folder: Path, writer: str) -> list[Path]:
+    """The files ``writer`` (``export``, a stage's name...) wrote into ``folder`` last time: its
+    marker's list, else (a folder from before markers) its stage manifest's; none when the folder
+    holds another command's output."""
     names: Iterable[object] = ()
+    marker: Any = None
     with contextlib.suppress(OSError, ValueError):
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        names = marker.get("files", ()) if isinstance(marker, dict) else ()
-    if not names:
+    if isinstance(marker, dict) and "files" in marker:
+        names = marker["files"] if marker.get("writer") == writer and isinstance(marker["files"], list) else ()
+    else:
         manifest = _manifest_of_ours(folder / "manifest.json")
-        if manifest is not None:
-            names = [*manifest.get("outputs", []), "manifest.json"]
+        if manifest is not None and manifest.get("stage") == writer and isinstance(manifest.get("outputs"), list):
+            names = [*manifest["outputs"], "manifest.json"]
     out = [_safe_rel(n, folder) for n in names]
     return [p for p in out if p is not None]
 
 
-def commit_folder(tmp: Path, dst: Path) -> None:
-    """Move the finished folder ``tmp`` to ``dst``.
+def commit_folder(tmp: Path, dst: Path, writer: str) -> None:
+    """Move the finished folder ``tmp`` to ``dst``; ``writer`` names what wrote it (``export``...).
 
     A missing or empty ``dst`` is replaced by renaming. Otherwise (``dst`` is sage-dialog's earlier
-    result, or ``--force`` was given, which :func:`check_paths` checked) only the files sage-dialog
-    wrote there before are removed and the new files moved in one by one (each rename atomic);
-    anything else in ``dst`` stays as it was.
+    result, or ``--force`` was given, which :func:`check_paths` checked) only the files the same
+    writer wrote there before are removed and the new files moved in one by one (each rename
+    atomic); anything else in ``dst`` stays as it was.
     """
     if dst.is_symlink():  # written through: the link stays, its target folder gets the files
         dst = dst.resolve()
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() or p.is_symlink())
     files = [f for f in files if f != MARKER]
-    _write_marker(tmp, files)
+    _write_marker(tmp, files, writer)
     if not dst.exists():
         os.replace(tmp, dst)
         return
@@ -214,7 +220,7 @@ def commit_folder(tmp: Path, dst: Path) -> None:
         return
     ours = is_own(dst) or is_blank(dst)  # else --force: nothing of dst's is removed, and it stays unmarked
     new = set(files)
-    for old in written_before(dst) if ours else []:
+    for old in written_before(dst, writer) if ours else []:
         rel = str(old.relative_to(dst))
         if rel not in new and (old.is_file() or old.is_symlink()):
             old.unlink()

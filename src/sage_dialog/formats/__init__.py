@@ -388,7 +388,7 @@ def check_file(path: str | Path, fmt: str | None = None) -> tuple[str, list[str]
 
 
 @contextlib.contextmanager
-def _staged_folder(dst: Path) -> Iterator[Path]:
+def _staged_folder(dst: Path, writer: str) -> Iterator[Path]:
     """Write a folder output next to ``dst`` and move it into place only on success.
 
     An existing ``dst`` (sage-dialog's earlier output, or any folder with ``--force``, e.g.
@@ -401,7 +401,7 @@ def _staged_folder(dst: Path) -> Iterator[Path]:
         if info.is_file():  # LLaMA-Factory's index: the entry written now is merged into the others
             shutil.copyfile(info, tmp / info.name)
         yield tmp
-        commit_folder(tmp, dst)
+        commit_folder(tmp, dst, writer)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -447,7 +447,7 @@ def convert_file(
 
         records = tqdm(records, desc=f"{fin.name} -> {fout.name}", unit=" records", disable=None)
     if fout.folder:
-        with _staged_folder(d) as tmp:
+        with _staged_folder(d, f"format {fout.name}") as tmp:
             return fout.write(tmp, records)
     return fout.write(d, records)
 

@@ -272,7 +272,7 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     checked = {"gates": "off" if not gates else "passed" if gate is None else "failed", **({"gate": gate} if gate else {})}
     outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2), **checked})
-    commit_folder(tmp, out_dir)  # an earlier result of the stage: only the files it wrote are replaced
+    commit_folder(tmp, out_dir, stage.name)  # an earlier result of the stage: only the files it wrote go
     note_kept(out_dir, f"stage {stage.name} finished; the next run skips it")
     log(f"[{stage.name}] done in {seconds:.1f}s")
     return StageOutcome(stage.name, "ran", seconds, summary, gate=gate)

@@ -77,6 +77,6 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    commit_folder(tmp, out)  # replaces only what an earlier export wrote there
+    commit_folder(tmp, out, "export")  # replaces only what an earlier export wrote there
     log.info("exported %s -> %s", src, out)
     return out
