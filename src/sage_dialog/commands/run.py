@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         stages = build_stages(cfg)
     except UserError as e:  # name the YAML file the bad section is in
-        raise UserError([f"{args.config}: {p}" if p.startswith("config section") else p for p in e.problems]) from None
+        raise UserError([f"{args.config}: {p.removeprefix('config: ')}" if p.startswith(("config section", "config: "))
+                         else p for p in e.problems]) from None
     if not args.list:
         # inputs and the run folder are checked before the run folder is made or any model loads
         check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], **run_outputs(cfg, stages))
