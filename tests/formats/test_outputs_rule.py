@@ -62,3 +62,22 @@ def test_a_marker_or_a_stage_manifest_makes_a_folder_ours(tmp_path):
     stage = _folder(tmp_path / "s", {"manifest.json": json.dumps({"stage": "mix", "config_hash": "h"})})
     assert outputs.is_own(stage) and outputs.is_own(tmp_path)  # a run folder: its stage folders have manifests
     assert not outputs.is_own(_folder(tmp_path / "u", {"manifest.json": json.dumps({"name": "someone else's"})}))
+
+
+def test_the_first_journal_line_claims_the_output_folder(tmp_path):
+    """A search killed with SIGKILL leaves no marker written on exit: its journal claims the folder."""
+    from sage_dialog.core.io import JsonlJournal
+
+    out = tmp_path / "s"
+    outputs.note_output_folder(out)
+    assert not out.exists()
+    with JsonlJournal(out / "journal.jsonl") as j:
+        j.append({"step": 1})
+    assert outputs.is_own(out)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "x.txt").write_text("x")
+    outputs.note_output_folder(theirs)  # with --force: written into, never claimed
+    with JsonlJournal(theirs / "journal.jsonl") as j:
+        j.append({"step": 1})
+    assert not outputs.is_own(theirs)

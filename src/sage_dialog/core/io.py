@@ -333,8 +333,11 @@ class JsonlJournal:
 
     def append(self, record: Any) -> None:
         if self._fh is None:
+            from sage_dialog.core.outputs import claim
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
+            claim(self.path)  # resumable work is kept here: the output folder is ours from now on
             note_kept(self.path, "journal of finished steps, read back when the same command runs again")
         self._fh.write(dumps(record) + "\n")
         self._fh.flush()

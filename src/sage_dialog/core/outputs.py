@@ -36,6 +36,9 @@ _OURS_ALWAYS = {MARKER, "logs"}
 # option / config keys whose values are outputs, not inputs
 # option / config keys whose values are state kept across runs (a response cache), see named_state
 _STATE_KEYS = {"cache"}
+# the main inputs, which each command passes to check_paths itself, sometimes narrowed (``trees RUN``
+# reads RUN/trees/, so RUN/trees.html beside them is a fine output): not noted again, broader
+_EXPLICIT_KEYS = {"input", "path", "source", "seeds", "adapter_dir", "a", "b", "file", "judgements", "contexts"}
 _OUTPUT_KEYS = {"out", "output", "output_dir", "run_dir", "html", "best_paths", "rejects", "summary", "prefs"}
 
 _state: dict[str, Any] = {"force": False, "command": None}
@@ -76,7 +79,7 @@ def note_named(value: Any, *, key: str | None = None, source: str = "") -> None:
     Values under an output key (``output``, ``out``, ``run_dir``, ``*_out``...) are skipped; a
     compound value such as ``mock:FILE`` or ``user.emotion=FILE`` counts by its path part.
     """
-    if key is not None and _is_output_key(key):
+    if key is not None and (_is_output_key(key) or key in _EXPLICIT_KEYS):
         return
     if isinstance(value, BaseModel):
         value = value.model_dump()
@@ -151,6 +154,18 @@ def note_output_folder(folder: Path) -> None:
     """Remember an output folder that passed the check; :func:`mark_folders` marks it when done."""
     existed = folder.exists()
     _folders[folder] = not existed or is_blank(folder) or is_own(folder)
+
+
+def claim(path: Path) -> None:
+    """Mark the output folder holding ``path`` as ours now, not only when the command ends: called
+    when resumable work is first kept there (a journal line, a training checkpoint), so a run killed
+    outright (SIGKILL, power loss) may still be resumed into that folder."""
+    p = Path(path).absolute()
+    for folder, ours in _folders.items():
+        f = folder.absolute()
+        if ours and (p == f or f in p.parents) and f.is_dir() and not (f / MARKER).exists():
+            with contextlib.suppress(OSError):
+                _write_marker(f, None)
 
 
 def mark_folders() -> None:
