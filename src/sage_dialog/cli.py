@@ -238,6 +238,7 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
         return _crash()
     finally:
         outputs.mark_folders()  # output folders it made are its own: the same command may write there again
+        outputs.reset()  # the Python API after a command in the same process starts clean
 
 
 def _fail(problems: Sequence[str], code: int) -> int:
