@@ -122,7 +122,8 @@ def _log_file(name: str, ns: argparse.Namespace) -> Path | None:
     if name not in LOGGED_COMMANDS or not out or not isinstance(out, (str, Path)):
         return None
     p = Path(out)
-    folder = p.parent if p.suffix and not p.is_dir() else p
+    # annotate and steerability write a file (whatever its name): its log goes beside it
+    folder = p.parent if name in ("annotate", "steerability") or (p.suffix and not p.is_dir()) else p
     return folder / "logs" / f"{name}.log"
 
 

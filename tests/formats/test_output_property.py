@@ -53,6 +53,7 @@ def _tree(root: Path) -> None:
                                            encoding="utf-8")
     (root / "in" / "mock.json").write_text(json.dumps(MOCK), encoding="utf-8")
     (root / "in" / "es.json").write_text(json.dumps(ESCONV), encoding="utf-8")
+    (root / "in" / "seeds.txt").write_text("I failed my exam.\n", encoding="utf-8")
     (root / "in" / "s" / "trees" / "seed-0000.jsonl").write_text("".join(json.dumps(n) + "\n" for n in NODES),
                                                                  encoding="utf-8")
     (root / "in" / "notes.txt").write_text("mine\n", encoding="utf-8")
@@ -72,14 +73,19 @@ COMMANDS: dict[str, tuple[list[str], str, list[str], list[str]]] = {
                  [], ["in/one.jsonl", "in/mock.json"]),
     "import": (["import", "esconv", "{r}/in/es.json", "--seeds-out", "{r}/seeds.txt", "-o"], "option", [],
                ["in/es.json"]),
+    "search": (["search", "{r}/in/seeds.txt", "--assistant", "mock:{r}/in/mock.json", "--user", "mock:{r}/in/mock.json",
+                "--judge", "mock:{r}/in/mock.json", "--turns", "1", "--candidates", "2", "-q", "-o"], "option", [],
+               ["in/seeds.txt", "in/mock.json"]),
+    "steerability": (["steerability", "--model", "mock:{r}/in/mock.json", "--contexts", "{r}/in/one.jsonl", "--action",
+                      "a_emotion=sad", "-q", "-o"], "option", [], ["in/one.jsonl", "in/mock.json"]),
     "agreement": (["agreement", "{r}/in/one.jsonl", "{r}/in/train.jsonl", "-o"], "option", [],
                   ["in/one.jsonl", "in/train.jsonl"]),
 }
-FOLDER_OUTPUT = {"convert-folder", "mix"}
+FOLDER_OUTPUT = {"convert-folder", "mix", "search"}
 
 # where the output goes, relative to the tree's root: the inputs themselves, their folders, parents,
 # children of files and folders, the symlinks, and fresh names beside them
-PLACES = ["in", "in/mock.json", "in/one.jsonl", "in/es.json", "in/train.jsonl", "in/mix.json", "link.json", "linkdir", "in/s", "in/s/trees",
+PLACES = ["in", "in/mock.json", "in/one.jsonl", "in/es.json", "in/seeds.txt", "in/train.jsonl", "in/mix.json", "link.json", "linkdir", "in/s", "in/s/trees",
           "in/s/trees/seed-0000.jsonl", "in/spec.json", "in/valid.jsonl", "linkdir/mix.json", ".", "in/empty",
           "in/notes.txt", "linkdir/new", "in/new.jsonl", "in/empty/new", "in/s/new", "in/mix.json/child", "new-out"]
 
