@@ -82,7 +82,8 @@ class ServeLimits:
 
 class _Strict(BaseModel):
     # extra="forbid": an unknown field is a 400 (as OpenAI answers), never a silent no-op
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: `true` is not a number and "yes" not a boolean (lax mode would coerce both silently)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class TextPart(_Strict):

@@ -199,10 +199,16 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
         files = sorted(ctx.dir_of("chain").glob("chained-*.jsonl"))
         spec = {str(f.resolve()): {"prompt": cfg.prompt} for f in files}
-        write_json(ctx.out_dir / "data_spec.json", spec)
-        mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": ctx.out_dir / "data_spec.json",
-                                          "output": ctx.out_dir}, "mix")
-        mix.run(mcfg, warn=lambda _m: None)
+        # the spec is an input of mix: written beside its output folder, kept inside it once mixed
+        spec_file = ctx.out_dir.with_name(f"{ctx.out_dir.name}.data_spec.json")
+        write_json(spec_file, spec)
+        try:
+            mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": spec_file,
+                                              "output": ctx.out_dir}, "mix")
+            mix.run(mcfg, warn=lambda _m: None)
+            spec_file.replace(ctx.out_dir / "data_spec.json")
+        finally:
+            spec_file.unlink(missing_ok=True)
         return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
 
     return fn

@@ -706,11 +706,16 @@ class AnnotateConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
                                 "else the cores not busy now, at least 1)")
 
+    def _beside_output(self, suffix: str) -> Path:
+        if not self.output.name:  # ".", "/", "..": a folder, and no name to put beside it
+            raise UserError(f"{self.output}: is a folder, expected an output file")
+        return self.output.with_name(self.output.name.removesuffix(".jsonl") + suffix)
+
     def rejects_path(self) -> Path:
-        return self.rejects or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".rejects.jsonl")
+        return self.rejects or self._beside_output(".rejects.jsonl")
 
     def summary_path(self) -> Path:
-        return self.summary or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".summary.json")
+        return self.summary or self._beside_output(".summary.json")
 
 
 def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator, Backend | None]:

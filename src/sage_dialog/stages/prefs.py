@@ -48,7 +48,8 @@ class PrefsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     negatives: int | None = Field(None, description="rejected candidates per decision (hardest first); all if null")
-    min_margin: float | None = Field(None, description="drop pairs whose judge score margin is below this")
+    min_margin: float | None = Field(None, allow_inf_nan=False,
+                                     description="drop pairs whose judge score margin is below this")
     history_tags: bool = Field(True, description="keep the SAC tags of assistant turns in the history")
     dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
     max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")

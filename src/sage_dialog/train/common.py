@@ -158,7 +158,15 @@ def check_target_modules(model: Any, adapter: AdapterSection) -> None:
 
 
 def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: a given path, or the last one in output_dir when resume is true."""
+    """The checkpoint to resume from: a given path, or the last one in output_dir when resume is true.
+
+    Called right before training starts, when every input has been read: the output folder is
+    claimed as ours now (its checkpoints are resumable work, even after a SIGKILL).
+    """
+    from sage_dialog.core.outputs import claim
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    claim(output_dir)
     if train.resume is False:
         return None
     if isinstance(train.resume, str) and train.resume not in ("true", "last"):

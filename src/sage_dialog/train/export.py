@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.outputs import commit_folder
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,8 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     template_file = src / "chat_template.jinja"
     if template_file.exists():
         tokenizer.chat_template = template_file.read_text(encoding="utf-8")
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -76,8 +77,6 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    commit_folder(tmp, out, "export")  # replaces only what an earlier export wrote there
     log.info("exported %s -> %s", src, out)
     return out
