@@ -1,0 +1,216 @@
+"""Training under ``accelerate launch`` with several processes, on CPU (gloo), on the tiny model.
+
+* 2 processes train like 1 with the same global batch (2 x 2 vs 1 x 4): the same optimizer steps and a
+  final loss within ``LOSS_RTOL``; rank 0 alone writes the outputs (one summary, one manifest; the
+  other rank's log has a name of its own).
+* ``kill -9`` of one rank mid-run, then the same command with ``--resume``: the run continues from
+  the last complete checkpoint to the end.
+* two "machines" on one box: two ``accelerate launch`` processes with ``--num_machines 2`` and
+  ``--machine_rank 0/1`` rendezvous over 127.0.0.1 and train the same run as 2 processes on one
+  machine (same loss).
+* FSDP2 cannot run on CPU (see the skip reason); asking for it there is a clear error.
+
+Note: on a CPU box the 2-process launch is ``--multi_gpu`` (accelerate's torchrun launcher; the
+processes run on CPU over gloo). ``accelerate launch --cpu --num_processes 2`` starts ONE process.
+
+To add a stage (``train rl``): one entry in ``STAGES`` (its data rows and extra overrides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import accelerate, child_env, dpo_rows, free_port, run, sft_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+LOSS_RTOL = 0.02  # 2 ranks x 2 vs 1 x 4: same samples per step; float sums in another order, padding per rank
+STEPS = 6
+# the stages trained under launch: data rows and overrides for a short deterministic run (no LoRA
+# dropout: each rank would draw its own masks). A new stage (`train rl`) is one more entry here.
+STAGES: dict[str, tuple] = {
+    "sft": (sft_rows, ["adapter.dropout=0", "train.learning_rate=1e-3"]),
+    "dpo": (dpo_rows, ["adapter.dropout=0", "train.learning_rate=1e-3"]),
+}
+MULTI = ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _args(stage: str, model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", stage, "--model", str(model), "--data", str(data), "-o", str(out),
+            "train.logging_steps=1", "train.save_steps=1000", "train.seed=0", *STAGES[stage][1], *extra]
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "training_summary.json").read_text())
+
+
+def _launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    port = str(free_port())
+    return run(accelerate(*MULTI, "--num_processes", "2", "--num_machines", "1", "--main_process_port", port,
+                          "-m", "sage_dialog", *args), timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_proc_runs(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each stage trained once with 2 processes (batch 2 each): shared by the checks below."""
+    root = tmp_path_factory.mktemp("two-proc")
+    outs = {}
+    for stage, (rows, _) in STAGES.items():
+        data = write_jsonl(root / f"{stage}.jsonl", rows())
+        out = root / f"{stage}-2p"
+        r = _launch_two(_args(stage, tiny_model, data, out, "--max-steps", str(STEPS), "train.batch_size=2"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count("wrote ") == 1, r.stdout  # one process reports
+        outs[stage] = out
+    return outs
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_two_processes_match_one_with_the_same_global_batch(stage, two_proc_runs, tiny_model, tmp_path):
+    from sage_dialog import cli
+
+    out2 = two_proc_runs[stage]
+    data = out2.parent / f"{stage}.jsonl"
+    out1 = tmp_path / f"{stage}-1p"
+    # the 1-process reference: the same command in this process, batch 4 = 2 ranks x 2
+    assert cli.main(_args(stage, tiny_model, data, out1, "--max-steps", str(STEPS), "train.batch_size=4",
+                          "threads=1")) == 0
+    s1, s2 = _summary(out1), _summary(out2)
+    assert s1["steps"] == s2["steps"] == STEPS
+    assert s2["first_train_loss"] == pytest.approx(s1["first_train_loss"], rel=LOSS_RTOL)
+    assert s2["final_train_loss"] == pytest.approx(s1["final_train_loss"], rel=LOSS_RTOL)
+    assert s2["final_train_loss"] != pytest.approx(s2["first_train_loss"], rel=1e-3)  # it trained
+    # rank 0 alone wrote the run's files; rank 1 kept a log of its own
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    assert manifest["stage"] == f"train-{stage}"
+    logs = sorted(p.name for p in (out2 / "logs").iterdir())
+    assert logs == [f"train-{stage}.log", f"train-{stage}.rank1.log"]
+    ckpt = out2 / f"checkpoint-{STEPS}"
+    assert sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+
+
+def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
+    import psutil
+
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "sage_dialog" in " ".join(child.cmdline()):
+                return int(child.pid)
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_kill_9_of_one_rank_then_resume_from_the_last_checkpoint(tiny_model, tmp_path):
+    from sage_dialog.train.launch import last_complete_checkpoint
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    out = tmp_path / "killed"
+    max_steps = 60
+    args = _args("sft", tiny_model, data, out, "--max-steps", str(max_steps), "train.batch_size=2",
+                 "train.save_steps=10", "train.save_total_limit=10")
+    port = str(free_port())
+    cmd = accelerate(*MULTI, "--num_processes", "2", "--num_machines", "1", "--main_process_port", port,
+                     "-m", "sage_dialog", *args)
+    launcher = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint-10" / "trainer_state.json").exists():
+            assert launcher.poll() is None, launcher.stdout.read()[-3000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no checkpoint-10 in time"
+            time.sleep(0.05)
+        pid = _rank_pid(launcher, 1)
+        assert pid is not None, "rank 1 not found among the launcher's children"
+        os.kill(pid, signal.SIGKILL)
+        rc = launcher.wait(timeout=180)  # torchrun's agent sees the lost rank and stops rank 0 too
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert rc != 0
+    assert not (out / "training_summary.json").exists()  # the run did not finish
+    last = last_complete_checkpoint(out)
+    assert last is not None
+    step = int(Path(last).name.split("-")[1])
+    assert 10 <= step < max_steps
+    r = _launch_two([*args, "--resume"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = _summary(out)
+    assert s["resumed_from"] == last and s["steps"] == max_steps
+    # every step logged once: the checkpoint's history, then the steps after it (none lost or repeated)
+    assert [h["step"] for h in s["log_history"] if "loss" in h] == list(range(1, max_steps + 1))
+
+
+def test_two_machines_rendezvous_over_loopback(two_proc_runs, tiny_model, tmp_path):
+    """``--num_machines 2``: machine 0 hosts the rendezvous, machine 1 joins it; the run is the same
+    as 2 processes on one machine (the same ranks see the same batches)."""
+    data = two_proc_runs["sft"].parent / "sft.jsonl"
+    out = tmp_path / "two-machines"
+    port = str(free_port())
+    args = _args("sft", tiny_model, data, out, "--max-steps", str(STEPS), "train.batch_size=2")
+    procs = [subprocess.Popen(
+        accelerate(*MULTI, "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+                   "--main_process_ip", "127.0.0.1", "--main_process_port", port, "-m", "sage_dialog", *args),
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for rank in (0, 1)]
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert [o.count("wrote ") for o, _ in results] == [1, 0]  # machine 0 holds global rank 0
+    s, ref = _summary(out), _summary(two_proc_runs["sft"])
+    assert s["steps"] == ref["steps"] == STEPS
+    assert s["final_train_loss"] == pytest.approx(ref["final_train_loss"], rel=1e-4)
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+FSDP_ON_CPU = ("FSDP2 needs CUDA devices: accelerate 1.15 makes every CPU process group DDP over gloo "
+               "(DistributedType.MULTI_CPU) and drops the FSDP plug-in, so there is no FSDP on CPU to test; "
+               "benchmarks/gpu/check.sh runs this test on the GPU machine")
+
+
+@pytest.mark.skipif(_cuda_devices() == 0, reason=FSDP_ON_CPU)
+def test_fsdp2_launch_shards_and_trains(two_proc_runs, tiny_model, tmp_path):
+    """The shipped fsdp.yaml as it is (FSDP2, bf16, sharded checkpoints), on 1 or 2 GPUs."""
+    from importlib.resources import files
+
+    config = str(files("sage_dialog.train") / "accelerate" / "fsdp.yaml")
+    data = two_proc_runs["sft"].parent / "sft.jsonl"
+    out = tmp_path / "fsdp"
+    n = str(min(2, _cuda_devices()))
+    r = run(accelerate("--config_file", config, "--num_processes", n, "--main_process_port", str(free_port()),
+                       "-m", "sage_dialog", *_args("sft", tiny_model, data, out, "--max-steps", str(STEPS),
+                                                   "--method", "full", "train.batch_size=2",
+                                                   "train.gradient_checkpointing=false")))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _summary(out)["steps"] == STEPS
+    # FSDP's sharded state dict, not a DDP checkpoint
+    assert list((out / f"checkpoint-{STEPS}").glob("pytorch_model_fsdp*")), sorted(
+        p.name for p in (out / f"checkpoint-{STEPS}").iterdir())
+
+
+def test_fsdp_on_cpu_is_a_clear_error_not_a_silent_ddp_run(monkeypatch):
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.train.launch import check_launch
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(UserError, match="FSDP needs GPUs"):
+        check_launch("cpu")
+    check_launch("cuda")  # on GPUs FSDP is the trainer's business
