@@ -953,7 +953,7 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     if annotator is None and cfg.engine.kind == "ray":
         from sage_dialog.stages.annotate_remote import RemoteAnnotator
 
-        annotator = backend = RemoteAnnotator(cfg)  # one annotator per Ray worker; chunks are the units
+        annotator = backend = RemoteAnnotator(cfg, build_annotator)  # one annotator per Ray worker; chunks are the units
     elif annotator is None:
         annotator, backend = build_annotator(cfg, ledger)
     manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_path(cfg.input)})

@@ -10,7 +10,7 @@ response cache (``cache:``, a SQLite file on storage the workers share).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,10 +22,8 @@ from sage_dialog.stages.engine import EngineSettings, open_pool
 class AnnotateWorker:
     """What one Ray actor holds: the annotator of the config (built on the worker's node)."""
 
-    def __init__(self, cfg: Any):
-        from sage_dialog.stages.annotate import build_annotator
-
-        self.annotator, self.backend = build_annotator(cfg)
+    def __init__(self, cfg: Any, build: Callable[[Any], tuple[Any, Any]]):
+        self.annotator, self.backend = build(cfg)  # annotate.build_annotator
 
     async def annotate(self, chunk: Sequence[Dialog]) -> tuple[list[AnnotationResult], dict[str, int]]:
         before = Counter(getattr(self.annotator, "stats", Counter()))
@@ -39,16 +37,16 @@ class AnnotateWorker:
             await self.backend.aclose()
 
 
-def _make_worker(cfg: Any) -> AnnotateWorker:
-    return AnnotateWorker(cfg)
+def _make_worker(cfg: Any, build: Callable[[Any], tuple[Any, Any]]) -> AnnotateWorker:
+    return AnnotateWorker(cfg, build)
 
 
 class RemoteAnnotator:
     """The annotator protocol over a pool of Ray workers (usage counters summed from the workers)."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, build: Callable[[Any], tuple[Any, Any]]):
         local = cfg.model_copy(update={"engine": EngineSettings()})
-        self.pool = open_pool(cfg.engine, partial(_make_worker, local))
+        self.pool = open_pool(cfg.engine, partial(_make_worker, local, build))
         self.name = f"ray[{len(self.pool)} workers]"
         self.stats: Counter[str] = Counter()
         self.parallel_chunks = 2 * len(self.pool)

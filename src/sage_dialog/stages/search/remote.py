@@ -26,7 +26,7 @@ class SearchWorker:
     """What one Ray actor holds: the assistant backend, user simulator and selector of a search."""
 
     def __init__(self, cfg: Any):
-        from sage_dialog.stages.search.stage import backend_pool, build_roles
+        from sage_dialog.stages.search.setup import backend_pool, build_roles
 
         self.strategy = cfg.strategy()
         self.pool = backend_pool(cfg)
