@@ -46,7 +46,8 @@ class RemoteAnnotator:
 
     def __init__(self, cfg: Any, build: Callable[[Any], tuple[Any, Any]]):
         local = cfg.model_copy(update={"engine": EngineSettings()})
-        self.pool = open_pool(cfg.engine, partial(_make_worker, local, build))
+        spec = cfg.annotator if isinstance(cfg.annotator, str) else cfg.annotator.spec
+        self.pool = open_pool(cfg.engine, partial(_make_worker, local, build), gpu_backend=spec.startswith("vllm:"))
         self.name = f"ray[{len(self.pool)} workers]"
         self.stats: Counter[str] = Counter()
         self.parallel_chunks = 2 * len(self.pool)

@@ -45,7 +45,8 @@ class EngineSettings(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="actors (default: the cluster's CPUs / num_cpus, or its "
                                 "GPUs / num_gpus when num_gpus > 0)")
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs each actor reserves")
-    num_gpus: float = Field(default=0.0, ge=0, description="GPUs each actor reserves (1: one vLLM engine per GPU)")
+    num_gpus: float | None = Field(default=None, ge=0, description="GPUs each actor reserves; default: 1 for a "
+                                   "vllm: backend on a cluster with GPUs (one engine per GPU), else 0")
     max_retries: int = Field(default=3, ge=0, description="restarts of a dead actor, and reruns of its unit")
     object_store_memory: int = Field(default=100 * 2**20, ge=78 * 2**20,
                                      description="object store bytes of a Ray started here (units are small)")
@@ -133,8 +134,11 @@ class _Worker:
 class WorkerPool:
     """Ray actors, each holding one worker object; :meth:`call` runs a method on the next free one."""
 
-    def __init__(self, settings: EngineSettings, factory: Callable[[], Any]):
+    def __init__(self, settings: EngineSettings, factory: Callable[[], Any], *, gpu_backend: bool = False):
         ray = connect(settings)
+        if settings.num_gpus is None:
+            gpus = 1.0 if gpu_backend and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            settings = settings.model_copy(update={"num_gpus": gpus})
         self.settings = settings
         n = settings.workers or self._default_workers(ray, settings)
         remote = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
@@ -146,7 +150,7 @@ class WorkerPool:
     @staticmethod
     def _default_workers(ray: Any, s: EngineSettings) -> int:
         res = ray.cluster_resources()
-        if s.num_gpus > 0:
+        if s.num_gpus:
             return max(1, int(res.get("GPU", 0) // s.num_gpus))
         return max(1, int(res.get("CPU", 1) // max(s.num_cpus, 1e-9)))
 
@@ -206,11 +210,12 @@ async def in_order(fn: Callable[[T], Awaitable[R]], units: Iterable[T], window: 
             f.cancel()
 
 
-def open_pool(settings: EngineSettings, factory: Callable[[], Any]) -> WorkerPool:
-    """A pool of Ray workers for ``settings`` (kind ray), each built by ``factory()`` on its node."""
+def open_pool(settings: EngineSettings, factory: Callable[[], Any], *, gpu_backend: bool = False) -> WorkerPool:
+    """A pool of Ray workers for ``settings`` (kind ray), each built by ``factory()`` on its node.
+    ``gpu_backend`` (a ``vllm:`` spec): one GPU per worker where the cluster has GPUs."""
     if settings.kind != "ray":
         raise ValueError("open_pool: engine kind is not ray")
-    return WorkerPool(settings, factory)
+    return WorkerPool(settings, factory, gpu_backend=gpu_backend)
 
 
 __all__ = ["RAY_HINT", "EngineSettings", "WorkerPool", "connect", "engine_field", "import_ray", "in_order",

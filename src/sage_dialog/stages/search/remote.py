@@ -77,7 +77,7 @@ def run_remote(cfg: Any, seeds: list[str], *, progress: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     todo = [(i, s) for i, s in enumerate(seeds) if not (out / "trees" / f"seed-{i:04d}.jsonl").exists()]
     local = cfg.model_copy(update={"engine": EngineSettings()})
-    pool = open_pool(cfg.engine, partial(_make_worker, local))
+    pool = open_pool(cfg.engine, partial(_make_worker, local), gpu_backend=str(cfg.assistant).startswith("vllm:"))
     bar = None
     if progress:
         from tqdm import tqdm
