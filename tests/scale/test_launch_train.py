@@ -83,6 +83,8 @@ def test_two_processes_match_one_with_the_same_global_batch(stage, two_proc_runs
     assert cli.main(_args(stage, tiny_model, data, out1, "--max-steps", str(STEPS), "train.batch_size=4",
                           "threads=1")) == 0
     s1, s2 = _summary(out1), _summary(out2)
+    print(f"{stage}: 1 process loss {s1['first_train_loss']:.4f} -> {s1['final_train_loss']:.4f}; "
+          f"2 processes {s2['first_train_loss']:.4f} -> {s2['final_train_loss']:.4f}")
     assert s1["steps"] == s2["steps"] == STEPS
     assert s2["first_train_loss"] == pytest.approx(s1["first_train_loss"], rel=LOSS_RTOL)
     assert s2["final_train_loss"] == pytest.approx(s1["final_train_loss"], rel=LOSS_RTOL)
@@ -183,16 +185,16 @@ def _cuda_devices() -> int:
 
 FSDP_ON_CPU = ("FSDP2 needs CUDA devices: accelerate 1.15 makes every CPU process group DDP over gloo "
                "(DistributedType.MULTI_CPU) and drops the FSDP plug-in, so there is no FSDP on CPU to test; "
-               "benchmarks/gpu/check.sh runs this test on the GPU machine")
+               "benchmarks/gpu/check.sh runs the same launch on the GPU machine")
 
 
 @pytest.mark.skipif(_cuda_devices() == 0, reason=FSDP_ON_CPU)
-def test_fsdp2_launch_shards_and_trains(two_proc_runs, tiny_model, tmp_path):
+def test_fsdp2_launch_shards_and_trains(tiny_model, tmp_path):
     """The shipped fsdp.yaml as it is (FSDP2, bf16, sharded checkpoints), on 1 or 2 GPUs."""
     from importlib.resources import files
 
     config = str(files("sage_dialog.train") / "accelerate" / "fsdp.yaml")
-    data = two_proc_runs["sft"].parent / "sft.jsonl"
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     out = tmp_path / "fsdp"
     n = str(min(2, _cuda_devices()))
     r = run(accelerate("--config_file", config, "--num_processes", n, "--main_process_port", str(free_port()),

@@ -145,6 +145,7 @@ class WorkerPool:
                             max_restarts=settings.max_retries, max_task_retries=settings.max_retries)(_Worker)
         self.actors = [remote.remote(factory, os.getcwd()) for _ in range(n)]
         self._idle: asyncio.Queue[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.units = 0
 
     @staticmethod
@@ -159,8 +160,9 @@ class WorkerPool:
 
     async def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` on a free actor (awaits one); Ray reruns it if the actor dies meanwhile."""
-        if self._idle is None:
-            self._idle = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        if self._idle is None or self._loop is not loop:  # a queue belongs to one event loop
+            self._idle, self._loop = asyncio.Queue(), loop
             for a in self.actors:
                 self._idle.put_nowait(a)
         import ray
