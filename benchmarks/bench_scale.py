@@ -14,7 +14,7 @@ Then a **projection** (labelled as such) to N workers from the measured costs:
 ``T(N) = T_start + ceil(S / N) * (c + o)``, S seeds, c the seconds per seed on one worker, o the
 per-unit overhead, T_start the pool start.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_scale.py --seeds 16 --workers 1 2
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_scale.py --seeds 16 --workers 1 2 --concurrency 1 4
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--candidates", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="units per worker at once")
     ap.add_argument("--noop-units", type=int, default=200)
     ap.add_argument("--project", type=int, nargs="+", default=[1, 2, 8, 16, 64])
     ap.add_argument("--json", type=Path)
@@ -85,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     store = 80 * 2**20
     runs = []
-    for w in args.workers:
+    for w, conc in [(w, k) for w in args.workers for k in args.concurrency]:
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
                                                           "include_dashboard": False})
         for _ in range(w):
             c.add_node(num_cpus=1, object_store_memory=store)
         c.wait_for_nodes()
         ray.init(address=c.address, log_to_driver=False)
-        engine = EngineSettings(kind="ray", workers=w)
+        engine = EngineSettings(kind="ray", workers=w, concurrency=conc)
         # the pool start alone: actors placed and the model loaded on every worker
         t = time.perf_counter()
         pool = WorkerPool(engine, Noop)
@@ -109,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         overhead = (time.perf_counter() - t) / n * w  # each worker takes every w-th unit
         pool.close()
         t = time.perf_counter()
-        stage.run(cfg(f"ray-{w}", engine))
+        stage.run(cfg(f"ray-{w}-{conc}", engine))
         wall = time.perf_counter() - t
-        same = all((tmp / f"ray-{w}" / "trees" / p.name).read_text() == p.read_text()
+        same = all((tmp / f"ray-{w}-{conc}" / "trees" / p.name).read_text() == p.read_text()
                    for p in (tmp / "local" / "trees").glob("seed-*.jsonl"))
-        runs.append({"workers": w, "stage_s": round(wall, 2), "noop_pool_start_s": round(pool_start, 2),
+        runs.append({"workers": w, "concurrency": conc, "stage_s": round(wall, 2), "noop_pool_start_s": round(pool_start, 2),
                      "overhead_per_unit_ms": round(overhead * 1000, 2), "trees_identical_to_local": same})
         print(runs[-1], flush=True)
         ray.shutdown()
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ray"] = runs
     # per-seed cost on one worker: the 1-worker stage minus a worker's start (model load) is measured
     # separately by the 1-worker run against the local run: c = local seconds per seed (upper bound)
-    one = next((r for r in runs if r["workers"] == 1), runs[0])
+    one = next((r for r in runs if r["workers"] == 1 and r["concurrency"] == 1), runs[0])
     c_seed = results["local_s"] / args.seeds
     o = one["overhead_per_unit_ms"] / 1000
     t_start = max(one["stage_s"] - args.seeds * (c_seed + o), 0.0)

@@ -50,7 +50,7 @@ class RemoteAnnotator:
         self.pool = open_pool(cfg.engine, partial(_make_worker, local, build), gpu_backend=spec.startswith("vllm:"))
         self.name = f"ray[{len(self.pool)} workers]"
         self.stats: Counter[str] = Counter()
-        self.parallel_chunks = 2 * len(self.pool)
+        self.parallel_chunks = (cfg.engine.concurrency + 1) * len(self.pool)
 
     async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
         results, stats = await self.pool.call("annotate", list(dialogs))

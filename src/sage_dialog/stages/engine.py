@@ -47,6 +47,8 @@ class EngineSettings(BaseModel):
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs each actor reserves")
     num_gpus: float | None = Field(default=None, ge=0, description="GPUs each actor reserves; default: 1 for a "
                                    "vllm: backend on a cluster with GPUs (one engine per GPU), else 0")
+    concurrency: int = Field(default=4, ge=1, description="units each actor works on at once (its backend "
+                             "batches across them)")
     max_retries: int = Field(default=3, ge=0, description="restarts of a dead actor, and reruns of its unit")
     object_store_memory: int = Field(default=100 * 2**20, ge=78 * 2**20,
                                      description="object store bytes of a Ray started here (units are small)")
@@ -102,33 +104,25 @@ def connect(settings: EngineSettings) -> Any:
 
 
 class _Worker:
-    """A Ray actor's body: one object from ``factory`` (backend + roles), units run one at a time on a
-    private event loop (backends keep loop-bound state between units)."""
+    """A Ray actor's body: one object from ``factory`` (backend + roles). An async actor: up to
+    ``concurrency`` units run at once on its event loop, so the backend batches across them (the
+    hf backend's micro-batcher merges concurrent calls) as a local run batches across all units."""
 
     def __init__(self, factory: Callable[[], Any], cwd: str):
         if os.path.isdir(cwd):  # relative paths of the config mean what they mean to the driver
             os.chdir(cwd)
         self.obj = factory()
-        self.loop = asyncio.new_event_loop()
 
-    def call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any) -> Any:
         out = getattr(self.obj, method)(*args)
         if inspect.isawaitable(out):
-            out = self.loop.run_until_complete(out)
+            out = await out
         return out
 
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node(self) -> str:
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
-
-    def close(self) -> None:
+    async def close(self) -> None:
         close = getattr(self.obj, "aclose", None)
         if close is not None:
-            self.loop.run_until_complete(close())
+            await close()
 
 
 class WorkerPool:
@@ -142,7 +136,8 @@ class WorkerPool:
         self.settings = settings
         n = settings.workers or self._default_workers(ray, settings)
         remote = ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
-                            max_restarts=settings.max_retries, max_task_retries=settings.max_retries)(_Worker)
+                            max_restarts=settings.max_retries, max_task_retries=settings.max_retries,
+                            max_concurrency=settings.concurrency)(_Worker)
         self.actors = [remote.remote(factory, os.getcwd()) for _ in range(n)]
         self._idle: asyncio.Queue[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,8 +158,9 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         if self._idle is None or self._loop is not loop:  # a queue belongs to one event loop
             self._idle, self._loop = asyncio.Queue(), loop
-            for a in self.actors:
-                self._idle.put_nowait(a)
+            for _ in range(self.settings.concurrency):  # each actor takes `concurrency` units at once
+                for a in self.actors:
+                    self._idle.put_nowait(a)
         import ray
 
         actor = await self._idle.get()
