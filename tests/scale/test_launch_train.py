@@ -13,7 +13,8 @@
 Note: on a CPU box the 2-process launch is ``--multi_gpu`` (accelerate's torchrun launcher; the
 processes run on CPU over gloo). ``accelerate launch --cpu --num_processes 2`` starts ONE process.
 
-To add a stage (``train rl``): one entry in ``STAGES`` (its data rows and extra overrides).
+``train rl`` is in too (same steps, rank-0 outputs; its loss is not compared: each rank samples its own
+rollouts, seeded by its rank). A new trainer stage is one entry in ``STAGES``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,22 +36,55 @@ pytestmark = pytest.mark.slow
 
 LOSS_RTOL = 0.02  # 2 ranks x 2 vs 1 x 4: same samples per step; float sums in another order, padding per rank
 STEPS = 6
-# the stages trained under launch: data rows and overrides for a short deterministic run (no LoRA
-# dropout: each rank would draw its own masks). A new stage (`train rl`) is one more entry here.
-STAGES: dict[str, tuple] = {
-    "sft": (sft_rows, ["adapter.dropout=0", "train.learning_rate=1e-3"]),
-    "dpo": (dpo_rows, ["adapter.dropout=0", "train.learning_rate=1e-3"]),
+
+
+@dataclass(frozen=True)
+class Case:
+    """One stage under launch: its input, flags for a short deterministic run, batch per process."""
+
+    write: Callable[[Path], Path]  # writes the stage's input file into a folder
+    flag: str  # the input's flag
+    overrides: tuple[str, ...]
+    one: tuple[str, ...]  # the 1-process run's batch
+    two: tuple[str, ...]  # each of 2 processes (the same global batch)
+    summary: str  # written by rank 0
+    same_loss: bool  # False where ranks sample their own data (rl: rollouts seeded per rank)
+
+
+def _jsonl(rows: Callable[[], list], name: str) -> Callable[[Path], Path]:
+    return lambda d: write_jsonl(d / name, rows())
+
+
+def _openings(d: Path) -> Path:
+    p = d / "openings.txt"
+    p.write_text("I feel sad about my exam.\nI'm nervous about the job.\nMy boss makes me so angry.\n"
+                 "I feel hopeful about my sister.\n")
+    return p
+
+
+_SUPERVISED = ("adapter.dropout=0", "train.learning_rate=1e-3", "train.logging_steps=1", "train.save_steps=1000",
+               "train.seed=0")  # no LoRA dropout: each rank would draw its own masks
+# the stages trained under launch; a new trainer stage is one more entry here
+STAGES: dict[str, Case] = {
+    "sft": Case(_jsonl(sft_rows, "sft.jsonl"), "--data", _SUPERVISED, ("train.batch_size=4",),
+                ("train.batch_size=2",), "training_summary.json", True),
+    "dpo": Case(_jsonl(dpo_rows, "dpo.jsonl"), "--data", _SUPERVISED, ("train.batch_size=4",),
+                ("train.batch_size=2",), "training_summary.json", True),
+    "rl": Case(_openings, "--seeds", (
+        "adapter.method=full", "rollout.turns=2", "rollout.max_tokens=24", "train.prompts_per_step=2",
+        "train.group_size=2", "train.device=cpu", "train.save_steps=1000", "gates.stall_steps=null", "credit=turn",
+        "rollout.user=oracle:long_horizon", "reward.oracle=oracle:long_horizon"), (), (), "rl_summary.json", False),
 }
 MULTI = ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def _args(stage: str, model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", stage, "--model", str(model), "--data", str(data), "-o", str(out),
-            "train.logging_steps=1", "train.save_steps=1000", "train.seed=0", *STAGES[stage][1], *extra]
+    case = STAGES[stage]
+    return ["train", stage, "--model", str(model), case.flag, str(data), "-o", str(out), *case.overrides, *extra]
 
 
-def _summary(out: Path) -> dict:
-    return json.loads((out / "training_summary.json").read_text())
+def _summary(out: Path, stage: str = "sft") -> dict:
+    return json.loads((out / STAGES[stage].summary).read_text())
 
 
 def _launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -59,13 +95,13 @@ def _launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def two_proc_runs(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each stage trained once with 2 processes (batch 2 each): shared by the checks below."""
+    """Each stage trained once with 2 processes: shared by the checks below."""
     root = tmp_path_factory.mktemp("two-proc")
     outs = {}
-    for stage, (rows, _) in STAGES.items():
-        data = write_jsonl(root / f"{stage}.jsonl", rows())
+    for stage, case in STAGES.items():
+        data = case.write(root)
         out = root / f"{stage}-2p"
-        r = _launch_two(_args(stage, tiny_model, data, out, "--max-steps", str(STEPS), "train.batch_size=2"))
+        r = _launch_two(_args(stage, tiny_model, data, out, "--max-steps", str(STEPS), *case.two))
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("wrote ") == 1, r.stdout  # one process reports
         outs[stage] = out
@@ -76,22 +112,22 @@ def two_proc_runs(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_two_processes_match_one_with_the_same_global_batch(stage, two_proc_runs, tiny_model, tmp_path):
     from sage_dialog import cli
 
-    out2 = two_proc_runs[stage]
-    data = out2.parent / f"{stage}.jsonl"
+    case, out2 = STAGES[stage], two_proc_runs[stage]
+    data = case.write(tmp_path)
     out1 = tmp_path / f"{stage}-1p"
-    # the 1-process reference: the same command in this process, batch 4 = 2 ranks x 2
-    assert cli.main(_args(stage, tiny_model, data, out1, "--max-steps", str(STEPS), "train.batch_size=4",
-                          "threads=1")) == 0
-    s1, s2 = _summary(out1), _summary(out2)
-    print(f"{stage}: 1 process loss {s1['first_train_loss']:.4f} -> {s1['final_train_loss']:.4f}; "
-          f"2 processes {s2['first_train_loss']:.4f} -> {s2['final_train_loss']:.4f}")
+    # the 1-process reference: the same command in this process, with the same global batch
+    assert cli.main(_args(stage, tiny_model, data, out1, "--max-steps", str(STEPS), *case.one, "threads=1")) == 0
+    s1, s2 = _summary(out1, stage), _summary(out2, stage)
     assert s1["steps"] == s2["steps"] == STEPS
-    assert s2["first_train_loss"] == pytest.approx(s1["first_train_loss"], rel=LOSS_RTOL)
-    assert s2["final_train_loss"] == pytest.approx(s1["final_train_loss"], rel=LOSS_RTOL)
-    assert s2["final_train_loss"] != pytest.approx(s2["first_train_loss"], rel=1e-3)  # it trained
+    if case.same_loss:
+        print(f"{stage}: 1 process loss {s1['first_train_loss']:.4f} -> {s1['final_train_loss']:.4f}; "
+              f"2 processes {s2['first_train_loss']:.4f} -> {s2['final_train_loss']:.4f}")
+        assert s2["first_train_loss"] == pytest.approx(s1["first_train_loss"], rel=LOSS_RTOL)
+        assert s2["final_train_loss"] == pytest.approx(s1["final_train_loss"], rel=LOSS_RTOL)
+        assert s2["final_train_loss"] != pytest.approx(s2["first_train_loss"], rel=1e-3)  # it trained
     # rank 0 alone wrote the run's files; rank 1 kept a log of its own
     manifest = json.loads((out2 / "manifest.json").read_text())
-    assert manifest["stage"] == f"train-{stage}"
+    assert manifest["stage"] in (f"train-{stage}", stage)
     logs = sorted(p.name for p in (out2 / "logs").iterdir())
     assert logs == [f"train-{stage}.log", f"train-{stage}.rank1.log"]
     ckpt = out2 / f"checkpoint-{STEPS}"
@@ -113,7 +149,7 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
 def test_kill_9_of_one_rank_then_resume_from_the_last_checkpoint(tiny_model, tmp_path):
     from sage_dialog.train.launch import last_complete_checkpoint
 
-    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    data = STAGES["sft"].write(tmp_path)
     out = tmp_path / "killed"
     max_steps = 60
     args = _args("sft", tiny_model, data, out, "--max-steps", str(max_steps), "train.batch_size=2",
@@ -154,7 +190,7 @@ def test_kill_9_of_one_rank_then_resume_from_the_last_checkpoint(tiny_model, tmp
 def test_two_machines_rendezvous_over_loopback(two_proc_runs, tiny_model, tmp_path):
     """``--num_machines 2``: machine 0 hosts the rendezvous, machine 1 joins it; the run is the same
     as 2 processes on one machine (the same ranks see the same batches)."""
-    data = two_proc_runs["sft"].parent / "sft.jsonl"
+    data = STAGES["sft"].write(tmp_path)
     out = tmp_path / "two-machines"
     port = str(free_port())
     args = _args("sft", tiny_model, data, out, "--max-steps", str(STEPS), "train.batch_size=2")

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.stages import rl
 
         rl_cfg = load_config(rl.RunConfig, config, overrides)
-        log = console.stage_log(rl_cfg.output_dir, "train-rl", carry_over=True)
+        log = console.stage_log(rl_cfg.output_dir, "train-rl" + suffix, carry_over=True)
         res = rl.run(rl_cfg.settings(), inputs=rl.Inputs(model=rl_cfg.model, seeds=rl_cfg.seeds, cache=rl_cfg.cache),
                      out=rl_cfg.output_dir, quiet=False)
         c, q = res.counts, res.quality

@@ -3,7 +3,7 @@
 Annotation chunks and search seeds are independent units. With ``engine: ray`` (a stage config, or
 ``--ray ADDRESS`` on the command) a stage opens a :class:`WorkerPool`: Ray actors that each build
 ONE worker object (its backend and roles: an ``hf:`` model on a CPU, or a ``vllm:`` engine on one
-GPU with ``num_gpus: 1``) and then take units one at a time. The driver keeps the order and writes
+GPU with ``num_gpus: 1``) and then take ``concurrency`` units at a time. The driver keeps the order and writes
 the outputs; units go through the stages' usual journals, so:
 
 * a worker killed mid-unit is restarted by Ray (``max_restarts``) and its unit runs again
