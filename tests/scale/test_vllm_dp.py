@@ -42,6 +42,7 @@ def test_bad_data_parallel_settings(bad):
         bad.args()
 
 
+@pytest.mark.vllm
 def test_vllm_parses_the_data_parallel_flags():
     pytest.importorskip("vllm", reason="vLLM is not installed in this venv (its tests run in .venv-vllm)")
     from vllm.engine.arg_utils import AsyncEngineArgs
