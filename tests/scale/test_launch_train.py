@@ -252,3 +252,18 @@ def test_fsdp_on_cpu_is_a_clear_error_not_a_silent_ddp_run(monkeypatch):
     with pytest.raises(UserError, match="FSDP needs GPUs"):
         check_launch("cpu")
     check_launch("cuda")  # on GPUs FSDP is the trainer's business
+
+
+def test_deepspeed_without_the_package_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.train.launch import check_launch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(UserError, match=r"pip install 'sage-dialog\[deepspeed\]'"):
+        check_launch("cuda", Path("ds_zero3.json"))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # an accelerate DeepSpeed config, no train.deepspeed
+    with pytest.raises(UserError, match="DeepSpeed is asked for"):
+        check_launch("cuda")
