@@ -31,6 +31,7 @@ from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageO
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
 from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
+from sage_dialog.stages.engine import EngineSettings, engine_field
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
@@ -64,6 +65,7 @@ class LoopConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
                                 "to the last digit; null: torch's default)")
+    engine: EngineSettings = engine_field()  # annotate and search: local or ray (a section's own engine wins)
     world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
                                        "base model and an evaluate stage (see pipeline.world)")
     base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
@@ -149,7 +151,7 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
                 *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
         for i, raw in enumerate(raws):
-            acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
+            acfg = _validated(annotate.AnnotateConfig, {"engine": cfg.engine, **cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
                                                         "cache": cfg.annotate.get("cache", cfg.cache_path())},
                               "annotate")
@@ -291,7 +293,8 @@ def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> Searc
     strategy = s.config if "seed" in s.config.model_fields_set else s.config.model_copy(update={"seed": cfg.seed})
     return s.model_copy(update={
         "assistant": f"{cfg.provider}:{model}", "out": out, "seeds": seeds, "config": strategy,
-        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options}})
+        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options},
+        "engine": s.engine if "engine" in s.model_fields_set else cfg.engine})
 
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
