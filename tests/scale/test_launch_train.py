@@ -132,6 +132,9 @@ def test_two_processes_match_one_with_the_same_global_batch(stage, two_proc_runs
     assert logs == [f"train-{stage}.log", f"train-{stage}.rank1.log"]
     ckpt = out2 / f"checkpoint-{STEPS}"
     assert sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    if stage == "rl":  # every rank's dialogs are counted and journaled once, as in the 1-process run
+        assert s2["dialogs"] == s1["dialogs"]
+        assert len((out2 / "rollouts.jsonl").read_text().splitlines()) == s2["dialogs"]
 
 
 def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
