@@ -9,6 +9,7 @@ and never imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.oserrors import disk_full_error, symlink_loop
 from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
@@ -138,6 +140,14 @@ def _run(name: str, args: list[str]) -> int:
             if console.log_path() is not None and not console.log_path().exists():  # type: ignore[union-attr]
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
+        except OSError as e:
+            full = disk_full_error(e, getattr(ns, "out", None) or getattr(ns, "output", None))
+            if full is None:
+                raise
+            # the disk is full: a traceback in a log on the same disk would fail too, and say less
+            with contextlib.suppress(OSError):
+                console.close_log(keep=False)
+            raise full from None
         except Exception as e:
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
@@ -195,6 +205,9 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
         return report_interrupted(received)
+    except RuntimeError as e:
+        loop = symlink_loop(e)  # Python 3.11's Path.resolve() says so with a RuntimeError
+        return _crash() if loop is None else _fail([loop], 2)
     except OSError as e:
         if e.filename is None:
             return _crash()
