@@ -47,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:  # name the YAML file the bad section is in
         raise UserError([f"{args.config}: {p}" if p.startswith("config section") else p for p in e.problems]) from None
     if not args.list:
-        # inputs and the run folder are checked before the run folder is made or any model loads
+        # every file and model the config names, then the inputs and the run folder, are checked
+        # before the run folder is made or any model loads
+        from sage_dialog.pipeline.preflight import config_problems
+
+        missing = config_problems(cfg.model_dump(mode="json", by_alias=True, exclude={"run_dir", "cache"}),
+                                  args.config)
+        if missing:
+            raise UserError(missing)
         check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], folders=[cfg.run_dir])
     if args.list:
         for s in stages:
