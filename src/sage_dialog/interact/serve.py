@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.limits import find_surrogate, has_surrogate_escape
 from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
@@ -285,6 +286,12 @@ def parse_request(body: bytes, model: type[_SamplingRequest]) -> Any:
         raise RequestRefused(400, "request body is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise RequestRefused(400, "request body must be a JSON object")
+    if has_surrogate_escape(body.decode("latin-1")):  # refused as every reader refuses it (core.limits)
+        found = find_surrogate(obj)
+        if found is not None:
+            field, ch = found
+            raise RequestRefused(400, f"{field}: lone surrogate \\u{ord(ch):04x} is not Unicode text "
+                                 "(a \\ud800-\\udfff escape must be half of a pair)", param=field)
     try:
         return model.model_validate(obj)
     except ValidationError as e:
