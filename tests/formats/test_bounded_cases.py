@@ -6,7 +6,7 @@ runs in its own process, ``python -m sage_dialog``, with an address-space cap (`
 without bound fails with MemoryError or is killed, one that never ends fails the timeout, instead
 of taking the machine with it. Extra keys:
 
-* ``files``: ``{fifo: null}`` makes a named pipe nobody writes to, ``{fifo: TEXT}`` one that a
+* ``folders``: empty folders to make; ``files``: ``{fifo: null}`` makes a named pipe nobody writes to, ``{fifo: TEXT}`` one that a
   thread writes TEXT into (as ``<(zcat file)`` does); ``symlinks: {NAME: TARGET}``;
 * ``disk_full: true``: ``{full}`` is a 64 KiB tmpfs (mounted where root may mount; otherwise a
   plain folder, and the command runs under ``RLIMIT_FSIZE`` = 64 KiB, which Python reports as
@@ -96,6 +96,8 @@ def _make_files(case: dict[str, Any], root: Path, env: dict[str, str]) -> dict[P
             p.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         else:
             p.write_text(_subst(content, env), encoding="utf-8")
+    for d in case.get("folders") or []:
+        (root / d).mkdir(parents=True, exist_ok=True)
     for name, target in (case.get("symlinks") or {}).items():
         (root / name).symlink_to(_subst(target, env))
     return writers

@@ -98,6 +98,9 @@ def check_unicode(obj: Any, loc: str) -> None:
     found = find_surrogate(obj)
     if found is not None:
         field, ch = found
+        m = re.match(r"\[(\d+)\]\.?", field)
+        if m is not None and isinstance(obj, list):  # a JSON array of records: name the record
+            loc, field = f"{loc}: record {int(m.group(1)) + 1}", field[m.end():]
         at = f"{loc}: field {field}" if field else loc
         raise UserError(f"{at}: lone surrogate \\u{ord(ch):04x} is not Unicode text "
                         "(a \\ud800-\\udfff escape must be half of a pair)")

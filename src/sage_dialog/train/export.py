@@ -46,9 +46,6 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     and ``chat_template.jinja`` saved at training time are copied, so inference uses the training
     template. The result is written to a temporary sibling and renamed: no partial output.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise UserError(f"{src}: no such folder (expected a training output folder)")
@@ -56,6 +53,9 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         raise UserError(f"-o {out}: must differ from the input folder")
     if is_adapter(src) or (src / "config.json").exists():
         check_tokenizer(src)  # before minutes of loading and merging
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)  # auto: the checkpoint's dtype
     if is_adapter(src):
         from peft import PeftModel
