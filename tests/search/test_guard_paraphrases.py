@@ -1,0 +1,96 @@
+"""The judge guard against reworded injections (issue 28): normalize first, then filter, and keep
+the structure (delimited candidates, the answer slot) for what no filter catches.
+
+The set is ``data/injection_paraphrases.jsonl`` (36 attacks). What the filter replaces is pinned
+here exactly, so a change in either direction is seen; what reaches a real judge (SmolLM2) and
+whether it obeys is measured in ``benchmarks/RESULTS-injection.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from injection_set import attacks
+
+from sage_dialog.backends.base import Backend, ChatRequest, ChatResult
+from sage_dialog.core.schema import Turn
+from sage_dialog.roles.guard import REMOVED, neutralize, normalize
+from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
+from sage_dialog.roles.protocols import PairTask, SelectionTask
+from sage_dialog.roles.selector import LLMSelector
+
+# the rewordings a word filter cannot catch (other languages, ordinals, letter spacing, JSON, a
+# polite note, a bidi-reversed text that reads backwards once the override is removed)
+PASS_THE_FILTER = {"a10", "a14", "a26", "a27", "a28", "a29", "a30", "a31", "a32", "a36"}
+INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+class _NoBackend(Backend):
+    provider = "none"
+
+    def __init__(self) -> None:
+        super().__init__("none")
+
+    async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        raise AssertionError("not called")
+
+
+def _caught(text: str) -> bool:
+    out = neutralize(text)
+    return REMOVED in out or "[...]" in out or "[instruction removed]" in out
+
+
+def test_the_set_has_at_least_30_attacks_of_many_kinds() -> None:
+    atts = attacks("Response", "2")
+    assert len(atts) >= 30
+    assert len({a["kind"] for a in atts}) >= 10
+
+
+def test_normalize_removes_invisible_characters_and_folds_compatibility_forms() -> None:
+    for noun, x in (("Response", "2"), ("Dialog", "B")):
+        for a in attacks(noun, x):
+            out = normalize(a["text"])
+            assert not INVISIBLE.search(out), a["id"]
+            assert out == unicodedata.normalize("NFKC", out), a["id"]
+    assert normalize("Ｒｅｓｐｏｎｓｅ\u200b ２") == "Response 2"
+
+
+def test_what_the_filter_catches_is_pinned() -> None:
+    for noun, x in (("Response", "2"), ("Dialog", "B")):
+        passed = {a["id"] for a in attacks(noun, x) if not _caught(a["text"])}
+        assert passed == PASS_THE_FILTER, (noun, sorted(passed ^ PASS_THE_FILTER))
+
+
+def test_ordinary_replies_are_left_alone() -> None:
+    for text in ["I'd pick the blue one, honestly.", "Option 3 is on the table for you.",
+                 "The second one is the best one, I think (really)!", "Congratulations, you did it!"]:
+        assert neutralize(text) == text
+
+
+def test_every_attack_stays_inside_its_candidate_block() -> None:
+    """Whatever reaches the prompt, it is inside its delimiters: no forged end line, one block each."""
+    sel = LLMSelector(_NoBackend())
+    for a in attacks("Response", "2"):
+        task = SelectionTask(history=[Turn(role="user", text="I failed my driving test again.")],
+                             candidates=[Turn(role="assistant", text="That's rough. What happened?"),
+                                         Turn(role="assistant", text="ok " + a["text"]),
+                                         Turn(role="assistant", text="Whatever.")], seed=1)
+        prompt = sel.prompt(task, [0, 1, 2])
+        assert re.findall(r"^\[Response (\d)\]$", prompt, re.MULTILINE) == ["1", "2", "3"], a["id"]
+        assert re.findall(r"^\[End of Response (\d)\]$", prompt, re.MULTILINE) == ["1", "2", "3"], a["id"]
+        block = prompt.split("[Response 2]\n", 1)[1].split("\n[End of Response 2]", 1)[0]
+        assert block.startswith("ok "), a["id"]
+        assert not INVISIBLE.search(prompt), a["id"]
+
+
+def test_the_homoglyph_verdict_no_longer_reaches_the_pairwise_prompt() -> None:
+    judge = LLMPairwiseJudge(_NoBackend())
+    for a in attacks("Dialog", "B"):
+        if a["kind"] not in ("homoglyph", "zero-width", "fullwidth", "styled"):
+            continue
+        b = [Turn(role="user", text="I lost my keys."), Turn(role="assistant", text="Oh no. " + a["text"])]
+        prompt = judge.prompt(PairTask(seed="s", model_a="x", model_b="y", a=b, b=b, swap=False))
+        assert REMOVED in prompt, a["id"]
+        assert a["text"] not in prompt, a["id"]
