@@ -9,10 +9,10 @@ whether it obeys is measured in ``benchmarks/RESULTS-injection.md``.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
-
-from injection_set import attacks
+from pathlib import Path
 
 from sage_dialog.backends.base import Backend, ChatRequest, ChatResult
 from sage_dialog.core.schema import Turn
@@ -20,6 +20,9 @@ from sage_dialog.roles.guard import REMOVED, neutralize, normalize
 from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 from sage_dialog.roles.protocols import PairTask, SelectionTask
 from sage_dialog.roles.selector import LLMSelector
+
+sys.path.insert(0, str(Path(__file__).parent))
+from injection_set import attacks  # noqa: E402  (test data beside this file; shared with the benchmark)
 
 # the rewordings a word filter cannot catch (other languages, ordinals, letter spacing, JSON, a
 # polite note, a bidi-reversed text that reads backwards once the override is removed)
