@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.oserrors import disk_full_error, symlink_loop
 from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
+from sage_dialog.core.oserrors import disk_full_error, symlink_loop
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -66,7 +66,7 @@ def _closed_within(sock: socket.socket, seconds: float, feed: bytes) -> tuple[fl
             return time.monotonic() - t0, got
         try:
             data = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return time.monotonic() - t0, got

@@ -56,7 +56,7 @@ def test_a_process_busy_in_c_is_killed_after_the_grace_time() -> None:
 def test_a_process_that_stops_in_time_is_not_killed() -> None:
     proc = _start("import time; time.sleep(30)  # interruptible: the handler runs")
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGINT  # KeyboardInterrupt, uncaught: Python ends itself by SIGINT
     assert "KeyboardInterrupt" in err and "killing it" not in err
 

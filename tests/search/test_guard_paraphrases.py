@@ -22,7 +22,7 @@ from sage_dialog.roles.protocols import PairTask, SelectionTask
 from sage_dialog.roles.selector import LLMSelector
 
 sys.path.insert(0, str(Path(__file__).parent))
-from injection_set import attacks  # noqa: E402  (test data beside this file; shared with the benchmark)
+from injection_set import attacks  # test data beside this file, shared with the benchmark
 
 # the rewordings a word filter cannot catch (other languages, ordinals, letter spacing, JSON, a
 # polite note, a bidi-reversed text that reads backwards once the override is removed)

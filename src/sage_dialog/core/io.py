@@ -25,7 +25,13 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError, where
-from sage_dialog.core.limits import MAX_DOCUMENT_BYTES, bounded_lines, check_unicode, has_surrogate_escape, read_bounded
+from sage_dialog.core.limits import (
+    MAX_DOCUMENT_BYTES,
+    bounded_lines,
+    check_unicode,
+    has_surrogate_escape,
+    read_bounded,
+)
 from sage_dialog.core.schema import Manifest, utc_now
 
 M = TypeVar("M", bound=BaseModel)
@@ -88,8 +94,13 @@ def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     UTF-8 is a :class:`UserError` naming the file and line, and so is a line longer than
     :data:`limits.MAX_RECORD_CHARS` (memory stays bounded on ``/dev/zero``)."""
     p = Path(path)
-    with _open_text(p) as text_fh:
-        fh = text_fh.buffer
+    try:  # opened once: a FIFO (``<(zcat file)``) can be read only once
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a file") from None
+    with fh:
         for lineno, raw in bounded_lines(fh, p):
             try:
                 line = raw.decode("utf-8")

@@ -154,7 +154,6 @@ def looks_like_trees(path: Path) -> bool:
 
 def _first_kind(path: Path) -> Any:
     from sage_dialog.core.io import loads_json
-
     from sage_dialog.core.limits import bounded_lines
 
     with path.open("rb") as fh:

@@ -88,7 +88,7 @@ class Tree:
     def path_to(self, node: SearchNode, limit: int | None = None) -> list[SearchNode]:
         """The nodes from the root (or the ``limit`` last ones) down to ``node``. The reader has
         refused cycles, so the walk ends; ``limit`` bounds it on a very deep tree."""
-        out = []
+        out: list[SearchNode] = []
         cur: SearchNode | None = node
         while cur is not None and (limit is None or len(out) < limit):
             out.append(cur)
