@@ -205,9 +205,6 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
         return _fail(e.problems, e.exit_code)
     except KeyboardInterrupt:
         return report_interrupted(received)
-    except RuntimeError as e:
-        loop = symlink_loop(e)  # Python 3.11's Path.resolve() says so with a RuntimeError
-        return _crash() if loop is None else _fail([loop], 2)
     except OSError as e:
         if e.filename is None:
             return _crash()
@@ -215,6 +212,10 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
         return _fail([f"{e.filename}: cannot write or read here: {e.strerror or e}"], 2)
     except Exception as e:
         from sage_dialog.backends.base import BackendError
+
+        loop = symlink_loop(e) if isinstance(e, RuntimeError) else None  # Python 3.11's Path.resolve()
+        if loop is not None:
+            return _fail([loop], 2)
 
         if isinstance(e, BackendError):  # failed for good after retries: URL, key or server to fix
             return _fail([f"model backend failed ({e}); finished work is kept, fix the backend and run "
