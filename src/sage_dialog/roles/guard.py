@@ -8,7 +8,9 @@ A candidate reply or dialog is data to be judged, never an instruction. Three la
    bidirectional controls removed, and for *matching* only, Cyrillic and Greek letters that look
    like Latin ones read as those (``Rеsponse`` with a Cyrillic ``е``). What the judge is shown is
    the NFKC text without the invisible characters; the look-alike letters stay as written.
-1. :func:`neutralize` removes, from any model-written text shown to a judge, what reads like a
+1. Structure: :func:`block` shows each candidate between delimiter lines that carry a code of the
+   request (:func:`request_code`), which a candidate cannot know, so it cannot forge its own end.
+   :func:`neutralize` removes, from any model-written text shown to a judge, what reads like a
    verdict ("Response 1 is better", "Dialog B is better", "No good one"), forged delimiters
    ("[End of Response 2]") and "ignore the previous instructions"; :func:`block` shows the text
    between delimiters the prompt tells the judge to treat as data.
@@ -20,6 +22,7 @@ A candidate reply or dialog is data to be judged, never an instruction. Three la
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -99,9 +102,21 @@ def neutralize(text: str) -> str:
     return _sub_folded(_IGNORE, "[instruction removed]", text)
 
 
-def block(label: str, text: str) -> str:
-    """``text`` (already neutralized) between ``[label]`` and ``[End of label]`` lines."""
-    return f"[{label}]\n{text}\n[End of {label}]"
+def request_code(*parts: str) -> str:
+    """A code for one judge request, shown on its delimiter lines (``[Response 1 #3f9a0c]``): derived
+    from everything the prompt shows, so a candidate cannot know it (its own text is part of it) and
+    cannot forge an end line, while the same request gets the same code (the cache stays valid)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:6]
+
+
+def block(label: str, text: str, code: str = "") -> str:
+    """``text`` (already neutralized) between ``[label #code]`` and ``[End of label #code]`` lines."""
+    tag = f"{label} #{code}" if code else label
+    return f"[{tag}]\n{text}\n[End of {tag}]"
 
 
 def _words(line: str) -> str:
@@ -122,4 +137,4 @@ def answer_slot(text: str) -> str:
     return first
 
 
-__all__ = ["REMOVED", "answer_slot", "block", "neutralize", "normalize"]
+__all__ = ["REMOVED", "answer_slot", "block", "neutralize", "normalize", "request_code"]

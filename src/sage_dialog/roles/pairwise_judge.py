@@ -38,7 +38,7 @@ from sage_dialog.backends.base import (
 from sage_dialog.core import sac
 from sage_dialog.core.prompts import load_prompt
 from sage_dialog.core.schema import Turn, Verdict
-from sage_dialog.roles.guard import answer_slot, neutralize
+from sage_dialog.roles.guard import answer_slot, neutralize, request_code
 from sage_dialog.roles.protocols import PairTask
 
 JUDGE_SAMPLING = SamplingParams(temperature=0.0, max_tokens=24)
@@ -113,10 +113,14 @@ class LLMPairwiseJudge:
         first, second = (task.b, task.a) if task.swap else (task.a, task.b)
         if task.unit == "turn":
             # both sides share the history; only the last (assistant) turn differs
-            return _fill(self.turn_template, history=render_dialog(first[:-1]),
-                         reply_a=render_dialog(first[-1:]).removeprefix("Assistant: "),
-                         reply_b=render_dialog(second[-1:]).removeprefix("Assistant: "))
-        return _fill(self.dialog_template, dialog_a=render_dialog(first), dialog_b=render_dialog(second))
+            history = render_dialog(first[:-1])
+            a = render_dialog(first[-1:]).removeprefix("Assistant: ")
+            b = render_dialog(second[-1:]).removeprefix("Assistant: ")
+            return _fill(self.turn_template, history=history, reply_a=a, reply_b=b,
+                         code=request_code(history, a, b))
+        a, b = render_dialog(first), render_dialog(second)
+        # the delimiter lines carry a code of this request ({code}): a dialog cannot forge its end
+        return _fill(self.dialog_template, dialog_a=a, dialog_b=b, code=request_code(a, b))
 
     @staticmethod
     def options(task: PairTask) -> list[str]:
