@@ -8,12 +8,18 @@ bounds a request's attempts and waits together, so a ``Retry-After: 100000`` end
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from sage_dialog.backends import BackendError, ChatRequest, SamplingParams
 from sage_dialog.backends.openai_backend import OpenAIBackend
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _req() -> ChatRequest:
@@ -63,3 +69,39 @@ def test_retries_stop_when_the_budget_is_spent(fault_server):
     assert "retry_budget_s=1" in str(e.value)
     assert 2 <= srv.counts["429"] <= 5  # ~1 s of 0.3 s waits, not 101 attempts
     assert time.monotonic() - t0 < 1.0 + 3.0
+
+
+def _cli(args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "sage_dialog", *args], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=timeout, check=False)
+    return res.returncode, res.stderr, time.monotonic() - t0
+
+
+DIALOG = ('{"kind": "dialog", "id": "d1", "turns": [{"role": "user", "text": "I failed my exam."}, '
+          '{"role": "assistant", "text": "That is hard. Want to talk?"}]}\n')
+
+
+@pytest.mark.parametrize("fault", ["drip", "retry_after"])
+def test_the_cli_ends_a_slow_or_rate_limited_server_within_its_budget(fault_server, tmp_path: Path, fault: str):
+    """Through the real CLI: `annotate` against a dripping server (timeout_s=2) or one that answers
+    429 with Retry-After: 100000 (retry_budget_s=5) gives up in seconds; the dialog goes to the
+    rejects file with the typed error (annotate keeps going past a failed dialog by design)."""
+    srv = fault_server(drip_s=0.5) if fault == "drip" else fault_server(rates={"429": 1.0}, retry_after="100000")
+    (tmp_path / "d.jsonl").write_text(DIALOG)
+    code, err, took = _cli(["annotate", "d.jsonl", "-o", "out.jsonl", "--annotator", "openai:m",
+                            "--backend-option", f"base_url={srv.url}", "--backend-option", "timeout_s=2",
+                            "--backend-option", "max_retries=1", "--backend-option", "retry_budget_s=5",
+                            "--backend-option", "backoff_base_s=0.01"], tmp_path, timeout=120)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "rejected 1 {'backend_error': 1}" in err + _cli_out(tmp_path)
+    rejects = (tmp_path / "out.rejects.jsonl").read_text()
+    assert ("timeout_s=2" if fault == "drip" else "retry_budget_s=5") in rejects, rejects
+    assert took < 30  # two 2 s attempts (or no wait at all), CLI start-up and a loaded machine; not 75 s / 36 min
+
+
+def _cli_out(tmp_path: Path) -> str:
+    summary = tmp_path / "out.summary.json"
+    return summary.read_text() if summary.exists() else ""
