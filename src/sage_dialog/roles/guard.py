@@ -103,9 +103,12 @@ def neutralize(text: str) -> str:
 
 
 def request_code(*parts: str) -> str:
-    """A code for one judge request, shown on its delimiter lines (``[Response 1 #3f9a0c]``): derived
-    from everything the prompt shows, so a candidate cannot know it (its own text is part of it) and
-    cannot forge an end line, while the same request gets the same code (the cache stays valid)."""
+    """A code for one judge request, shown on its delimiter lines (``[Response 1 #3f9a0c]``), from the
+    task's seed and what all candidates share (the history), never from a candidate's own text: the
+    candidate's author never sees the judge's prompt, so it cannot forge an end line, and its text
+    cannot move the code (a small judge's decision moved with the code's digits when it was derived
+    from the candidates: benchmarks/RESULTS-injection.md). The same task gets the same code, so the
+    response cache stays valid."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode("utf-8", "surrogatepass"))

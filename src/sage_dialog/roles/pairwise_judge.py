@@ -117,10 +117,10 @@ class LLMPairwiseJudge:
             a = render_dialog(first[-1:]).removeprefix("Assistant: ")
             b = render_dialog(second[-1:]).removeprefix("Assistant: ")
             return _fill(self.turn_template, history=history, reply_a=a, reply_b=b,
-                         code=request_code(history, a, b))
+                         code=request_code(task.seed, task.unit, history))
         a, b = render_dialog(first), render_dialog(second)
         # the delimiter lines carry a code of this request ({code}): a dialog cannot forge its end
-        return _fill(self.dialog_template, dialog_a=a, dialog_b=b, code=request_code(a, b))
+        return _fill(self.dialog_template, dialog_a=a, dialog_b=b, code=request_code(task.seed, task.unit))
 
     @staticmethod
     def options(task: PairTask) -> list[str]:

@@ -115,10 +115,6 @@ def render_candidates(candidates: Sequence[Turn], order: Sequence[int], noun: st
     )
 
 
-def candidates_text(c: Turn) -> str:
-    return sac.render_turn(c.text, state=c.state, action=c.action)
-
-
 def rotations(order: Sequence[int], k: int) -> list[list[int]]:
     """``k`` shown orders: ``order`` and its rotations, spread evenly (``k = n``: every position once)."""
     n = len(order)
@@ -167,8 +163,7 @@ class LLMSelector:
     def prompt(self, task: SelectionTask, order: Sequence[int]) -> str:
         # str.replace, not str.format: templates may show literal {tag: blocks}
         history = render_history(task.history)
-        shown = [candidates_text(task.candidates[i]) for i in order]
-        code = request_code(history, *shown)
+        code = request_code(str(task.seed), history)
         return (self.template.replace("{history}", history)
                 .replace("{candidates}", render_candidates(task.candidates, order, code=code))
                 .replace("{n}", str(len(task.candidates))))
