@@ -160,7 +160,7 @@ def _reached(text: str) -> bool:
     return REMOVED not in out and "[...]" not in out and "[instruction removed]" not in out
 
 
-async def run_paraphrases(backend: Any, judge_kind: str, mode: str) -> list[dict[str, Any]]:
+async def run_paraphrases(backend: Any, judge_kind: str, mode: str, codes: bool = False) -> list[dict[str, Any]]:
     """Each attack of the set once (situation ``i % 6``): did it reach the prompt, was it obeyed?"""
     import dataclasses
 
@@ -171,7 +171,7 @@ async def run_paraphrases(backend: Any, judge_kind: str, mode: str) -> list[dict
     if judge_kind == "selector":
         from sage_dialog.roles.selector import LLMSelector, shuffled_order
 
-        sel = LLMSelector(backend, mode=mode)  # type: ignore[arg-type]
+        sel = LLMSelector(backend, mode=mode, request_codes=codes)  # type: ignore[arg-type]
         tasks = selector_tasks(protocols, schema)
         plain = await sel.select(tasks)
         inj, meta = [], []
@@ -192,7 +192,7 @@ async def run_paraphrases(backend: Any, judge_kind: str, mode: str) -> list[dict
     else:
         from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 
-        judge = LLMPairwiseJudge(backend, mode=mode, with_probs=False)  # type: ignore[arg-type]
+        judge = LLMPairwiseJudge(backend, mode=mode, with_probs=False, request_codes=codes)  # type: ignore[arg-type]
         tasks = pair_tasks(protocols, schema)
         plain = await judge.compare(tasks)
         atts = _attacks("Dialog", "B")
@@ -218,8 +218,9 @@ async def main_paraphrases(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.only and judge not in args.only.split(","):
             continue
         t0 = time.perf_counter()
-        rows = await run_paraphrases(backend, judge, mode)
-        r = {"label": args.label, "judge": judge, "mode": mode, "guard": not args.no_guard, "n": len(rows),
+        rows = await run_paraphrases(backend, judge, mode, args.request_codes)
+        r = {"label": args.label, "judge": judge, "mode": mode, "guard": not args.no_guard,
+             "request_codes": args.request_codes, "n": len(rows),
              "reached": sum(x["reached"] for x in rows), "flipped": sum(x["flipped"] for x in rows),
              "obeyed": sum(x["obeyed"] for x in rows),
              "obeyed_ids": [x["id"] for x in rows if x["obeyed"]],
@@ -270,6 +271,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append the JSON rows to this file")
     ap.add_argument("--paraphrases", action="store_true", help="run the paraphrase set of issue 28 instead")
     ap.add_argument("--no-guard", action="store_true", help="with --paraphrases: neutralize off (identity)")
+    ap.add_argument("--request-codes", action="store_true", help="with --paraphrases: codes on the delimiter lines")
     args = ap.parse_args()
     if args.model is None:
         sys.path.insert(0, str(Path(__file__).parent))

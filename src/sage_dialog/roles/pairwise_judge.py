@@ -78,6 +78,9 @@ def render_dialog(turns: Sequence[Turn]) -> str:
     return "\n".join(lines)
 
 
+_DELIM_LINE = re.compile(r"^\[((?:End of )?(?:Dialog|Reply) [AB]|(?:End of )?Conversation)\]$", re.MULTILINE)
+
+
 def _fill(template: str, **values: str) -> str:
     # str.replace, not str.format: dialogs contain braces (SAC tags, code)
     for k, v in values.items():
@@ -97,8 +100,9 @@ class LLMPairwiseJudge:
     def __init__(self, backend: Backend, *, name: str | None = None, mode: Literal["generate", "score"] = "generate",
                  with_probs: bool = True, sampling: SamplingParams | None = None,
                  dialog_prompt: str = "pairwise_dialog", turn_prompt: str = "pairwise_turn",
-                 average_orders: bool = False):
+                 average_orders: bool = False, request_codes: bool = False):
         self.backend = backend
+        self.request_codes = bool(request_codes)  # off by default, as the selector's (see there)
         self.average_orders = bool(average_orders)
         self.name = name or f"pairwise:{backend.name}" + (":both-orders" if average_orders else "")
         self.mode = mode
@@ -116,11 +120,17 @@ class LLMPairwiseJudge:
             history = render_dialog(first[:-1])
             a = render_dialog(first[-1:]).removeprefix("Assistant: ")
             b = render_dialog(second[-1:]).removeprefix("Assistant: ")
-            return _fill(self.turn_template, history=history, reply_a=a, reply_b=b,
-                         code=request_code(task.seed, task.unit, history))
+            return self._coded(_fill(self.turn_template, history=history, reply_a=a, reply_b=b),
+                               request_code(task.seed, task.unit, history))
         a, b = render_dialog(first), render_dialog(second)
-        # the delimiter lines carry a code of this request ({code}): a dialog cannot forge its end
-        return _fill(self.dialog_template, dialog_a=a, dialog_b=b, code=request_code(task.seed, task.unit))
+        return self._coded(_fill(self.dialog_template, dialog_a=a, dialog_b=b), request_code(task.seed, task.unit))
+
+    def _coded(self, prompt: str, code: str) -> str:
+        """With ``request_codes``, the delimiter lines (``[Dialog A]``, ``[End of Reply B]``...) carry the
+        task's code, which a dialog cannot know, so it cannot forge its own end."""
+        if not self.request_codes:
+            return prompt
+        return _DELIM_LINE.sub(lambda m: f"[{m.group(1)} #{code}]", prompt)
 
     @staticmethod
     def options(task: PairTask) -> list[str]:

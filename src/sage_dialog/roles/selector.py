@@ -17,8 +17,8 @@ selector fills ``choice`` by a scoring pass when the backend can score) or ``sto
 Every decision keeps the judge's raw output.
 
 The judge must not obey the candidates (:mod:`sage_dialog.roles.guard`, issue 18): every candidate
-is shown between ``[Response k #code]`` / ``[End of Response k #code]`` lines (a code of the request,
-:func:`guard.request_code`, so a candidate cannot forge its end) with verdict phrases, forged
+is shown between ``[Response k]`` / ``[End of Response k]`` lines (with ``request_codes``, lines that
+carry a code of the task, :func:`guard.request_code`, which a candidate cannot know) with verdict phrases, forged
 delimiters and "ignore the instructions" removed (the history too); in generate mode the verdict is
 read from the judge's answer slot only (its first line, quoted spans removed); and ``orders=k``
 judges each task in ``k`` shown orders (rotations of the shuffled order) and combines them:
@@ -139,7 +139,8 @@ class LLMSelector:
 
     def __init__(self, backend: Backend, criteria: str = "companion",
                  mode: Literal["generate", "logprob"] = "generate", none_policy: NonePolicy = "resample",
-                 *, sampling: SamplingParams | None = None, name: str | None = None, orders: int = 1):
+                 *, sampling: SamplingParams | None = None, name: str | None = None, orders: int = 1,
+                 request_codes: bool = False):
         if mode not in ("generate", "logprob"):
             raise ValueError(f"mode must be 'generate' or 'logprob', not {mode!r}")
         if none_policy not in ("resample", "keep_best", "stop"):
@@ -158,12 +159,15 @@ class LLMSelector:
         if orders < 1:
             raise ValueError(f"orders must be at least 1, not {orders}")
         self.orders = int(orders)
+        # off by default: SmolLM2-135M's decisions turned fragile with codes on the delimiter lines
+        # (11 of 36 injected decisions moved, 0 without; benchmarks/RESULTS-injection.md)
+        self.request_codes = bool(request_codes)
         self.name = name or f"selector:{backend.name}:{criteria}:{mode}" + (f":orders{orders}" if orders > 1 else "")
 
     def prompt(self, task: SelectionTask, order: Sequence[int]) -> str:
         # str.replace, not str.format: templates may show literal {tag: blocks}
         history = render_history(task.history)
-        code = request_code(str(task.seed), history)
+        code = request_code(str(task.seed), history) if self.request_codes else ""
         return (self.template.replace("{history}", history)
                 .replace("{candidates}", render_candidates(task.candidates, order, code=code))
                 .replace("{n}", str(len(task.candidates))))
