@@ -25,7 +25,7 @@ def test_two_rl_steps_on_smollm2_and_chat_loads_the_adapter(smollm2: Path, tmp_p
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("\n".join(world.seed_openings(4, 3)) + "\n", encoding="utf-8")
     settings = rl.Settings.model_validate({
-        "credit": "state", "loss_on": "action+reply", "threads": 2,
+        "credit": "state", "loss_on": "action+reply",
         "adapter": {"method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "rollout": {"turns": 2, "max_tokens": 24, "system_prompt": "You are a caring friend. Reply in one sentence."},
         "train": {"steps": 2, "prompts_per_step": 2, "group_size": 2, "learning_rate": 1e-3, "save_steps": 1,

@@ -58,6 +58,15 @@ def test_rl_trains_and_journals_every_dialog(sandbox_policy: Path, seeds: Path, 
     assert (out / "chat_template.jinja").exists() and (out / "manifest.json").exists()
     summary = json.loads((out / "rl_summary.json").read_text())
     assert summary["steps"] == 2 and summary["log_history"]
+    # the rollouts as search trees: each group's first replies are siblings under its opening
+    from sage_dialog.formats.trees import check_trees
+    from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+
+    problems, n_trees = check_trees(out / "trees")
+    assert problems == [] and n_trees == 4  # 2 steps x 2 groups
+    counts = run_prefs(out / "trees", tmp_path / "prefs", PrefsConfig())
+    distinct = sum(1 for g in range(0, 8, 2) if rows[g]["meta"]["reward"] != rows[g + 1]["meta"]["reward"])
+    assert counts["pairs"] + counts.get("dropped", 0) >= distinct  # a pair per group whose dialogs differ
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model: Path, seeds: Path, tmp_path: Path) -> None:

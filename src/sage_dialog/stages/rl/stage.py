@@ -169,7 +169,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     user = make_user(ro.user, pool, persona=ro.user_persona, seed=settings.train.seed)
     rewarder = Rewarder(settings, pool, player, settings.train.seed)
     by_text = {text: sid for sid, text in openings}
-    journal = Journal(out / ROLLOUTS)
+    journal = Journal(out / ROLLOUTS, settings.train.group_size)
     tally = {"dialogs": 0, "interactions": 0, "tokens": 0, "sequence_tokens": 0, "gen_seconds": 0.0}
 
     def rollout_func(prompts: list[Any], trainer: Any) -> dict[str, Any]:
@@ -213,13 +213,13 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     resume = _complete(resume_checkpoint(TrainSection(resume=settings.train.resume), out), out)
     if resume is not None:
         journal.keep_until(_checkpoint_step(resume))
-    elif journal.path.exists():
-        journal.path.unlink()  # a fresh start: the folder's old rollouts belong to a run that is being replaced
+    else:  # a fresh start: the folder's old rollouts belong to a run that is being replaced
+        journal.keep_until(0)
     manifest = new_manifest("rl", settings.model_dump(mode="json"), seed=settings.train.seed,
                             inputs={str(inputs.seeds): sha256_path(inputs.seeds)})
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
-    result = Result(outputs={"model": out, "rollouts": out / ROLLOUTS},
+    result = Result(outputs={"model": out, "rollouts": out / ROLLOUTS, "trees": journal.trees},
                     counts={"steps": trainer.state.global_step, "dialogs": tally["dialogs"],
                             "interactions": tally["interactions"], "judge_calls": rewarder.judge_calls,
                             "trained_tokens": tally["tokens"]},
@@ -265,13 +265,17 @@ def _checkpoint_step(path: str) -> int:
 
 
 class Journal:
-    """``rollouts.jsonl``: every dialog played, appended step by step (dialog records)."""
+    """Every dialog played: ``rollouts.jsonl`` (dialog records, appended step by step) and ``trees/``
+    (one search-tree file per step: the dialogs of a group share their opening as the root, so their
+    first replies are siblings scored by their return, the best one kept; ``prefs`` and ``trees`` read them)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, group_size: int):
         self.path = path
+        self.trees = path.parent / "trees"
+        self.group_size = group_size
 
     def add(self, step: int, rollouts: Sequence[Rollout], rewards: Sequence[Sequence[float]]) -> None:
-        from sage_dialog.core.io import dumps
+        from sage_dialog.core.io import dumps, write_jsonl
         from sage_dialog.core.schema import Dialog
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,13 +285,42 @@ class Journal:
                            meta={"step": step, "seed_id": r.seed_id, "reward": float(sum(rw)), "turn_rewards": list(rw),
                                  "state_keys": r.state_keys, "source": "rl"})
                 fh.write(dumps(d.model_dump(mode="json", exclude_none=True)) + "\n")
+        write_jsonl(self.trees / f"step-{step:05d}.jsonl", self._nodes(step, rollouts, rewards))
+
+    def _nodes(self, step: int, rollouts: Sequence[Rollout], rewards: Sequence[Sequence[float]]) -> list[Any]:
+        from sage_dialog.core.schema import SearchNode
+        from sage_dialog.stages.rl.credit import returns
+
+        nodes: list[Any] = []
+        for g0 in range(0, len(rollouts), self.group_size):
+            group = list(range(g0, min(g0 + self.group_size, len(rollouts))))
+            tree = f"rl-s{step}-g{g0 // self.group_size}"
+            best = max(group, key=lambda i: sum(rewards[i]))
+            root = f"{tree}-root"
+            nodes.append(SearchNode(id=root, tree=tree, depth=0, role="user", text=rollouts[g0].opening, model="seed"))
+            for i in group:
+                rtg = returns(list(rewards[i]), 1.0)
+                parent, k = root, 0
+                for depth, t in enumerate(rollouts[i].turns[1:], start=1):
+                    nid = f"{tree}-d{i - g0}-{depth}"
+                    score = rtg[k] if t.role == "assistant" else None
+                    nodes.append(SearchNode(id=nid, tree=tree, parent=parent, depth=depth, role=t.role, text=t.text,
+                                            state=t.state, action=t.action, kept=(i == best) or depth > 1,
+                                            score=score, model="policy" if t.role == "assistant" else "user"))
+                    k += t.role == "assistant"
+                    parent = nid
+        return nodes
 
     def keep_until(self, step: int) -> None:
         """On resume: drop the dialogs of steps after the checkpoint (they are played again)."""
-        if not self.path.exists():
-            return
         import json
 
+        if self.trees.is_dir():
+            for f in self.trees.glob("step-*.jsonl"):
+                if int(f.stem.split("-")[1]) > step:
+                    f.unlink()
+        if not self.path.exists():
+            return
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("meta", {}).get("step", 0) <= step]
         tmp = self.path.with_suffix(".tmp")
