@@ -35,7 +35,7 @@ def test_dripping_server_is_cut_at_timeout_s(fault_server):
     elapsed = time.monotonic() - t0
     assert e.value.kind == "timeout"
     assert "no whole reply within timeout_s=1" in str(e.value)
-    assert elapsed < 2 * 1.0 + 3.0  # two attempts of 1 s, and slack for a loaded machine; not ~90 s
+    assert elapsed < 20  # two attempts of 1 s and slack for a loaded machine (load 20 on 2 cores); not ~90 s
 
 
 def test_dripping_stream_is_cut_at_timeout_s(fault_server):
@@ -45,7 +45,7 @@ def test_dripping_stream_is_cut_at_timeout_s(fault_server):
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
     assert e.value.kind == "timeout"
-    assert time.monotonic() - t0 < 1.0 + 3.0
+    assert time.monotonic() - t0 < 15  # one 1 s attempt; the stream alone would take ~10 s more
 
 
 def test_retry_after_beyond_the_budget_fails_at_once(fault_server):
@@ -57,18 +57,18 @@ def test_retry_after_beyond_the_budget_fails_at_once(fault_server):
     assert e.value.kind == "rate_limited"
     assert "would pass retry_budget_s=10" in str(e.value)
     assert srv.counts["429"] == 1  # the capped 120 s wait was not started
-    assert time.monotonic() - t0 < 5.0
+    assert time.monotonic() - t0 < 15
 
 
 def test_retries_stop_when_the_budget_is_spent(fault_server):
     srv = fault_server(rates={"429": 1.0}, retry_after="0.3")
-    b = OpenAIBackend("m", base_url=srv.url, timeout_s=5.0, max_retries=100, retry_budget_s=1.0)
+    b = OpenAIBackend("m", base_url=srv.url, timeout_s=5.0, max_retries=100, retry_budget_s=2.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
-    assert "retry_budget_s=1" in str(e.value)
-    assert 2 <= srv.counts["429"] <= 5  # ~1 s of 0.3 s waits, not 101 attempts
-    assert time.monotonic() - t0 < 1.0 + 3.0
+    assert "retry_budget_s=2" in str(e.value)
+    assert 2 <= srv.counts["429"] <= 8  # ~2 s of 0.3 s waits, not 101 attempts
+    assert time.monotonic() - t0 < 15
 
 
 def _cli(args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:

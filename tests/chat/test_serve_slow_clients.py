@@ -80,9 +80,9 @@ def test_a_body_at_2_bytes_a_time_is_cut_at_the_request_timeout(server: int) -> 
     with socket.create_connection(("127.0.0.1", server)) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 100000\r\n\r\n")
-        took, got = _closed_within(s, 10, b"{ ")
-    assert took is not None, "the trickling body was still being read after 10 s"
-    assert took < 2 + 3  # --request-timeout 2, slack for a loaded machine
+        took, got = _closed_within(s, 20, b"{ ")
+    assert took is not None, "the trickling body was still being read after 20 s"
+    assert took < 2 + 10  # --request-timeout 2, slack for a loaded machine
     head = got.split(b"\r\n", 1)[0]
     assert head == b"HTTP/1.1 408 Request Timeout", got[:200]
     assert b"did not arrive within 2 s (server flag --request-timeout)" in got
@@ -95,13 +95,13 @@ def test_slow_header_connections_are_dropped(server: int) -> None:
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ")
         t0 = time.monotonic()
         open_ = list(socks)
-        while open_ and time.monotonic() - t0 < 10:
+        while open_ and time.monotonic() - t0 < 20:
             for s in list(open_):
                 took, _ = _closed_within(s, 0.2, b"a")
                 if took is not None:
                     open_.remove(s)
-        assert not open_, f"{len(open_)} of 20 slow-header connections still open after 10 s"
-        assert time.monotonic() - t0 < 1 + 5
+        assert not open_, f"{len(open_)} of 20 slow-header connections still open after 20 s"
+        assert time.monotonic() - t0 < 1 + 10
     finally:
         for s in socks:
             s.close()
