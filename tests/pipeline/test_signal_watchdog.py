@@ -49,7 +49,7 @@ def test_a_process_busy_in_c_is_killed_after_the_grace_time() -> None:
         proc.kill()
         raise AssertionError("still alive 20 s after SIGTERM") from None
     assert proc.returncode == -signal.SIGKILL
-    assert time.monotonic() - t0 < 1.0 + 5.0
+    assert time.monotonic() - t0 < 15  # 1 s of grace; slack for a loaded machine (it ran for hours before)
     assert "still busy 1 s after the signal; killing it now" in err
 
 
