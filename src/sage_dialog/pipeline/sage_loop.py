@@ -30,6 +30,7 @@ from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
+from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
@@ -100,6 +101,8 @@ class LoopConfig(BaseModel):
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the backends serving the loop's own models")
     compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
+    benchmarks: BenchmarksSettings | None = Field(None, description="lm-eval tasks (default EQ-Bench, shipped) on "
+                                                  "base, SFT, DPO...; their table joins the compare report")
     steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
@@ -308,11 +311,35 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         if cfg.compare_base:
             base = cfg.base_model or _model_dir(ctx.dir_of("base"))
             specs = {"base": BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options), **specs}
+        if cfg.benchmarks is not None:  # the benchmark table goes into the comparison's report
+            import shutil
+
+            shutil.copyfile(ctx.dir_of("benchmarks") / "eval_results.json", ctx.out_dir / "eval_results.json")
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         rep = compare.run(ccfg, progress=False)
-        return {"models": len(specs), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
+        return {"models": len(specs), **rep.verdict_counts(), **rep.trust_counts(), **compare.usage_of(ctx.out_dir)}
+
+    return fn
+
+
+def _benchmarks(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages import benchmarks
+
+        b = cfg.benchmarks
+        assert b is not None
+        specs: dict[str, str | BackendConfig] = {}
+        if b.base:
+            base = cfg.base_model or _model_dir(ctx.dir_of("base"))
+            specs["base"] = BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options)
+        for name, stage in models.items():
+            specs[name] = BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}",
+                                        options=cfg.backend_options)
+        settings = b if "seed" in b.model_fields_set else b.model_copy(update={"seed": cfg.seed})
+        res = benchmarks.run(settings, inputs=benchmarks.Inputs(models=specs), out=ctx.out_dir)
+        return {k: v for k, v in res.summary().items() if k != "outputs"}
 
     return fn
 
@@ -508,12 +535,20 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         stages.append(Stage("rl", _rl(cfg, last), {**common, "rl": dump["rl"], "cache": cfg.cache},
                             deps=[*seed_deps, last], inputs=seed_inputs))
         models["RL"] = "rl"
+    if cfg.benchmarks is not None:  # before compare, whose report shows the table next to the win rates
+        bench_base = ["base"] if cfg.benchmarks.base and cfg.base_model is None else []
+        stages.append(Stage("benchmarks", _benchmarks(cfg, models),
+                            {**common, "benchmarks": dump["benchmarks"], "models": models,
+                             "base": cfg.benchmarks.base and (cfg.base_model or "world")},
+                            deps=[*bench_base, *dict.fromkeys(models.values())]))
     if cfg.compare is not None:
         base_dep = ["base"] if cfg.compare_base and cfg.base_model is None else []
+        bench_dep = ["benchmarks"] if cfg.benchmarks is not None else []
         stages.append(Stage("compare", _compare(cfg, models),
                             {**common, "compare": dump["compare"], "search": dump["search"],
                              "base": cfg.compare_base and (cfg.base_model or "world")},
-                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values())], inputs=seed_inputs))
+                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values()), *bench_dep],
+                            inputs=seed_inputs))
     if cfg.steerability is not None:
         stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
                                                                         "annotate": dump["annotate"]},
