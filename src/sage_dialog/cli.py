@@ -9,6 +9,7 @@ and never imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
+from sage_dialog.core.oserrors import disk_full_error, symlink_loop
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -150,6 +152,14 @@ def _run(name: str, args: list[str]) -> int:
             if console.log_path() is not None and not console.log_path().exists():  # type: ignore[union-attr]
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
+        except OSError as e:
+            full = disk_full_error(e, getattr(ns, "out", None) or getattr(ns, "output", None))
+            if full is None:
+                raise
+            # the disk is full: a traceback in a log on the same disk would fail too, and say less
+            with contextlib.suppress(OSError):
+                console.close_log(keep=False)
+            raise full from None
         except Exception as e:
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
@@ -232,6 +242,10 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
         return _fail([f"{e.filename}: cannot write or read here: {e.strerror or e}"], 2)
     except Exception as e:
         from sage_dialog.backends.base import BackendError
+
+        loop = symlink_loop(e) if isinstance(e, RuntimeError) else None  # Python 3.11's Path.resolve()
+        if loop is not None:
+            return _fail([loop], 2)
 
         if isinstance(e, BackendError):  # failed for good after retries: URL, key or server to fix
             return _fail([f"model backend failed ({e}); finished work is kept, fix the backend and run "

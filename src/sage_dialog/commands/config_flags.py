@@ -125,7 +125,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
 def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool = False,
                 metavar: str = "KEY=VALUE") -> dict[str, Any]:
     """``["k=v", ...]`` -> ``{k: v}``; a malformed item or a name given twice is a UserError."""
-    import yaml
+    from sage_dialog.core.yamlsafe import load_yaml
 
     out: dict[str, Any] = {}
     for item in items:
@@ -135,7 +135,7 @@ def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool =
             raise UserError(f"{option} {item!r}: expected NAME=VALUE ({metavar})")
         if k in out:
             raise UserError(f"{option}: {k!r} is given twice")
-        out[k] = yaml.safe_load(v) if yaml_values else v
+        out[k] = load_yaml(v, f"{option} {item!r}") if yaml_values else v
     return out
 
 

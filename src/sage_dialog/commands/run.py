@@ -49,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError([f"{args.config}: {p.removeprefix('config: ')}" if p.startswith(("config section", "config: "))
                          else p for p in e.problems]) from None
     if not args.list:
-        # inputs and the run folder are checked before the run folder is made or any model loads
+        # every file and model the config names, then the inputs and the run folder, are checked
+        # before the run folder is made or any model loads
+        from sage_dialog.pipeline.preflight import config_problems
+
+        missing = config_problems(cfg.model_dump(mode="json", by_alias=True, exclude={"run_dir", "cache"}),
+                                  args.config)
+        if missing:
+            raise UserError(missing)
         check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], **run_outputs(cfg, stages))
     if args.list:
         for s in stages:

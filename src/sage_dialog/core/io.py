@@ -25,6 +25,13 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.limits import (
+    MAX_DOCUMENT_BYTES,
+    bounded_lines,
+    check_unicode,
+    has_surrogate_escape,
+    read_bounded,
+)
 from sage_dialog.core.schema import Manifest, utc_now
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,7 +64,10 @@ def loads_json(text: str, loc: str, *, line_numbers: bool = True) -> Any:
     """
     text = text.removeprefix("\ufeff")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant)
+        if has_surrogate_escape(text):  # cheap test first: only an escape can make a lone surrogate
+            check_unicode(obj, loc)
+        return obj
     except json.JSONDecodeError as e:
         pos = f"line {e.lineno}, column {e.colno}" if line_numbers else f"column {e.colno}"
         raise UserError(f"{loc}: malformed JSON: {e.msg} ({pos})") from None
@@ -81,18 +91,21 @@ def _open_text(path: Path) -> IO[str]:
 
 def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` (1-based, line end removed), streaming; a byte that is not
-    UTF-8 is a :class:`UserError` naming the file and line."""
+    UTF-8 is a :class:`UserError` naming the file and line, and so is a line longer than
+    :data:`limits.MAX_RECORD_CHARS` (memory stays bounded on ``/dev/zero``)."""
     p = Path(path)
-    with _open_text(p) as fh:
-        lineno = 0
-        while True:
+    try:  # opened once: a FIFO (``<(zcat file)``) can be read only once
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a file") from None
+    with fh:
+        for lineno, raw in bounded_lines(fh, p):
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{where(p, lineno + 1)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if not line:
-                return
-            lineno += 1
+                raise UserError(f"{where(p, lineno)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if lineno == 1:
                 line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             yield lineno, line.rstrip("\r\n")
@@ -122,12 +135,7 @@ def read_jsonl(path: str | Path, model: type[M], *, allow_empty: bool = False) -
 def read_json(path: str | Path) -> Any:
     """Read a whole JSON document with errors that name the file (use for small JSON files only)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{p}: is a directory, expected a file") from None
+    data = read_bounded(p, limit=MAX_DOCUMENT_BYTES, what="JSON document")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:

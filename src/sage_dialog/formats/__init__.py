@@ -256,8 +256,10 @@ def _peek_text(path: Path, n: int = 65536) -> str:
 
 
 def _first_json_line(path: Path) -> Any:
+    from sage_dialog.core.limits import bounded_lines
+
     with path.open("rb") as fh:
-        for raw in fh:
+        for _, raw in bounded_lines(fh, path):
             if raw.strip():
                 try:
                     return loads_json(raw.decode("utf-8"), str(path))

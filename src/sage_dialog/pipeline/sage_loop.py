@@ -57,6 +57,10 @@ class SteerabilitySection(BaseModel):
     sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
 
 
+# every round is three stages and a model on disk; far more than anyone runs, far less than a loop forever
+MAX_ROUNDS = 100
+
+
 class LoopConfig(BaseModel):
     """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
 
@@ -76,7 +80,7 @@ class LoopConfig(BaseModel):
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
     mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
-    rounds: int = Field(1, ge=0, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
+    rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
     search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
