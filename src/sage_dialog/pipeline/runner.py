@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sage_dialog.core import console
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
+from sage_dialog.core.outputs import commit_folder
 from sage_dialog.core.schema import Manifest
 
 FINGERPRINT_VERSION = 1
@@ -281,9 +282,7 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     checked = {"gates": "off" if not gates else "passed" if gate is None else "failed", **({"gate": gate} if gate else {})}
     outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2), **checked})
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    commit_folder(tmp, out_dir, stage.name)  # an earlier result of the stage: only the files it wrote go
     note_kept(out_dir, f"stage {stage.name} finished; the next run skips it")
     log(f"[{stage.name}] done in {seconds:.1f}s")
     return StageOutcome(stage.name, "ran", seconds, summary, gate=gate)

@@ -31,6 +31,7 @@ from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageO
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
 from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
+from sage_dialog.stages.engine import EngineSettings, engine_field
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
@@ -56,6 +57,10 @@ class SteerabilitySection(BaseModel):
     sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
 
 
+# every round is three stages and a model on disk; far more than anyone runs, far less than a loop forever
+MAX_ROUNDS = 100
+
+
 class LoopConfig(BaseModel):
     """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
 
@@ -64,6 +69,7 @@ class LoopConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
                                 "to the last digit; null: torch's default)")
+    engine: EngineSettings = engine_field()  # annotate and search: local or ray (a section's own engine wins)
     world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
                                        "base model and an evaluate stage (see pipeline.world)")
     base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
@@ -74,7 +80,7 @@ class LoopConfig(BaseModel):
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
     mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
-    rounds: int = Field(1, ge=0, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
+    rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
     search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
@@ -149,7 +155,7 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
                 *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
         for i, raw in enumerate(raws):
-            acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
+            acfg = _validated(annotate.AnnotateConfig, {"engine": cfg.engine, **cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
                                                         "cache": cfg.annotate.get("cache", cfg.cache_path())},
                               "annotate")
@@ -199,10 +205,16 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
         files = sorted(ctx.dir_of("chain").glob("chained-*.jsonl"))
         spec = {str(f.resolve()): {"prompt": cfg.prompt} for f in files}
-        write_json(ctx.out_dir / "data_spec.json", spec)
-        mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": ctx.out_dir / "data_spec.json",
-                                          "output": ctx.out_dir}, "mix")
-        mix.run(mcfg, warn=lambda _m: None)
+        # the spec is an input of mix: written beside its output folder, kept inside it once mixed
+        spec_file = ctx.out_dir.with_name(f"{ctx.out_dir.name}.data_spec.json")
+        write_json(spec_file, spec)
+        try:
+            mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": spec_file,
+                                              "output": ctx.out_dir}, "mix")
+            mix.run(mcfg, warn=lambda _m: None)
+            spec_file.replace(ctx.out_dir / "data_spec.json")
+        finally:
+            spec_file.unlink(missing_ok=True)
         return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
 
     return fn
@@ -285,7 +297,8 @@ def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> Searc
     strategy = s.config if "seed" in s.config.model_fields_set else s.config.model_copy(update={"seed": cfg.seed})
     return s.model_copy(update={
         "assistant": f"{cfg.provider}:{model}", "out": out, "seeds": seeds, "config": strategy,
-        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options}})
+        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options},
+        "engine": s.engine if "engine" in s.model_fields_set else cfg.engine})
 
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]

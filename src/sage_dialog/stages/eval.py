@@ -148,13 +148,14 @@ def backend_lm(backend: Backend, batch_size: int = 8) -> Any:
 
 
 def _task_names_in(folder: Path) -> set[str]:
-    import yaml
+    from sage_dialog.core.limits import read_bounded
+    from sage_dialog.core.yamlsafe import load_yaml
 
     names: set[str] = set()
     for f in folder.rglob("*.yaml"):
-        try:
-            d = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
+        try:  # lm-eval task files may carry tags of their own (!function): those are not ours to name
+            d = load_yaml(read_bounded(f).decode("utf-8"), f)
+        except (UserError, UnicodeDecodeError):
             continue
         if isinstance(d, dict) and isinstance(d.get("task"), str):
             names.add(d["task"])
