@@ -252,11 +252,13 @@ def answer_token_bound(schema: dict[str, Any]) -> int | None:
 
 
 def enforces_schema(backend: Backend) -> bool:
-    """Whether ``backend`` constrains decoding to a request's JSON schema (wrappers ask the inner one)."""
+    """Whether ``backend`` surely constrains decoding to a request's JSON schema (wrappers ask the inner
+    one): ``hf:`` with xgrammar, ``vllm:`` in-process. Not ``openai:``: many compatible servers ignore
+    ``response_format``, so there the budget stays per turn and a cut-off answer is retried larger."""
     inner = backend
     while hasattr(inner, "inner"):
         inner = inner.inner
-    return bool(getattr(inner, "supports_json_schema", getattr(inner, "provider", "") in ("vllm", "openai")))
+    return bool(getattr(inner, "supports_json_schema", getattr(inner, "provider", "") == "vllm"))
 
 
 # ---------------------------------------------------------------------------------------------
