@@ -35,7 +35,9 @@ socket, is refused with exit 2; an existing folder sage-dialog did not make is w
 with `--force`, and then only the files the command writes are replaced (docs/formats.md, "Every
 command checks its inputs and outputs").
 
-The terminal shows one progress line per stage (counts and ETA) and the results. Library logs
+The terminal shows one progress line per stage (counts and ETA) and the results. Piped or redirected
+(stderr not a terminal), a progress bar is a plain line at most every 10 s (`SAGE_DIALOG_PROGRESS_EVERY`
+changes it) plus its last state, not carriage-return frames. Library logs
 (transformers, datasets, accelerate, vLLM), library warnings and trainer log dicts go to the run's
 log file, `OUT/logs/COMMAND.log` for commands with an output folder (`-o`; for an output file, its
 folder), `OUTPUT_DIR/logs/train-sft.log` / `train-dpo.log` for training, and

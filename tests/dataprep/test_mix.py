@@ -99,8 +99,13 @@ def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
     mix.run(cfg, warn=warnings.append)
     ref = Counter(conv_key(d["conversations"]) for d in reference_mix(spec))
     lf, trl = read_outputs(cfg.output)
-    assert Counter(conv_key(c) for c in lf) == ref
     assert Counter(conv_key(c) for c in trl) == ref
+    # LLaMA-Factory gets the same dialogs, each ending on a gpt turn (its loader skips the others)
+    trimmed = reference_mix(spec)
+    for d in trimmed:
+        while d["conversations"][-1]["from"] == "human":
+            d["conversations"].pop()
+    assert Counter(conv_key(c) for c in lf) == Counter(conv_key(d["conversations"]) for d in trimmed)
     assert sum(ref.values()) == 7  # 0, 1, 5, 6 of a; 0, 1, 3 of b
     # the prompt is prefixed to gpt turns only
     assert any(c[1]["value"] == "[humor] Why did the chicken cross the road?" for c in lf)
@@ -109,7 +114,7 @@ def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
     for rid in dropped:
         assert any(f"({rid})" in w for w in warnings), (rid, warnings)
     assert not any("identity_7" in w for w in warnings)  # beyond size: not taken, not warned about
-    assert any("1 dialogs end on a human turn" in w for w in warnings)  # identity_1: LLaMA-Factory would skip it
+    assert any("1 dialogs ending on a human turn were trimmed" in w for w in warnings)  # identity_1
     man = read_json(cfg.output / "manifest.json")
     assert man["summary"]["odd_length"] == 1
     assert man["summary"]["dropped_invalid"] == 4 and man["summary"]["files"][str(spec.parent / "a.json")]["taken"] == 7
@@ -243,8 +248,8 @@ def test_llamafactory_loader_reads_the_export(spec: Path, tmp_path: Path) -> Non
     parser, converter = _llamafactory_data()
     out = tmp_path / "out"
     warnings: list[str] = []
-    mix.run(mix.MixConfig(spec=spec, output=out, valid_size=1, even=True, dedup=False), warn=warnings.append)
-    assert not any("human turn" in w for w in warnings)  # --even: nothing for LLaMA-Factory to skip
+    mix.run(mix.MixConfig(spec=spec, output=out, valid_size=1, dedup=False), warn=warnings.append)
+    assert any("trimmed to end on a gpt turn" in w for w in warnings)  # identity_1 ends on a human turn
     lf = out / "llamafactory"
     for name, file in (("data_mix", "mix.json"), ("data_mix_valid", "mix_valid.json")):
         (attr,) = parser.get_dataset_list([name], str(lf))

@@ -299,6 +299,15 @@ class Backend(abc.ABC):
         """What distinguishes this backend's outputs (used in cache keys). Never holds secrets."""
         return {"provider": self.provider, "model": self.model}
 
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        """What determines the output of ``request`` on this backend, for the response cache.
+
+        By default the request itself (:meth:`ChatRequest.key_dict`); in-process backends add what
+        they make of it (the rendered prompt: chat template, prefill healing), so a change there is
+        never answered from an old entry.
+        """
+        return request.key_dict()
+
     @abc.abstractmethod
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Return one :class:`ChatResult` per request, in order, each with ``request.n`` completions."""

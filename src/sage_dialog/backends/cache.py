@@ -33,13 +33,60 @@ from sage_dialog.backends.base import (
 )
 from sage_dialog.core.errors import UserError
 
+_SMALL = 4 << 20  # files up to this size are hashed whole on every call (configs, tokenizers, small adapters)
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest_file() -> Path:
+    from sage_dialog.backends.gguf import cache_root
+
+    return cache_root() / "digests.json"
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's whole content, computed once per (path, size, mtime) and remembered.
+
+    Large weights are read once (a 540 MB model ~1-2 s); the digest is kept in the process and in
+    ``$SAGE_DIALOG_CACHE/digests.json``, keyed by the resolved path, size and modification time, so a
+    file rewritten in place (a retrained model saved to the same folder) is hashed again.
+    """
+    st = path.stat()
+    k = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if k in _DIGESTS:
+        return _DIGESTS[k]
+    store = _digest_file()
+    skey = f"{k[0]}|{k[1]}|{k[2]}"
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    digest = known.get(skey) if isinstance(known, dict) else None
+    if not isinstance(digest, str):
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        known = known if isinstance(known, dict) else {}
+        known[skey] = digest
+        try:  # best effort: a read-only cache only costs a re-hash in the next process
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_name(f".{store.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(known), encoding="utf-8")
+            os.replace(tmp, store)
+        except OSError:
+            pass
+    _DIGESTS[k] = digest
+    return digest
+
 
 def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
-    """A cheap content fingerprint of a local model/adapter directory (None for hub ids / missing).
+    """A content fingerprint of a local model/adapter directory or file (None for hub ids / missing).
 
-    Hashes every file's relative name and size, the whole of small files (configs, tokenizers) and
-    the first and last MiB of large ones (weights): a retrained adapter saved to the same path gets
-    a new fingerprint, without reading gigabytes.
+    Hashes every file's relative name and content: small files (configs, tokenizer, chat template)
+    are read on every call, large ones (weights) through :func:`file_digest`, read once and
+    remembered by path, size and mtime. A model retrained into the same path, an edited chat
+    template or tokenizer, gets a new fingerprint.
     """
     if path is None:
         return None
@@ -51,25 +98,56 @@ def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
     for f in files:
         size = f.stat().st_size
         h.update(f"{f.relative_to(p) if f != p else f.name}\0{size}\0".encode())
-        with f.open("rb") as fh:
-            if size <= 4 << 20:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(1 << 20))
-                fh.seek(size - (1 << 20))
-                h.update(fh.read(1 << 20))
+        if size <= _SMALL:
+            h.update(f.read_bytes())
+        else:
+            h.update(file_digest(f).encode())
     return h.hexdigest()[:32]
 
 
-def local_model_identity(provider: str, model: str, adapter: str | None) -> dict[str, Any]:
-    """The cache identity of an in-process backend: names plus content fingerprints of the model and
-    adapter folders, so a model retrained into the same path does not hit old entries."""
-    return {
+def hub_revision(model: str) -> str | None:
+    """The commit of a hub model's local snapshot (the identity of what was downloaded), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json")
+    except Exception:  # not a repo id, no huggingface_hub: no snapshot to name
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def model_fingerprint(model: str) -> str | None:
+    """The fingerprint of what ``model`` names: a folder's content, a GGUF file's (short names
+    included), or a hub snapshot's commit."""
+    from sage_dialog.backends.gguf import gguf_source
+
+    try:
+        src = gguf_source(model)
+    except Exception:  # a missing .gguf: the backend reports it when loading
+        src = None
+    if src is not None:
+        return path_fingerprint(src)
+    fp = path_fingerprint(model)
+    if fp is None and not Path(model).exists():
+        rev = hub_revision(model)
+        return f"hub:{rev}" if rev else None
+    return fp
+
+
+def local_model_identity(provider: str, model: str, adapter: str | None,
+                         options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The cache identity of an in-process backend: names, content fingerprints of the model and
+    adapter, and the ``options`` that change its outputs (dtype, attention, ...), so a model
+    retrained into the same path, or loaded differently, does not hit old entries."""
+    ident: dict[str, Any] = {
         "provider": provider,
         "model": model,
         "adapter": adapter,
-        "fingerprint": {"model": path_fingerprint(model), "adapter": path_fingerprint(adapter) if adapter else None},
+        "fingerprint": {"model": model_fingerprint(model), "adapter": path_fingerprint(adapter) if adapter else None},
     }
+    if options:
+        ident["options"] = options
+    return ident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,12 +289,16 @@ class ResponseCache:
 class CachedBackend(Backend):
     """Wrap a backend with the response cache: re-running finished work makes zero model calls.
 
-    Generation is cached per sample: the key is ``(backend identity, request.key_dict(), sample
-    index)``, so asking for ``n=5`` after ``n=4`` computes one new sample (the inner backend is
+    Generation is cached per sample: the key is ``(backend identity, inner.request_key(request),
+    sample index)`` - the identity holds the model's and adapter's content fingerprints and the
+    backend options that change outputs; the request key holds what the backend makes of the
+    request (for ``hf:`` the rendered prompt, so a new chat template or prefill healing is a new
+    key), the sampling settings, the schema and the logprobs asked for - so asking for ``n=5`` after ``n=4`` computes one new sample (the inner backend is
     asked for ``n=1, sample_offset=4``). Each request is sent to the inner backend as its own call
     (batching backends merge concurrent calls again) and stored as soon as it finishes, so a run
     killed half-way keeps what it finished. Completions with ``finish_reason="error"`` are not
-    stored. Hits come back with ``cached=True``; ``hits`` / ``misses`` count samples.
+    stored. Token logprobs are stored with each sample and come back on a hit. Hits come back
+    with ``cached=True``; ``hits`` / ``misses`` count samples.
     """
 
     def __init__(self, inner: Backend, path: str | os.PathLike[str] | ResponseCache):
@@ -241,9 +323,16 @@ class CachedBackend(Backend):
     def supports_scoring(self) -> bool:
         return self.inner.supports_scoring
 
+    @property
+    def supports_logprobs(self) -> bool:
+        return bool(getattr(self.inner, "supports_logprobs", False))
+
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        return self.inner.request_key(request)
+
     def _gen_keys(self, req: ChatRequest) -> list[str]:
         ident = self.identity()
-        kd = req.key_dict()
+        kd = self.inner.request_key(req)
         return [self.store.key("gen", ident, kd, i) for i in range(req.n)]
 
     async def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
@@ -260,9 +349,7 @@ class CachedBackend(Backend):
                     slots.append(None)
                 else:
                     tokens_in[ri] = hit.get("tokens_in", 0)
-                    slots.append(
-                        Completion(hit["text"], hit["finish_reason"], hit.get("tokens_out", 0), cached=True)
-                    )
+                    slots.append(_completion(hit))
             results.append(slots)
             self.hits += sum(s is not None for s in slots)
             for start, count in _missing_runs(slots):
@@ -283,8 +370,7 @@ class CachedBackend(Backend):
             for j, c in enumerate(res.completions):
                 results[ri][start + j] = c
                 if c.finish_reason != "error":
-                    d = {"text": c.text, "finish_reason": c.finish_reason, "tokens_out": c.tokens_out}
-                    to_store.append((keys[ri][start + j], {**d, "tokens_in": res.tokens_in}))
+                    to_store.append((keys[ri][start + j], _stored(c, res.tokens_in)))
             self.store.put_many("gen", to_store)  # at once: a killed run keeps what finished
 
         outcomes = await asyncio.gather(*(one(*c) for c in calls), return_exceptions=True)
@@ -303,12 +389,12 @@ class CachedBackend(Backend):
     async def _stream(self, request: ChatRequest, out: ChatStream) -> AsyncIterator[str]:
         """A cached sample is yielded whole; a miss streams from the inner backend and is stored
         once it has run to its end (not when the consumer stopped early)."""
-        key = self.store.key("gen", self.identity(), request.key_dict(), request.sample_offset)
+        key = self.store.key("gen", self.identity(), self.inner.request_key(request), request.sample_offset)
         hit = self.store.get_many([key]).get(key)
         if hit is not None:
             self.hits += 1
             out.tokens_in = hit.get("tokens_in", 0)
-            out.completion = Completion(hit["text"], hit["finish_reason"], hit.get("tokens_out", 0), cached=True)
+            out.completion = _completion(hit)
             if hit["text"]:
                 yield hit["text"]
             return
@@ -319,12 +405,11 @@ class CachedBackend(Backend):
         c = inner.completion
         if c is not None and c.finish_reason != "error":
             out.completion, out.tokens_in = c, inner.tokens_in
-            d = {"text": c.text, "finish_reason": c.finish_reason, "tokens_out": c.tokens_out}
-            self.store.put_many("gen", [(key, {**d, "tokens_in": inner.tokens_in})])
+            self.store.put_many("gen", [(key, _stored(c, inner.tokens_in))])
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         ident = self.identity()
-        keys = [self.store.key("score", ident, r.key_dict()) for r in requests]
+        keys = [self.store.key("score", ident, self.inner.request_key(r)) for r in requests]
         found = self.store.get_many(keys)
         out: list[ScoreResult | None] = []
         todo: list[int] = []
@@ -353,6 +438,20 @@ class CachedBackend(Backend):
     async def aclose(self) -> None:
         await self.inner.aclose()
         self.store.close()
+
+
+def _stored(c: Completion, tokens_in: int) -> dict[str, Any]:
+    """One sample as stored: text, finish reason, token counts and (when asked for) token logprobs."""
+    d: dict[str, Any] = {"text": c.text, "finish_reason": c.finish_reason, "tokens_out": c.tokens_out,
+                         "tokens_in": tokens_in}
+    if c.logprobs is not None:
+        d["logprobs"] = c.logprobs
+    return d
+
+
+def _completion(hit: dict[str, Any]) -> Completion:
+    return Completion(hit["text"], hit["finish_reason"], hit.get("tokens_out", 0), cached=True,
+                      logprobs=hit.get("logprobs"))
 
 
 def _missing_runs(slots: Sequence[object | None]) -> list[tuple[int, int]]:

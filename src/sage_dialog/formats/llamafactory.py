@@ -8,11 +8,20 @@ with ``"ranking": true`` and the ``chosen``/``rejected`` columns.
 
 Writing merges into an existing ``dataset_info.json`` (other datasets are kept), each file
 atomically.
+
+An SFT export holds only what LLaMA-Factory trains on. Its sharegpt converter
+(``llamafactory/data/converter.py``, 0.9.x) takes an optional first ``system`` turn, then needs
+human/gpt turns alternating from a human start and an *even* count (else "Invalid message count":
+the example is skipped), and its supervised processor drops a prompt that is not odd-length with
+one response. So :func:`lf_trainable` trims a dialog's trailing human turns (and leading gpt
+turns), and a dialog with no human -> gpt exchange left, or with turns out of order, is left out;
+:class:`SftExport` counts both, and the ``mix`` stage reports them in its summary.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,13 +87,62 @@ def find_entry(folder: str | Path, *, ranking: bool, name: str | None = None) ->
     return hits[0]
 
 
+@dataclass
+class SftExport:
+    """What an SFT export wrote: the folder, the dialogs written, and what was cut to fit LLaMA-Factory."""
+
+    folder: Path
+    written: int = 0
+    trimmed: int = 0  # dialogs that lost trailing human (or leading gpt) turns
+    turns_trimmed: int = 0
+    left_out: list[str] = field(default_factory=list)  # ids: nothing trainable left, or turns out of order
+
+    def summary(self) -> dict[str, Any]:
+        """The counts for a manifest (ids of left-out dialogs capped at 50)."""
+        return {"written": self.written, "trimmed_dialogs": self.trimmed, "turns_trimmed": self.turns_trimmed,
+                "left_out": len(self.left_out), "left_out_ids": self.left_out[:50]}
+
+
+def lf_trainable(d: Dialog) -> tuple[Dialog | None, int]:
+    """``(the dialog as LLaMA-Factory's sharegpt SFT loader accepts it, turns cut)``; None when nothing is.
+
+    Kept: an optional first system turn, then user/assistant turns alternating from a user turn and
+    ending on an assistant turn. Trailing user turns and leading assistant turns are cut; a dialog
+    whose turns do not alternate (or with a system turn past the first) is None.
+    """
+    turns = list(d.turns)
+    head = turns[:1] if turns and turns[0].role == "system" else []
+    body = turns[len(head):]
+    start, end = 0, len(body)
+    while start < end and body[start].role == "assistant":
+        start += 1
+    while end > start and body[end - 1].role == "user":
+        end -= 1
+    kept = body[start:end]
+    if not kept or any(t.role != ("user", "assistant")[i % 2] for i, t in enumerate(kept)):
+        return None, len(body) - len(kept)
+    cut = len(body) - len(kept)
+    return (d if cut == 0 else d.model_copy(update={"turns": head + kept})), cut
+
+
 def write_sft_export(folder: str | Path, dialogs: Iterable[Dialog], *, name: str = SFT_NAME,
-                     file_name: str = SFT_FILE, style: Style | Literal["auto"] = "chained") -> Path:
-    """Write ``<folder>/mix.json`` and its ``dataset_info.json`` entry; return the folder."""
+                     file_name: str = SFT_FILE, style: Style | Literal["auto"] = "chained") -> SftExport:
+    """Write ``<folder>/mix.json`` and its ``dataset_info.json`` entry, every dialog trimmed to what
+    LLaMA-Factory trains on (:func:`lf_trainable`); return what was written and cut."""
     out = Path(folder)
-    sharegpt.write_sharegpt(out / file_name, dialogs, style=style)
+    report = SftExport(out)
+    kept: list[Dialog] = []
+    for d in dialogs:
+        fit, cut = lf_trainable(d)
+        if fit is None:
+            report.left_out.append(d.id)
+            continue
+        report.trimmed += cut > 0
+        report.turns_trimmed += cut
+        kept.append(fit)
+    report.written = sharegpt.write_sharegpt(out / file_name, kept, style=style)
     update_dataset_info(out, name, sft_dataset_info(file_name))
-    return out
+    return report
 
 
 def read_sft_export(folder: str | Path, *, name: str | None = None) -> list[Dialog]:

@@ -14,7 +14,8 @@ never returns a cut-off tag block as ``content``. Extensions, all optional:
 
 Endpoints: ``POST /v1/chat/completions`` (``stream`` supported, server-sent events), ``POST
 /v1/completions`` (the prompt is sent as one user message, as Ollama does), ``GET /v1/models``,
-``GET /v1/models/{id}``, ``GET /health`` (never needs the token). With a token set, every ``/v1``
+``GET /v1/models/{id}``, ``GET /health`` (never needs the token; 503 while an in-process model warms
+up, see :func:`create_app`). With a token set, every ``/v1``
 request must carry ``Authorization: Bearer TOKEN`` or is refused with 401; the token is never logged.
 
 Every request body goes through one validator (:class:`ChatCompletionRequest` /
@@ -44,7 +45,7 @@ from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
+from sage_dialog.backends.base import Backend, BackendError, ChatRequest, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.limits import find_surrogate, has_surrogate_escape
@@ -60,6 +61,7 @@ MAX_STOPS = 16
 # providers whose structured mode (ChatRequest.json_schema) constrains decoding; a backend may say so
 # itself with a ``supports_json_schema`` attribute (hf: when xgrammar is installed)
 STRUCTURED_PROVIDERS = ("vllm", "openai")
+WARM_PROVIDERS = ("hf", "vllm")  # in-process models: warmed up before /health says ready
 
 
 @dataclass(frozen=True)
@@ -477,12 +479,47 @@ def create_app(
     sampling: SamplingParams | None = None,
     system_prompt: str | None = None,
     limits: ServeLimits | None = None,
+    warmup: bool | None = None,
 ) -> Any:
-    """Build the FastAPI app. ``model_name`` is what ``/v1/models`` lists and requests must name."""
+    """Build the FastAPI app. ``model_name`` is what ``/v1/models`` lists and requests must name.
+
+    ``warmup`` (default: for in-process models, ``hf`` and ``vllm``): when the server starts, one
+    short generation runs first (the first forward passes of a fresh process are many times slower
+    than later ones: 19-107 s for SmolLM2's first request on 2 CPU cores); ``/health`` answers 503
+    ``{"status": "warming up"}`` until it is done, then 200 ``{"status": "ok"}``. Requests that
+    come earlier are served, just not faster. Remote backends (``openai``) are not warmed: that
+    would be a paid call.
+    """
     served = model_name or backend.name
     default_sampling = sampling or SamplingParams(temperature=0.8, max_tokens=256)
     lim = limits or ServeLimits()
-    app = FastAPI(title="sage-dialog", docs_url=None, redoc_url=None, openapi_url=None)
+    warm = backend.provider in WARM_PROVIDERS if warmup is None else warmup
+    state = {"ready": not warm}
+
+    async def warm_up() -> None:
+        t = time.perf_counter()
+        msgs: list[Message] = [{"role": "user", "content": "Hello! How are you today?"}]
+        if system_prompt:
+            msgs.insert(0, {"role": "system", "content": system_prompt})
+        try:
+            await asyncio.to_thread(count_prompt_tokens, backend, msgs, lim.max_prompt_tokens)
+            await backend.generate([ChatRequest(msgs, sampling=SamplingParams(temperature=0.0, max_tokens=8))])
+            log.info("model warmed up in %.1f s; ready", time.perf_counter() - t)
+        except Exception as e:  # still serve: the first real request reports what is wrong
+            log.warning("warm-up failed (%s); serving anyway", e)
+        finally:
+            state["ready"] = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(warm_up()) if warm else None
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+
+    app = FastAPI(title="sage-dialog", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(_TokenGate, token=token)
     created = int(time.time())
     model_obj = {"id": served, "object": "model", "created": created, "owned_by": "sage-dialog"}
@@ -549,7 +586,9 @@ def create_app(
             return error(502, f"generation failed: {e}", "server_error", e.kind)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
+    async def health() -> Any:
+        if not state["ready"]:  # a load balancer / script waits for 200
+            return JSONResponse(status_code=503, content={"status": "warming up", "model": served})
         return {"status": "ok", "model": served}
 
     @app.get("/v1/models")

