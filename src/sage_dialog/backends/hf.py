@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_dialog.backends import progress
+from sage_dialog.backends import progress, shared_base
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -68,10 +68,15 @@ from sage_dialog.backends.base import (
 )
 from sage_dialog.backends.cache import local_model_identity, path_fingerprint
 from sage_dialog.backends.gguf import convert, gguf_source
+from sage_dialog.backends.shared_base import AdapterChain, resolve_chain
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
 
 log = logging.getLogger(__name__)
+
+def _has_tokenizer(folder: str) -> bool:
+    return any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
 
 def _attention_impl(name: str) -> str:
     """transformers' ``attn_implementation`` for a backend's ``attention`` option."""
@@ -413,6 +418,7 @@ class HFBackend(Backend):
         attention: str = "auto",
         constrained: bool = True,
         share_prompt: bool = True,
+        share_base: bool = True,
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -441,15 +447,38 @@ class HFBackend(Backend):
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.share_prompt = bool(share_prompt)
+        # An adapter folder (hf:ADAPTER_DIR) runs on its base: shared with every backend on the same
+        # base weights (shared_base), or, with share_base=false, merged into a copy of its own.
+        chain = resolve_chain(model) if self.adapter is None else AdapterChain(model)
         # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
-        source = gguf_source(model)
-        path = str(convert(source, dtype)) if source is not None else model
+        source = gguf_source(chain.base)
+        path = str(convert(source, dtype)) if source is not None else chain.base
+        attn = _attention_impl(attention)
+        # the last adapter's folder has the tokenizer and chat template it was trained with
+        tok_path = chain.adapters[-1] if chain.adapters and _has_tokenizer(chain.adapters[-1]) else path
+
+        def load() -> Any:
+            lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn)
+            return lm.to(self.device).eval()
+
+        self._shared: shared_base.SharedModel | None = None
+        self._active: tuple[str, ...] = ()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            lm: Any = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, attn_implementation=_attention_impl(attention)
-            )
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_path)
+            if share_base and self.adapter is None:
+                key = shared_base.model_key(path, dtype, str(self.device), attn)
+                self._shared = shared_base.acquire(key, load)
+                self._active = tuple(self._shared.load_adapter(a) for a in chain.adapters)
+                lm = self._shared.model
+            else:
+                lm = load()
+                for a in chain.adapters:  # a chain of its own: merge each adapter in turn
+                    from peft import PeftModel
+
+                    lm = PeftModel.from_pretrained(lm, a).merge_and_unload()
         except OSError as e:
+            if self._shared is not None:
+                shared_base.release(self._shared)
             raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
         if self.adapter:
             from peft import PeftModel
@@ -459,7 +488,7 @@ class HFBackend(Backend):
             lm = PeftModel.from_pretrained(lm, self.adapter)
             if merge_adapter:
                 lm = lm.merge_and_unload()  # plain weights: faster generation, same outputs
-        self.lm = lm.to(self.device).eval()
+        self.lm = lm if self._shared is not None else lm.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -470,7 +499,8 @@ class HFBackend(Backend):
             elif src:
                 eos.update(int(x) for x in src)
         self.eos_ids = tuple(sorted(eos))
-        self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
+        # one forward pass at a time (generate thread vs score thread; every backend on a shared base)
+        self._lock = threading.Lock()
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
         self._identity = local_model_identity(self.provider, model, self.adapter)
         if source is not None:  # the GGUF file's content, not the name, decides the outputs
@@ -480,6 +510,12 @@ class HFBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    def _using(self) -> Any:
+        """The context of one forward pass: this backend's lock, or the shared base's with its adapters on."""
+        if self._shared is None:
+            return self._lock
+        return self._shared.use(self._active)
 
     @property
     def supports_json_schema(self) -> bool:
@@ -599,7 +635,7 @@ class HFBackend(Backend):
             return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
 
         owner = [pi for pi, p in enumerate(payloads) for _ in range(p.count)]
-        with self._lock, torch.inference_mode():
+        with self._using(), torch.inference_mode():
             cache = None
             if self.share_prompt and width > 1 and len(payloads) < len(rows):
                 cache = self._shared_prefill(input_ids, attn, owner)
@@ -728,7 +764,7 @@ class HFBackend(Backend):
         def work() -> None:
             ended = False  # generate() ends the streamer itself when it finishes normally
             try:
-                with self._lock, torch.inference_mode():  # one forward pass at a time, as in batches
+                with self._using(), torch.inference_mode():  # one forward pass at a time, as in batches
                     if cancel.is_set() or self.lm is None:
                         return
                     procs = self._processors(rows, [schema], vocab)  # grammars compile under the lock
@@ -811,7 +847,7 @@ class HFBackend(Backend):
             head, last = list(pi[:-1]), pi[-1]
             width = max(len(r) for r in rows)  # each row: the last prompt token + all but the option's last
             ids = torch.tensor([[last, *r[:-1]] + [pad] * (width - len(r)) for r in rows], device=self.device)
-            with self._lock, torch.inference_mode():
+            with self._using(), torch.inference_mode():
                 cache = None
                 if head:
                     out = self.lm(input_ids=torch.tensor([head], device=self.device), use_cache=True,
@@ -829,6 +865,9 @@ class HFBackend(Backend):
         import gc
 
         self.lm = None
+        if self._shared is not None:
+            shared_base.release(self._shared)
+            self._shared = None
         gc.collect()
         try:
             import torch
