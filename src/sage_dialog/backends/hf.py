@@ -37,7 +37,11 @@ Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default)
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
 :mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``),
 ``constrained`` (default true: honour ``json_schema`` with xgrammar when it is installed),
-``share_prompt`` (default true: a request's ``n`` samples share one prefill of its prompt).
+``share_prompt`` (default true: rows of a batch with the same prompt, a request's ``n`` samples or
+requests with equal prompts such as a search decision's candidates, share one prefill of it),
+``share_base`` (default true: backends on the same base weights share one copy in memory, and a
+model folder that is a PEFT adapter runs on that shared base with its adapters switched on per
+batch; :mod:`sage_dialog.backends.shared_base`).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def _attention_impl(name: str) -> str:
         return attention.register()
     return name
 
+
+_MIN_SHARED = 8  # a shorter common prefix is not worth copying a cache for
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
 
@@ -634,10 +640,13 @@ class HFBackend(Backend):
         def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
 
-        owner = [pi for pi, p in enumerate(payloads) for _ in range(p.count)]
+        # rows with the same prompt share one prefill: a request's n samples, and across requests the
+        # candidates of a search decision (n requests of one sample, one seed each, one dialog)
+        prompt_of: dict[tuple[int, ...], int] = {}
+        owner = [prompt_of.setdefault(tuple(ids), len(prompt_of)) for ids in row_ids]
         with self._using(), torch.inference_mode():
             cache = None
-            if self.share_prompt and width > 1 and len(payloads) < len(rows):
+            if self.share_prompt and width > 1 and len(prompt_of) < len(rows):
                 cache = self._shared_prefill(input_ids, attn, owner)
             out = self.lm.generate(
                 input_ids=input_ids,
@@ -678,10 +687,12 @@ class HFBackend(Backend):
         return results
 
     def _shared_prefill(self, input_ids: Any, attn: Any, owner: list[int]) -> Any:
-        """The KV cache of every row's prompt but its last token, computed once per request.
+        """The KV cache of every row's prompt but its last token, computed once per distinct prompt.
 
-        A request with ``n`` samples has ``n`` identical rows; without this each row reads the prompt
-        again (for search's candidates on a CPU, prefill of long dialog prompts is most of a turn).
+        ``owner[row]`` numbers the row's prompt. A request with ``n`` samples has ``n`` identical rows,
+        and so have the ``n`` one-sample requests of a search decision (one seed each, the same dialog);
+        without this each row reads the prompt again (on a CPU, prefill of long dialog prompts is most
+        of a turn).
         ``generate`` continues from the copied cache with the last prompt token, the same positions
         and mask, so the samples are those of the unshared path.
         """
@@ -839,6 +850,7 @@ class HFBackend(Backend):
                 raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         results: list[ScoreResult] = []
+        memo: dict[str, Any] = {}  # the previous prompt's ids and KV cache (prefix reuse)
         for pi, opts in zip(p_ids, options, strict=True):
             if not pi:
                 raise UserError(f"backend {self.name}: score prompt is empty after tokenisation")
@@ -848,11 +860,8 @@ class HFBackend(Backend):
             width = max(len(r) for r in rows)  # each row: the last prompt token + all but the option's last
             ids = torch.tensor([[last, *r[:-1]] + [pad] * (width - len(r)) for r in rows], device=self.device)
             with self._using(), torch.inference_mode():
-                cache = None
-                if head:
-                    out = self.lm(input_ids=torch.tensor([head], device=self.device), use_cache=True,
-                                  logits_to_keep=1)
-                    cache = out.past_key_values
+                cache = self._prefix_cache(head, memo) if head else None
+                if cache is not None:
                     cache.batch_repeat_interleave(len(rows))
                 # right padding after the options: causal attention keeps the pads out of real positions
                 logits = self.lm(input_ids=ids, past_key_values=cache, use_cache=cache is not None).logits.float()
@@ -860,6 +869,40 @@ class HFBackend(Backend):
             totals = [float(logp[row, torch.arange(len(r)), torch.tensor(r)].sum()) for row, r in enumerate(rows)]
             results.append(ScoreResult(logprobs=totals, tokens_in=len(pi)))
         return results
+
+    def _prefix_cache(self, head: list[int], memo: dict[str, Any]) -> Any:
+        """The KV cache of ``head`` (one row), reading only what it does not share with the previous prompt.
+
+        Consecutive score prompts often share most of their text: score-mode annotation asks for the
+        motivation, then the emotion of the same message; a judge's orders repeat the dialog. The
+        previous prompt's cache is cut to the common prefix and only the rest is read. ``memo`` keeps
+        the last prompt's ids and cache (a copy: the caller expands the returned one per option).
+        """
+        import copy
+
+        import torch
+
+        cache, start = None, 0
+        prev_ids, prev = memo.get("ids"), memo.get("cache")
+        if self.share_prompt and prev is not None and getattr(prev, "is_croppable", False) \
+                and not any(getattr(prev, "is_sliding", [])):
+            common = 0
+            for a, b in zip(prev_ids, head, strict=False):
+                if a != b:
+                    break
+                common += 1
+            if common >= min(_MIN_SHARED, len(head)):
+                cache = copy.deepcopy(prev)
+                if len(prev_ids) > common:  # (a negative count: tokens to drop from the end)
+                    cache.crop(-(len(prev_ids) - common))
+                start = common
+        if start < len(head):
+            out = self.lm(input_ids=torch.tensor([head[start:]], device=self.device), past_key_values=cache,
+                          use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+        if self.share_prompt:
+            memo["ids"], memo["cache"] = head, copy.deepcopy(cache)
+        return cache
 
     async def aclose(self) -> None:
         import gc
