@@ -6,6 +6,8 @@ after a big one would report the big one's peak. :class:`PeakRSS` measures one s
 * this process: Linux's high-water mark ``VmHWM`` is reset when the span starts (writing ``5`` to
   ``/proc/self/clear_refs``) and read when it ends - exact, no sampling. Where the reset is refused
   (not Linux, a locked-down ``/proc``), a sampler thread reads ``VmRSS`` every ``interval_s``;
+* the heap is trimmed first (``gc.collect()`` and glibc's ``malloc_trim``): memory an earlier stage
+  freed goes back to the system instead of counting, and staying resident, in the next stage;
 * children (training launched with ``accelerate launch``, servers): the sampler thread adds up the
   ``VmRSS`` of every descendant process at each tick, and a child that ended during the span counts
   with its own lifetime peak (``RUSAGE_CHILDREN``, when that grew during the span).
@@ -73,6 +75,26 @@ def _reset_hwm() -> bool:
         return False
 
 
+def trim_heap() -> None:
+    """Give freed memory back to the system: Python's garbage, then glibc's free heap pages.
+
+    glibc keeps freed blocks for reuse (in one arena per thread that allocated), so after a stage
+    that briefly needed gigabytes (training activations) the process stays that large.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        pass
+
+
 def _children_maxrss_kb() -> int:
     kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return kb // 1024 if sys.platform == "darwin" else kb  # macOS counts bytes
@@ -81,8 +103,9 @@ def _children_maxrss_kb() -> int:
 class PeakRSS:
     """Context manager: the peak RSS of this process and of its children during the ``with`` block."""
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, interval_s: float = 0.2, trim: bool = True):
         self.interval_s = interval_s
+        self.trim = trim
         self.self_kb = 0
         self.children_kb = 0
         self.total_kb = 0
@@ -104,6 +127,8 @@ class PeakRSS:
             self._sample()
 
     def __enter__(self) -> PeakRSS:
+        if self.trim:
+            trim_heap()
         self._hwm = _reset_hwm()
         self._child_max0 = _children_maxrss_kb()
         self._sample()
