@@ -257,6 +257,9 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
             from sage_dialog.train.dpo import train_dpo
 
             out = train_dpo(rcfg)
+        from sage_dialog.core.rss import trim_heap
+
+        trim_heap()  # the training's activations go back to the system before the merge loads a model
         if is_adapter(out):
             export_model(out, _model_dir(ctx.out_dir))
         else:
