@@ -68,9 +68,11 @@ def _config_model(first_line: str) -> type:
     """The config model of a shipped config, from the command on its first line."""
     from sage_dialog.pipeline.sage_loop import LoopConfig
     from sage_dialog.stages.compare.compare import CompareConfig
+    from sage_dialog.stages.rl import RunConfig as RLRunConfig
     from sage_dialog.train.config import DPORunConfig, SFTRunConfig
 
-    models = {"train sft": SFTRunConfig, "train dpo": DPORunConfig, "run": LoopConfig, "compare": CompareConfig}
+    models = {"train sft": SFTRunConfig, "train dpo": DPORunConfig, "train rl": RLRunConfig, "run": LoopConfig,
+              "compare": CompareConfig}
     for cmd, model in models.items():
         if re.search(rf"(sage-dialog|-m sage_dialog) {cmd}\b", first_line):
             return model

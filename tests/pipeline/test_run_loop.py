@@ -15,7 +15,8 @@ from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"]
+STAGES = ["annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "rl",
+          "compare"]
 
 
 def _statuses(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
@@ -43,6 +44,10 @@ def loop_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
                    "config": {"turns": 2, "candidates": 2, "sampling": {"max_tokens": 24}}},
         "dpo": {"adapter": {"method": "lora", "r": 4, "alpha": 8}, "data": {"max_length": 256},
                 "train": {**train, "max_steps": 2}},
+        "rl": {"adapter": {"method": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
+               "rollout": {"turns": 2, "max_tokens": 16},
+               "train": {"steps": 1, "prompts_per_step": 2, "group_size": 2, "device": "cpu"},
+               "gates": {"stall_steps": None}},
         "compare": {"user": "oracle", "judges": ["oracle"], "turns": 2, "bootstrap": 200,
                     "sampling": {"max_tokens": 24}},
     }
@@ -66,8 +71,9 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     for stage in STAGES:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["finished"] and manifest["inputs"]["fingerprint"]
-    for stage in ("sft", "sft-r1", "dpo"):
+    for stage in ("sft", "sft-r1", "dpo", "rl"):
         assert (run_dir / stage / "model" / "config.json").exists()
+    assert "dialogs=4" in table["rl"] and "interactions=4" in table["rl"]
     assert (run_dir / "prefs" / "pairs.trl.jsonl").stat().st_size > 0
     assert (run_dir / "compare" / "report.html").exists()
 
@@ -77,7 +83,7 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     # a prefs value reaches the prefs stages and everything trained or judged after them
     assert main(["run", str(loop_config), "prefs.negatives=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}
-    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "compare"}
+    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "rl", "compare"}
 
     assert main(["run", str(loop_config), "prefs.negatives=1", "compare.turns=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}

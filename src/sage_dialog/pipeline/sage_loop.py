@@ -32,6 +32,7 @@ from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
+from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
 
@@ -85,6 +86,8 @@ class LoopConfig(BaseModel):
         "search", description="search: DPO on the pairs of a new search from the last model (the original); "
         "last_round: on the pairs of the last rejection-sampling round (no extra search)")
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPO run config except the model, data.train, output_dir")
+    rl: RLSettings | None = Field(None, description="online multi-turn RL (stages.rl.Settings) from the last SFT model "
+                                  "(the model DPO starts from), beside DPO; null: no rl stage")
     compare: dict[str, Any] | None = Field(default_factory=dict,
                                            description="CompareConfig fields except out/models (seeds default to "
                                            "search's); null: no compare stage")
@@ -357,6 +360,28 @@ def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped
     return fn
 
 
+def _rl(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
+    """The rl stage: the stage module's run() with the loop's model, seeds and cache; merged into model/."""
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages import rl
+        from sage_dialog.train.config import ModelSection
+        from sage_dialog.train.export import export_model, is_adapter
+
+        assert cfg.rl is not None
+        inputs = rl.Inputs(model=ModelSection(name_or_path=str(_model_dir(ctx.dir_of(model_stage)))),
+                           seeds=_seeds(cfg, ctx), cache=cfg.cache_path())
+        res = rl.run(cfg.rl, inputs=inputs, out=ctx.out_dir / "train")
+        trained = ctx.out_dir / "train"
+        if is_adapter(trained):
+            export_model(trained, _model_dir(ctx.out_dir))
+        else:
+            trained.rename(_model_dir(ctx.out_dir))
+        return {k: v for k, v in res.summary().items() if k != "outputs"}
+
+    return fn
+
+
 def _world_prepare(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     assert cfg.world is not None
     world, section = get_world(cfg.world.name), cfg.world
@@ -489,6 +514,10 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
                                       lambda c, p=prefs_of_dpo: c.dir_of(p) / "pairs.trl.jsonl", "dpo"),
                         {**common, "dpo": dump["dpo"], "dpo_pairs": cfg.dpo_pairs}, deps=[last, prefs_of_dpo]))
     models["DPO"] = "dpo"
+    if cfg.rl is not None:
+        stages.append(Stage("rl", _rl(cfg, last), {**common, "rl": dump["rl"], "cache": cfg.cache},
+                            deps=[*seed_deps, last], inputs=seed_inputs))
+        models["RL"] = "rl"
     if cfg.compare is not None:
         base_dep = ["base"] if cfg.compare_base and cfg.base_model is None else []
         stages.append(Stage("compare", _compare(cfg, models),

@@ -67,6 +67,18 @@ def oracle(role: str, **kw: Any) -> Any:
     return oracle_provider().oracle(role, **kw)
 
 
+def is_oracle(spec: object) -> bool:
+    """Whether a role spec names the oracle: ``oracle`` or ``oracle:VARIANT`` (a variant of the world's
+    rules, e.g. the sandbox's ``oracle:long_horizon``)."""
+    return isinstance(spec, str) and (spec == ORACLE or spec.startswith(ORACLE + ":"))
+
+
+def oracle_for_spec(role: str, spec: str, **kw: Any) -> Any:
+    """The oracle for ``role`` named by ``spec`` (``oracle`` or ``oracle:VARIANT``)."""
+    variant = spec.partition(":")[2]
+    return oracle(role, **({"variant": variant} if variant else {}), **kw)
+
+
 class BackendPool:
     """Backends by spec, each loaded once. ``options`` go to every backend of ``options_provider``
     (for example the batch size of in-process models); ``cache`` is the shared response cache."""
@@ -100,8 +112,8 @@ class BackendPool:
 def make_user(spec: str | BackendConfig, pool: BackendPool, *, persona: str | None = None, seed: int = 0,
               sampling: SamplingParams | None = None) -> UserSimulator:
     """A user simulator: the oracle, or a model with the roles flipped (``persona`` is the prompt text)."""
-    if spec == ORACLE:
-        user: UserSimulator = oracle("user", seed=seed)
+    if is_oracle(spec):
+        user: UserSimulator = oracle_for_spec("user", str(spec), seed=seed)
         return user
     from sage_dialog.roles.user_simulator import LLMUserSimulator
 
@@ -112,8 +124,8 @@ def make_selector(spec: str | BackendConfig, pool: BackendPool, *, criteria: str
                   mode: str = "generate", none_policy: str = "resample", orders: int = 1) -> Selector:
     """An N-way selector judge: the oracle, or a model judging by ``criteria`` in ``orders`` shown
     orders (see :mod:`sage_dialog.roles.selector`)."""
-    if spec == ORACLE:
-        selector: Selector = oracle("selector")
+    if is_oracle(spec):
+        selector: Selector = oracle_for_spec("selector", str(spec))
         return selector
     from sage_dialog.roles.selector import LLMSelector
 
@@ -123,8 +135,8 @@ def make_selector(spec: str | BackendConfig, pool: BackendPool, *, criteria: str
 
 def make_pairwise_judge(spec: str | BackendConfig, pool: BackendPool, *, mode: str = "generate") -> PairwiseJudge:
     """A pairwise judge: the oracle, or a model (``mode`` generate or score)."""
-    if spec == ORACLE:
-        judge: PairwiseJudge = oracle("pairwise")
+    if is_oracle(spec):
+        judge: PairwiseJudge = oracle_for_spec("pairwise", str(spec))
         return judge
     from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 

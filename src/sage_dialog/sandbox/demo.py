@@ -30,14 +30,14 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sage_dialog.core import io
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Dialog
-from sage_dialog.sandbox import corpus, world
+from sage_dialog.sandbox import corpus, rules, world
 from sage_dialog.sandbox.oracles import OracleActionClassifier, oracle_for
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo-sandbox.yaml"
@@ -72,6 +72,9 @@ class EvalSettings(BaseModel):
     max_tokens: int = Field(64, ge=1)
     steer_contexts: int = Field(16, ge=1)
     n_boot: int = Field(2000, ge=100)
+    rules: Literal["standard", "long_horizon"] = Field(
+        "standard", description="the user dynamics the models are measured in (sandbox/rules.py): standard, "
+        "or long_horizon (delayed consequences: per-turn greedy choice is wrong by design)")
 
 
 def _settings(model: type[BaseModel], data: dict[str, Any], section: str) -> Any:
@@ -161,16 +164,17 @@ def evaluate(cfg: EvalSettings, inputs: Any, out: Path) -> dict[str, Any]:
     played: dict[str, list[Dialog]] = {}
     for name, path in inputs.models.items():
         backend = _backend(path, inputs.provider, inputs.backend_options)
-        dialogs = asyncio.run(play_dialogs(backend, oracle_for("user", seed=seed + 7), seeds,
+        dialogs = asyncio.run(play_dialogs(backend, oracle_for("user", seed=seed + 7, rules=cfg.rules), seeds,
                                            turns=cfg.turns, sampling=sampling, seed=seed + 7))
         for dlg in dialogs:
-            s = world.score_turns(dlg.turns)
-            dlg.meta.update(model=name, reward=s.reward, fits=s.fits, final_state=s.final_state)
+            s = rules.replay(cfg.rules, dlg.turns)
+            dlg.meta.update(model=name, reward=rules.dialog_reward(cfg.rules, dlg.turns), fits=s.fits,
+                            final_state=s.final_state)
         io.write_jsonl(out / "played" / f"{name}.jsonl", dialogs)
         played[name] = dialogs
     names = list(inputs.models)
     first = names[0]
-    report = run_compare(played, [oracle_for("pairwise")], out / "compare", n_boot=cfg.n_boot, seed=seed,
+    report = run_compare(played, [oracle_for("pairwise", rules=cfg.rules)], out / "compare", n_boot=cfg.n_boot, seed=seed,
                          title=f"sage-dialog demo: models against {first} (oracle judge)")
     wins = {name: _win_rate(report, name, first) for name in names[1:]}
     contexts = [[{"role": "user", "content": s}] for s in world.seed_openings(cfg.steer_contexts, seed + 3)]

@@ -27,7 +27,7 @@ from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Dialog, SelectionDecision, Tags, Turn, Verdict
 from sage_dialog.roles.protocols import AnnotationResult, PairTask, SelectionTask
-from sage_dialog.sandbox import world
+from sage_dialog.sandbox import rules, world
 
 
 def _stable_seed(*parts: object) -> int:
@@ -61,8 +61,19 @@ class OracleReward:
 
     name = "oracle-reward"
 
+    def __init__(self, rules: str = "standard"):
+        self.rules = _preset(rules)
+
     def __call__(self, dialog: Dialog | Sequence[Turn]) -> float:
-        return world.dialog_reward(dialog)
+        return rules.dialog_reward(self.rules, dialog.turns if isinstance(dialog, Dialog) else dialog)
+
+    def turn_rewards(self, turns: Sequence[Turn]) -> list[float]:
+        """The reward spread over the assistant turns (they sum to the dialog's reward)."""
+        return rules.turn_rewards(self.rules, turns)
+
+    def state_key(self, turns: Sequence[Turn]) -> str | None:
+        """The world state the last user turn of ``turns`` expresses (for state-level credit)."""
+        return OracleSelector._state(turns)
 
     def score(self, dialog: Dialog | Sequence[Turn]) -> world.DialogScore:
         return world.score_turns(dialog.turns if isinstance(dialog, Dialog) else dialog)
@@ -116,6 +127,9 @@ class OracleSelector:
 
     name = "oracle-selector"
 
+    def __init__(self, rules: str = "standard"):
+        self.rules = _preset(rules)
+
     async def select(self, tasks: Sequence[SelectionTask]) -> list[SelectionDecision]:
         return [self._one(t) for t in tasks]
 
@@ -128,10 +142,10 @@ class OracleSelector:
                     return s
         return None
 
-    def candidate_score(self, state: str | None, text: str) -> float:
+    def candidate_score(self, state: str | None, text: str, pending: bool = False) -> float:
         action = world.read_action(text)
         f = world.fit(state, action)
-        nxt = world.transition(state, action) if state else None
+        nxt = rules.step(self.rules, state, action, pending).state if state else None
         return f + (world.STATES[nxt].valence / 2 if nxt else 0.0)
 
     def _one(self, task: SelectionTask) -> SelectionDecision:
@@ -139,7 +153,8 @@ class OracleSelector:
         order = list(range(n))
         random.Random(task.seed).shuffle(order)
         state = self._state(task.history)
-        scores = [self.candidate_score(state, _reply_text(c)) for c in task.candidates]
+        pending = rules.replay(self.rules, task.history).pending
+        scores = [self.candidate_score(state, _reply_text(c), pending) for c in task.candidates]
         if n == 0 or all(world.read_action(_reply_text(c)) is None for c in task.candidates):
             return SelectionDecision(outcome="none_good", order=order, raw_output="No good one",
                                      scores=scores or None, judge=self.name, mode="oracle")
@@ -158,21 +173,23 @@ class OraclePairwiseJudge:
 
     name = "oracle-pairwise"
 
-    def __init__(self, tie_margin: float = 1e-9):
+    def __init__(self, tie_margin: float = 1e-9, rules: str = "standard"):
         self.tie_margin = tie_margin
+        self.rules = _preset(rules)
 
     async def compare(self, tasks: Sequence[PairTask]) -> list[Verdict]:
         return [self._one(t) for t in tasks]
 
-    @staticmethod
-    def _value(turns: Sequence[Turn], unit: str) -> float:
+    def _value(self, turns: Sequence[Turn], unit: str) -> float:
         if unit == "turn":
-            last = next((t for t in reversed(turns) if t.role == "assistant"), None)
+            last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "assistant"), None)
             if last is None:
                 return float(world.UNKNOWN_ACTION_FIT)
-            state = OracleSelector._state(turns)
-            return OracleSelector().candidate_score(state, _reply_text(last))
-        return world.dialog_reward(turns)
+            before = turns[:last]
+            pending = rules.replay(self.rules, before).pending
+            return OracleSelector(self.rules).candidate_score(OracleSelector._state(before), _reply_text(turns[last]),
+                                                              pending)
+        return rules.dialog_reward(self.rules, turns)
 
     def _one(self, task: PairTask) -> Verdict:
         ra, rb = self._value(task.a, task.unit), self._value(task.b, task.unit)
@@ -200,9 +217,10 @@ class OracleUserSimulator:
 
     name = "oracle-user"
 
-    def __init__(self, seed: int = 0, default_state: str = "sad"):
+    def __init__(self, seed: int = 0, default_state: str = "sad", rules: str = "standard"):
         self.seed = seed
         self.default_state = default_state
+        self.rules = _preset(rules)
 
     async def reply(self, dialogs: Sequence[list[Turn]], seeds: Sequence[int] | None = None) -> list[str]:
         seeds = seeds if seeds is not None else [0] * len(dialogs)
@@ -210,8 +228,10 @@ class OracleUserSimulator:
 
     def next_utterance(self, turns: Sequence[Turn], seed: int = 0) -> str:
         state = OracleSelector._state(turns) or self.default_state
-        last = next((t for t in reversed(turns) if t.role == "assistant"), None)
+        last_i = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "assistant"), None)
+        last = turns[last_i] if last_i is not None else None
         action = world.read_action(_reply_text(last)) if last is not None else None
+        pending = rules.replay(self.rules, turns[:last_i]).pending if last_i is not None else False
         users = [t for t in turns if t.role == "user"]
         noun = next((n for n in (world.read_noun(t.text) for t in reversed(users)) if n), None)
         rng = random.Random(_stable_seed(self.seed, seed, *(t.text for t in turns)))
@@ -220,7 +240,12 @@ class OracleUserSimulator:
         elif rng.random() < 0.5:  # same topic, maybe another noun of it
             noun = world.random_noun(world.read_topic(noun) or "work", rng)
         f = world.fit(state, action)
-        return world.user_utterance(world.transition(state, action), noun, rng, reaction=f if f != 0 else None)
+        nxt = rules.step(self.rules, state, action, pending).state
+        return world.user_utterance(nxt, noun, rng, reaction=f if f != 0 else None)
+
+
+def _preset(name: str) -> str:
+    return rules.check_preset(name)
 
 
 ROLES = ("annotator", "selector", "pairwise", "user", "action", "reward")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Tags
 from sage_dialog.pipeline.world import register_world
 from sage_dialog.roles.factory import register_oracle_provider
@@ -29,6 +30,11 @@ class SandboxOracles:
     """The sandbox world behind every ``"oracle"`` role spec."""
 
     def oracle(self, role: str, **kw: Any) -> Any:
+        variant = kw.pop("variant", None)  # oracle:VARIANT names a preset of the world's rules
+        if variant is not None:
+            if role not in ("user", "selector", "pairwise", "reward"):
+                raise UserError(f"oracle:{variant}: the {role} oracle has no rules variants")
+            kw["rules"] = variant
         return oracle_for(role, **kw)
 
     def seed_openings(self, n: int, seed: int) -> list[str]:

@@ -1,0 +1,65 @@
+"""One shape for every stage: typed settings in, a typed result out, files in one folder.
+
+A stage module exposes three names::
+
+    class Settings(StageSettings): ...          # what the stage does (no paths: they are inputs/out)
+    class Result(StageResult): ...              # what it made: outputs, counts, usage, quality
+    def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result: ...
+
+``inputs`` is the stage's own small dataclass of the paths (and live objects) it reads; ``out`` is
+the folder it writes. ``run`` builds its result in memory and returns it: the caller (a command, the
+loop of ``sage-dialog run``, the demo) prints it, writes the manifest from it and gates on it. Stages
+do not print. The loop's config section of a stage *is* its ``Settings`` (see
+``pipeline/sage_loop.py``), so a setting means the same thing on the command line, in a run config
+and in Python.
+
+:data:`STAGE_MODULES` lists the stages that have this shape; ``tests/test_stage_shape.py`` checks that
+each one does. Adding a stage is: its module (or package), its settings section in the loop config,
+and one line here (see ``docs/design/adding-a-stage.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# name -> module of every stage with the one shape (the registration line of a new stage goes here)
+STAGE_MODULES: dict[str, str] = {
+    "rl": "sage_dialog.stages.rl",
+}
+
+
+class StageSettings(BaseModel):
+    """Base of every stage's settings: unknown keys are errors, no paths (those are ``inputs``/``out``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageResult(BaseModel):
+    """What a stage made. ``counts`` and ``quality`` are flat numbers (the manifest summary and the
+    gates read them); ``usage`` is token and call usage by role; ``outputs`` names the files written."""
+
+    model_config = ConfigDict(extra="forbid")
+    outputs: dict[str, Path] = Field(default_factory=dict, description="name -> file or folder written")
+    counts: dict[str, int | float] = Field(default_factory=dict, description="how much was done")
+    quality: dict[str, int | float | None] = Field(default_factory=dict, description="how good it is")
+    usage: dict[str, Any] = Field(default_factory=dict, description="model calls and tokens by role")
+    seconds: float = Field(0.0, ge=0, description="wall time of the stage")
+
+    def summary(self) -> dict[str, Any]:
+        """The flat summary a manifest records and gates check (counts and quality side by side)."""
+        return {**self.counts, **{k: v for k, v in self.quality.items() if v is not None},
+                "outputs": {k: str(v) for k, v in self.outputs.items()}, "seconds": round(self.seconds, 2)}
+
+
+def stage_module(name: str) -> ModuleType:
+    """The module of stage ``name`` (imported on first use: stages pull in torch and friends)."""
+    if name not in STAGE_MODULES:
+        from sage_dialog.core.errors import UserError
+
+        raise UserError(f"no stage {name!r}; stages with settings: {', '.join(sorted(STAGE_MODULES))}")
+    return importlib.import_module(STAGE_MODULES[name])
