@@ -38,7 +38,7 @@ def main() -> None:
     from sage_dialog.backends.base import BackendConfig, load_backend
     from sage_dialog.core.io import read_jsonl
     from sage_dialog.core.schema import Dialog
-    from sage_dialog.stages.annotate import LabelSets, ScoreAnnotator, import_corpus
+    from sage_dialog.stages.annotate import LabelSets, ScoringAnnotator, import_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-annotate-"))
     import_corpus("chitchat", None, tmp / "dialogs.jsonl", seeds_out=tmp / "seeds.txt", limit=args.dialogs,
@@ -53,7 +53,7 @@ def main() -> None:
     labels_of: dict[str, list[object]] = {}
     for _ in range(args.repeats):
         for name, be in backends.items():
-            ann = ScoreAnnotator(be, labels)
+            ann = ScoringAnnotator(be, labels)
             c0, t0 = time.process_time(), time.perf_counter()
             res = asyncio.run(ann.annotate(dialogs))
             wall[name].append(time.perf_counter() - t0)

@@ -9,7 +9,8 @@ after a big one would report the big one's peak. :class:`PeakRSS` measures one s
 * the heap is trimmed first (``gc.collect()`` and glibc's ``malloc_trim``): memory an earlier stage
   freed goes back to the system instead of counting, and staying resident, in the next stage;
 * children (training launched with ``accelerate launch``, servers): the sampler thread adds up the
-  ``VmRSS`` of every descendant process at each tick, and a child that ended during the span counts
+  proportional set size (``Pss``: a forked child's pages shared with this process count in part) of
+  every descendant process at each tick, and a child that ended during the span counts
   with its own lifetime peak (``RUSAGE_CHILDREN``, when that grew during the span).
 
 Example::
@@ -41,6 +42,17 @@ def _status_kb(pid: int | str, field: str) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """A child's proportional set size: pages it shares with this process (a fork) count in part only."""
+    try:
+        for line in (_PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return _status_kb(pid, "VmRSS")
 
 
 def _children(pid: int) -> list[int]:
@@ -117,7 +129,7 @@ class PeakRSS:
     def _sample(self) -> None:
         me = os.getpid()
         rss = _status_kb(me, "VmRSS")
-        kids = sum(_status_kb(c, "VmRSS") for c in _children(me))
+        kids = sum(_pss_kb(c) for c in _children(me))
         self.self_kb = max(self.self_kb, rss)
         self.children_kb = max(self.children_kb, kids)
         self.total_kb = max(self.total_kb, rss + kids)
