@@ -36,7 +36,7 @@ def test_a_stage_after_a_big_one_reports_its_own_peak(tmp_path: Path) -> None:
     assert "peak MB" in summary_table(out).splitlines()[0]
 
 
-def test_children_count_while_they_run_and_after_they_ended(tmp_path: Path) -> None:
+def test_children_count_while_they_run(tmp_path: Path) -> None:
     code = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'\\x01' * len(b[::4096]); import time; time.sleep(1.0)"
     with PeakRSS(interval_s=0.05) as peak:
         subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,8 +10,10 @@ after a big one would report the big one's peak. :class:`PeakRSS` measures one s
   freed goes back to the system instead of counting, and staying resident, in the next stage;
 * children (training launched with ``accelerate launch``, servers): the sampler thread adds up the
   proportional set size (``Pss``: a forked child's pages shared with this process count in part) of
-  every descendant process at each tick, and a child that ended during the span counts
-  with its own lifetime peak (``RUSAGE_CHILDREN``, when that grew during the span).
+  every descendant process at each tick (a child still running this process's command line, between
+  fork and exec, is this process's memory and is not counted). ``RUSAGE_CHILDREN`` is not used: a
+  child's ``ru_maxrss`` includes this process's memory when it was forked (a ``git`` call in the
+  middle of a stage reads as a child as big as the stage).
 
 Example::
 
@@ -53,6 +55,13 @@ def _pss_kb(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return _status_kb(pid, "VmRSS")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _children(pid: int) -> list[int]:
@@ -107,11 +116,6 @@ def trim_heap() -> None:
         pass
 
 
-def _children_maxrss_kb() -> int:
-    kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return kb // 1024 if sys.platform == "darwin" else kb  # macOS counts bytes
-
-
 class PeakRSS:
     """Context manager: the peak RSS of this process and of its children during the ``with`` block."""
 
@@ -124,12 +128,14 @@ class PeakRSS:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._hwm = False
-        self._child_max0 = 0
+        # a child with this process's command line has not exec'd yet: between subprocess's fork and
+        # exec it shares this process's memory (vfork), and counting it would count this process twice
+        self._cmdline = _cmdline(os.getpid())
 
     def _sample(self) -> None:
         me = os.getpid()
         rss = _status_kb(me, "VmRSS")
-        kids = sum(_pss_kb(c) for c in _children(me))
+        kids = sum(_pss_kb(c) for c in _children(me) if _cmdline(c) != self._cmdline)
         self.self_kb = max(self.self_kb, rss)
         self.children_kb = max(self.children_kb, kids)
         self.total_kb = max(self.total_kb, rss + kids)
@@ -142,7 +148,6 @@ class PeakRSS:
         if self.trim:
             trim_heap()
         self._hwm = _reset_hwm()
-        self._child_max0 = _children_maxrss_kb()
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="peak-rss", daemon=True)
         self._thread.start()
@@ -157,10 +162,6 @@ class PeakRSS:
             hwm = _status_kb(os.getpid(), "VmHWM")
             self.total_kb += max(0, hwm - self.self_kb)
             self.self_kb = max(self.self_kb, hwm)
-        child_max = _children_maxrss_kb()
-        if child_max > self._child_max0:  # a child that ended during the span: its own lifetime peak
-            self.children_kb = max(self.children_kb, child_max)
-            self.total_kb = max(self.total_kb, self.self_kb + child_max)
 
     def result(self) -> dict[str, Any]:
         """``peak_rss_mb`` (this process + children at the same moment, at most), and each part's peak."""
