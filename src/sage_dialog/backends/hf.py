@@ -883,7 +883,8 @@ class HFBackend(Backend):
         import torch
 
         cache, start = None, 0
-        prev_ids, prev = memo.get("ids"), memo.get("cache")
+        prev_ids: list[int] = memo.get("ids") or []
+        prev = memo.get("cache")
         if self.share_prompt and prev is not None and getattr(prev, "is_croppable", False) \
                 and not any(getattr(prev, "is_sliding", [])):
             common = 0
