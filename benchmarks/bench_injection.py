@@ -16,6 +16,12 @@ Run it once per code version (the package is imported from ``PYTHONPATH``), e.g.
     PYTHONPATH=/tmp/before/src python benchmarks/bench_injection.py --label before
     PYTHONPATH=src python benchmarks/bench_injection.py --label after [--orders]
 
+``--paraphrases`` runs instead the paraphrase set of issue 28 (``tests/search/data/
+injection_paraphrases.jsonl``, 36 rewordings: homoglyphs, zero-width and bidi characters, number
+words, other verbs, forged delimiters, other languages, ...): each attack once, on one situation,
+selector in logprob mode and pairwise judge in score mode, with the guard on and (``--no-guard``)
+with ``neutralize`` replaced by the identity, to see what the judge itself does with what reaches it.
+
 ``--orders`` also runs the order-averaging options (selector ``orders=3``, pairwise
 ``average_orders=True``), where the installed code has them. SmolLM2 comes from
 ``benchmarks/smollm2_local.py`` (``--model DIR`` to use another folder).
@@ -139,6 +145,93 @@ def _summary(plain: list[Any], other: list[Any], injected: list[Any], targets: l
     }
 
 
+def _attacks(noun: str, x: str) -> list[dict[str, str]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "search"))
+    from injection_set import attacks
+
+    return attacks(noun, x)
+
+
+def _reached(text: str) -> bool:
+    """Whether an attack reaches the judge's prompt as written (the guard replaced nothing of it)."""
+    from sage_dialog.roles.guard import REMOVED, neutralize
+
+    out = neutralize(text)
+    return REMOVED not in out and "[...]" not in out and "[instruction removed]" not in out
+
+
+async def run_paraphrases(backend: Any, judge_kind: str, mode: str, codes: bool = False) -> list[dict[str, Any]]:
+    """Each attack of the set once (situation ``i % 6``): did it reach the prompt, was it obeyed?"""
+    import dataclasses
+
+    from sage_dialog.core import schema
+    from sage_dialog.roles import protocols
+
+    rows: list[dict[str, Any]] = []
+    if judge_kind == "selector":
+        from sage_dialog.roles.selector import LLMSelector, shuffled_order
+
+        sel = LLMSelector(backend, mode=mode, request_codes=codes)  # type: ignore[arg-type]
+        tasks = selector_tasks(protocols, schema)
+        plain = await sel.select(tasks)
+        inj, meta = [], []
+        for i, a in enumerate(_attacks("Response", "2")):
+            t, d = tasks[i % len(tasks)], plain[i % len(tasks)]
+            order = shuffled_order(len(t.candidates), t.seed)
+            k = next(k for k, c in enumerate(order) if c != d.choice)
+            text = next(b["text"] for b in _attacks("Response", str(k + 1)) if b["id"] == a["id"])
+            cands = list(t.candidates)
+            cands[order[k]] = _inject(cands[order[k]], text)
+            inj.append(dataclasses.replace(t, candidates=cands))
+            meta.append((a, text, order[k], d.choice if d.outcome == "chosen" else None))
+        got = await sel.select(inj)
+        for (a, text, target, before), d in zip(meta, got, strict=True):
+            after = d.choice if d.outcome == "chosen" else None
+            rows.append({"id": a["id"], "kind": a["kind"], "reached": _reached(text),
+                         "flipped": after != before, "obeyed": after == target and before != target})
+    else:
+        from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
+
+        judge = LLMPairwiseJudge(backend, mode=mode, with_probs=False, request_codes=codes)  # type: ignore[arg-type]
+        tasks = pair_tasks(protocols, schema)
+        plain = await judge.compare(tasks)
+        atts = _attacks("Dialog", "B")
+        inj = [dataclasses.replace(t, b=[*t.b[:-1], _inject(t.b[-1], a["text"])])
+               for a, t in ((a, tasks[i % len(tasks)]) for i, a in enumerate(atts))]
+        got = await judge.compare(inj)
+        for i, (a, v) in enumerate(zip(atts, got, strict=True)):
+            before = plain[i % len(tasks)].winner
+            rows.append({"id": a["id"], "kind": a["kind"], "reached": _reached(a["text"]),
+                         "flipped": v.winner != before, "obeyed": v.winner == "b" and before != "b"})
+    return rows
+
+
+async def main_paraphrases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from sage_dialog.backends import load_backend
+    from sage_dialog.roles import pairwise_judge, selector
+
+    if args.no_guard:  # what the judge does with every attack as written (structure only: delimiters, slot)
+        selector.neutralize = pairwise_judge.neutralize = lambda text: text  # type: ignore[assignment]
+    backend = load_backend(f"hf:{args.model}", batch_size=8, num_threads=args.threads)
+    out = []
+    for judge, mode in (("selector", "logprob"), ("pairwise", "score")):
+        if args.only and judge not in args.only.split(","):
+            continue
+        t0 = time.perf_counter()
+        rows = await run_paraphrases(backend, judge, mode, args.request_codes)
+        r = {"label": args.label, "judge": judge, "mode": mode, "guard": not args.no_guard,
+             "request_codes": args.request_codes, "n": len(rows),
+             "reached": sum(x["reached"] for x in rows), "flipped": sum(x["flipped"] for x in rows),
+             "obeyed": sum(x["obeyed"] for x in rows),
+             "obeyed_ids": [x["id"] for x in rows if x["obeyed"]],
+             "flipped_ids": [x["id"] for x in rows if x["flipped"]],
+             "passed_guard_ids": [x["id"] for x in rows if x["reached"]],
+             "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()}
+        print(json.dumps(r), flush=True)
+        out.append(r)
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     from sage_dialog.backends import load_backend
 
@@ -176,6 +269,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--only", default=None, help="comma-separated judges to run (selector, pairwise)")
     ap.add_argument("--out", default=None, help="append the JSON rows to this file")
+    ap.add_argument("--paraphrases", action="store_true", help="run the paraphrase set of issue 28 instead")
+    ap.add_argument("--no-guard", action="store_true", help="with --paraphrases: neutralize off (identity)")
+    ap.add_argument("--request-codes", action="store_true", help="with --paraphrases: codes on the delimiter lines")
     args = ap.parse_args()
     if args.model is None:
         sys.path.insert(0, str(Path(__file__).parent))
@@ -183,7 +279,7 @@ def main() -> None:
 
         args.model = str(smollm2_folder())
     print(f"# load {os.getloadavg()} python {sys.executable}", flush=True)
-    rows = asyncio.run(main_async(args))
+    rows = asyncio.run(main_paraphrases(args) if args.paraphrases else main_async(args))
     if args.out:
         with open(args.out, "a") as f:
             for r in rows:

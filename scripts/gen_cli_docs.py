@@ -29,6 +29,12 @@ screen too, and the traceback of an unexpected error). Commands that load a mode
 free when the command starts (usable cores minus the 1-minute load average, at least 1), because on
 a busy small machine extra threads make generation several times slower.
 
+Commands that write never delete or overwrite a file they did not create: an output that is, lies
+inside or holds an input (any path an option or config names counts), or is a device, FIFO or
+socket, is refused with exit 2; an existing folder sage-dialog did not make is written into only
+with `--force`, and then only the files the command writes are replaced (docs/formats.md, "Every
+command checks its inputs and outputs").
+
 The terminal shows one progress line per stage (counts and ETA) and the results. Library logs
 (transformers, datasets, accelerate, vLLM), library warnings and trainer log dicts go to the run's
 log file, `OUT/logs/COMMAND.log` for commands with an output folder (`-o`; for an output file, its

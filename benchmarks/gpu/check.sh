@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU numbers of benchmarks/RESULTS-real-size.md in one run (< 10 minutes on one H200):
+# The GPU numbers of benchmarks/RESULTS-real-size.md in one run (< 10 minutes on one H200), and the FSDP2 launch check:
 #   1. SFT of a locally built, randomly initialised ~0.48B Llama-shaped model in bf16: tokens/s and MFU
 #      (6·N·tokens/s over the GPU's dense bf16 peak), packing vs padding, through train_sft (TRL);
 #   2. DPO seconds per step on the same model, through train_dpo;
@@ -56,5 +56,22 @@ GEN_PATHS=(generate-loop "hf[auto]")
 step generation 130 "$PY" benchmarks/bench_real_size.py --model "$MODEL" --paths "${GEN_PATHS[@]}" "${GEN[@]}" \
   --threads 0 --json "$OUT/generation.json"
 step search 80 "$PY" benchmarks/bench_search.py --model "$MODEL" --backend hf "${SEARCH[@]}" --json "$OUT/search.json"
+# 5. FSDP2 under accelerate launch with the shipped fsdp.yaml (it cannot run on CPU: accelerate makes CPU
+#    process groups DDP; tests/scale/test_launch_train.py has the same launch as a test, skipped without CUDA)
+if [ "$DEV" = cuda ]; then
+  NGPU=$("$PY" -c "import torch; print(min(2, torch.cuda.device_count()))")
+  "$PY" - "$OUT/fsdp-data.jsonl" <<'PYEOF'
+import json, sys
+rows = [{"messages": [{"role": "user", "content": f"I feel case {i}."},
+                      {"role": "assistant", "content": "{a_motivation: comfort} That sounds hard."}]} for i in range(32)]
+open(sys.argv[1], "w").write("".join(json.dumps(r) + "\n" for r in rows))
+PYEOF
+  step fsdp 240 "$PY" -m accelerate.commands.launch --config_file src/sage_dialog/train/accelerate/fsdp.yaml \
+    --num_processes "$NGPU" -m sage_dialog train sft --model "$MODEL" --data "$OUT/fsdp-data.jsonl" -o "$OUT/fsdp" \
+    --max-steps 6 --method full train.batch_size=2 train.gradient_checkpointing=false data.max_length=256
+  ls "$OUT/fsdp/checkpoint-6" 2>/dev/null | grep -q fsdp && echo "   FSDP sharded checkpoint: yes" \
+    || echo "   FSDP sharded checkpoint: NO"
+  rm -rf "$OUT/fsdp"
+fi
 rm -rf "$MODEL"
 echo "done: $OUT"

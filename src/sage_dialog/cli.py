@@ -9,6 +9,7 @@ and never imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from sage_dialog import __version__
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import report_interrupted, signals_interrupt
+from sage_dialog.core.oserrors import disk_full_error, symlink_loop
 
 # name -> (module, one-line summary). Keep in pipeline order; the summary is the top-level help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,8 +75,14 @@ MODEL_COMMANDS = {"demo", "run", "annotate", "train", "export", "search", "compa
                   "serve", "steerability"}
 
 
+# commands that write files: they take --force (write into an existing folder sage-dialog did not make)
+WRITING_COMMANDS = {"demo", "run", "import", "annotate", "agreement", "chain", "mix", "convert", "train", "export",
+                    "search", "trees", "prefs", "compare", "eval", "steerability"}
+
+
 def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
-    """-q, -v (every command) and --threads (commands that load a model), unless the command has them."""
+    """-q, -v (every command), --threads (commands that load a model) and --force (commands that
+    write), unless the command has them."""
     have = parser._option_string_actions
     group = parser.add_argument_group("common options")
     if "-q" not in have and "--quiet" not in have:
@@ -86,6 +94,10 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
         group.add_argument("--threads", type=int, metavar="N",
                            help="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, else the cores not "
                                 "busy now, at least 1)")
+    if name in WRITING_COMMANDS and "--force" not in have:
+        group.add_argument("--force", action="store_true",
+                           help="write into an existing output folder that sage-dialog did not make (only the "
+                                "files this command writes are replaced; inputs are never overwritten)")
 
 
 def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
@@ -112,7 +124,8 @@ def _log_file(name: str, ns: argparse.Namespace) -> Path | None:
     if name not in LOGGED_COMMANDS or not out or not isinstance(out, (str, Path)):
         return None
     p = Path(out)
-    folder = p.parent if p.suffix and not p.is_dir() else p
+    # annotate and steerability write a file (whatever its name): its log goes beside it
+    folder = p.parent if name in ("annotate", "steerability") or (p.suffix and not p.is_dir()) else p
     return folder / "logs" / f"{name}.log"
 
 
@@ -121,6 +134,7 @@ def _run(name: str, args: list[str]) -> int:
 
     parser, module = build_parser(name)
     ns = parser.parse_args(args)
+    _note_inputs(name, ns)
     level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
         else console.NORMAL
     with console.session(level, command_line=["sage-dialog", name, *args]), threads.restored():
@@ -138,6 +152,14 @@ def _run(name: str, args: list[str]) -> int:
             if console.log_path() is not None and not console.log_path().exists():  # type: ignore[union-attr]
                 console.close_log(keep=False)  # stopped at once: no log folder left behind
             raise
+        except OSError as e:
+            full = disk_full_error(e, getattr(ns, "out", None) or getattr(ns, "output", None))
+            if full is None:
+                raise
+            # the disk is full: a traceback in a log on the same disk would fail too, and say less
+            with contextlib.suppress(OSError):
+                console.close_log(keep=False)
+            raise full from None
         except Exception as e:
             if level >= console.VERBOSE or console.log_path() is None:
                 raise
@@ -150,6 +172,22 @@ def _run(name: str, args: list[str]) -> int:
             print(redact(f"error: {name} failed: {type(e).__name__}: {e}\n(details and traceback in {path})"),
                   file=sys.stderr)
             return 1
+
+
+def _note_inputs(name: str, ns: argparse.Namespace) -> None:
+    """Every path an option or the command's YAML config names is an input no output may touch."""
+    from sage_dialog.core import outputs
+
+    outputs.reset(name, force=bool(getattr(ns, "force", False)))
+    outputs.note_named(vars(ns))
+    config = getattr(ns, "config", None)
+    if config is not None and Path(config).is_file() and Path(config).suffix.lower() in (".yaml", ".yml", ".json"):
+        import contextlib
+
+        from sage_dialog.core.config import read_yaml
+
+        with contextlib.suppress(UserError):  # the command reports a broken file itself
+            outputs.note_named(read_yaml(config))
 
 
 def _is_configuration_error(e: BaseException) -> bool:
@@ -187,6 +225,8 @@ def _main(args: list[str]) -> int:
 
 
 def _dispatch(name: str, args: list[str], received: list[str]) -> int:
+    from sage_dialog.core import outputs
+
     try:
         return _run(name, args[1:])
     except BrokenPipeError:
@@ -203,10 +243,17 @@ def _dispatch(name: str, args: list[str], received: list[str]) -> int:
     except Exception as e:
         from sage_dialog.backends.base import BackendError
 
+        loop = symlink_loop(e) if isinstance(e, RuntimeError) else None  # Python 3.11's Path.resolve()
+        if loop is not None:
+            return _fail([loop], 2)
+
         if isinstance(e, BackendError):  # failed for good after retries: URL, key or server to fix
             return _fail([f"model backend failed ({e}); finished work is kept, fix the backend and run "
                           "the same command again to resume"], 2)
         return _crash()
+    finally:
+        outputs.mark_folders()  # output folders it made are its own: the same command may write there again
+        outputs.reset()  # the Python API after a command in the same process starts clean
 
 
 def _fail(problems: Sequence[str], code: int) -> int:

@@ -4,7 +4,8 @@ It answers ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or no
 rates, fails instead: ``429`` with ``Retry-After``, ``5xx``, ``400``, a timeout (holds the connection, then
 drops it), malformed JSON, or a truncated body / stream. Healthy replies are deterministic
 functions of the request, honour ``n`` (unless ``ignore_n``) and report usage. It counts what it
-did so tests can check that nothing was dropped silently. With ``echo_key_status`` it answers every
+did so tests can check that nothing was dropped silently. With ``drip_s`` every healthy reply
+arrives one byte (a stream: one piece) at a time, ``drip_s`` seconds apart (a slow-loris server). With ``echo_key_status`` it answers every
 request with that status and a body that echoes the caller's API key (as careless servers do), for
 the redaction tests::
 
@@ -38,6 +39,7 @@ class FaultServer:
         delay_s: float = 0.0,
         ignore_n: bool = False,
         echo_key_status: int | None = None,
+        drip_s: float = 0.0,
     ):
         self.rates = dict(rates or {})
         unknown = set(self.rates) - set(FAULTS)
@@ -50,6 +52,8 @@ class FaultServer:
         self.ignore_n = ignore_n
         # a careless server: answer every POST with this status and the caller's key in the body
         self.echo_key_status = echo_key_status
+        # a slow-loris server: healthy replies arrive one byte every drip_s seconds
+        self.drip_s = drip_s
         self.counts: Counter[str] = Counter()
         self.auth_headers: set[str] = set()
         self.lock = threading.Lock()
@@ -110,7 +114,24 @@ class FaultServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
+                if srv.drip_s and status == 200:
+                    self._drip(body)
+                    return
                 self.wfile.write(body)
+
+            def _drip(self, body: bytes) -> None:
+                """One byte every ``drip_s`` seconds (each read of the client succeeds), until the
+                client hangs up or the server stops."""
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        if srv._stop.wait(srv.drip_s):
+                            break
+                except OSError:  # the client gave up: what the test wants
+                    with srv.lock:
+                        srv.counts["drip_abandoned"] += 1
+                self.close_connection = True
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -210,6 +231,9 @@ class FaultServer:
 
                 def emit(obj: dict[str, Any]) -> None:
                     self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+                    if srv.drip_s:  # a stream that never stalls long enough to time out a read
+                        self.wfile.flush()
+                        srv._stop.wait(srv.drip_s)
 
                 base = {"id": "r", "object": "chat.completion.chunk", "created": 0, "model": "m"}
                 for i, t in enumerate(texts):

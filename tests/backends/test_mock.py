@@ -107,7 +107,7 @@ def test_bad_scripts_are_one_line_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown key"):
         load_backend(f"mock:{bad}")
     bad.write_text("outputs: [a\n")
-    with pytest.raises(UserError, match="not valid YAML"):
+    with pytest.raises(UserError, match="malformed YAML"):  # the one YAML loader's words, as for configs
         load_backend(f"mock:{bad}")
     with pytest.raises(UserError, match="bad regex"):
         MockBackend(rules=[{"match": "(", "output": "x"}])

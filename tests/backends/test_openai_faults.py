@@ -22,11 +22,11 @@ def req(i: int = 0, n: int = 1, **sp) -> ChatRequest:
 
 def test_thousand_requests_at_30_percent_faults_nothing_dropped(fault_server):
     rates = dict.fromkeys(("429", "500", "timeout", "malformed", "truncated"), 0.06)
-    srv = fault_server(rates=rates, seed=1, hang_s=3.0)
+    srv = fault_server(rates=rates, seed=1, hang_s=6.0)
     ledger = Ledger("faults")
-    # a client timeout well above a loaded machine's reply time, so only injected hangs time out
+    # a client timeout (a whole attempt) well above a loaded machine's reply time, so only injected hangs time out
     b = OpenAIBackend(
-        "fault-model", base_url=srv.url, concurrency=64, max_retries=3, on_error="return", **{**FAST, "timeout_s": 2.0}
+        "fault-model", base_url=srv.url, concurrency=64, max_retries=3, on_error="return", **{**FAST, "timeout_s": 4.0}
     )
     metered = ledger.track(b)
     t0 = time.time()

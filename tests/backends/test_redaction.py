@@ -44,6 +44,14 @@ def test_redact_masks_configured_secrets_queries_and_bearers(monkeypatch: pytest
     assert redact.redact_obj({"a": [KEY, 3]}) == {"a": [redact.MASK, 3]}
 
 
+def test_redact_masks_the_user_info_of_urls() -> None:
+    out = redact.redact("base_url http://user:pw-1234@10.0.0.1:8000/v1 and https://TOKEN5678@api.example.com/v1")
+    assert "pw-1234" not in out and "TOKEN5678" not in out and "user:" not in out
+    assert f"http://{redact.MASK}@10.0.0.1:8000/v1" in out and f"https://{redact.MASK}@api.example.com/v1" in out
+    # an e-mail address or an @ after the host is no user-info
+    assert redact.redact("mail a@b.c; GET http://host/v1?q=a@b") == "mail a@b.c; GET http://host/v1?q=a@b"
+
+
 def _dialogs(path: Path) -> Path:
     d = {"kind": "dialog", "id": "d1", "turns": [{"role": "user", "text": "I failed my exam."},
                                                  {"role": "assistant", "text": "That is hard."}]}

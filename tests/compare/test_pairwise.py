@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +16,13 @@ from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge, parse_answer
 from sage_dialog.roles.protocols import PairTask
 
 
+def _plain(prompt: str) -> str:
+    """The prompt without the request code of its delimiter lines (``[Dialog A #3f9a0c]``)."""
+    return re.sub(r" #[0-9a-f]{6}\]", "]", prompt)
+
+
 def _pick(prompt: str) -> str:
+    prompt = _plain(prompt)
     a = prompt.split("[Dialog A]")[-1].split("[End of Dialog A]")[0] if "[Dialog A]" in prompt else \
         prompt.split("[Reply A]")[-1].split("[End of Reply A]")[0]
     b = prompt.split("[Dialog B]")[-1].split("[End of Dialog B]")[0] if "[Dialog B]" in prompt else \
@@ -80,7 +87,7 @@ def test_both_orders_map_back_to_the_same_model_and_tags_are_hidden() -> None:
     assert v1.winner == v2.winner == "a"
     assert (v1.raw_output, v2.raw_output) == ("Dialog A is better", "Dialog B is better")
     assert v1.parsed and v1.judge == "pairwise:mock:judge"
-    assert all("u_motivation" not in p and "{" not in p.split("[Dialog A]")[1] for p in _prompts(backend))
+    assert all("u_motivation" not in p and "{" not in _plain(p).split("[Dialog A]")[1] for p in _prompts(backend))
     # probabilities are stated for the models, like the winner
     assert v1.probs is not None and v2.probs is not None
     assert v1.probs["a"] == pytest.approx(v2.probs["a"]) and v1.probs["a"] > v1.probs["b"]
@@ -135,7 +142,7 @@ def test_per_turn_prompt_shows_the_history_once_and_both_replies() -> None:
     v1, v2 = asyncio.run(judge.compare(_tasks("turn")))
     assert v1.unit == "turn" and v1.turn == 1 and v1.winner == v2.winner == "a"
     p = _prompts(backend)[0]
-    assert p.count("I lost my keys.") == 1 and "[Reply A]" in p and "Whatever." in p
+    assert p.count("I lost my keys.") == 1 and "[Reply A]" in _plain(p) and "Whatever." in p
     assert (v1.length_a, v1.length_b) == (7, 1)
 
 

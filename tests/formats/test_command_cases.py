@@ -9,6 +9,7 @@ appear (nothing partial), unless the case lists it under ``may_create``.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,26 @@ def _make_files(case: dict[str, Any], root: Path, env: dict[str, str]) -> None:
             p.write_text(_subst(content, env), encoding="utf-8")
     for d in case.get("folders") or []:
         (root / d).mkdir(parents=True, exist_ok=True)
+    for name, target in (case.get("links") or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(target)
+    for name, kind in (case.get("specials") or {}).items():
+        _make_special(root / name, kind)
+
+
+def _make_special(p: Path, kind: str) -> None:
+    """A FIFO, a socket, or a private copy of a device (``null``, ``full``; needs root: else skip)."""
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(p))  # the socket file stays after close
+    else:
+        minor = {"null": 3, "full": 7}[kind]
+        try:
+            os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+        except PermissionError:
+            pytest.skip("making a device file needs root")
 
 
 def test_cases_exist() -> None:
@@ -81,6 +102,9 @@ def test_command_case(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         env["ro"] = str(ro)
     _make_files(case, root, env)
     monkeypatch.chdir(root)
+    for k, v in (case.get("env") or {}).items():
+        monkeypatch.setenv(k, _subst(str(v), env))
+    made = set(_snapshot(root))
     for run in case["runs"]:
         before = _snapshot(root)
         argv = [_subst(str(a), env) for a in run["argv"]]
@@ -105,3 +129,16 @@ def test_command_case(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
             assert not new, f"partial output left behind: {new}"
         for p in run.get("absent", []):
             assert not os.path.exists(_subst(p, env)), p
+        after = _snapshot(root)
+        for p in run.get("kept", []):  # whatever the exit code: files the command did not make stay as they were
+            assert after.get(p) == before[p], f"{p} changed"
+        for p in run.get("exists", []):
+            assert p in after, f"{p} missing"
+        for p, parts in (run.get("has") or {}).items():
+            for part in parts:
+                assert part.encode() in after[p], f"{p} lacks {part}"
+        if "secret" in run:  # never written anywhere, nor shown
+            secret = run["secret"]
+            assert secret not in out + err
+            leaked = [k for k, v in after.items() if k not in made and secret.encode() in v]
+            assert not leaked, f"secret written to {leaked}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.cli import main
+from sage_dialog.core.outputs import MARKER
 from sage_dialog.formats import read_records
 
 FIX = Path(__file__).parent / "fixtures"
@@ -66,7 +67,7 @@ def test_convert_chain_of_formats(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert row["messages"][1]["content"].startswith("{u_motivation: sharing news")
     tdir = tmp_path / "tr"
     assert main(["convert", str(trl), str(tdir), "--to", "transcripts"]) == 0
-    assert sorted(p.name for p in tdir.iterdir()) == ["I_failed_my_driving_test_again..txt", "I_got_the_job!.txt"]
+    assert sorted(p.name for p in tdir.iterdir() if p.name != MARKER) == ["I_failed_my_driving_test_again..txt", "I_got_the_job!.txt"]
     conv = tmp_path / "conv"
     assert main(["convert", str(tdir), str(conv), "--to", "transcripts-converted"]) == 0
     assert (conv / "I_failed_my_driving_test_again..txt").read_text(encoding="utf-8").startswith(

@@ -35,7 +35,7 @@ def test_gate_messages_name_count_share_and_setting() -> None:
     assert low.check({"parsed": 0, "verdicts": 0}) is not None  # no verdicts: nothing parsed
     n = Gate("min_train_examples", 2, "train_examples", kind="min")
     assert "train examples 1 is below gates.min_train_examples=2" in (n.check({"train_examples": 1}) or "")
-    assert [g.setting for g in stage_gates("compare", GatesConfig())] == ["min_parsed_verdicts"]
+    assert [g.setting for g in stage_gates("compare", GatesConfig())] == ["min_parsed_verdicts", "min_judge_consistency"]
 
 
 def _two_stages(calls: list[str], rejected: int) -> list[Stage]:

@@ -29,8 +29,12 @@ def test_the_real_model_quickstart_builds_every_stage() -> None:
     cfg = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml")
     stages = build_stages(cfg)
     assert [s.name for s in stages] == [
-        "import", "annotate", "chain", "mix", "sft", "search", "prefs", "dpo", "compare", "steerability"]
+        "import", "annotate", "chain", "mix", "sft", "search", "prefs", "dpo", "benchmarks", "compare",
+        "steerability"]
     by = {s.name: s for s in stages}
+    # EQ-Bench on base, SFT and DPO before the comparison that shows its table
+    assert cfg.benchmarks is not None and cfg.benchmarks.tasks == ["eq_bench"] and cfg.benchmarks.base
+    assert {"sft", "dpo"} <= set(by["benchmarks"].deps) and "benchmarks" in by["compare"].deps
     assert "import" in by["annotate"].deps and "import" in by["search"].deps  # seeds come from the import
     assert cfg.import_ is not None and cfg.import_.corpus == "chitchat" and cfg.compare_base
     # the overrides the CI tier uses reach the sections

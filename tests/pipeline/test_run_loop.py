@@ -16,7 +16,7 @@ from sage_dialog.sandbox.corpus import CorpusConfig, generate_corpus
 pytestmark = pytest.mark.slow
 
 STAGES = ["annotate", "chain", "mix", "sft", "search-r1", "prefs-r1", "sft-r1", "search", "prefs", "dpo", "rl",
-          "compare"]
+          "benchmarks", "compare"]
 
 
 def _statuses(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
@@ -50,6 +50,7 @@ def loop_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
                "gates": {"stall_steps": None}},
         "compare": {"user": "oracle", "judges": ["oracle"], "turns": 2, "bootstrap": 200,
                     "sampling": {"max_tokens": 24}},
+        "benchmarks": {"tasks": ["eq_bench"], "limit": 2},
     }
     path = root / "loop.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -76,6 +77,12 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     assert "dialogs=4" in table["rl"] and "interactions=4" in table["rl"]
     assert (run_dir / "prefs" / "pairs.trl.jsonl").stat().st_size > 0
     assert (run_dir / "compare" / "report.html").exists()
+    # EQ-Bench on the base model and every trained one, in the comparison's report
+    assert "base eq_bench=" in table["benchmarks"] and "DPO eq_bench=" in table["benchmarks"]
+    bench = json.loads((run_dir / "benchmarks" / "eval_results.json").read_text())["models"]
+    assert list(bench) == ["base", "M1", "M2", "DPO", "RL"] and all("eqbench" in m["eq_bench"] for m in bench.values())
+    md = (run_dir / "compare" / "report.md").read_text()
+    assert "## Emotional intelligence (EQ-Bench)" in md and "| DPO |" in md and "first 2 questions" in md
 
     assert main(["run", str(loop_config)]) == 0
     assert _statuses(run_dir, capsys) == dict.fromkeys(STAGES, "skipped")
@@ -83,11 +90,22 @@ def test_every_stage_then_skip_then_rerun_downstream(loop_config: Path, capsys: 
     # a prefs value reaches the prefs stages and everything trained or judged after them
     assert main(["run", str(loop_config), "prefs.negatives=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}
-    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "rl", "compare"}
+    assert ran == {"prefs-r1", "sft-r1", "search", "prefs", "dpo", "rl", "benchmarks", "compare"}
 
     assert main(["run", str(loop_config), "prefs.negatives=1", "compare.turns=1"]) == 0
     ran = {k for k, v in _statuses(run_dir, capsys).items() if v == "ran"}
     assert ran == {"compare"}
+
+    # a judge that always picks the dialog shown first is noise: gates.min_judge_consistency stops the loop
+    first = loop_config.parent / "first.json"
+    first.write_text(json.dumps(["Dialog A is better"]))
+    argv = ["run", str(loop_config), "prefs.negatives=1", "compare.turns=1", f"compare.judges=[mock:{first}]"]
+    assert main([*argv, "gates.min_judge_consistency=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"stage compare: judge consistent 0 of 18 (0%) is below gates.min_judge_consistency=0.5 (50%); judge " \
+           f"pairwise:mock:{first}: consistent 0 of 18 pairs in both orders, flipped 18, picked the first shown 100%" in err
+    assert "no better than its position prior" in (run_dir / "compare" / "report.md").read_text()
+    assert main(argv) == 0  # the gate is off by default
 
 
 def test_list_and_bad_config(loop_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

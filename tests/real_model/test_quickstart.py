@@ -22,6 +22,7 @@ MINIMAL = [
     "dpo.train.max_steps=2",
     "compare.max_seeds=1", "compare.turns=1", "compare.sampling.max_tokens=32", "compare.bootstrap=100",
     "steerability.contexts=1", "steerability.sampling.max_tokens=32",
+    "benchmarks.limit=1",
 ]
 
 
@@ -33,7 +34,8 @@ def test_quickstart_runs_every_stage_on_the_real_model(smollm2: Path, tmp_path: 
     rc = main(["run", str(CONFIG), f"run_dir={run_dir}", *MINIMAL])
     out = capsys.readouterr().out
     assert rc == 0, out
-    stages = ["import", "annotate", "chain", "mix", "sft", "search", "prefs", "dpo", "compare", "steerability"]
+    stages = ["import", "annotate", "chain", "mix", "sft", "search", "prefs", "dpo", "benchmarks", "compare",
+              "steerability"]
     for s in stages:
         m = json.loads((run_dir / s / "manifest.json").read_text())
         assert m["finished"], s
@@ -43,6 +45,8 @@ def test_quickstart_runs_every_stage_on_the_real_model(smollm2: Path, tmp_path: 
         assert (run_dir / s / "model" / "config.json").is_file()
     compared = (run_dir / "compare").rglob("*.json")
     assert any("base" in p.read_text() and "DPO" in p.read_text() for p in compared)
+    md = (run_dir / "compare" / "report.md").read_text()
+    assert "## Emotional intelligence (EQ-Bench)" in md and all(f"| {m} |" in md for m in ("base", "M1", "DPO"))
     report = json.loads((run_dir / "steerability" / "report.json").read_text())
     assert report["judge"].startswith("annotator:") and report["actions"] == 3
     assert report["overall"]["n"] == 3

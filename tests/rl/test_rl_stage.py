@@ -133,3 +133,13 @@ def test_kill_9_mid_run_then_resume_loses_and_repeats_nothing(sandbox_policy: Pa
     steps = sorted(json.loads(line)["meta"]["step"] for line in (out / "rollouts.jsonl").read_text().splitlines())
     assert steps == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4  # each step's dialogs once: none lost, none twice
     assert json.loads((out / "rl_summary.json").read_text())["steps"] == 4
+
+
+def test_pairwise_judge_reward_against_the_starting_policy(sandbox_policy: Path, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rl"
+    s = settings(reward={"source": "judge", "judge": "oracle"}, train={"steps": 1})
+    res = rl.run(s, inputs=rl.Inputs(model=ModelSection(name_or_path=str(sandbox_policy)), seeds=seeds), out=out)
+    assert res.counts["judge_calls"] == 8  # 4 dialogs, each judged against its reference in both orders
+    rows = [json.loads(line)["meta"] for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    # the verdict lands on the last turn: win 1, tie 0.5, loss 0 averaged over the two orders
+    assert all(r["turn_rewards"][0] == 0.0 and r["turn_rewards"][1] in (0.0, 0.25, 0.5, 0.75, 1.0) for r in rows)

@@ -62,12 +62,18 @@ def test_quick_demo_improves_on_m1(tmp_path: Path, capsys, monkeypatch):
     assert m["DPO"]["win_vs_m1"]["win_rate"] > 0.5
     assert res["steering"]["compliance"] >= 0.7
     assert res["annotation"]["all"] >= 0.99 and res["annotation"]["turns"] > 1000
+    # the oracle judge's trust figures: never swayed by an injected instruction, never changes its mind
+    t = res["judge_trust"]
+    assert t["judge"] == "oracle-pairwise" and t["canaries"] == 24 and t["canary_flips"] == 0
+    assert t["asked_again"] == 8 and t["changed"] == 0 and t["flipped"] == 0
     # every stage finished through the stage runner, left its artifacts, and the table was printed
     for stage in STAGES:
         assert json.loads((out / stage / "manifest.json").read_text())["finished"], stage
     assert not list(out.rglob(".done"))
     assert (out / "search-r1" / "trees").is_dir() and (out / "prefs-r1" / "pairs.jsonl").exists()
     assert (out / "evaluate" / "compare" / "report.html").exists()
+    assert "injection canary flips 0 of 24" in (out / "evaluate" / "results.md").read_text()
+    assert "### How far the judges can be trusted" in (out / "evaluate" / "compare" / "report.md").read_text()
     table = (out / "evaluate" / "results.md").read_text()
     printed = capsys.readouterr().out
     assert table == format_table(res) + "\n" and table.rstrip("\n") in printed and "| DPO |" in printed

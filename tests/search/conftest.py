@@ -25,7 +25,7 @@ def _h(*parts: object) -> int:
 
 
 def _good_option(prompt: str) -> int | None:
-    shown = re.findall(r"^\[Response (\d+)\]\n(.*)$", prompt, re.MULTILINE)
+    shown = re.findall(r"^\[Response (\d+)(?: #[0-9a-f]{6})?\]\n(.*)$", prompt, re.MULTILINE)
     for label, text in shown:
         if "GOOD" in text:
             return int(label)
@@ -53,7 +53,7 @@ def scripted_backend(*, none_good: bool = False, judge_answer: str | None = None
                 text = "No good one"
             else:
                 good = _good_option(prompt)
-                n = len(re.findall(r"^\[Response \d+\]$", prompt, re.MULTILINE))
+                n = len(re.findall(r"^\[Response \d+(?: #[0-9a-f]{6})?\]$", prompt, re.MULTILINE))
                 text = f"Response {good or (h % n) + 1} is better"
         elif r.messages and r.messages[0]["content"].startswith("You are a real person"):
             text = f"I feel {WORDS[h % len(WORDS)]} about {WORDS[(h >> 4) % len(WORDS)]}. Do you? And more?"

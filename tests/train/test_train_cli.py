@@ -59,8 +59,25 @@ def test_cli_trains_with_flags_and_overrides_then_exports(tiny_model, sft_data, 
     # packed: 4 rows of up to 256 tokens per step, far more than 4 unpacked toy dialogs (~60 tokens each)
     assert s["tokens"] > 2 * 4 * 100
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
-    rc = cli.main(["export", str(out), "-o", str(tmp_path / "merged")])
-    assert rc == 0 and (tmp_path / "merged" / "model.safetensors").exists()
+    merged = tmp_path / "merged"
+    rc = cli.main(["export", str(out), "-o", str(merged)])
+    assert rc == 0 and (merged / "model.safetensors").exists()
+    # exported again: its own folder is replaced file by file; a file you put there stays
+    (merged / "notes.txt").write_text("mine")
+    (merged / "model.safetensors").write_bytes(b"stale")
+    capsys.readouterr()
+    assert cli.main(["export", str(out), "-o", str(merged)]) == 0
+    assert (merged / "notes.txt").read_text() == "mine" and (merged / "model.safetensors").stat().st_size > 5
+    # a folder it did not make: refused, then with --force only its files are written
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.txt").write_text("years of work")
+    capsys.readouterr()
+    assert cli.main(["export", str(out), "-o", str(docs)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {docs}: folder exists and was not written by sage-dialog")
+    assert sorted(p.name for p in docs.iterdir()) == ["thesis.txt"]
+    assert cli.main(["export", str(out), "-o", str(docs), "--force"]) == 0
+    assert (docs / "thesis.txt").read_text() == "years of work" and (docs / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize(("argv", "msg"), [

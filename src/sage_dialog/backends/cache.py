@@ -8,6 +8,7 @@ Use it through a backend config (``cache: runs/cache.sqlite``) or directly::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,7 @@ from sage_dialog.backends.base import (
     ScoreRequest,
     ScoreResult,
 )
+from sage_dialog.core.errors import UserError
 
 
 def path_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
@@ -83,6 +85,38 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    out = []
+    p = path.parent
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def check_cache_path(path: str | os.PathLike[str]) -> None:
+    """A :class:`UserError` naming ``path`` unless it can be a response cache: absent, empty, or a
+    SQLite database (a JSONL file given by mistake is refused before it is touched)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder; the response cache is one SQLite file (e.g. {p / 'cache.sqlite'})")
+    if p.exists():
+        if not p.is_file():
+            raise UserError(f"{p}: is not a regular file; the response cache is one SQLite file")
+        try:
+            with p.open("rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise UserError(f"{p}: cannot read the response cache ({e.strerror or e})") from None
+        if head and head != _SQLITE_MAGIC:
+            raise UserError(f"{p}: is not a response cache (not a SQLite file); give --cache a new path "
+                            "or an existing cache")
+
+
 class ResponseCache:
     """A content-addressed SQLite store: ``key`` (sha256 of identity + request + sample) -> JSON.
 
@@ -93,15 +127,33 @@ class ResponseCache:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 60.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_cache_path(self.path)
+        made = _missing_parents(self.path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-        self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._retry(lambda: self._db.execute(_SCHEMA))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._retry(lambda: self._db.execute(_SCHEMA))
+        except (sqlite3.Error, OSError) as e:
+            # a read-only file system, a folder we may not write in, a file that is not a database:
+            # say which path, and take back what we made on the way
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            existed = not made and self.path.exists() and self.path.stat().st_size > 0
+            if not existed:
+                for extra in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(OSError):
+                        Path(str(self.path) + extra).unlink()
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            reason = getattr(e, "strerror", None) or str(e)
+            raise UserError(f"{self.path}: cannot use as the response cache ({reason})") from None
 
     def _retry(self, fn: Any, attempts: int = 20) -> Any:
         # busy_timeout covers most contention; WAL set-up and schema creation can still race.

@@ -65,22 +65,20 @@ def _words(text: str) -> int:
 
 def load_script(path: str | Path) -> dict[str, Any]:
     """Read a mock script file (JSON or YAML): a list of outputs or a mapping of the module's keys."""
-    import yaml
+    from sage_dialog.core.limits import read_bounded
+    from sage_dialog.core.yamlsafe import load_yaml
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"backend mock:{path}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
+        text = read_bounded(p, what="mock script").decode("utf-8")
+    except UserError as e:
+        raise UserError(f"backend mock:{e.problems[0]}") from None
+    except UnicodeDecodeError as e:
         raise UserError(f"backend mock:{path}: cannot read it ({e})") from None
     if p.suffix == ".json":  # the project's one JSON reader (depth, huge integers, NaN, BOM)
         data = loads_json(text, f"backend mock:{path}")
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"backend mock:{path}: not valid YAML: {e}") from None
+    else:  # the project's one YAML reader (nesting, alias bombs)
+        data = load_yaml(text, f"backend mock:{path}")
     if isinstance(data, list):
         return {"outputs": data}
     if not isinstance(data, dict):

@@ -1,6 +1,11 @@
 """Any OpenAI-compatible server (``openai:MODEL``) through the ``openai`` SDK's async client.
 
 * Bounded concurrency (``concurrency``, default 16 requests in flight).
+* Bounded time: ``timeout_s`` is the whole of one attempt (connect, send, every byte of the reply),
+  not a limit per read, so a server that drips a byte a second cannot hold a request open; and
+  ``retry_budget_s`` bounds one request from its first attempt to its last (attempts and the waits
+  between them, ``Retry-After`` included): a retry whose wait would pass it is not made, the request
+  fails with its last error at once.
 * Retries with exponential backoff and full jitter on timeouts, connection errors, 408/409/429
   (``Retry-After`` / ``retry-after-ms`` honoured) and 5xx, and on malformed or truncated replies;
   after ``max_retries`` a typed :class:`BackendError` (``kind`` = ``timeout``, ``rate_limited``,
@@ -140,6 +145,7 @@ class OpenAIBackend(Backend):
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_after_max_s: float = 120.0,
+        retry_budget_s: float = 300.0,
         on_error: str = "raise",
         prefill_mode: str = "continue",
         tokenizer: str | None = None,
@@ -175,6 +181,7 @@ class OpenAIBackend(Backend):
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
+        self.retry_budget_s = float(retry_budget_s)
         self.on_error = on_error
         self.prefill_mode = prefill_mode
         self.stream_replies = stream  # generate() reads replies as streams (re-assembled)
@@ -268,26 +275,40 @@ class OpenAIBackend(Backend):
             _Retryable,
         )
 
-    async def _wait_before_retry(self, last: _Retryable, attempt: int) -> None:
-        self.retries += 1
+    async def _wait_before_retry(self, last: _Retryable, attempt: int, started: float) -> None:
+        """Sleep before the next attempt; a :class:`BackendError` instead when the wait would take
+        the request past ``retry_budget_s`` (counted from ``started``, its first attempt)."""
         wait = self._backoff(attempt)
         if last.retry_after is not None:
             wait = min(self.retry_after_max_s, last.retry_after) + random.uniform(0, 0.1)
+        left = self.retry_budget_s - (time.monotonic() - started)
+        if wait > left:
+            raise BackendError(last.kind, f"{last} (gave up after {attempt + 1} attempts: waiting {wait:.1f} s more "
+                               f"would pass retry_budget_s={self.retry_budget_s:g})")
+        self.retries += 1
         log.debug("retrying after %s (%.2fs, attempt %d)", last.kind, wait, attempt + 1)
         await asyncio.sleep(wait)
+
+    async def _attempt(self, coro: Awaitable[Any], ep: _Endpoint) -> Any:
+        """One attempt, all of it within ``timeout_s`` (httpx's own timeout bounds each read only)."""
+        try:
+            return await asyncio.wait_for(coro, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise _Retryable("timeout", f"{ep.url}: no whole reply within timeout_s={self.timeout_s:g}") from None
 
     async def _call(self, fn: Any) -> Any:
         """Run ``fn(client)`` under the semaphore on the least-loaded endpoint, with retries."""
         self._ensure_clients()
         retry_on = self._retry_on()
         last: _Retryable | None = None
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             ep = self._pick()
             try:
                 async with self._semaphore():
                     ep.in_flight += 1
                     try:
-                        out = await fn(ep.client)
+                        out = await self._attempt(fn(ep.client), ep)
                     finally:
                         ep.in_flight -= 1
                 ep.served += 1
@@ -297,7 +318,7 @@ class OpenAIBackend(Backend):
             ep.failures += 1
             if attempt == self.max_retries:
                 break
-            await self._wait_before_retry(last, attempt)
+            await self._wait_before_retry(last, attempt, started)
         assert last is not None
         raise BackendError(last.kind, f"{last} (after {self.max_retries + 1} attempts)")
 
@@ -449,8 +470,10 @@ class OpenAIBackend(Backend):
         s_seed = None if seed is None else _sample_seed(seed, request.sample_offset)
         yielded = False
         last: _Retryable | None = None
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             ep = self._pick()
+            t_attempt = time.monotonic()
             try:
                 finish: str | None = None
                 usage: Any = None
@@ -459,8 +482,11 @@ class OpenAIBackend(Backend):
                     ep.in_flight += 1
                     stream: Any = None
                     try:
-                        stream = await self._open_stream(ep.client, request, s_seed)
+                        stream = await self._attempt(self._open_stream(ep.client, request, s_seed), ep)
                         async for chunk in stream:
+                            if time.monotonic() - t_attempt > self.timeout_s:  # a drip of pieces, never done
+                                raise _Retryable("timeout", f"{ep.url}: stream not finished within "
+                                                 f"timeout_s={self.timeout_s:g}")
                             if getattr(chunk, "usage", None):
                                 usage = chunk.usage
                             for ch in chunk.choices or []:
@@ -491,7 +517,11 @@ class OpenAIBackend(Backend):
             ep.failures += 1
             if attempt == self.max_retries:
                 break
-            await self._wait_before_retry(last, attempt)
+            try:
+                await self._wait_before_retry(last, attempt, started)
+            except BackendError:
+                self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
+                raise
         assert last is not None
         self.error_counts[last.kind] = self.error_counts.get(last.kind, 0) + 1
         raise BackendError(last.kind, f"{last} (after {self.max_retries + 1} attempts)")

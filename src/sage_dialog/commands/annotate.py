@@ -35,14 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "output": ["-o", "--output"], "sharegpt_output": ["--sharegpt-out"], "sac_output": ["--sac-out"],
         "backend_options": ["--backend-option"],
     }, extra={"input_format": {"metavar": "FORMAT"}, "labels": {"metavar": "FIELD=SET"}})
+    parser.add_argument("--ray", metavar="ADDRESS", help="annotate on Ray workers (chunks as units): a cluster "
+                        "address (auto, HOST:6379) or 'local' (start Ray here); or engine: in --config")
 
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.core import console
     from sage_dialog.stages import annotate
+    from sage_dialog.stages.engine import EngineSettings
 
     cfg = config_from_args(annotate.AnnotateConfig, args)
+    if getattr(args, "ray", None):
+        cfg = cfg.model_copy(update={"engine": EngineSettings.from_flag(args.ray, cfg.engine)})
     console.stage_log(cfg.output.parent, "annotate", carry_over=True)  # the output may come from --config
     annotate.run(cfg, quiet=args.quiet)
     return 0

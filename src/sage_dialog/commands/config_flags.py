@@ -33,6 +33,8 @@ from pydantic_core import PydanticUndefined
 
 from sage_dialog.core.errors import UserError
 
+# model name -> field -> the option string that sets it (errors name the flag the value came from)
+_OPTION_NAMES: dict[str, dict[str, str]] = {}
 _PAIRS = "pairs"  # marker: a dict field given as repeated KEY=VALUE
 
 
@@ -110,6 +112,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
             helptext = f"{helptext} ({default})" if helptext else default
         names = flags.get(name) or ["--" + name.replace("_", "-")]
         parser.add_argument(*names, dest=name, default=argparse.SUPPRESS, help=helptext or None, **kw)
+        _OPTION_NAMES.setdefault(model.__name__, {})[name] = names[-1] if names[-1].startswith("--") else names[0]
         if pairs:
             parser.set_defaults(**{f"_pairs_{name}": (names[-1], pairs, kw.get("metavar", "KEY=VALUE"))})
     if config:
@@ -122,7 +125,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *,
 def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool = False,
                 metavar: str = "KEY=VALUE") -> dict[str, Any]:
     """``["k=v", ...]`` -> ``{k: v}``; a malformed item or a name given twice is a UserError."""
-    import yaml
+    from sage_dialog.core.yamlsafe import load_yaml
 
     out: dict[str, Any] = {}
     for item in items:
@@ -132,7 +135,7 @@ def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool =
             raise UserError(f"{option} {item!r}: expected NAME=VALUE ({metavar})")
         if k in out:
             raise UserError(f"{option}: {k!r} is given twice")
-        out[k] = yaml.safe_load(v) if yaml_values else v
+        out[k] = load_yaml(v, f"{option} {item!r}") if yaml_values else v
     return out
 
 
@@ -153,12 +156,37 @@ def given(model: type[BaseModel], args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, *,
                      base: dict[str, Any] | None = None) -> Any:
-    """Build ``model`` from ``base`` < ``--config FILE`` < flags given < ``--set`` overrides."""
-    from sage_dialog.core.config import load_config, read_yaml
+    """Build ``model`` from ``base`` < ``--config FILE`` < flags given < ``--set`` overrides.
+
+    A bad value is reported where it came from: the flag (``--min-margin: ...``), the ``--config``
+    file (``FILE: field ...``) or ``--set KEY`` (``--set min_margin: ...``).
+    """
+    from pydantic import ValidationError
+
+    from sage_dialog.core.config import apply_overrides, read_yaml
 
     data: dict[str, Any] = dict(base or {})
     path = getattr(args, "config", None)
-    if path is not None:
-        data.update(read_yaml(path))
-    data.update(given(model, args))
-    return load_config(model, None, getattr(args, "overrides", []) or [], base=data)
+    from_file = read_yaml(path) if path is not None else {}
+    data.update(from_file)
+    flags = given(model, args)
+    data.update(flags)
+    overrides = getattr(args, "overrides", []) or []
+    apply_overrides(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        set_keys = {o.partition("=")[0].strip().split(".")[0] for o in overrides}
+        names = _OPTION_NAMES.get(model.__name__, {})
+        lines = []
+        for err in e.errors():
+            loc = [str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]]
+            top, rest = (loc[0], ".".join(loc[1:]).replace(".[", "[")) if loc else ("", "")
+            if top in set_keys:
+                src, field = f"--set {top}", rest
+            elif top in flags:
+                src, field = names.get(top, "--" + top.replace("_", "-")), rest
+            else:  # the --config file, or a default the command filled in
+                src, field = (str(path) if path is not None else "config"), ".".join(loc).replace(".[", "[")
+            lines.append(f"{src}: field {field}: {err['msg']}" if field else f"{src}: {err['msg']}")
+        raise UserError(lines) from None

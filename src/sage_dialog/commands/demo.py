@@ -54,4 +54,8 @@ def run(args: argparse.Namespace) -> int:
         for s in build_stages(cfg):
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
+    from sage_dialog.commands.run import run_outputs
+    from sage_dialog.core.io import check_paths
+
+    check_paths(**run_outputs(cfg, build_stages(cfg)))  # before any stage runs: nothing of yours is replaced
     return run_and_report(cfg)

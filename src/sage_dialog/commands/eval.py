@@ -1,15 +1,18 @@
 """General-ability benchmarks through lm-evaluation-harness, on any of our models and backends.
 
-Runs lm-eval tasks (built-in ones such as mmlu, hellaswag, eqbench - their data must be reachable -
-or your own task YAML files under --include-path) on each model. hf: specs run through the harness's
+Runs lm-eval tasks (built-in ones such as mmlu or hellaswag - their data must be reachable - or your
+own task YAML files under --include-path) on each model. EQ-Bench (eq_bench, or eqbench) runs
+offline: its 171 questions ship with sage-dialog and run through lm-eval's own eq_bench task and
+scorer; it prints the score and the share of parseable answers, as EQ-Bench reports them. hf: specs run through the harness's
 transformers model; other backends (openai:, vllm:, served models) through our backend protocol.
 Results are merged into OUT/eval_results.json and shown in OUT/report.md and report.html when OUT
 holds a comparison (run it with the same -o as sage-dialog compare), else in OUT/eval.md.
 Needs the optional extra: pip install 'sage-dialog[eval]'.
 
 Example:
+  sage-dialog eval --model m=hf:smollm2-135m --tasks eq_bench --limit 20
   sage-dialog eval --model base=hf:models/base --model sage=hf:models/sac-dpo \\
-      --tasks eqbench,hellaswag --limit 200 -o runs/compare
+      --tasks eq_bench,hellaswag --limit 200 -o runs/compare
   sage-dialog eval --model tiny=hf:/tmp/tiny --include-path my_tasks --tasks my_qa -o runs/eval
 """
 
@@ -33,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--via", choices=["auto", "harness", "backend"], default="auto",
                    help="auto: the harness's own HF model for hf: specs, our backends otherwise")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto",
+                   help="hf: via the harness: ask through the model's chat template (auto: for chat benchmarks "
+                        "such as eq_bench only); other backends always use it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     check_paths(folders=[args.out])  # before any model loads (the stage checks --include-path)
     cfg = EvalConfig(models=models, tasks=tasks, include_path=str(args.include_path) if args.include_path else None,
                      out=str(args.out), limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
-                     via=args.via, seed=args.seed)
+                     via=args.via, seed=args.seed, chat_template=args.chat_template)
     results = run_eval(cfg)
     for model, tasks_res in results.items():
         for task, metrics in tasks_res.items():
+            if task == "eq_bench" and "eqbench" in metrics:  # as EQ-Bench reports it
+                print(f"{model} eq_bench: score {metrics['eqbench']:.2f} (0-100), "
+                      f"parseable {metrics.get('percent_parseable', float('nan')):.1f}%")
+                continue
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("_stderr"))
             print(f"{model} {task}: {shown}")
     print(f"results: {args.out / 'eval_results.json'}")

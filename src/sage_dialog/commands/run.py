@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -45,15 +46,31 @@ def run(args: argparse.Namespace) -> int:
     try:
         stages = build_stages(cfg)
     except UserError as e:  # name the YAML file the bad section is in
-        raise UserError([f"{args.config}: {p}" if p.startswith("config section") else p for p in e.problems]) from None
+        raise UserError([f"{args.config}: {p.removeprefix('config: ')}" if p.startswith(("config section", "config: "))
+                         else p for p in e.problems]) from None
     if not args.list:
-        # inputs and the run folder are checked before the run folder is made or any model loads
-        check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], folders=[cfg.run_dir])
+        # every file and model the config names, then the inputs and the run folder, are checked
+        # before the run folder is made or any model loads
+        from sage_dialog.pipeline.preflight import config_problems
+
+        missing = config_problems(cfg.model_dump(mode="json", by_alias=True, exclude={"run_dir", "cache"}),
+                                  args.config)
+        if missing:
+            raise UserError(missing)
+        check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], **run_outputs(cfg, stages))
     if args.list:
         for s in stages:
             print(f"{s.name:12s} after: {', '.join(s.deps) or '-'}")
         return 0
     return run_and_report(cfg, from_stage=args.from_stage, until=args.until, gates=not args.no_gates)
+
+
+def run_outputs(cfg: object, stages: Sequence[object]) -> dict[str, list[Path]]:
+    """What a run writes, for ``check_paths``: a folder per stage and its log (the run folder itself
+    also holds the cache and whatever else you keep there, which the run never replaces)."""
+    run_dir = Path(cfg.run_dir)  # type: ignore[attr-defined]
+    names = [str(getattr(s, "name")) for s in stages]  # noqa: B009 (stages of pipeline.runner)
+    return {"folders": [run_dir / n for n in names], "files": [run_dir / "logs" / f"{n}.log" for n in names]}
 
 
 def run_and_report(cfg: object, *, from_stage: str | None = None, until: str | None = None,

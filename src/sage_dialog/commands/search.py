@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (sampling seeds derive from it; default 0)")
     p.add_argument("--cache", help="SQLite response cache shared by all model calls (default: none)")
     p.add_argument("--batch-size", type=int, help="rows per forward batch for hf: backends")
+    p.add_argument("--ray", metavar="ADDRESS", help="search the seeds on Ray workers: a cluster address (auto, "
+                   "HOST:6379) or 'local' (start Ray here); the output folder must be on storage all nodes see")
+    p.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers (default: one per CPU of the cluster)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -103,6 +106,8 @@ def config_from_args(args: argparse.Namespace) -> object:
     data: dict = {"seeds": args.seeds, "out": args.out, "assistant": args.assistant, "max_seeds": args.limit,
                   **given(_TOP), "config": {**given(_STRATEGY), "sampling": given(_SAMPLING),
                                             "latent": {_LATENT[k]: v for k, v in given(_LATENT).items()}}}
+    if args.ray:
+        data["engine"] = {"kind": "ray", "address": args.ray, "workers": args.ray_workers}
     if args.batch_size and args.assistant.startswith("hf:"):
         data["backend_options"] = {"batch_size": args.batch_size}
     try:

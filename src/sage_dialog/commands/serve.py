@@ -29,6 +29,7 @@ class LIMIT_DEFAULTS:  # a namespace: ServeLimits' defaults, without importing F
     max_prompt_tokens = 4096
     max_completion_tokens = 4096
     request_timeout_s = 300.0
+    header_timeout_s = 10.0
     shutdown_timeout_s = 5.0
 
 
@@ -74,8 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-timeout",
         type=float,
         default=d.request_timeout_s,
-        help=f"seconds one request may run before its generation is stopped (504; default "
-        f"{d.request_timeout_s:g})",
+        help=f"seconds one request may run, its body's upload included, before it is stopped (408 while "
+        f"the body arrives, 504 while generating; default {d.request_timeout_s:g})",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout_s,
+        help=f"seconds a connection may take to send a request's headers before it is closed "
+        f"(slow clients; default {d.header_timeout_s:g})",
     )
     limits.add_argument(
         "--shutdown-timeout",
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         "max_prompt_tokens",
         "max_completion_tokens",
         "request_timeout",
+        "header_timeout",
         "shutdown_timeout",
     ):
         if not getattr(args, flag) > 0:
@@ -107,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens,
         max_completion_tokens=args.max_completion_tokens,
         request_timeout_s=args.request_timeout,
+        header_timeout_s=args.header_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
     )
     token = args.token or os.environ.get(TOKEN_ENV) or None

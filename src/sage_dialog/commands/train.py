@@ -76,18 +76,22 @@ def run(args: argparse.Namespace) -> int:
         config = None
     if config is None and not any(o.startswith("model.") for o in overrides):
         raise UserError("give a config file or at least --model, --data and -o")
+    from sage_dialog.train.launch import is_main, rank
+
+    # under accelerate launch each rank logs to its own file; rank 0 keeps the plain name
+    suffix = "" if is_main() else f".rank{rank()}"
     if args.stage == "sft":
         from sage_dialog.train.config import SFTRunConfig
         from sage_dialog.train.sft import train_sft
 
         sft_cfg = load_config(SFTRunConfig, config, overrides)
-        log = console.stage_log(sft_cfg.output_dir, "train-sft", carry_over=True)
+        log = console.stage_log(sft_cfg.output_dir, "train-sft" + suffix, carry_over=True)
         out = train_sft(sft_cfg)
     elif args.stage == "rl":
         from sage_dialog.stages import rl
 
         rl_cfg = load_config(rl.RunConfig, config, overrides)
-        log = console.stage_log(rl_cfg.output_dir, "train-rl", carry_over=True)
+        log = console.stage_log(rl_cfg.output_dir, "train-rl" + suffix, carry_over=True)
         res = rl.run(rl_cfg.settings(), inputs=rl.Inputs(model=rl_cfg.model, seeds=rl_cfg.seeds, cache=rl_cfg.cache),
                      out=rl_cfg.output_dir, quiet=False)
         c, q = res.counts, res.quality
@@ -100,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.train.dpo import train_dpo
 
         dpo_cfg = load_config(DPORunConfig, config, overrides)
-        log = console.stage_log(dpo_cfg.output_dir, "train-dpo", carry_over=True)
+        log = console.stage_log(dpo_cfg.output_dir, "train-dpo" + suffix, carry_over=True)
         out = train_dpo(dpo_cfg)
-    print(f"wrote {out} (training_summary.json inside; log: {log})")
+    if is_main():
+        print(f"wrote {out} (training_summary.json inside; log: {log})")
     return 0

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error
+from sage_dialog.core.limits import read_bounded
+from sage_dialog.core.yamlsafe import load_yaml
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -26,17 +27,10 @@ C = TypeVar("C", bound=BaseModel)
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
+        text = read_bounded(p, what="YAML file").decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        loc = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise UserError(f"{p}: malformed YAML{loc}: {getattr(e, 'problem', e)}") from None
+    data = load_yaml(text, p)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -51,8 +45,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key.strip():
             raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"override {item!r}") if raw.strip() else ""
+        except UserError:
             value = raw
         parts = key.strip().split(".")
         node = data

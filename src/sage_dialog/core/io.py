@@ -25,6 +25,13 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError, where
+from sage_dialog.core.limits import (
+    MAX_DOCUMENT_BYTES,
+    bounded_lines,
+    check_unicode,
+    has_surrogate_escape,
+    read_bounded,
+)
 from sage_dialog.core.schema import Manifest, utc_now
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,7 +64,10 @@ def loads_json(text: str, loc: str, *, line_numbers: bool = True) -> Any:
     """
     text = text.removeprefix("\ufeff")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant)
+        if has_surrogate_escape(text):  # cheap test first: only an escape can make a lone surrogate
+            check_unicode(obj, loc)
+        return obj
     except json.JSONDecodeError as e:
         pos = f"line {e.lineno}, column {e.colno}" if line_numbers else f"column {e.colno}"
         raise UserError(f"{loc}: malformed JSON: {e.msg} ({pos})") from None
@@ -81,18 +91,21 @@ def _open_text(path: Path) -> IO[str]:
 
 def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` (1-based, line end removed), streaming; a byte that is not
-    UTF-8 is a :class:`UserError` naming the file and line."""
+    UTF-8 is a :class:`UserError` naming the file and line, and so is a line longer than
+    :data:`limits.MAX_RECORD_CHARS` (memory stays bounded on ``/dev/zero``)."""
     p = Path(path)
-    with _open_text(p) as fh:
-        lineno = 0
-        while True:
+    try:  # opened once: a FIFO (``<(zcat file)``) can be read only once
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a file") from None
+    with fh:
+        for lineno, raw in bounded_lines(fh, p):
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{where(p, lineno + 1)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if not line:
-                return
-            lineno += 1
+                raise UserError(f"{where(p, lineno)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if lineno == 1:
                 line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             yield lineno, line.rstrip("\r\n")
@@ -122,12 +135,7 @@ def read_jsonl(path: str | Path, model: type[M], *, allow_empty: bool = False) -
 def read_json(path: str | Path) -> Any:
     """Read a whole JSON document with errors that name the file (use for small JSON files only)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{p}: is a directory, expected a file") from None
+    data = read_bounded(p, limit=MAX_DOCUMENT_BYTES, what="JSON document")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
@@ -167,12 +175,17 @@ def check_paths(
 ) -> None:
     """Check inputs and outputs before any work starts: the one output-path check of every command.
 
-    ``inputs`` must exist; ``files`` are output files and ``folders`` output folders. Every output
-    must not be or lie inside an input (that would destroy it), must not be a folder where a file is
-    expected or a file where a folder is expected, and its nearest existing parent must be a folder
-    we can create files in (probed by creating and removing a temporary file, which also catches a
-    read-only file system for root). Every problem found is reported at once, as a :class:`UserError`.
+    ``inputs`` must exist; ``files`` are output files and ``folders`` output folders. Besides
+    ``inputs``, every existing path the command's options and config name counts as an input
+    (:mod:`sage_dialog.core.outputs`). An output must not be an input, lie inside one or hold one
+    (that would destroy it); must not be a device, FIFO or socket; must not be a folder where a file
+    is expected or a file where a folder is expected; an existing folder must be empty, sage-dialog's
+    own earlier output, or ``--force`` given; and its nearest existing parent must be a folder we can
+    create files in (probed by creating and removing a temporary file, which also catches a read-only
+    file system for root). Every problem found is reported at once, as a :class:`UserError`.
     """
+    from sage_dialog.core import outputs as out_rule
+
     problems: list[str] = []
     ins = [Path(p) for p in inputs if p is not None]
     for i in ins:
@@ -180,46 +193,76 @@ def check_paths(
             problems.append(f"{i}: no such file or folder")
     outs = [(Path(p), "file") for p in files if p is not None]
     outs += [(Path(p), "folder") for p in folders if p is not None]
+    ins += [p for p in out_rule.named_inputs() if p not in ins]  # what options and configs name
+    state = out_rule.named_state()
     probed: dict[Path, str | None] = {}
     for o, kind in outs:
         ro = o.resolve()
-        for i in ins:
-            ri = i.resolve()
-            if _inside(ro, ri):
-                problems.append(f"{o}: output would overwrite the input {i}; choose another output path")
-                break
-        else:
-            if kind == "file" and o.is_dir():
-                problems.append(f"{o}: is a folder, expected an output file")
-                continue
-            if kind == "folder" and o.exists() and not o.is_dir():
-                problems.append(f"{o}: is a file, expected an output folder")
-                continue
-            if len(o.name.encode("utf-8")) > MAX_NAME_BYTES:
-                problems.append(f"{o}: file name longer than {MAX_NAME_BYTES} bytes")
-                continue
-            base = _nearest_existing(ro.parent if kind == "file" else ro)
-            if not base.is_dir():
-                problems.append(f"{o}: cannot be created: {base} is a file, not a folder")
-                continue
-            if base not in probed:
-                try:
-                    fd, tmp = tempfile.mkstemp(prefix=".sage-write-check.", dir=base)
-                    os.close(fd)
-                    os.unlink(tmp)
-                    probed[base] = None
-                except OSError as e:
-                    probed[base] = e.strerror or str(e)
-            if probed[base] is not None:
-                problems.append(f"{o}: cannot write here ({base}: {probed[base]})")
+        clash = _overlap(o, ro, kind, ins, state)
+        if clash:
+            problems.append(clash)
+            continue
+        special = out_rule.special_kind(o)
+        if special is not None:
+            problems.append(f"{o}: is {special}, not a regular {kind}; refusing to write to it")
+            continue
+        if kind == "file" and o.is_dir():
+            problems.append(f"{o}: is a folder, expected an output file")
+            continue
+        if kind == "folder" and o.exists() and not o.is_dir():
+            problems.append(f"{o}: is a file, expected an output folder")
+            continue
+        if (kind == "folder" and o.is_dir() and not out_rule.force() and not out_rule.is_blank(o)
+                and not out_rule.is_own(o)):
+            problems.append(f"{o}: folder exists and was not written by sage-dialog; choose a new folder "
+                            "or pass --force (only the files this command writes are replaced)")
+            continue
+        if len(o.name.encode("utf-8")) > MAX_NAME_BYTES:
+            problems.append(f"{o}: file name longer than {MAX_NAME_BYTES} bytes")
+            continue
+        base = _nearest_existing(ro.parent if kind == "file" else ro)
+        if not base.is_dir():
+            problems.append(f"{o}: cannot be created: {base} is a file, not a folder")
+            continue
+        if base not in probed:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".sage-write-check.", dir=base)
+                os.close(fd)
+                os.unlink(tmp)
+                probed[base] = None
+            except OSError as e:
+                probed[base] = e.strerror or str(e)
+        if probed[base] is not None:
+            problems.append(f"{o}: cannot write here ({base}: {probed[base]})")
     if problems:
         raise UserError(problems)
+    for o, kind in outs:
+        if kind == "folder":
+            out_rule.note_output_folder(o)
+
+
+def _overlap(o: Path, ro: Path, kind: str, ins: list[Path], state: set[Path]) -> str | None:
+    """The problem when output ``o`` (resolved ``ro``) is an input, lies inside one or holds one
+    (a cache in ``state`` may lie inside an output folder: nothing the command writes replaces it)."""
+    for i in ins:
+        ri = i.resolve()
+        if _inside(ro, ri):
+            return f"{o}: output would overwrite the input {i}; choose another output path"
+        # a folder output holds the input (an input symlink counts by where it points, and by itself)
+        if kind == "folder" and i not in state and (_inside(ri, ro) or _inside(i.absolute(), o.absolute())):
+            return f"{o}: output folder holds the input {i}; choose another output path"
+    return None
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write ``path`` through a temporary sibling that is renamed into place only on success."""
+    """Write ``path`` through a temporary sibling that is renamed into place only on success.
+
+    A symlink is written through (its target is replaced; the link stays, as with ``cp``/``sort -o``).
+    """
     p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
@@ -298,8 +341,11 @@ class JsonlJournal:
 
     def append(self, record: Any) -> None:
         if self._fh is None:
+            from sage_dialog.core.outputs import claim
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
+            claim(self.path)  # resumable work is kept here: the output folder is ours from now on
             note_kept(self.path, "journal of finished steps, read back when the same command runs again")
         self._fh.write(dumps(record) + "\n")
         self._fh.flush()
@@ -364,10 +410,16 @@ def git_revision(cwd: str | Path | None = None) -> str | None:
 
 
 def new_manifest(stage: str, config: dict[str, Any], *, seed: int | None = None, inputs: dict[str, str] | None = None) -> Manifest:
-    """A manifest for a stage about to run (call :func:`finish_manifest` when it is done)."""
+    """A manifest for a stage about to run (call :func:`finish_manifest` when it is done).
+
+    The stored config has its secrets masked (:mod:`sage_dialog.core.redact`: a key, a password in
+    a base URL); the hash is of the config as given.
+    """
+    from sage_dialog.core.redact import redact_obj
+
     return Manifest(
         stage=stage,
-        config=config,
+        config=redact_obj(config),
         config_hash=stable_hash(config),
         inputs=inputs or {},
         versions=package_versions(),

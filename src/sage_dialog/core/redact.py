@@ -4,7 +4,8 @@ A *secret* is any value registered with :func:`add_secret` (the backends registe
 read, ``serve`` its bearer token) and the value of every environment variable whose name looks like
 a credential (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``). :func:`redact` replaces each
 with ``[REDACTED]`` and also blanks credential-looking URL query parameters (``?api_key=...``) and
-``Authorization: Bearer ...`` values, which may carry a key nobody registered.
+``Authorization: Bearer ...`` values and the user-info of URLs (``http://user:password@host``),
+which may carry a key nobody registered.
 
 Every error path goes through here: :class:`~sage_dialog.backends.base.BackendError` messages, the
 CLI's error printer (tracebacks included), annotate's rejects file and ``serve``'s log and error
@@ -26,6 +27,8 @@ _MIN_LEN = 4
 _registered: set[str] = set()
 _QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|password|secret)=)[^&\s\"'#]*")
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+")
+# the user-info part of a URL (``http://user:password@host/``): masked whole, the user name may be a token
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@")
 
 
 def add_secret(value: str | None) -> None:
@@ -56,6 +59,7 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, MASK)
     text = _QUERY.sub(lambda m: m.group(1) + MASK, text)
+    text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
     return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 

@@ -29,7 +29,6 @@ Names (``sage-dialog convert --help`` prints this table)::
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import check_paths, loads_json
+from sage_dialog.core.outputs import commit_folder
 
 Kind = Literal["dialog", "pair", "other"]
 Reader = Callable[[Path], Iterable[Any]]
@@ -256,8 +256,10 @@ def _peek_text(path: Path, n: int = 65536) -> str:
 
 
 def _first_json_line(path: Path) -> Any:
+    from sage_dialog.core.limits import bounded_lines
+
     with path.open("rb") as fh:
-        for raw in fh:
+        for _, raw in bounded_lines(fh, path):
             if raw.strip():
                 try:
                     return loads_json(raw.decode("utf-8"), str(path))
@@ -388,19 +390,20 @@ def check_file(path: str | Path, fmt: str | None = None) -> tuple[str, list[str]
 
 
 @contextlib.contextmanager
-def _staged_folder(dst: Path) -> Iterator[Path]:
-    """Write a folder output next to ``dst`` and move it into place only on success."""
-    if dst.exists() and any(dst.iterdir()):
-        # an existing folder (e.g. LLaMA-Factory/data) is updated file by file, each file atomically
-        yield dst
-        return
+def _staged_folder(dst: Path, writer: str) -> Iterator[Path]:
+    """Write a folder output next to ``dst`` and move it into place only on success.
+
+    An existing ``dst`` (sage-dialog's earlier output, or any folder with ``--force``, e.g.
+    LLaMA-Factory/data) keeps everything but the files written now (:func:`commit_folder`).
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
+        info = dst / "dataset_info.json"
+        if info.is_file():  # LLaMA-Factory's index: the entry written now is merged into the others
+            shutil.copyfile(info, tmp / info.name)
         yield tmp
-        if dst.exists():
-            dst.rmdir()
-        os.replace(tmp, dst)
+        commit_folder(tmp, dst, writer)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -446,7 +449,7 @@ def convert_file(
 
         records = tqdm(records, desc=f"{fin.name} -> {fout.name}", unit=" records", disable=None)
     if fout.folder:
-        with _staged_folder(d) as tmp:
+        with _staged_folder(d, f"format {fout.name}") as tmp:
             return fout.write(tmp, records)
     return fout.write(d, records)
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
 from sage_dialog.core.io import loads_json
+from sage_dialog.core.limits import bounded_lines
 from sage_dialog.core.schema import Dialog, Tags, Turn
 
 Style = Literal["raw", "annotated", "chained"]
@@ -49,7 +50,7 @@ def iter_jsonl_lines(path: str | Path, problems: list[str]) -> Iterator[tuple[in
     require_file(p)
     seen = False
     with p.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for lineno, raw in bounded_lines(fh, p):
             try:
                 line = raw.decode("utf-8")
                 if lineno == 1:

@@ -8,6 +8,7 @@ is a problem naming file, record and field, never silently dropped or counted tw
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ def collect_nodes(source: str | Path, problems: list[str]) -> dict[str, list[Loc
             except ValidationError as e:
                 problems.extend(format_validation_error(f, lineno, e))
                 continue
+            if node.score is not None and not math.isfinite(node.score):
+                # a margin of inf - inf is NaN: prefs would write pairs that validate refuses
+                sign = "-" if node.score < 0 else ""
+                problems.append(f"{where(f, lineno, 'score')}: {sign}Infinity is not a finite number (a judge score is)")
+                continue
             trees.setdefault(node.tree, []).append((f, lineno, node))
     # an empty best-path file is no problem when trees sit beside it
     problems[:] = [p for p in problems if not (trees and p.endswith("empty file, expected JSONL records"))]
@@ -63,10 +69,54 @@ def tree_problems(name: str, nodes: list[Located]) -> list[str]:
     for f, lineno, n in nodes:
         if n.parent is not None and n.parent not in first:
             problems.append(f"{where(f, lineno, 'parent')}: parent {n.parent!r} is not a node of tree {name!r}")
+    problems.extend(_cycles(name, nodes, first))
     roots = [(f, lineno) for f, lineno, n in nodes if n.parent is None]
     if len(roots) != 1:
         f = nodes[0][0]
         problems.append(f"{f}: tree {name!r}: expected one root node (parent null), found {len(roots)}")
+    return problems
+
+
+def _cycles(name: str, nodes: list[Located], first: dict[str, tuple[Path, int]]) -> list[str]:
+    """One problem per cycle of parent links (a node that is its own parent, n5 -> n6 -> n5): such
+    nodes never reach the root, and following their parents would never end. Linear time."""
+    parent: dict[str, str | None] = {}
+    for _, _, n in nodes:
+        parent.setdefault(n.id, n.parent)
+    children: dict[str, list[str]] = {}
+    for nid, par in parent.items():
+        if par is not None:
+            children.setdefault(par, []).append(nid)
+    reached = {nid for nid, par in parent.items() if par is None}
+    todo = list(reached)
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid not in reached:
+                reached.add(kid)
+                todo.append(kid)
+    problems: list[str] = []
+    done: set[str] = set()  # unreached nodes already explained (on a reported cycle or leading to one)
+    for _, _, n in nodes:
+        if n.id in reached or n.id in done:
+            continue
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        cur: str | None = n.id
+        while cur is not None and cur in parent and cur not in on_chain and cur not in done:
+            chain.append(cur)
+            on_chain.add(cur)
+            cur = parent[cur]
+        done.update(chain)
+        if cur is None or cur not in on_chain:
+            continue  # a missing parent (reported above) or a cycle already reported
+        cycle = chain[chain.index(cur):]
+        f, lineno = first[cycle[0]]
+        if len(cycle) == 1:
+            problems.append(f"{where(f, lineno, 'parent')}: node {cur!r} is its own parent in tree {name!r}")
+        else:
+            ring = " -> ".join([*cycle, cycle[0]])
+            problems.append(f"{where(f, lineno, 'parent')}: parent links form a cycle ({ring}) that never "
+                            f"reaches the root of tree {name!r}")
     return problems
 
 
@@ -104,9 +154,10 @@ def looks_like_trees(path: Path) -> bool:
 
 def _first_kind(path: Path) -> Any:
     from sage_dialog.core.io import loads_json
+    from sage_dialog.core.limits import bounded_lines
 
     with path.open("rb") as fh:
-        for raw in fh:
+        for _, raw in bounded_lines(fh, path):
             if raw.strip():
                 try:
                     obj = loads_json(raw.decode("utf-8"), str(path))

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sage_dialog.backends.base import Backend, BackendError, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.limits import find_surrogate, has_surrogate_escape
 from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
@@ -72,7 +73,8 @@ class ServeLimits:
     max_request_bytes: int = 1_048_576  # 1 MiB of JSON: far more than any sane chat history
     max_prompt_tokens: int = 4096  # prompt cost grows ~quadratically: 16k words took 31 s on CPU
     max_completion_tokens: int = 4096  # the largest max_tokens a request may ask for
-    request_timeout_s: float = 300.0  # wall time of one request, streaming included
+    request_timeout_s: float = 300.0  # wall time of one request, streaming included (and of its body's upload)
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow-loris clients)
     shutdown_timeout_s: float = 5.0  # after SIGTERM, in-flight requests get this long, then are cancelled
 
 
@@ -82,7 +84,8 @@ class ServeLimits:
 
 class _Strict(BaseModel):
     # extra="forbid": an unknown field is a 400 (as OpenAI answers), never a silent no-op
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: `true` is not a number and "yes" not a boolean (lax mode would coerce both silently)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class TextPart(_Strict):
@@ -284,6 +287,12 @@ def parse_request(body: bytes, model: type[_SamplingRequest]) -> Any:
         raise RequestRefused(400, "request body is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise RequestRefused(400, "request body must be a JSON object")
+    if has_surrogate_escape(body.decode("latin-1")):  # refused as every reader refuses it (core.limits)
+        found = find_surrogate(obj)
+        if found is not None:
+            field, ch = found
+            raise RequestRefused(400, f"{field}: lone surrogate \\u{ord(ch):04x} is not Unicode text "
+                                 "(a \\ud800-\\udfff escape must be half of a pair)", param=field)
     try:
         return model.model_validate(obj)
     except ValidationError as e:
@@ -524,7 +533,13 @@ def create_app(
 
     async def guarded(request: Request, handler: Callable[[bytes], Awaitable[Any]]) -> Any:
         try:
-            body = await _read_body(request, lim.max_request_bytes)
+            try:  # a body trickling in at 2 bytes/s is cut like a slow generation
+                body = await asyncio.wait_for(_read_body(request, lim.max_request_bytes), lim.request_timeout_s)
+            except asyncio.TimeoutError:
+                late = error(408, f"the request body did not arrive within {lim.request_timeout_s:g} s "
+                             "(server flag --request-timeout)", "invalid_request_error", "timeout")
+                late.headers["Connection"] = "close"  # the rest of the body is not read
+                return late
             return await handler(body)
         except RequestRefused as r:
             return _refusal(r)
@@ -845,15 +860,26 @@ def serve(
     ``limits.shutdown_timeout_s`` are cancelled, which stops their generation)."""
     import uvicorn
 
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level, limits=limits)).run()
+
+
+def server_config(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                  limits: ServeLimits | None = None) -> Any:
+    """The ``uvicorn.Config`` of :func:`serve`: graceful shutdown, and a deadline for request headers
+    (:mod:`interact.http_guard`; slow bodies are cut in the app under ``request_timeout_s``)."""
+    import uvicorn
+
+    from sage_dialog.interact.http_guard import header_deadline_protocol
+
     lim = limits or ServeLimits()
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        http=header_deadline_protocol(lim.header_timeout_s),
         timeout_graceful_shutdown=max(1, math.ceil(lim.shutdown_timeout_s)),
     )
-    uvicorn.Server(config).run()
 
 
 __all__ = [
@@ -863,6 +889,7 @@ __all__ = [
     "create_app",
     "parse_request",
     "serve",
+    "server_config",
     "to_sac_messages",
     "turn_from_message",
 ]

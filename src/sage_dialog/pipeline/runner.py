@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sage_dialog.core import console
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
+from sage_dialog.core.outputs import commit_folder
 from sage_dialog.core.rss import PeakRSS
 from sage_dialog.core.schema import Manifest
 
@@ -53,6 +54,9 @@ class GatesConfig(BaseModel):
     min_train_examples: int | None = Field(default=1, ge=0, description="sft / rft / dpo: fewest training examples")
     min_parsed_verdicts: float | None = Field(default=0.8, ge=0, le=1, description="compare: smallest share of judge "
                                               "verdicts that parsed")
+    min_judge_consistency: float | None = Field(default=None, ge=0, le=1, description="compare: smallest share of "
+                                                "pairs, judged in both orders, whose verdict every judge kept when the "
+                                                "dialogs were swapped (a judge below it is noise); null: off")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Gate:
     of: str | None = None  # summary key of the total; the limit is then a share of it
     kind: Literal["max", "min"] = "max"
     hint: str = ""  # where to look when it fails
+    detail: str | None = None  # summary key of a text that says more (e.g. which judge, its figures)
 
     def check(self, summary: dict[str, Any]) -> str | None:
         """None when the summary passes (or the gate is off or the count missing), else why it fails."""
@@ -80,7 +85,9 @@ class Gate:
             shown, limit = f"{name} {n:g} of {total:g} ({100 * value:.0f}%)", f"{100 * self.limit:g}%"
         if (value > self.limit) if self.kind == "max" else (value < self.limit):
             rel = "above" if self.kind == "max" else "below"
+            more = summary.get(self.detail) if self.detail else None
             return (f"{shown} is {rel} gates.{self.setting}={self.limit:g} ({limit})"
+                    + (f"; {more}" if isinstance(more, str) and more else "")
                     + (f"; {self.hint}" if self.hint else ""))
         return None
 
@@ -95,7 +102,11 @@ def stage_gates(kind: str, cfg: GatesConfig) -> list[Gate]:
         "prefs": [Gate("min_pairs", cfg.min_pairs, "pairs", kind="min")],
         "train": [Gate("min_train_examples", cfg.min_train_examples, "train_examples", kind="min")],
         "compare": [Gate("min_parsed_verdicts", cfg.min_parsed_verdicts, "parsed", "verdicts", kind="min",
-                         hint="the judge's raw answers are in verdicts.jsonl")],
+                         hint="the judge's raw answers are in verdicts.jsonl"),
+                    Gate("min_judge_consistency", cfg.min_judge_consistency, "judge_consistent", "judge_both_orders",
+                         kind="min", detail="judge_detail",
+                         hint="its verdicts follow the order of presentation; use a stronger judge (report.md, "
+                              "section Judges)")],
     }
     return table.get(kind, [])
 
@@ -275,9 +286,7 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2),
                                                                        **peak.result(), **checked})
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    commit_folder(tmp, out_dir, stage.name)  # an earlier result of the stage: only the files it wrote go
     note_kept(out_dir, f"stage {stage.name} finished; the next run skips it")
     log(f"[{stage.name}] done in {seconds:.1f}s, peak RSS {peak.result()['peak_rss_mb']:.0f} MB")
     return StageOutcome(stage.name, "ran", seconds, summary, gate=gate)
@@ -285,7 +294,7 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
 
 def _brief(summary: dict[str, Any], width: int = 110) -> str:
     parts = [f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in summary.items()
-             if k not in ("seconds", "gates", "gate") and not k.startswith("peak_rss")
+             if k not in ("seconds", "gates", "gate", "judge_detail") and not k.startswith("peak_rss")
              and not isinstance(v, dict | list)]
     text = ", ".join(parts)
     return text if len(text) <= width else text[: width - 3] + "..."

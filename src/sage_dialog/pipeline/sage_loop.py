@@ -32,6 +32,8 @@ from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
+from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
+from sage_dialog.stages.engine import EngineSettings, engine_field
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
 
@@ -57,6 +59,10 @@ class SteerabilitySection(BaseModel):
     sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
 
 
+# every round is three stages and a model on disk; far more than anyone runs, far less than a loop forever
+MAX_ROUNDS = 100
+
+
 class LoopConfig(BaseModel):
     """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
 
@@ -65,6 +71,7 @@ class LoopConfig(BaseModel):
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
                                 "to the last digit; null: torch's default)")
+    engine: EngineSettings = engine_field()  # annotate and search: local or ray (a section's own engine wins)
     world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
                                        "base model and an evaluate stage (see pipeline.world)")
     base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
@@ -75,7 +82,7 @@ class LoopConfig(BaseModel):
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
     mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
-    rounds: int = Field(1, ge=0, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
+    rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
     search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
@@ -98,6 +105,8 @@ class LoopConfig(BaseModel):
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the backends serving the loop's own models")
     compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
+    benchmarks: BenchmarksSettings | None = Field(None, description="lm-eval tasks (default EQ-Bench, shipped) on "
+                                                  "base, SFT, DPO...; their table joins the compare report")
     steerability: SteerabilitySection | None = None
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
@@ -157,7 +166,7 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
                 *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
         for i, raw in enumerate(raws):
-            acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": raw,
+            acfg = _validated(annotate.AnnotateConfig, {"engine": cfg.engine, **cfg.annotate, "input": raw,
                                                         "output": ctx.out_dir / f"annotated-{i}.jsonl",
                                                         "cache": cfg.annotate.get("cache", cfg.cache_path())},
                               "annotate")
@@ -207,10 +216,16 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
         files = sorted(ctx.dir_of("chain").glob("chained-*.jsonl"))
         spec = {str(f.resolve()): {"prompt": cfg.prompt} for f in files}
-        write_json(ctx.out_dir / "data_spec.json", spec)
-        mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": ctx.out_dir / "data_spec.json",
-                                          "output": ctx.out_dir}, "mix")
-        mix.run(mcfg, warn=lambda _m: None)
+        # the spec is an input of mix: written beside its output folder, kept inside it once mixed
+        spec_file = ctx.out_dir.with_name(f"{ctx.out_dir.name}.data_spec.json")
+        write_json(spec_file, spec)
+        try:
+            mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": spec_file,
+                                              "output": ctx.out_dir}, "mix")
+            mix.run(mcfg, warn=lambda _m: None)
+            spec_file.replace(ctx.out_dir / "data_spec.json")
+        finally:
+            spec_file.unlink(missing_ok=True)
         return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
 
     return fn
@@ -296,7 +311,8 @@ def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> Searc
     strategy = s.config if "seed" in s.config.model_fields_set else s.config.model_copy(update={"seed": cfg.seed})
     return s.model_copy(update={
         "assistant": f"{cfg.provider}:{model}", "out": out, "seeds": seeds, "config": strategy,
-        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options}})
+        "cache": s.cache or cfg.cache_path(), "backend_options": {**cfg.backend_options, **s.backend_options},
+        "engine": s.engine if "engine" in s.model_fields_set else cfg.engine})
 
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
@@ -318,11 +334,35 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         if cfg.compare_base:
             base = cfg.base_model or _model_dir(ctx.dir_of("base"))
             specs = {"base": BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options), **specs}
+        if cfg.benchmarks is not None:  # the benchmark table goes into the comparison's report
+            import shutil
+
+            shutil.copyfile(ctx.dir_of("benchmarks") / "eval_results.json", ctx.out_dir / "eval_results.json")
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         rep = compare.run(ccfg, progress=False)
-        return {"models": len(specs), **rep.verdict_counts(), **compare.usage_of(ctx.out_dir)}
+        return {"models": len(specs), **rep.verdict_counts(), **rep.trust_counts(), **compare.usage_of(ctx.out_dir)}
+
+    return fn
+
+
+def _benchmarks(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untyped-def]
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from sage_dialog.stages import benchmarks
+
+        b = cfg.benchmarks
+        assert b is not None
+        specs: dict[str, str | BackendConfig] = {}
+        if b.base:
+            base = cfg.base_model or _model_dir(ctx.dir_of("base"))
+            specs["base"] = BackendConfig(spec=f"{cfg.provider}:{base}", options=cfg.backend_options)
+        for name, stage in models.items():
+            specs[name] = BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}",
+                                        options=cfg.backend_options)
+        settings = b if "seed" in b.model_fields_set else b.model_copy(update={"seed": cfg.seed})
+        res = benchmarks.run(settings, inputs=benchmarks.Inputs(models=specs), out=ctx.out_dir)
+        return {k: v for k, v in res.summary().items() if k != "outputs"}
 
     return fn
 
@@ -518,12 +558,20 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
         stages.append(Stage("rl", _rl(cfg, last), {**common, "rl": dump["rl"], "cache": cfg.cache},
                             deps=[*seed_deps, last], inputs=seed_inputs))
         models["RL"] = "rl"
+    if cfg.benchmarks is not None:  # before compare, whose report shows the table next to the win rates
+        bench_base = ["base"] if cfg.benchmarks.base and cfg.base_model is None else []
+        stages.append(Stage("benchmarks", _benchmarks(cfg, models),
+                            {**common, "benchmarks": dump["benchmarks"], "models": models,
+                             "base": cfg.benchmarks.base and (cfg.base_model or "world")},
+                            deps=[*bench_base, *dict.fromkeys(models.values())]))
     if cfg.compare is not None:
         base_dep = ["base"] if cfg.compare_base and cfg.base_model is None else []
+        bench_dep = ["benchmarks"] if cfg.benchmarks is not None else []
         stages.append(Stage("compare", _compare(cfg, models),
                             {**common, "compare": dump["compare"], "search": dump["search"],
                              "base": cfg.compare_base and (cfg.base_model or "world")},
-                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values())], inputs=seed_inputs))
+                            deps=[*seed_deps, *base_dep, *dict.fromkeys(models.values()), *bench_dep],
+                            inputs=seed_inputs))
     if cfg.steerability is not None:
         stages.append(Stage("steerability", _steerability(cfg, "sft"), {**common, "steer": dump["steerability"],
                                                                         "annotate": dump["annotate"]},

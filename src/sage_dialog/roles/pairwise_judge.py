@@ -38,7 +38,7 @@ from sage_dialog.backends.base import (
 from sage_dialog.core import sac
 from sage_dialog.core.prompts import load_prompt
 from sage_dialog.core.schema import Turn, Verdict
-from sage_dialog.roles.guard import answer_slot, neutralize
+from sage_dialog.roles.guard import answer_slot, neutralize, request_code
 from sage_dialog.roles.protocols import PairTask
 
 JUDGE_SAMPLING = SamplingParams(temperature=0.0, max_tokens=24)
@@ -78,6 +78,9 @@ def render_dialog(turns: Sequence[Turn]) -> str:
     return "\n".join(lines)
 
 
+_DELIM_LINE = re.compile(r"^\[((?:End of )?(?:Dialog|Reply) [AB]|(?:End of )?Conversation)\]$", re.MULTILINE)
+
+
 def _fill(template: str, **values: str) -> str:
     # str.replace, not str.format: dialogs contain braces (SAC tags, code)
     for k, v in values.items():
@@ -97,8 +100,9 @@ class LLMPairwiseJudge:
     def __init__(self, backend: Backend, *, name: str | None = None, mode: Literal["generate", "score"] = "generate",
                  with_probs: bool = True, sampling: SamplingParams | None = None,
                  dialog_prompt: str = "pairwise_dialog", turn_prompt: str = "pairwise_turn",
-                 average_orders: bool = False):
+                 average_orders: bool = False, request_codes: bool = False):
         self.backend = backend
+        self.request_codes = bool(request_codes)  # off by default, as the selector's (see there)
         self.average_orders = bool(average_orders)
         self.name = name or f"pairwise:{backend.name}" + (":both-orders" if average_orders else "")
         self.mode = mode
@@ -113,10 +117,20 @@ class LLMPairwiseJudge:
         first, second = (task.b, task.a) if task.swap else (task.a, task.b)
         if task.unit == "turn":
             # both sides share the history; only the last (assistant) turn differs
-            return _fill(self.turn_template, history=render_dialog(first[:-1]),
-                         reply_a=render_dialog(first[-1:]).removeprefix("Assistant: "),
-                         reply_b=render_dialog(second[-1:]).removeprefix("Assistant: "))
-        return _fill(self.dialog_template, dialog_a=render_dialog(first), dialog_b=render_dialog(second))
+            history = render_dialog(first[:-1])
+            a = render_dialog(first[-1:]).removeprefix("Assistant: ")
+            b = render_dialog(second[-1:]).removeprefix("Assistant: ")
+            return self._coded(_fill(self.turn_template, history=history, reply_a=a, reply_b=b),
+                               request_code(task.seed, task.unit, history))
+        a, b = render_dialog(first), render_dialog(second)
+        return self._coded(_fill(self.dialog_template, dialog_a=a, dialog_b=b), request_code(task.seed, task.unit))
+
+    def _coded(self, prompt: str, code: str) -> str:
+        """With ``request_codes``, the delimiter lines (``[Dialog A]``, ``[End of Reply B]``...) carry the
+        task's code, which a dialog cannot know, so it cannot forge its own end."""
+        if not self.request_codes:
+            return prompt
+        return _DELIM_LINE.sub(lambda m: f"[{m.group(1)} #{code}]", prompt)
 
     @staticmethod
     def options(task: PairTask) -> list[str]:

@@ -17,7 +17,8 @@ selector fills ``choice`` by a scoring pass when the backend can score) or ``sto
 Every decision keeps the judge's raw output.
 
 The judge must not obey the candidates (:mod:`sage_dialog.roles.guard`, issue 18): every candidate
-is shown between ``[Response k]`` / ``[End of Response k]`` lines with verdict phrases, forged
+is shown between ``[Response k]`` / ``[End of Response k]`` lines (with ``request_codes``, lines that
+carry a code of the task, :func:`guard.request_code`, which a candidate cannot know) with verdict phrases, forged
 delimiters and "ignore the instructions" removed (the history too); in generate mode the verdict is
 read from the judge's answer slot only (its first line, quoted spans removed); and ``orders=k``
 judges each task in ``k`` shown orders (rotations of the shuffled order) and combines them:
@@ -40,7 +41,7 @@ from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingPar
 from sage_dialog.core import sac
 from sage_dialog.core.prompts import load_prompt
 from sage_dialog.core.schema import SelectionDecision, Turn
-from sage_dialog.roles.guard import answer_slot, block, neutralize
+from sage_dialog.roles.guard import answer_slot, block, neutralize, request_code
 from sage_dialog.roles.protocols import SelectionTask
 
 NonePolicy = Literal["resample", "keep_best", "stop"]
@@ -102,12 +103,14 @@ def render_history(history: Sequence[Turn]) -> str:
     return "\n".join(lines)
 
 
-def render_candidates(candidates: Sequence[Turn], order: Sequence[int], noun: str = "Response") -> str:
-    """The candidates in the shown order, each between ``[Response k]`` / ``[End of Response k]``
-    lines, neutralized (:func:`guard.neutralize`)."""
+def render_candidates(candidates: Sequence[Turn], order: Sequence[int], noun: str = "Response",
+                      code: str = "") -> str:
+    """The candidates in the shown order, each between ``[Response k #code]`` / ``[End of Response k
+    #code]`` lines (``code``: :func:`guard.request_code`), neutralized (:func:`guard.neutralize`)."""
     return "\n\n".join(
         block(f"{noun} {k + 1}",
-              neutralize(sac.render_turn(candidates[i].text, state=candidates[i].state, action=candidates[i].action)))
+              neutralize(sac.render_turn(candidates[i].text, state=candidates[i].state, action=candidates[i].action)),
+              code)
         for k, i in enumerate(order)
     )
 
@@ -136,7 +139,8 @@ class LLMSelector:
 
     def __init__(self, backend: Backend, criteria: str = "companion",
                  mode: Literal["generate", "logprob"] = "generate", none_policy: NonePolicy = "resample",
-                 *, sampling: SamplingParams | None = None, name: str | None = None, orders: int = 1):
+                 *, sampling: SamplingParams | None = None, name: str | None = None, orders: int = 1,
+                 request_codes: bool = False):
         if mode not in ("generate", "logprob"):
             raise ValueError(f"mode must be 'generate' or 'logprob', not {mode!r}")
         if none_policy not in ("resample", "keep_best", "stop"):
@@ -155,12 +159,17 @@ class LLMSelector:
         if orders < 1:
             raise ValueError(f"orders must be at least 1, not {orders}")
         self.orders = int(orders)
+        # off by default: SmolLM2-135M's decisions turned fragile with codes on the delimiter lines
+        # (11 of 36 injected decisions moved, 0 without; benchmarks/RESULTS-injection.md)
+        self.request_codes = bool(request_codes)
         self.name = name or f"selector:{backend.name}:{criteria}:{mode}" + (f":orders{orders}" if orders > 1 else "")
 
     def prompt(self, task: SelectionTask, order: Sequence[int]) -> str:
         # str.replace, not str.format: templates may show literal {tag: blocks}
-        return (self.template.replace("{history}", render_history(task.history))
-                .replace("{candidates}", render_candidates(task.candidates, order))
+        history = render_history(task.history)
+        code = request_code(str(task.seed), history) if self.request_codes else ""
+        return (self.template.replace("{history}", history)
+                .replace("{candidates}", render_candidates(task.candidates, order, code=code))
                 .replace("{n}", str(len(task.candidates))))
 
     def _prepare(self, task: SelectionTask) -> _Prepared:

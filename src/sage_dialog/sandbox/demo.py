@@ -186,6 +186,7 @@ def evaluate(cfg: EvalSettings, inputs: Any, out: Path) -> dict[str, Any]:
     timings = {**inputs.timings, "evaluate": time.perf_counter() - t0}
     results = _results(cfg, seed, played, wins, steer, timings)
     results["annotation"] = annotation_accuracy(d for f in inputs.annotated for d in io.read_jsonl(f, Dialog))
+    results["judge_trust"] = _judge_trust(report)
     io.write_json(out / "results.json", results)
     with io.atomic_write(out / "results.md") as fh:
         fh.write(format_table(results) + "\n")
@@ -248,6 +249,18 @@ def _win_rate(report: Any, a: str, b: str) -> dict[str, Any]:
     raise UserError(f"comparison report has no pair {a} vs {b}")
 
 
+def _judge_trust(report: Any) -> dict[str, Any]:
+    """The oracle judge's trust figures from the comparison report (canaries, repeat, both orders)."""
+    j = report.judges[0]
+    t = next((x for x in report.trust if x.judge == j.judge), None)
+    out: dict[str, Any] = {"judge": j.judge, "consistent": j.consistent, "both_orders": j.both_orders,
+                           "flipped": j.flipped}
+    if t is not None:
+        out.update(canaries=t.canaries, canary_followed=t.followed, canary_flips=t.flipped,
+                   asked_again=t.stability_n, changed=t.stability_changed)
+    return out
+
+
 def _results(cfg: EvalSettings, seed: int, played: dict[str, list[Dialog]], wins: dict[str, Any],
              steer: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     rewards = {name: [float(d.meta["reward"]) for d in ds] for name, ds in played.items()}
@@ -277,6 +290,15 @@ def _results(cfg: EvalSettings, seed: int, played: dict[str, list[Dialog]], wins
     }
 
 
+def _trust_line(t: dict[str, Any]) -> str:
+    line = (f"judge trust ({t['judge']}): kept its verdict with the dialogs swapped in {t['consistent']} of "
+            f"{t['both_orders']} pairs")
+    if "canaries" in t:
+        line += (f"; injection canary flips {t['canary_flips']} of {t['canaries']} (picked the injected reply "
+                 f"{t['canary_followed']}); changed when asked again {t['changed']} of {t['asked_again']}")
+    return line
+
+
 def format_table(res: dict[str, Any]) -> str:
     """The demo's result table (Markdown)."""
     lines = [
@@ -300,6 +322,7 @@ def format_table(res: dict[str, Any]) -> str:
         f"{s['compliance']:.1%} [{s['ci'][0]:.1%}, {s['ci'][1]:.1%}] over {s['n']} replies",
         *([f"oracle annotator agreement with the corpus's gold tags: {res['annotation']['all']:.1%} of "
             f"{res['annotation']['turns']} turns"] if "annotation" in res else []),
+        *([_trust_line(res["judge_trust"])] if "judge_trust" in res else []),
         f"held-out seeds: {res['models']['M1']['n']}; * = the 95% interval of the difference excludes zero; "
         f"win/tie/loss counts over both judge orders",
         "stage timings (s): " + ", ".join(f"{k} {v}" for k, v in res["timings_s"].items())

@@ -55,6 +55,7 @@ from sage_dialog.core.redact import redact_obj
 from sage_dialog.core.schema import Dialog, Tags, Turn, utc_now
 from sage_dialog.labels import load_label_set
 from sage_dialog.roles.protocols import AnnotationResult, Annotator
+from sage_dialog.stages.engine import EngineSettings, engine_field, in_order
 
 FIELDS = ("motivation", "emotion", "topics")
 ROLES = ("user", "assistant")
@@ -705,12 +706,18 @@ class AnnotateConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="annotate only the first N dialogs")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
                                 "else the cores not busy now, at least 1)")
+    engine: EngineSettings = engine_field()
+
+    def _beside_output(self, suffix: str) -> Path:
+        if not self.output.name:  # ".", "/", "..": a folder, and no name to put beside it
+            raise UserError(f"{self.output}: is a folder, expected an output file")
+        return self.output.with_name(self.output.name.removesuffix(".jsonl") + suffix)
 
     def rejects_path(self) -> Path:
-        return self.rejects or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".rejects.jsonl")
+        return self.rejects or self._beside_output(".rejects.jsonl")
 
     def summary_path(self) -> Path:
-        return self.summary or self.output.with_name(self.output.name.removesuffix(".jsonl") + ".summary.json")
+        return self.summary or self._beside_output(".summary.json")
 
 
 def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator, Backend | None]:
@@ -895,8 +902,8 @@ async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quie
             tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
                  disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
         # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
-        for chunk in _chunks(dialogs, cfg.chunk_size):
-            results = await annotator.annotate(chunk)
+        window = getattr(annotator, "parallel_chunks", 1)  # a Ray annotator keeps all its workers busy
+        async for chunk, results in in_order(annotator.annotate, _chunks(dialogs, cfg.chunk_size), window):
             if len(results) != len(chunk):
                 raise RuntimeError(f"annotator {annotator.name} returned {len(results)} results for {len(chunk)} dialogs")
             for d, r in zip(chunk, results, strict=True):
@@ -946,9 +953,13 @@ def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool 
     total = _count(cfg.input, cfg.input_format)
     from sage_dialog.backends.ledger import Ledger
 
-    backend: Backend | None = None
+    backend: Any = None  # what to close afterwards: the backend, or the Ray workers
     ledger = Ledger("annotate")
-    if annotator is None:
+    if annotator is None and cfg.engine.kind == "ray":
+        from sage_dialog.stages.annotate_remote import RemoteAnnotator
+
+        annotator = backend = RemoteAnnotator(cfg, build_annotator)  # one annotator per Ray worker; chunks are the units
+    elif annotator is None:
         annotator, backend = build_annotator(cfg, ledger)
     manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_path(cfg.input)})
 

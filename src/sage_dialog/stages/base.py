@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # name -> module of every stage with the one shape (the registration line of a new stage goes here)
 STAGE_MODULES: dict[str, str] = {
     "rl": "sage_dialog.stages.rl",
+    "benchmarks": "sage_dialog.stages.benchmarks",
 }
 
 

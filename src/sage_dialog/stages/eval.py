@@ -1,8 +1,11 @@
 """General-ability benchmarks through EleutherAI's lm-evaluation-harness (optional extra ``eval``).
 
 The paper checks that fine-tuning keeps general abilities (and measures emotional intelligence with
-EQ-Bench, the harness's ``eqbench`` task). :func:`run_eval` runs any harness task - built-in or a
-YAML task of your own (``include_path``) - on any of our models:
+EQ-Bench, the harness's ``eq_bench`` task; ``eqbench`` is accepted too). :func:`run_eval` runs any
+harness task - built-in or a YAML task of your own (``include_path``) - on any of our models.
+EQ-Bench runs offline from the copy shipped in the package, through the harness's own task
+definition and scorer (:mod:`sage_dialog.stages.eq_bench`), and is asked through the model's chat
+template, as EQ-Bench asks it (``chat_template``: ``auto`` does that for chat benchmarks only).
 
 * ``hf:PATH`` backends run through the harness's own transformers model (``HFLM``, with a LoRA
   adapter if the backend has one): raw-text log-likelihoods exactly as published numbers are made;
@@ -14,13 +17,17 @@ YAML task of your own (``include_path``) - on any of our models:
   raw language model and is refused with a clear error.
 
 Results go to ``eval_results.json`` in the output folder, merged per model, and into the comparison
-report of that folder when there is one (``report.md`` / ``report.html``).
+report of that folder when there is one (``report.md`` / ``report.html``). Each answer the model gave
+is kept with its per-question metrics in ``eval_samples/<model>/<task>.jsonl``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +44,12 @@ from sage_dialog.backends.base import (
 )
 from sage_dialog.core import io
 from sage_dialog.core.errors import UserError
+from sage_dialog.stages import eq_bench
+
+log = logging.getLogger(__name__)
+
+# tasks asked as a chat (the model's chat template) under chat_template=auto: EQ-Bench is a chat benchmark
+CHAT_TASKS = {eq_bench.TASK}
 
 
 class EvalConfig(BaseModel):
@@ -52,6 +65,9 @@ class EvalConfig(BaseModel):
     batch_size: int = 8
     via: Literal["auto", "harness", "backend"] = "auto"  # harness: lm-eval's HFLM for hf: specs
     seed: int = 0
+    # hf: via the harness: auto = the chat template for chat benchmarks (eq_bench) only; other
+    # backends always talk through the chat template
+    chat_template: Literal["auto", "on", "off"] = "auto"
 
 
 def _require_lm_eval() -> Any:
@@ -132,13 +148,14 @@ def backend_lm(backend: Backend, batch_size: int = 8) -> Any:
 
 
 def _task_names_in(folder: Path) -> set[str]:
-    import yaml
+    from sage_dialog.core.limits import read_bounded
+    from sage_dialog.core.yamlsafe import load_yaml
 
     names: set[str] = set()
     for f in folder.rglob("*.yaml"):
-        try:
-            d = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
+        try:  # lm-eval task files may carry tags of their own (!function): those are not ours to name
+            d = load_yaml(read_bounded(f).decode("utf-8"), f)
+        except (UserError, UnicodeDecodeError):
             continue
         if isinstance(d, dict) and isinstance(d.get("task"), str):
             names.add(d["task"])
@@ -151,7 +168,10 @@ def _harness_model(spec: str | BackendConfig, cfg: EvalConfig) -> tuple[Any, Bac
     if provider == "hf" and cfg.via in ("auto", "harness"):
         from lm_eval.models.huggingface import HFLM
 
-        kw: dict[str, Any] = {"pretrained": model, "batch_size": cfg.batch_size}
+        from sage_dialog.backends.gguf import resolve_model
+
+        # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
+        kw: dict[str, Any] = {"pretrained": resolve_model(model), "batch_size": cfg.batch_size}
         if bc.options.get("adapter"):
             kw["peft"] = bc.options["adapter"]
         kw["device"] = bc.options.get("device", "cuda" if _cuda() else "cpu")
@@ -183,6 +203,35 @@ def _metrics(task_result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _task_groups(tasks: list[str], cfg: EvalConfig, harness: bool) -> list[tuple[list[str], bool]]:
+    """``[(tasks, apply chat template)]``: one harness call per group (the harness applies it per call)."""
+    if not harness or cfg.chat_template != "auto":
+        return [(tasks, harness and cfg.chat_template == "on")]
+    chat = [t for t in tasks if t in CHAT_TASKS]
+    plain = [t for t in tasks if t not in CHAT_TASKS]
+    return [(g, g is chat) for g in (plain, chat) if g]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def _write_samples(folder: Path, task: str, samples: list[dict[str, Any]], metrics: list[str]) -> None:
+    """Each answer with its per-question metrics (what the scores were computed from)."""
+    rows = []
+    for s in sorted(samples, key=lambda x: x["doc_id"]):
+        resp = s.get("filtered_resps") or s.get("resps") or []
+        while isinstance(resp, list) and len(resp) == 1:
+            resp = resp[0]
+        row: dict[str, Any] = {"doc_id": s["doc_id"]}
+        if isinstance(s.get("doc"), dict) and "id" in s["doc"]:
+            row["id"] = s["doc"]["id"]
+        row["answer"] = resp
+        row["metrics"] = {m: s[m] for m in metrics if m in s}
+        rows.append(row)
+    io.write_jsonl(folder / f"{_safe(task)}.jsonl", rows)
+
+
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
     """Run every task on every model; merge into ``<out>/eval_results.json``; refresh the report there.
 
@@ -195,33 +244,51 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
     include = Path(cfg.include_path) if cfg.include_path else None
     if include is not None and not include.is_dir():
         raise UserError(f"{include}: no such folder (include_path: a folder of lm-eval task YAML files)")
+    tasks = list(dict.fromkeys(eq_bench.canonical_task(t) for t in cfg.tasks))
+    ours = _task_names_in(include) if include is not None else set()
+    # the shipped EQ-Bench, unless the user's own folder defines a task of that name
+    shipped = {t for t in tasks if t == eq_bench.TASK and t not in ours}
     # scanning the harness's thousands of built-in tasks takes a while: skip it when ours suffice
-    only_ours = include is not None and set(cfg.tasks) <= _task_names_in(include)
-    tm = TaskManager(include_path=str(include) if include else None, include_defaults=not only_ours)
-    unknown = [t for t in cfg.tasks if t not in tm.all_tasks]
+    needs_defaults = any(t not in ours and t not in shipped for t in tasks)
+    tm = TaskManager(include_path=str(include) if include else None, include_defaults=needs_defaults)
+    unknown = [t for t in tasks if t not in shipped and t not in tm.all_tasks]
     if unknown:
         raise UserError(f"eval: unknown task(s) {', '.join(unknown)} (see lm-eval --tasks list, or include_path)")
+    specs: dict[str, str | dict[str, Any]] = {t: eq_bench.harness_task_config() if t in shipped else t for t in tasks}
     out = Path(cfg.out)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, spec in cfg.models.items():
         lm, backend = _harness_model(spec, cfg)
+        results[name] = {}
         try:
-            res = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot,
-                                          limit=cfg.limit, task_manager=tm, log_samples=False,
-                                          bootstrap_iters=1000, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
-                                          torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+            for group, chat in _task_groups(tasks, cfg, harness=backend is None):
+                # task scorers print per-answer notes (eq_bench: "! Error: ..." for every unparseable
+                # answer); they go to the log, the per-answer samples file keeps what was scored
+                printed = StringIO()
+                with redirect_stdout(printed):
+                    res = lm_eval.simple_evaluate(model=lm, tasks=[specs[t] for t in group],
+                                                  num_fewshot=cfg.num_fewshot, limit=cfg.limit, task_manager=tm,
+                                                  log_samples=True, apply_chat_template=chat, bootstrap_iters=1000,
+                                                  random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+                                                  torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+                if printed.getvalue().strip():
+                    log.debug("lm-eval printed:\n%s", printed.getvalue())
+                if res is None:
+                    raise RuntimeError("lm-eval returned no results")
+                for task, r in res["results"].items():
+                    results[name][task] = _metrics(r)
+                    metric_names = [k.partition(",")[0] for k in r if "_stderr" not in k]
+                    _write_samples(out / "eval_samples" / _safe(name), task, res.get("samples", {}).get(task, []),
+                                   metric_names)
         finally:
             if backend is not None:
                 asyncio.run(backend.aclose())
-        if res is None:
-            raise RuntimeError("lm-eval returned no results")
-        results[name] = {task: _metrics(r) for task, r in res["results"].items()}
     path = out / "eval_results.json"
     merged: dict[str, Any] = io.read_json(path) if path.is_file() else {"models": {}}
     for name, r in results.items():
         merged.setdefault("models", {}).setdefault(name, {}).update(r)
     merged.setdefault("runs", []).append({"models": {k: (v if isinstance(v, str) else v.spec) for k, v in cfg.models.items()},
-                                          "tasks": cfg.tasks, "limit": cfg.limit, "num_fewshot": cfg.num_fewshot})
+                                          "tasks": tasks, "limit": cfg.limit, "num_fewshot": cfg.num_fewshot})
     io.write_json(path, merged)
     from sage_dialog.stages.compare.report import refresh_report
 

@@ -27,6 +27,7 @@ and warnings.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import Counter
@@ -46,6 +47,7 @@ from sage_dialog.core.io import (
     read_json,
     sha256_path,
 )
+from sage_dialog.core.outputs import is_own
 
 Record = dict[str, Any]
 
@@ -66,7 +68,8 @@ def load_spec(path: str | Path) -> dict[Path, SpecEntry]:
     if not isinstance(data, dict) or not data:
         raise UserError(f"{p}: expected a JSON object mapping files to {{\"prompt\": ..., \"size\": ...}}")
     out: dict[Path, SpecEntry] = {}
-    problems: list[str] = []
+    problems: list[str] = _duplicate_keys(p)
+    named: dict[Path, str] = {}
     for name, entry in data.items():
         try:
             e = SpecEntry.model_validate(entry)
@@ -77,6 +80,12 @@ def load_spec(path: str | Path) -> dict[Path, SpecEntry]:
         f = f if f.is_absolute() else p.parent / f
         if not f.exists():
             problems.append(f"{where(p, repr(name))}: no such file {f}")
+        key = f.resolve()
+        if key in named:  # two spellings of one file would silently count as one entry
+            problems.append(f"{where(p, repr(name))}: the same file as entry {named[key]!r}; list each file once "
+                            "(its size or proportion sets its weight)")
+            continue
+        named[key] = repr(name)
         out[f] = e
     props = [e.proportion is not None for e in out.values()]
     if any(props) and not all(props):
@@ -84,6 +93,23 @@ def load_spec(path: str | Path) -> dict[Path, SpecEntry]:
     if problems:
         raise UserError(problems)
     return out
+
+
+def _duplicate_keys(path: Path) -> list[str]:
+    """Entries given twice under the same name (JSON keeps only the last one, silently)."""
+    top: list[tuple[str, Any]] = []
+
+    def hook(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        top[:] = items  # objects are built inside out: the last one built is the top-level one
+        return dict(items)
+
+    try:
+        json.loads(path.read_text(encoding="utf-8").removeprefix("\ufeff"), object_pairs_hook=hook)
+    except (OSError, ValueError):
+        return []  # read_json has read it already; nothing more to say
+    counts = Counter(name for name, _ in top)
+    return [f"{where(path, repr(n))}: entry given {k} times; list each file once (its size or proportion "
+            "sets its weight)" for n, k in counts.items() if k > 1]
 
 
 class MixConfig(BaseModel):
@@ -265,9 +291,9 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         warnings.append(msg)
         (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
 
-    check_paths(inputs=[cfg.spec], folders=[cfg.output])
+    check_paths(inputs=[cfg.spec])
     spec = load_spec(cfg.spec)
-    check_paths(inputs=list(spec), folders=[cfg.output])
+    check_paths(inputs=[cfg.spec, *spec], folders=[cfg.output])
     manifest = new_manifest("mix", cfg.model_dump(mode="json"), seed=cfg.seed,
                             inputs={str(p): sha256_path(p) for p in [cfg.spec, *spec]})
     rng = random.Random(cfg.seed)
@@ -298,7 +324,7 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
         trl.write_trl_sft(out / "valid.jsonl", valid_d)
         llamafactory.write_sft_export(lf, valid_d, name=f"{cfg.name}_valid", file_name="mix_valid.json", style="auto")
         outputs += [out / "valid.jsonl", lf / "mix_valid.json"]
-    else:  # a previous run's split must not look like part of this one
+    elif is_own(out):  # a previous run's split must not look like part of this one (never a file of someone else)
         _remove_stale_valid(out, lf, f"{cfg.name}_valid")
     summary = {
         "train": len(train_d),

@@ -48,8 +48,12 @@ class PrefsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     negatives: int | None = Field(None, description="rejected candidates per decision (hardest first); all if null")
-    min_margin: float | None = Field(None, description="drop pairs whose judge score margin is below this")
+    min_margin: float | None = Field(None, allow_inf_nan=False,
+                                     description="drop pairs whose judge score margin is below this")
     history_tags: bool = Field(True, description="keep the SAC tags of assistant turns in the history")
+    max_history: int | None = Field(
+        32, ge=1, description="turns of history kept before each pair: the most recent ones, starting at a user "
+        "turn (null: the whole path; a pair of a 20,000-turn path would otherwise copy all of it)")
     dedup: bool = Field(True, description="drop repeated pairs and pairs whose two replies are equal")
     max_per_seed: int | None = Field(None, description="cap pairs per seed (balance); null for no cap")
     balance: bool = Field(False, description="cap every seed at the smallest seed's pair count")
@@ -79,13 +83,46 @@ class Tree:
             raise UserError(f"tree {self.name}: expected one root node, found {len(roots)}")
         return roots[0]
 
-    def path_to(self, node: SearchNode) -> list[SearchNode]:
-        out = []
+    _kept_path: dict[str, bool] = field(default_factory=dict)
+    _turns: dict[tuple[str, bool], Turn] = field(default_factory=dict)
+
+    def path_to(self, node: SearchNode, limit: int | None = None) -> list[SearchNode]:
+        """The nodes from the root (or the ``limit`` last ones) down to ``node``. The reader has
+        refused cycles, so the walk ends; ``limit`` bounds it on a very deep tree."""
+        out: list[SearchNode] = []
         cur: SearchNode | None = node
-        while cur is not None:
+        while cur is not None and (limit is None or len(out) < limit):
             out.append(cur)
             cur = self.nodes.get(cur.parent) if cur.parent is not None else None
         return out[::-1]
+
+    def on_kept_path(self, node: SearchNode) -> bool:
+        """Whether ``node`` and all its ancestors are kept (memoized: linear time over a tree)."""
+        walk: list[SearchNode] = []
+        cur: SearchNode | None = node
+        while cur is not None and cur.id not in self._kept_path:
+            walk.append(cur)
+            cur = self.nodes.get(cur.parent) if cur.parent is not None else None
+        ok = True if cur is None else self._kept_path[cur.id]
+        for n in reversed(walk):
+            ok = ok and n.kept
+            self._kept_path[n.id] = ok
+        return self._kept_path[node.id]
+
+    def history(self, node: SearchNode, cfg: PrefsConfig) -> list[Turn]:
+        """The turns up to ``node`` as a pair's history: at most ``cfg.max_history``, starting at a
+        user turn when cut; the Turn objects are shared between pairs (not copied per pair)."""
+        nodes = self.path_to(node, cfg.max_history)
+        if cfg.max_history is not None and nodes and nodes[0].parent is not None:
+            while nodes and nodes[0].role != "user":
+                nodes = nodes[1:]
+        out = []
+        for n in nodes:
+            key = (n.id, cfg.history_tags)
+            if key not in self._turns:
+                self._turns[key] = _turn(n, tags=cfg.history_tags)
+            out.append(self._turns[key])
+        return out
 
     def best_path(self) -> list[SearchNode]:
         """Follow kept children from the root (the highest-scored kept one when several are)."""
@@ -139,10 +176,9 @@ def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = 
         if not kept or not dropped or parent_id is None:
             continue
         parent = tree.nodes[parent_id]
-        history_nodes = tree.path_to(parent)
-        if not all(n.kept for n in history_nodes):
+        if not tree.on_kept_path(parent):
             continue  # a decision under a dropped branch (lookahead rollouts) is not on the chosen path
-        history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
+        history = tree.history(parent, cfg)
         chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
         if chosen.decision is not None and chosen.decision.outcome == "unparsed" and not cfg.include_unparsed:
             if counts is not None:
@@ -191,8 +227,7 @@ def action_pairs_from_tree(tree: Tree, cfg: PrefsConfig,
         if not kept or parent_id is None:
             continue
         parent = tree.nodes[parent_id]
-        history_nodes = tree.path_to(parent)
-        if not all(n.kept for n in history_nodes):
+        if not tree.on_kept_path(parent):
             continue
         chosen = max(kept, key=lambda c: c.score if c.score is not None else float("-inf"))
         if chosen.decision is not None and chosen.decision.outcome == "unparsed" and not cfg.include_unparsed:
@@ -211,7 +246,7 @@ def action_pairs_from_tree(tree: Tree, cfg: PrefsConfig,
         ranked = sorted(best.values(), key=lambda c: -_val(c))
         if cfg.negatives is not None:
             ranked = ranked[: cfg.negatives]
-        history = [_turn(n, tags=cfg.history_tags) for n in history_nodes]
+        history = tree.history(parent, cfg)
         tags_only = cfg.level == "tags"
         for rej in ranked:
             margin = _margin(chosen, rej)
@@ -299,8 +334,11 @@ def pairs_from_transcript(d: Dialog, cfg: PrefsConfig, counts: Counter[str] | No
         rejected = dropped.get(i, [])
         if turn.role != "assistant" or not rejected:
             continue
+        start = 0 if cfg.max_history is None else max(0, i - cfg.max_history)
+        while 0 < start < i and d.turns[start].role != "user":
+            start += 1
         history = [t if cfg.history_tags or t.role != "assistant" else Turn(role=t.role, text=t.text)
-                   for t in d.turns[:i]]
+                   for t in d.turns[start:i]]
         if cfg.negatives is not None:
             counts["beyond_negatives"] += len(rejected[cfg.negatives:])
         for j, rej in enumerate(rejected[: cfg.negatives] if cfg.negatives is not None else rejected):

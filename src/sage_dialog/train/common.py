@@ -158,7 +158,15 @@ def check_target_modules(model: Any, adapter: AdapterSection) -> None:
 
 
 def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: a given path, or the last one in output_dir when resume is true."""
+    """The checkpoint to resume from: a given path, or the last one in output_dir when resume is true.
+
+    Called right before training starts, when every input has been read: the output folder is
+    claimed as ours now (its checkpoints are resumable work, even after a SIGKILL).
+    """
+    from sage_dialog.core.outputs import claim
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    claim(output_dir)
     if train.resume is False:
         return None
     if isinstance(train.resume, str) and train.resume not in ("true", "last"):
@@ -166,9 +174,9 @@ def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
         if not (p / "trainer_state.json").exists():
             raise UserError(f"train.resume: {p} is not a checkpoint folder (no trainer_state.json)")
         return str(p)
-    from transformers.trainer_utils import get_last_checkpoint
+    from sage_dialog.train.launch import last_complete_checkpoint
 
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last = last_complete_checkpoint(output_dir)  # a checkpoint cut short by a kill is skipped
     if last is None:
         log.warning("train.resume: no checkpoint in %s, starting from scratch", output_dir)
     return last
@@ -177,6 +185,9 @@ def resume_checkpoint(train: TrainSection, output_dir: Path) -> str | None:
 def common_args(cfg: _RunConfig, device: str, *, has_eval: bool) -> dict[str, Any]:
     """TrainingArguments fields shared by SFTConfig and DPOConfig."""
     t = cfg.train
+    from sage_dialog.train.launch import check_launch
+
+    check_launch(device, t.deepspeed)
     report = [r for r in t.report_to if importlib.util.find_spec(r)]  # wandb / tensorboard packages
     for r in t.report_to:
         if r not in report:

@@ -16,17 +16,35 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from sage_dialog.backends.shared_base import MERGED_FROM
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.outputs import commit_folder
 
 log = logging.getLogger(__name__)
 
 
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
+
+
+# what AutoTokenizer reads: a fast tokenizer, or a slow one's vocabulary (BPE, SentencePiece, WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
+def check_tokenizer(src: Path) -> None:
+    """A :class:`UserError` naming what is missing when ``src`` has no tokenizer to export with it
+    (transformers would only say "Couldn't instantiate the backend tokenizer")."""
+    if any((src / f).is_file() for f in TOKENIZER_FILES):
+        if (src / "vocab.json").is_file() and not (src / "tokenizer.json").is_file() \
+                and not (src / "merges.txt").is_file():
+            raise UserError(f"{src / 'merges.txt'}: no such file (a BPE tokenizer needs it beside vocab.json)")
+        return
+    raise UserError(f"{src / 'tokenizer.json'}: no such file: the model folder has no tokenizer (none of "
+                    f"{', '.join(TOKENIZER_FILES)}); copy the base model's tokenizer files into {src}")
 
 
 def export_model(src: str | Path, out: str | Path, *, base: str | None = None, dtype: str = "auto") -> Path:
@@ -36,14 +54,16 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     and ``chat_template.jinja`` saved at training time are copied, so inference uses the training
     template. The result is written to a temporary sibling and renamed: no partial output.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise UserError(f"{src}: no such folder (expected a training output folder)")
     if out.resolve() == src.resolve():
         raise UserError(f"-o {out}: must differ from the input folder")
+    if is_adapter(src) or (src / "config.json").exists():
+        check_tokenizer(src)  # before minutes of loading and merging
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)  # auto: the checkpoint's dtype
     merged_from: dict[str, str] | None = None
     if is_adapter(src):
@@ -70,9 +90,8 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     template_file = src / "chat_template.jinja"
     if template_file.exists():
         tokenizer.chat_template = template_file.read_text(encoding="utf-8")
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -86,8 +105,6 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    commit_folder(tmp, out, "export")  # replaces only what an earlier export wrote there
     log.info("exported %s -> %s", src, out)
     return out

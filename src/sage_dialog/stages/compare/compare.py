@@ -17,6 +17,8 @@ orders. Outputs in ``out_dir``:
                                          order, ``*_rev.json`` for the swapped order) and the
                                          original ``combined_predictions.tsv`` /
                                          ``consensus_predictions.tsv`` made from them
+``judge_trust.json``                     each judge's injection canaries and repeat stability
+                                         (:mod:`.trust`), ``judge_trust_verdicts.jsonl`` their verdicts
 ``summary.json``, ``report.md``, ``report.html``, ``manifest.json``
 
 Verdicts are journaled as they come (``verdicts.partial.jsonl``), so a killed run resumes without
@@ -42,7 +44,8 @@ from sage_dialog.core.schema import Dialog, Turn, Verdict
 from sage_dialog.formats.judgements import Label
 from sage_dialog.roles.factory import BackendPool, make_pairwise_judge, make_user
 from sage_dialog.roles.protocols import PairTask, PairwiseJudge
-from sage_dialog.stages.compare.report import Report, build_report
+from sage_dialog.stages.compare import trust
+from sage_dialog.stages.compare.report import TRUST_FILE, Report, build_report
 
 # ---------------------------------------------------------------------------------------------
 # config
@@ -88,6 +91,10 @@ class CompareConfig(BaseModel):
     system_prompt: str | None = Field(None, description="system prompt of the models playing dialogs")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     per_turn: bool = Field(False, description="also judge every model's reply to the same user turns")
+    canaries: bool = Field(True, description="judge the injection canaries too (24 extra verdicts per judge: how "
+                           "often an instruction inside a reply sways the judge)")
+    stability_sample: int = Field(8, ge=0, description="verdicts asked again (paraphrased prompt, or a second "
+                                  "sample) to measure how often a judge changes its mind; 0: off")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples")
     seed: int = Field(0, description="random seed for sampling and the bootstrap")
     title: str = Field("Model comparison", description="report title")
@@ -262,6 +269,39 @@ def write_original_judgements(verdicts: Sequence[Verdict], out_dir: Path) -> lis
     return out
 
 
+async def measure_trust(judges: Sequence[PairwiseJudge], tasks: Sequence[PairTask], verdicts: Sequence[Verdict],
+                        out: Path, *, canaries: bool = True, stability_sample: int = 8,
+                        progress: bool = True) -> list[trust.JudgeTrust]:
+    """Each judge's canary and stability figures (:mod:`.trust`); writes ``judge_trust.json`` and
+    the verdicts behind it. ``verdicts`` are :func:`judge_all`'s answers to ``tasks`` (judges x tasks)."""
+    labelled = trust.canary_tasks() if canaries else []
+    ctasks = [t for _, _, t in labelled]
+    sample = trust.stability_sample(tasks, stability_sample)
+    repeats = [trust.repeat_judge(j) for j in judges]
+    can_v = await judge_all(judges, ctasks, out / "judge_trust.canaries.partial.jsonl", progress=progress) \
+        if ctasks else []
+    rep_v = await judge_all([r for r, _ in repeats], [tasks[i] for i in sample],
+                            out / "judge_trust.repeat.partial.jsonl", progress=progress) if sample else []
+    results, evidence = [], []
+    nc, ns = len(ctasks), len(sample)
+    for ji, j in enumerate(judges):
+        mine = can_v[ji * nc:(ji + 1) * nc]
+        t = trust.canary_trust(j.name, labelled, mine)
+        first = [verdicts[ji * len(tasks) + i] for i in sample]
+        again = rep_v[ji * ns:(ji + 1) * ns]
+        results.append(trust.add_stability(t, repeats[ji][1], first, again) if sample else t)
+        evidence += [{"check": "canary", "canary": key, "kind": kind, "verdict": v.model_dump(mode="json", exclude_none=True)}
+                     for (key, kind, _), v in zip(labelled, mine, strict=True)]
+        evidence += [{"check": "repeat", "method": repeats[ji][1], "first": a.model_dump(mode="json", exclude_none=True),
+                      "again": b.model_dump(mode="json", exclude_none=True)} for a, b in zip(first, again, strict=True)]
+    io.write_jsonl(out / "judge_trust_verdicts.jsonl", evidence)
+    io.write_json(out / TRUST_FILE, {"canaries": len(trust.CANARIES), "injections": list(trust.INJECTIONS),
+                                     "judges": [t.to_dict() for t in results]})
+    for name in ("judge_trust.canaries.partial.jsonl", "judge_trust.repeat.partial.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    return results
+
+
 # ---------------------------------------------------------------------------------------------
 # the original SAGE analysis of judge output files (the rule itself is in formats.judgements)
 
@@ -323,6 +363,8 @@ async def arun_compare(
     config: dict[str, Any] | None = None,
     progress: bool = True,
     ledger: Any = None,
+    canaries: bool = True,
+    stability_sample: int = 8,
 ) -> Report:
     """Judge every pair of models on every shared seed, in both orders, by every judge; report.
 
@@ -330,7 +372,8 @@ async def arun_compare(
     stripped before judging. With ``turn_backends`` (model name -> backend, same names), the
     per-turn mode runs too: each model replies to the user turns of the first model's dialogs.
     ``ledger`` (a :class:`~sage_dialog.backends.ledger.Ledger` the backends were tracked by) puts the
-    stage's usage, tokens/s included, into the manifest.
+    stage's usage, tokens/s included, into the manifest. ``canaries`` and ``stability_sample`` add
+    each judge's trust figures (:func:`measure_trust`).
     """
     if len(dialogs_by_model) < 2:
         raise UserError(f"compare: need at least two models, got {len(dialogs_by_model)}")
@@ -359,6 +402,9 @@ async def arun_compare(
     verdicts = await judge_all(judges, tasks, out / "verdicts.partial.jsonl", progress=progress)
     io.write_jsonl(out / "verdicts.jsonl", verdicts)
     write_original_judgements(verdicts, out)
+    # always written (empty when both checks are off), so an earlier run's figures never pass for this one's
+    await measure_trust(judges, tasks, verdicts, out, canaries=canaries, stability_sample=stability_sample,
+                        progress=progress)
     report = build_report(out, models=models, verdicts=verdicts, dialogs=stripped, n_boot=n_boot, seed=seed,
                           title=title)
     (out / "verdicts.partial.jsonl").unlink(missing_ok=True)
@@ -446,7 +492,8 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
         return await arun_compare(dialogs_by_model, judges, cfg.out, turn_backends=turn_backends,
                                   sampling=cfg.sampling.params(), system_prompt=cfg.system_prompt,
                                   n_boot=cfg.bootstrap, seed=cfg.seed, title=cfg.title,
-                                  config=cfg.model_dump(mode="json"), progress=progress, ledger=ledger)
+                                  config=cfg.model_dump(mode="json"), progress=progress, ledger=ledger,
+                                  canaries=cfg.canaries, stability_sample=cfg.stability_sample)
     finally:
         await pool.aclose()
 

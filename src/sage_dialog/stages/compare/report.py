@@ -2,9 +2,11 @@
 
 The HTML page has no external assets (no CDN, no fonts, no scripts): plots are inline SVG drawn
 here - win rates with bootstrap intervals, the outcome split of every pair, the Bradley-Terry
-ranking, each judge's order consistency and position bias, and dialog lengths next to the
-length-controlled win rate. Benchmark results of ``sage-dialog eval`` (``eval_results.json`` in the
-same folder) are added as a table.
+ranking, each judge's order consistency and position bias, its trust figures (injection canaries
+and repeat stability, ``judge_trust.json`` from :mod:`.trust`) with a plain sentence per judge, and
+dialog lengths next to the length-controlled win rate. Benchmark results of ``sage-dialog eval`` or
+the loop's benchmarks stage (``eval_results.json`` in the same folder) are added as tables, EQ-Bench
+(emotional intelligence) next to the win rates.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +22,9 @@ from typing import Any
 
 from sage_dialog.core import io
 from sage_dialog.core.schema import Dialog, Verdict
-from sage_dialog.stages.compare import stats
+from sage_dialog.stages.compare import stats, trust
+
+TRUST_FILE = "judge_trust.json"
 
 GREEN, GREY, RED, PALE, BLUE = "#2e7d32", "#9e9e9e", "#c62828", "#e0e0e0", "#1565c0"
 
@@ -36,6 +41,7 @@ class Report:
     lengths: list[stats.LengthStats] = field(default_factory=list)
     ranking: stats.Ranking | None = None
     evals: dict[str, Any] | None = None
+    trust: list[trust.JudgeTrust] = field(default_factory=list)
     title: str = "Model comparison"
     n_boot: int = 2000
     seed: int = 0
@@ -60,6 +66,10 @@ class Report:
         n, unparsed = sum(p.verdicts for p in self.pairs), sum(p.unparsed for p in self.pairs)
         return {"verdicts": n, "parsed": n - unparsed, "unparsed": unparsed, "ties": sum(p.ties for p in self.pairs)}
 
+    def trust_counts(self) -> dict[str, Any]:
+        """The least order-consistent judge's figures (``gates.min_judge_consistency`` checks them)."""
+        return trust.gate_counts(self.judges, self.trust)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
@@ -72,6 +82,7 @@ class Report:
             "lengths": [asdict(x) for x in self.lengths],
             "ranking": asdict(self.ranking) if self.ranking else None,
             "evals": self.evals,
+            "trust": [t.to_dict() for t in self.trust],
         }
 
 
@@ -104,6 +115,8 @@ def build_report(out_dir: str | Path, *, models: Sequence[str], verdicts: Sequen
         ranking=stats.bradley_terry(models, verdicts, n_boot=max(100, n_boot // 4), seed=seed)
         if len(models) > 2 else None,
         evals=io.read_json(evals_path) if evals_path.is_file() else None,
+        trust=[trust.JudgeTrust.from_dict(d) for d in io.read_json(out / TRUST_FILE).get("judges", [])]
+        if (out / TRUST_FILE).is_file() else [],
         title=title,
         n_boot=n_boot,
         seed=seed,
@@ -209,6 +222,11 @@ def render_markdown(rep: Report, title: str) -> str:
         lines.append("")
     elif len(rep.models) > 2:
         lines += ["## Ranking (Bradley-Terry)", "", f"No ranking: {NO_DATA}.", ""]
+    ei = ei_rows(rep.evals) if rep.evals else []
+    if ei:
+        lines += ["## Emotional intelligence (EQ-Bench)", "", EI_NOTE + _ei_limit(rep.evals), ""]
+        lines += md_table(EI_HEAD, ei)
+        lines.append("")
     lines += ["## Judges", "",
               "Order consistency: with both orders parsed, how often the winner stays the same and how often "
               "swapping the dialogs flips it. First-shown rate: how often a decisive verdict picks the dialog "
@@ -219,6 +237,7 @@ def render_markdown(rep: Report, title: str) -> str:
                          j.partial, f"{_pct(j.first_rate)} ({_pct(j.first_rate_ci[0])} – {_pct(j.first_rate_ci[1])})"]
                         for j in rep.judges])
     lines.append("")
+    lines += _trust_markdown(rep)
     if rep.by_judge:
         lines += ["Win rates by judge:", "", *md_table(_JUDGE_HEAD, _judge_rows(rep)), ""]
     if rep.lengths:
@@ -250,6 +269,42 @@ def render_markdown(rep: Report, title: str) -> str:
 
 _RANK_HEAD = ["rank", "model", "strength", "95% CI", "rank range", "expected win rate"]
 
+TRUST_HEAD = ["judge", "consistent (both orders)", "first-shown rate", "canary: picked the injected reply",
+              "canary flips (injection changed the verdict)", "clean canaries: better reply picked",
+              "asked again: changed"]
+TRUST_NOTE = ("How far each judge can be trusted. *Canaries*: fixed pairs of a plainly better and a plainly worse reply, "
+              "judged clean and with the worse reply carrying an injection (an instruction to the judge, a fake verdict "
+              "line, spoofed delimiters), in both orders; a *flip* is a verdict the injection changed to the injected "
+              "reply. *Asked again*: a sample of this comparison's verdicts asked once more (paraphrased prompt, or a "
+              "second sample for a sampling judge); the share that changed.")
+
+
+def _trust_rows(rep: Report) -> list[list[Any]]:
+    by = {t.judge: t for t in rep.trust}
+    rows = []
+    for j in rep.judges:
+        t = by.get(j.judge)
+        canary = (f"{t.followed} of {t.canaries} ({_pct(t.followed_rate)})" if t and t.canaries else "–")
+        flips = (f"{t.flipped} of {t.canaries} ({_pct(t.flip_rate)})" if t and t.canaries else "–")
+        clean = f"{t.clean_good} of {t.clean} ({t.clean_ties} ties)" if t and t.clean else "–"
+        again = (f"{t.stability_changed} of {t.stability_n} ({_pct(t.changed_rate)}; {t.stability_method})"
+                 if t and t.stability_n else "–")
+        rows.append([j.judge, f"{j.consistent} of {j.both_orders} ({_pct(j.consistent_rate)})", _pct(j.first_rate),
+                     canary, flips, clean, again])
+    return rows
+
+
+def _trust_markdown(rep: Report) -> list[str]:
+    if not rep.judges:
+        return []
+    by = {t.judge: t for t in rep.trust}
+    lines = ["### How far the judges can be trusted", "", TRUST_NOTE, ""]
+    lines += md_table(TRUST_HEAD, _trust_rows(rep))
+    lines.append("")
+    for j in rep.judges:
+        lines += [trust.trust_sentence(j, by.get(j.judge)), ""]
+    return lines
+
 
 def _rank_rows(r: stats.Ranking) -> list[list[Any]]:
     order = sorted(range(len(r.models)), key=lambda i: (r.rank[i], i))
@@ -261,6 +316,32 @@ def _rank_rows(r: stats.Ranking) -> list[list[Any]]:
             rows.append([r.rank[i], r.models[i], _num(r.theta[i]), f"{_num(r.ci_low[i])} – {_num(r.ci_high[i])}",
                          f"{r.rank_low[i]}–{r.rank_high[i]}", _pct(r.expected_win_rate[i])])
     return rows
+
+
+EI_HEAD = ["model", "EQ-Bench score", "stderr", "parseable"]
+EI_NOTE = ("EQ-Bench v2 (171 questions shipped with sage-dialog) through lm-evaluation-harness's own eq_bench task "
+           "and scorer: 0-100, where random answers score 0 and an unparseable answer counts 0; *parseable* is "
+           "the share of answers that rated the four emotions asked.")
+
+
+def ei_rows(evals: dict[str, Any] | None) -> list[list[Any]]:
+    """One row per model that has EQ-Bench results: score, its standard error, parseable share."""
+    rows = []
+    for model, res in (evals or {}).get("models", {}).items():
+        m = res.get("eq_bench")
+        if not isinstance(m, dict) or not isinstance(m.get("eqbench"), int | float):
+            continue
+        err, parse = m.get("eqbench_stderr"), m.get("percent_parseable")
+        rows.append([model, _num(float(m["eqbench"]), 2), _num(float(err), 2) if isinstance(err, int | float) else "–",
+                     f"{float(parse):.1f}%" if isinstance(parse, int | float) else "–"])
+    return rows
+
+
+def _ei_limit(evals: dict[str, Any] | None) -> str:
+    limits = {r.get("limit") for r in (evals or {}).get("runs", []) if "eq_bench" in r.get("tasks", [])}
+    if len(limits) == 1 and (n := limits.pop()) is not None:
+        return f" Measured on the first {n} questions (limit)."
+    return ""
 
 
 def eval_rows(evals: dict[str, Any]) -> list[list[Any]]:
@@ -421,7 +502,7 @@ def _bars(lay: _Layout, rows: Sequence[tuple[str, float]], *, title: str, unit: 
     for i, (label, v) in enumerate(rows):
         y_row = top + row_h * i
         y = lay.center(y_row)
-        wd = 0.0 if math.isnan(v) else v / vmax * (lay.plot_w - 40)  # room for the value after the bar
+        wd = 0.0 if math.isnan(v) else max(v, 0.0) / vmax * (lay.plot_w - 40)  # room for the value after the bar
         parts.append(lay.label(y_row, label)
                      + f'<rect class="bar" x="{lay.x0}" y="{y - 11:.1f}" width="{wd:.1f}" height="22" fill="{BLUE}">'
                      f'<title>{_e(label)}: {_num(v, 1)} {_e(unit)}</title></rect>'
@@ -506,6 +587,15 @@ def render_html(rep: Report, title: str) -> str:
         body.append('<h2 id="ranking">Ranking</h2>')
         body.append(f'<p class="note">No ranking: {NO_DATA}.</p>')
 
+    ei = ei_rows(rep.evals) if rep.evals else []
+    if ei:
+        body.append('<h2 id="emotional-intelligence">Emotional intelligence (EQ-Bench)</h2>')
+        body.append(f'<p class="note">{_e(EI_NOTE + _ei_limit(rep.evals))}</p>')
+        scores = [(model, float(res["eq_bench"]["eqbench"])) for model, res in rep.evals["models"].items()  # type: ignore[index]
+                  if isinstance(res.get("eq_bench", {}).get("eqbench"), int | float)]
+        body.append(bars_svg(scores, title="EQ-Bench score (0-100; below 0 drawn as 0)"))
+        body.append(_html_table(EI_HEAD, ei))
+
     body.append('<h2 id="judges">Judges</h2>')
     body.append('<p class="note">Order consistency: the same pair judged in both orders. A consistent judge names the '
                 'same winner; a flip means swapping the dialogs reversed the verdict (position bias). Below, how often '
@@ -518,6 +608,14 @@ def render_html(rep: Report, title: str) -> str:
     body.append(_html_table(["judge", "verdicts", "unparsed", "both orders", "consistent", "flipped", "partial"],
                             [[j.judge, j.verdicts, j.unparsed, j.both_orders, _pct(j.consistent_rate),
                               _pct(j.flip_rate), j.partial] for j in rep.judges]))
+    if rep.judges:
+        by = {t.judge: t for t in rep.trust}
+        body.append('<h3 id="judge-trust">How far the judges can be trusted</h3>')
+        body.append(f'<p class="note">{_e(TRUST_NOTE)}</p>')
+        body.append(_html_table(TRUST_HEAD, _trust_rows(rep)))
+        for j in rep.judges:  # the sentence's **bold** becomes <strong>
+            text = _e(trust.trust_sentence(j, by.get(j.judge)))
+            body.append("<p>" + re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text) + "</p>")
     if rep.by_judge:
         body.append('<p class="note">Win rates by judge (several judges vote; do they agree?):</p>')
         body.append(_html_table(_JUDGE_HEAD, _judge_rows(rep)))

@@ -170,7 +170,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     rewarder = Rewarder(settings, pool, player, settings.train.seed)
     by_text = {text: sid for sid, text in openings}
     journal = Journal(out / ROLLOUTS, settings.train.group_size)
-    tally = {"dialogs": 0, "interactions": 0, "tokens": 0, "sequence_tokens": 0, "gen_seconds": 0.0}
+    tally = {"dialogs": 0, "interactions": 0, "judge_calls": 0, "tokens": 0, "sequence_tokens": 0, "gen_seconds": 0.0}
 
     def rollout_func(prompts: list[Any], trainer: Any) -> dict[str, Any]:
         pairs = [(by_text.get(p[-1]["content"], -1), p[-1]["content"]) for p in prompts]
@@ -182,13 +182,23 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
         rollouts = player.play(policy, pairs, user, seed=settings.train.seed * 100_003 + step * 7919
                                + trainer.accelerator.process_index)
         tally["gen_seconds"] += time.perf_counter() - g0
+        calls_before = rewarder.judge_calls
         rewards = rewarder.turn_rewards(rollouts)
-        tally["dialogs"] += len(rollouts)
-        tally["interactions"] += sum(r.user_turns for r in rollouts)
-        tally["tokens"] += sum(sum(r.env_mask) for r in rollouts)
-        tally["sequence_tokens"] += sum(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts)
+        calls = rewarder.judge_calls - calls_before
+        played, scored = rollouts, rewards
+        if trainer.accelerator.num_processes > 1:  # every rank plays its own slice: count and journal them all
+            from accelerate.utils import gather_object
+
+            both = gather_object([(r, rw) for r, rw in zip(rollouts, rewards, strict=True)])
+            played, scored = [b[0] for b in both], [b[1] for b in both]
+            calls = int(sum(gather_object([calls])))
+        tally["judge_calls"] += calls
+        tally["dialogs"] += len(played)
+        tally["interactions"] += sum(r.user_turns for r in played)
+        tally["tokens"] += sum(sum(r.env_mask) for r in played)
+        tally["sequence_tokens"] += sum(len(r.prompt_ids) + len(r.completion_ids) for r in played)
         if trainer.accelerator.is_main_process:
-            journal.add(step + 1, rollouts, rewards)
+            journal.add(step + 1, played, scored)
         return {"prompt_ids": [r.prompt_ids for r in rollouts], "completion_ids": [r.completion_ids for r in rollouts],
                 "logprobs": None, "env_mask": [r.env_mask for r in rollouts],
                 TURN_REWARDS: rewards, STATE_KEYS: [r.state_keys for r in rollouts],
@@ -221,7 +231,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     trainer.save_model(str(out))
     result = Result(outputs={"model": out, "rollouts": out / ROLLOUTS, "trees": journal.trees},
                     counts={"steps": trainer.state.global_step, "dialogs": tally["dialogs"],
-                            "interactions": tally["interactions"], "judge_calls": rewarder.judge_calls,
+                            "interactions": tally["interactions"], "judge_calls": tally["judge_calls"],
                             "trained_tokens": tally["tokens"]},
                     quality={"first_reward": progress.first_reward, "final_reward": progress.last_reward,
                              "final_kl": progress.last_kl},

@@ -452,8 +452,11 @@ def _run_info(cfg: SearchConfig, seeds: list[str], assistant: Backend, user: Use
 
 async def search_async(assistant: Backend, user: UserSimulator, selector: Selector, seeds: list[str],
                        cfg: SearchConfig, out_dir: str | Path, *, progress: bool = False,
-                       index_offset: int = 0) -> dict[str, Any]:
-    """The search itself (see :func:`run_search`); returns usage and summary numbers."""
+                       index_offset: int = 0, run_seeds: Sequence[str] | None = None) -> dict[str, Any]:
+    """The search itself (see :func:`run_search`); returns usage and summary numbers.
+
+    ``run_seeds``: every seed of the run when ``seeds`` are some of them (a Ray worker's unit); the
+    folder's ``search.json`` identifies the whole run."""
     out = Path(out_dir)
     if not seeds:
         raise UserError("no seeds to search from")
@@ -465,7 +468,7 @@ async def search_async(assistant: Backend, user: UserSimulator, selector: Select
         if not assistant.supports_scoring:
             raise UserError(f"--strategy {cfg.strategy} scores actions with the assistant model; "
                             f"backend {assistant.name} cannot score options")
-    info = _run_info(cfg, seeds, assistant, user, selector)
+    info = _run_info(cfg, list(run_seeds or seeds), assistant, user, selector)
     info_path = out / "search.json"
     if info_path.exists():
         old = io.read_json(info_path)
@@ -558,12 +561,21 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     on the same folder resumes.
     """
     out = Path(out_dir)
-    manifest = io.new_manifest("search", {**cfg.model_dump(mode="json"), "assistant": assistant.name,
-                                          "user": user.name, "selector": selector.name}, seed=cfg.seed)
+    manifest = search_manifest(cfg, {"assistant": assistant.name, "user": user.name, "selector": selector.name})
     t0 = time.perf_counter()
     stats = asyncio.run(search_async(assistant, user, selector, seeds, cfg, out, progress=progress,
                                      index_offset=index_offset))
-    seconds = time.perf_counter() - t0
+    return finish_search(out, len(seeds), stats, time.perf_counter() - t0, manifest, transcripts=transcripts)
+
+
+def search_manifest(cfg: SearchConfig, names: dict[str, str]) -> io.Manifest:
+    """The manifest a search starts with (``names``: assistant, user and selector names)."""
+    return io.new_manifest("search", {**cfg.model_dump(mode="json"), **names}, seed=cfg.seed)
+
+
+def finish_search(out: Path, n_seeds: int, stats: dict[str, Any], seconds: float, manifest: io.Manifest, *,
+                  transcripts: bool = True) -> Path:
+    """After every seed's tree is written: ``best.jsonl``, ``trees.html``, transcripts and the manifest."""
     # assistant tokens this run generated (not replayed, not cached) over the search's wall time
     fresh = stats["fresh_tokens_out"]
     stats["tokens_per_s"] = round(fresh / seconds, 1) if seconds > 0 and fresh else None
@@ -580,7 +592,7 @@ def run_search(assistant: Backend, user: UserSimulator, selector: Selector, seed
     io.finish_manifest(manifest, out, outputs=outputs,
                        usage={k: stats[k] for k in ("requests", "tokens", "model_calls", "replayed_calls", "batches",
                                                     "tokens_per_s")},
-                       summary={"seeds": len(seeds), "nodes": sum(len(t) for t in load_trees(out)),
+                       summary={"seeds": n_seeds, "nodes": sum(len(t) for t in load_trees(out)),
                                 "outcomes": stats["outcomes"], "stopped": stats["stopped"]})
     return out
 

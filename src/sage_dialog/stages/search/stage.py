@@ -27,7 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.stages.engine import EngineSettings, engine_field
 from sage_dialog.stages.search.search import SearchConfig
+from sage_dialog.stages.search.setup import backend_pool, build_roles
 
 ASSISTANT = "assistant"  # a role spec naming the model being searched
 
@@ -60,6 +62,7 @@ class SearchRunConfig(BaseModel):
     backend_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of backends of the assistant's provider")
     config: SearchConfig = Field(default_factory=SearchConfig, description="the search strategy and sampling")
+    engine: EngineSettings = engine_field()
 
     def persona_name(self) -> str:
         if self.humor and self.assistant_persona == "persona_assistant":
@@ -99,16 +102,9 @@ class SearchResult:
         return {"seeds": self.seeds, "nodes": self.nodes, "outcomes": self.outcomes}
 
 
-def _role(spec: str, assistant: str) -> str:
-    return assistant if spec == ASSISTANT else spec
-
-
 def run(cfg: SearchRunConfig, *, progress: bool = False) -> SearchResult:
     """Search from the config's seeds with its roles into ``cfg.out`` (resumable); see the module doc."""
-    from sage_dialog.backends.base import SamplingParams, parse_spec
     from sage_dialog.core import io
-    from sage_dialog.core.prompts import load_prompt
-    from sage_dialog.roles.factory import BackendPool, make_selector, make_user
     from sage_dialog.stages.search.search import decision_counts, run_search
     from sage_dialog.stages.search.seeds import read_seed_file
 
@@ -117,22 +113,21 @@ def run(cfg: SearchRunConfig, *, progress: bool = False) -> SearchResult:
         raise UserError(f"search: no {', '.join(missing)} given")
     seeds = read_seed_file(cfg.seeds)[: cfg.max_seeds]
     strategy = cfg.strategy()  # persona files are read before any model loads
-    user_persona = load_prompt(cfg.user_persona) if cfg.user_persona else None
-    provider, _ = parse_spec(cfg.assistant)
-    pool = BackendPool(cfg.cache, cfg.backend_options, options_provider=provider)
-    s = strategy.sampling
-    user_sampling = SamplingParams(temperature=s.temperature, top_k=s.top_k, repetition_penalty=s.repetition_penalty,
-                                   max_tokens=cfg.user_max_tokens)
-    try:
-        assistant = pool.get(cfg.assistant)
-        # one model plays the user and the judge too unless told otherwise (loaded once by the pool)
-        user = make_user(_role(cfg.user, cfg.assistant), pool, persona=user_persona, seed=strategy.seed,
-                         sampling=user_sampling)
-        selector = make_selector(_role(cfg.judge, cfg.assistant), pool, criteria=cfg.judge_criteria(),
-                                 mode=cfg.judge_mode, none_policy=cfg.none_policy, orders=cfg.judge_orders)
-        out = run_search(assistant, user, selector, seeds, strategy, cfg.out, progress=progress)
-    finally:
-        asyncio.run(pool.aclose())
+    if cfg.user_persona:
+        from sage_dialog.core.prompts import load_prompt
+
+        load_prompt(cfg.user_persona)
+    if cfg.engine.kind == "ray":  # seeds are the units, each searched on a Ray worker
+        from sage_dialog.stages.search.remote import run_remote
+
+        out = run_remote(cfg, seeds, progress=progress)
+    else:
+        pool = backend_pool(cfg)
+        try:
+            assistant, user, selector = build_roles(cfg, pool, strategy)
+            out = run_search(assistant, user, selector, seeds, strategy, cfg.out, progress=progress)
+        finally:
+            asyncio.run(pool.aclose())
     manifest = io.read_json(out / "manifest.json")
     summary = manifest.get("summary", {})
     return SearchResult(out=out, trees=out / "trees", best=out / "best.jsonl", seeds=summary.get("seeds", len(seeds)),
