@@ -102,11 +102,19 @@ class BackendPath:
 
         self.backend = load_backend(spec, **options)
 
+    split_n = False  # --split-n: n one-sample requests per prompt, a seed each (as a search decision asks)
+
     def run(self, chats: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float) -> int:
         from sage_dialog.backends import ChatRequest, SamplingParams
 
         sp = SamplingParams(temperature=temperature, max_tokens=max_tokens)
-        results = asyncio.run(self.backend.generate([ChatRequest(c, n=n, sampling=sp) for c in chats]))
+        if self.split_n:
+            reqs = [ChatRequest(c, n=1, sampling=SamplingParams(temperature=temperature, max_tokens=max_tokens,
+                                                                seed=1000 * i + j))
+                    for i, c in enumerate(chats) for j in range(n)]
+        else:
+            reqs = [ChatRequest(c, n=n, sampling=sp) for c in chats]
+        results = asyncio.run(self.backend.generate(reqs))
         return sum(c.tokens_out for r in results for c in r.completions)
 
 
@@ -124,7 +132,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--split-n", action="store_true", help="backend paths: n one-sample requests per prompt, a seed "
+                    "each (what a search decision sends) instead of one request with n samples")
     args = ap.parse_args()
+    BackendPath.split_n = args.split_n
 
     import torch
 
@@ -150,11 +161,13 @@ def main() -> None:
                     r.run(chats[:2], 1, 4, args.temperature)
                 rates: dict[str, list[float]] = {p: [] for p in runners}
                 walls: dict[str, list[float]] = {p: [] for p in runners}
+                cpus: dict[str, list[float]] = {p: [] for p in runners}
                 for _ in range(args.repeats):
                     for p, r in runners.items():
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         tokens = r.run(chats, n, args.max_tokens, args.temperature)
                         walls[p].append(time.perf_counter() - t)
+                        cpus[p].append(time.process_time() - c)
                         rates[p].append(tokens / walls[p][-1])
                 base = statistics.median(rates[args.paths[0]])
                 for p, rs in rates.items():
@@ -162,9 +175,10 @@ def main() -> None:
                     per_decision = statistics.median(walls[p]) / batch
                     rows.append({"dtype": dtype, "batch": batch, "n": n, "path": p, "tok_s": round(med, 1),
                                  "vs_first": round(med / base, 2), "runs": [round(x, 1) for x in rs],
-                                 "s_per_decision": round(per_decision, 3)})
+                                 "s_per_decision": round(per_decision, 3),
+                                 "cpu_s": [round(x, 1) for x in cpus[p]], "load": round(os.getloadavg()[0], 1)})
                     print(f"{dtype} batch {batch} n {n} {p}: {med:,.1f} tok/s ({med / base:.2f}x), "
-                          f"{per_decision:.3f} s/decision", flush=True)
+                          f"{per_decision:.3f} s/decision, CPU s {cpus[p]}", flush=True)
     print(f"\nmodel {args.model}, {args.max_tokens} new tokens, median of {args.repeats} interleaved runs, "
           f"{args.threads or torch.get_num_threads()} thread(s), load avg {os.getloadavg()[0]:.1f}")
     print("| dtype | batch | n | path | tokens/s (median) | vs " + args.paths[0] + " | s / decision | runs |")

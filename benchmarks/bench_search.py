@@ -188,6 +188,8 @@ def main() -> None:
     ap.add_argument("--judge-tokens", type=int, default=8)
     ap.add_argument("--judge-mode", choices=["generate", "logprob"], default="generate")
     ap.add_argument("--batch-size", type=int, default=64, help="hf backend rows per forward batch")
+    ap.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="backend option (YAML value), e.g. share_prompt=false for the unshared path")
     ap.add_argument("--repeats", type=int, default=3, help="search/saturated repeats (medians are reported)")
     ap.add_argument("--sequential-seeds", type=int, default=8,
                     help="seeds the sequential reference runs (it is linear in seeds; its tokens/s is compared)")
@@ -201,7 +203,12 @@ def main() -> None:
         from sage_dialog.sandbox.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(tmp / "tiny"))
-    opts = {"batch_size": args.batch_size} if args.backend == "hf" else {}
+    import yaml
+
+    opts: dict[str, object] = {"batch_size": args.batch_size} if args.backend == "hf" else {}
+    for kv in args.backend_option:
+        k, _, v = kv.partition("=")
+        opts[k] = yaml.safe_load(v)
     from sage_dialog.backends.base import BackendConfig
 
     inner = load_backend(BackendConfig(spec=f"{args.backend}:{model}", options=opts))
@@ -229,7 +236,7 @@ def main() -> None:
     assert rec is not None
     tokens = rec.tokens_out
     res: dict[str, object] = {
-        "backend": args.backend, "model": "tiny (0.6M params, random)" if args.model is None else args.model,
+        "backend": args.backend, "options": opts, "model": "tiny (0.6M params, random)" if args.model is None else args.model,
         "seeds": args.seeds, "turns": args.turns, "candidates": args.candidates, "judge_mode": args.judge_mode,
         "generated_tokens": tokens, "generate_requests": len(rec.gen_requests),
         "score_requests": len(rec.score_requests), "search_backend_calls": rec.calls,

@@ -283,8 +283,9 @@ def test_shared_prompt_prefill_gives_the_samples_of_the_unshared_path(tiny_model
     assert [[c.text for c in r.completions] for r in got] == [[c.text for c in r.completions] for r in want]
     assert [[c.finish_reason for c in r.completions] for r in got] == [
         [c.finish_reason for c in r.completions] for r in want]
-    # the first forward read the 3 prompts once each (not 8 rows); generate then went on with 8 rows
-    assert calls and calls[0][0] == 3 and calls[1][0] == 8
+    # the first forward read the 2 distinct prompts once each (requests 1 and 3 share MSGS; not 8 rows);
+    # generate then went on with 8 rows
+    assert calls and calls[0][0] == 2 and calls[1][0] == 8
 
 
 def test_prefill_trailing_space_is_written_by_the_model_not_the_prompt(hf):

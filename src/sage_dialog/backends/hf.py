@@ -39,7 +39,11 @@ Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default)
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
 :mod:`sage_dialog.backends.attention`; or any transformers name such as ``sdpa``, ``eager``),
 ``constrained`` (default true: honour ``json_schema`` with xgrammar when it is installed),
-``share_prompt`` (default true: a request's ``n`` samples share one prefill of its prompt).
+``share_prompt`` (default true: rows of a batch with the same prompt, a request's ``n`` samples or
+requests with equal prompts such as a search decision's candidates, share one prefill of it),
+``share_base`` (default true: backends on the same base weights share one copy in memory, and a
+model folder that is a PEFT adapter runs on that shared base with its adapters switched on per
+batch; :mod:`sage_dialog.backends.shared_base`).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_dialog.backends import progress
+from sage_dialog.backends import progress, shared_base
 from sage_dialog.backends.base import (
     Backend,
     BackendError,
@@ -71,10 +75,15 @@ from sage_dialog.backends.base import (
 from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.backends.chat_templates import end_of_turn, template_for
 from sage_dialog.backends.gguf import convert, gguf_source
+from sage_dialog.backends.shared_base import AdapterChain, resolve_chain
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
 
 log = logging.getLogger(__name__)
+
+def _has_tokenizer(folder: str) -> bool:
+    return any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
 
 def _attention_impl(name: str) -> str:
     """transformers' ``attn_implementation`` for a backend's ``attention`` option."""
@@ -84,6 +93,8 @@ def _attention_impl(name: str) -> str:
         return attention.register()
     return name
 
+
+_MIN_SHARED = 8  # a shorter common prefix is not worth copying a cache for
 
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
 
@@ -416,6 +427,7 @@ class HFBackend(Backend):
         attention: str = "auto",
         constrained: bool = True,
         share_prompt: bool = True,
+        share_base: bool = True,
         **options: Any,
     ):
         super().__init__(model, **options)
@@ -444,15 +456,38 @@ class HFBackend(Backend):
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.share_prompt = bool(share_prompt)
+        # An adapter folder (hf:ADAPTER_DIR) runs on its base: shared with every backend on the same
+        # base weights (shared_base), or, with share_base=false, merged into a copy of its own.
+        chain = resolve_chain(model) if self.adapter is None else AdapterChain(model)
         # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
-        source = gguf_source(model)
-        path = str(convert(source, dtype)) if source is not None else model
+        source = gguf_source(chain.base)
+        path = str(convert(source, dtype)) if source is not None else chain.base
+        attn = _attention_impl(attention)
+        # the last adapter's folder has the tokenizer and chat template it was trained with
+        tok_path = chain.adapters[-1] if chain.adapters and _has_tokenizer(chain.adapters[-1]) else path
+
+        def load() -> Any:
+            lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn)
+            return lm.to(self.device).eval()
+
+        self._shared: shared_base.SharedModel | None = None
+        self._active: tuple[str, ...] = ()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            lm: Any = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, attn_implementation=_attention_impl(attention)
-            )
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_path)
+            if share_base and self.adapter is None:
+                key = shared_base.model_key(path, dtype, str(self.device), attn)
+                self._shared = shared_base.acquire(key, load)
+                self._active = tuple(self._shared.load_adapter(a) for a in chain.adapters)
+                lm = self._shared.model
+            else:
+                lm = load()
+                for a in chain.adapters:  # a chain of its own: merge each adapter in turn
+                    from peft import PeftModel
+
+                    lm = PeftModel.from_pretrained(lm, a).merge_and_unload()
         except OSError as e:
+            if self._shared is not None:
+                shared_base.release(self._shared)
             raise UserError(f"backend hf:{model}: cannot load the model: {str(e).splitlines()[0]}") from None
         if self.adapter:
             from peft import PeftModel
@@ -462,7 +497,7 @@ class HFBackend(Backend):
             lm = PeftModel.from_pretrained(lm, self.adapter)
             if merge_adapter:
                 lm = lm.merge_and_unload()  # plain weights: faster generation, same outputs
-        self.lm = lm.to(self.device).eval()
+        self.lm = lm if self._shared is not None else lm.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -479,7 +514,8 @@ class HFBackend(Backend):
             elif src:
                 eos.update(int(x) for x in src)
         self.eos_ids = tuple(sorted(eos))
-        self._lock = threading.Lock()  # one forward pass at a time (generate thread vs score thread)
+        # one forward pass at a time (generate thread vs score thread; every backend on a shared base)
+        self._lock = threading.Lock()
         self._batcher = MicroBatcher(self._run_generate, self.batch_size, linger_s=linger_ms / 1000)
         self.constrained = bool(constrained)
         self._grammars: Any = None  # grammar.GrammarCache, built on the first schema
@@ -504,6 +540,12 @@ class HFBackend(Backend):
         key["healed"] = spaces
         key["schema_enforced"] = self._schema_of(request) is not None
         return key
+
+    def _using(self) -> Any:
+        """The context of one forward pass: this backend's lock, or the shared base's with its adapters on."""
+        if self._shared is None:
+            return self._lock
+        return self._shared.use(self._active)
 
     @property
     def supports_json_schema(self) -> bool:
@@ -622,10 +664,13 @@ class HFBackend(Backend):
         def cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.tensor([ev.is_set() for ev in row_cancel], dtype=torch.bool, device=input_ids.device)
 
-        owner = [pi for pi, p in enumerate(payloads) for _ in range(p.count)]
-        with self._lock, torch.inference_mode():
+        # rows with the same prompt share one prefill: a request's n samples, and across requests the
+        # candidates of a search decision (n requests of one sample, one seed each, one dialog)
+        prompt_of: dict[tuple[int, ...], int] = {}
+        owner = [prompt_of.setdefault(tuple(ids), len(prompt_of)) for ids in row_ids]
+        with self._using(), torch.inference_mode():
             cache = None
-            if self.share_prompt and width > 1 and len(payloads) < len(rows):
+            if self.share_prompt and width > 1 and len(prompt_of) < len(rows):
                 cache = self._shared_prefill(input_ids, attn, owner)
             out = self.lm.generate(
                 input_ids=input_ids,
@@ -666,10 +711,12 @@ class HFBackend(Backend):
         return results
 
     def _shared_prefill(self, input_ids: Any, attn: Any, owner: list[int]) -> Any:
-        """The KV cache of every row's prompt but its last token, computed once per request.
+        """The KV cache of every row's prompt but its last token, computed once per distinct prompt.
 
-        A request with ``n`` samples has ``n`` identical rows; without this each row reads the prompt
-        again (for search's candidates on a CPU, prefill of long dialog prompts is most of a turn).
+        ``owner[row]`` numbers the row's prompt. A request with ``n`` samples has ``n`` identical rows,
+        and so have the ``n`` one-sample requests of a search decision (one seed each, the same dialog);
+        without this each row reads the prompt again (on a CPU, prefill of long dialog prompts is most
+        of a turn).
         ``generate`` continues from the copied cache with the last prompt token, the same positions
         and mask, so the samples are those of the unshared path.
         """
@@ -752,7 +799,7 @@ class HFBackend(Backend):
         def work() -> None:
             ended = False  # generate() ends the streamer itself when it finishes normally
             try:
-                with self._lock, torch.inference_mode():  # one forward pass at a time, as in batches
+                with self._using(), torch.inference_mode():  # one forward pass at a time, as in batches
                     if cancel.is_set() or self.lm is None:
                         return
                     procs = self._processors(rows, [schema], vocab)  # grammars compile under the lock
@@ -827,6 +874,7 @@ class HFBackend(Backend):
                 raise UserError(f"backend {self.name}: score option {o!r} is empty after tokenisation")
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         results: list[ScoreResult] = []
+        memo: dict[str, Any] = {}  # the previous prompt's ids and KV cache (prefix reuse)
         for pi, opts in zip(p_ids, options, strict=True):
             if not pi:
                 raise UserError(f"backend {self.name}: score prompt is empty after tokenisation")
@@ -835,12 +883,9 @@ class HFBackend(Backend):
             head, last = list(pi[:-1]), pi[-1]
             width = max(len(r) for r in rows)  # each row: the last prompt token + all but the option's last
             ids = torch.tensor([[last, *r[:-1]] + [pad] * (width - len(r)) for r in rows], device=self.device)
-            with self._lock, torch.inference_mode():
-                cache = None
-                if head:
-                    out = self.lm(input_ids=torch.tensor([head], device=self.device), use_cache=True,
-                                  logits_to_keep=1)
-                    cache = out.past_key_values
+            with self._using(), torch.inference_mode():
+                cache = self._prefix_cache(head, memo) if head else None
+                if cache is not None:
                     cache.batch_repeat_interleave(len(rows))
                 # right padding after the options: causal attention keeps the pads out of real positions
                 logits = self.lm(input_ids=ids, past_key_values=cache, use_cache=cache is not None).logits.float()
@@ -849,10 +894,48 @@ class HFBackend(Backend):
             results.append(ScoreResult(logprobs=totals, tokens_in=len(pi)))
         return results
 
+    def _prefix_cache(self, head: list[int], memo: dict[str, Any]) -> Any:
+        """The KV cache of ``head`` (one row), reading only what it does not share with the previous prompt.
+
+        Consecutive score prompts often share most of their text: score-mode annotation asks for the
+        motivation, then the emotion of the same message; a judge's orders repeat the dialog. The
+        previous prompt's cache is cut to the common prefix and only the rest is read. ``memo`` keeps
+        the last prompt's ids and cache (a copy: the caller expands the returned one per option).
+        """
+        import copy
+
+        import torch
+
+        cache, start = None, 0
+        prev_ids: list[int] = memo.get("ids") or []
+        prev = memo.get("cache")
+        if self.share_prompt and prev is not None and getattr(prev, "is_croppable", False) \
+                and not any(getattr(prev, "is_sliding", [])):
+            common = 0
+            for a, b in zip(prev_ids, head, strict=False):
+                if a != b:
+                    break
+                common += 1
+            if common >= min(_MIN_SHARED, len(head)):
+                cache = copy.deepcopy(prev)
+                if len(prev_ids) > common:  # (a negative count: tokens to drop from the end)
+                    cache.crop(-(len(prev_ids) - common))
+                start = common
+        if start < len(head):
+            out = self.lm(input_ids=torch.tensor([head[start:]], device=self.device), past_key_values=cache,
+                          use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+        if self.share_prompt:
+            memo["ids"], memo["cache"] = head, copy.deepcopy(cache)
+        return cache
+
     async def aclose(self) -> None:
         import gc
 
         self.lm = None
+        if self._shared is not None:
+            shared_base.release(self._shared)
+            self._shared = None
         gc.collect()
         try:
             import torch

@@ -33,6 +33,7 @@ from sage_dialog.core import console
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
 from sage_dialog.core.outputs import commit_folder
+from sage_dialog.core.rss import PeakRSS
 from sage_dialog.core.schema import Manifest
 
 FINGERPRINT_VERSION = 1
@@ -261,8 +262,10 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     log(f"[{stage.name}] running")
     log_file = console.stage_log(root, stage.name)  # library logs of this stage: RUN_DIR/logs/STAGE.log
     t0 = time.perf_counter()
+    peak = PeakRSS()  # this stage's own peak (and its launched children's), not the process lifetime's
     try:
-        summary = stage.fn(ctx) or {}
+        with peak:
+            summary = stage.fn(ctx) or {}
     except UserError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -281,29 +284,33 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     # what the gates said when the stage ran; "off" records a run with --no-gates
     checked = {"gates": "off" if not gates else "passed" if gate is None else "failed", **({"gate": gate} if gate else {})}
     outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-    finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2), **checked})
+    finish_manifest(manifest, tmp, outputs=outputs, summary={**summary, "seconds": round(seconds, 2),
+                                                                       **peak.result(), **checked})
     commit_folder(tmp, out_dir, stage.name)  # an earlier result of the stage: only the files it wrote go
     note_kept(out_dir, f"stage {stage.name} finished; the next run skips it")
-    log(f"[{stage.name}] done in {seconds:.1f}s")
+    log(f"[{stage.name}] done in {seconds:.1f}s, peak RSS {peak.result()['peak_rss_mb']:.0f} MB")
     return StageOutcome(stage.name, "ran", seconds, summary, gate=gate)
 
 
 def _brief(summary: dict[str, Any], width: int = 110) -> str:
     parts = [f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in summary.items()
-             if k not in ("seconds", "gates", "gate", "judge_detail") and not isinstance(v, dict | list)]
+             if k not in ("seconds", "gates", "gate", "judge_detail") and not k.startswith("peak_rss")
+             and not isinstance(v, dict | list)]
     text = ", ".join(parts)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def summary_table(outcomes: Sequence[StageOutcome]) -> str:
-    """A plain-text table: stage, status, seconds, and the stage's counts (its summary's numbers).
+    """A plain-text table: stage, status, seconds, peak RSS (MB) and the stage's counts (its summary's numbers).
 
     A stage that failed a gate shows ``gate`` as its status (or ``ran*`` / ``skipped*`` when gates were
     off and the run went on); the message itself is printed by the caller.
     """
-    rows = [("stage", "status", "seconds", "counts")]
+    rows = [("stage", "status", "seconds", "peak MB", "counts")]
     for o in outcomes:
         status = o.status if o.gate is None else f"{o.status}, gate failed"
-        rows.append((o.name, status, f"{o.seconds:.1f}" if o.status == "ran" else "", o.error or _brief(o.summary)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rss = o.summary.get("peak_rss_mb")
+        rows.append((o.name, status, f"{o.seconds:.1f}" if o.status == "ran" else "",
+                     f"{rss:.0f}" if isinstance(rss, int | float) else "", o.error or _brief(o.summary)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -12,7 +12,9 @@ last (ground-truth measurements of every model). ``sage-dialog demo`` is this lo
 world's config.
 
 Every model a stage produces is a plain model folder (``<stage>/model``: a LoRA adapter is merged),
-so any backend can serve it.
+so any backend can serve it. With ``provider: hf`` the loop's own stages serve a LoRA-trained model
+from its adapter (``<stage>/train``) instead: every model on the same base then shares one copy of
+the base in memory (:mod:`sage_dialog.backends.shared_base`).
 """
 
 from __future__ import annotations
@@ -144,6 +146,15 @@ def _model_dir(stage_dir: Path) -> Path:
     return stage_dir / "model"
 
 
+def _served(cfg: LoopConfig, stage_dir: Path) -> Path:
+    """The folder the loop's backends load a stage's model from: its LoRA adapter on ``hf`` (one shared
+    base in memory), else the merged model."""
+    from sage_dialog.backends.shared_base import is_adapter_dir
+
+    adapter = stage_dir / "train"
+    return adapter if cfg.provider == "hf" and is_adapter_dir(adapter) else _model_dir(stage_dir)
+
+
 def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     from sage_dialog.stages import annotate
 
@@ -264,6 +275,9 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
             from sage_dialog.train.dpo import train_dpo
 
             out = train_dpo(rcfg)
+        from sage_dialog.core.rss import trim_heap
+
+        trim_heap()  # the training's activations go back to the system before the merge loads a model
         if is_adapter(out):
             export_model(out, _model_dir(ctx.out_dir))
         else:
@@ -283,7 +297,7 @@ def _search(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
         from sage_dialog.stages.search import stage as search
 
-        scfg = search_config(cfg, _model_dir(ctx.dir_of(model_stage)), ctx.out_dir, _seeds(cfg, ctx))
+        scfg = search_config(cfg, _served(cfg, ctx.dir_of(model_stage)), ctx.out_dir, _seeds(cfg, ctx))
         res = search.run(scfg)
         return {"seeds": res.seeds, **res.counts}
 
@@ -315,7 +329,7 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
     def fn(ctx: StageContext) -> dict[str, Any]:
         from sage_dialog.stages.compare import compare
 
-        specs = {name: BackendConfig(spec=f"{cfg.provider}:{_model_dir(ctx.dir_of(stage))}", options=cfg.backend_options)
+        specs = {name: BackendConfig(spec=f"{cfg.provider}:{_served(cfg, ctx.dir_of(stage))}", options=cfg.backend_options)
                  for name, stage in models.items()}
         if cfg.compare_base:
             base = cfg.base_model or _model_dir(ctx.dir_of("base"))
@@ -372,7 +386,7 @@ def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped
         pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
         annotator, ann_backend = annotate.build_annotator(acfg)
         try:
-            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_model_dir(ctx.dir_of(model_stage))}"), contexts,
+            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_served(cfg, ctx.dir_of(model_stage))}"), contexts,
                                          [a for a in actions if a is not None], AnnotatorJudge(annotator),
                                          n=st.n, sampling=SamplingParams(**st.sampling)))
         finally:

@@ -4,17 +4,23 @@ Example::
 
     from sage_dialog.train.export import export_model
     export_model("runs/sft", "runs/sft-merged")   # loads with AutoModelForCausalLM, no PEFT needed
+
+A merged folder also records what it was made of (``merged_from.json``: the base and the adapter
+folder, relative to the merged folder): an adapter later trained on the merged model can then run
+as base + both adapters on one shared copy of the base (:mod:`sage_dialog.backends.shared_base`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from sage_dialog.backends.shared_base import MERGED_FROM
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.outputs import commit_folder
 
@@ -59,6 +65,7 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)  # auto: the checkpoint's dtype
+    merged_from: dict[str, str] | None = None
     if is_adapter(src):
         from peft import PeftModel
 
@@ -74,6 +81,7 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         except OSError as e:
             raise UserError(f"cannot load the base model {base_path!r}: {e} (pass --base)") from None
         model = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+        merged_from = {"base": str(base_path), "adapter": os.path.relpath(src.resolve(), out.resolve())}
     elif (src / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch_dtype)
     else:
@@ -92,6 +100,8 @@ def export_model(src: str | Path, out: str | Path, *, base: str | None = None, d
         for extra in ("training_summary.json", "train_config.json"):
             if (src / extra).exists():
                 shutil.copy2(src / extra, tmp / extra)
+        if merged_from is not None:
+            (tmp / MERGED_FROM).write_text(json.dumps(merged_from, indent=1) + "\n", encoding="utf-8")
     except BaseException:  # interrupted or failed: no hidden half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
