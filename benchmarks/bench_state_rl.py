@@ -172,7 +172,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     w, h, m = 760, 360, 56
     img = Image.new("RGB", (2 * w, h), "white")
     dr = ImageDraw.Draw(img)
-    colours = {"state": "red", "token": "blue", "search_dpo": "green", "latent_dpo": "purple"}
+    colours = {"state": "red", "token": "blue", "search_dpo": "green", "latent_dpo": "purple",
+               "state (100 steps)": "orange", "token (100 steps)": "darkcyan"}
     y0, y1 = -1.0, 2.0
     for col, preset in enumerate(WORLDS):
         arms = results.get(preset, {})
