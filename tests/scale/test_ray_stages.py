@@ -100,7 +100,9 @@ def _search_cfg(tmp_path: Path, model: Path, name: str, engine: EngineSettings) 
     seeds.write_text("\n".join(SEEDS) + "\n")
     return stage.SearchRunConfig(seeds=seeds, out=tmp_path / name, assistant=f"hf:{model}", user="oracle",
                                  judge="oracle", assistant_persona="none", engine=engine,
-                                 backend_options={"num_threads": 1},
+                                 # share_prompt off: a shared prefill makes a row's samples depend on which
+                                 # requests meet in its micro-batch, and Ray workers batch other requests
+                                 backend_options={"num_threads": 1, "share_prompt": False},
                                  config=SearchConfig(turns=2, candidates=3, sampling=SamplingConfig(max_tokens=16)))
 
 

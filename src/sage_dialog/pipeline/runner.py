@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sage_dialog.core import console
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import finish_manifest, new_manifest, note_kept, read_json, sha256_path, stable_hash
-from sage_dialog.core.outputs import commit_folder
+from sage_dialog.core.outputs import claim, commit_folder, note_output_folder
 from sage_dialog.core.rss import PeakRSS
 from sage_dialog.core.schema import Manifest
 
@@ -257,6 +257,9 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    # the runner made this folder: a stage may put files in it (copied inputs) before its own output check
+    note_output_folder(tmp)
+    claim(tmp)
     manifest = new_manifest(stage.name, stage.config, seed=seed, inputs={"fingerprint": fp})
     ctx = StageContext(run_dir=root, out_dir=tmp, upstream={d: root / d for d in stage.deps}, seed=seed)
     log(f"[{stage.name}] running")
