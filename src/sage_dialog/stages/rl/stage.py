@@ -220,7 +220,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     progress = progress_callback(settings, quiet=quiet, tally=tally)
     trainer.remove_callback(_printer())
     trainer.add_callback(progress)
-    resume = _complete(resume_checkpoint(TrainSection(resume=settings.train.resume), out), out)
+    resume = resume_checkpoint(TrainSection(resume=settings.train.resume), out)  # skips one cut short by a kill
     if resume is not None:
         journal.keep_until(_checkpoint_step(resume))
     else:  # a fresh start: the folder's old rollouts belong to a run that is being replaced
@@ -253,18 +253,6 @@ def _printer() -> Any:
     from transformers.trainer_callback import PrinterCallback
 
     return PrinterCallback
-
-
-def _complete(checkpoint: str | None, out: Path) -> str | None:
-    """The checkpoint itself when it was written whole, else the newest one that was: a process killed
-    while saving leaves a folder without ``trainer_state.json`` (the trainer writes it last)."""
-    if checkpoint is None or (Path(checkpoint) / "trainer_state.json").exists():
-        return checkpoint
-    whole = sorted((p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
-                   key=lambda p: _checkpoint_step(str(p)))
-    log.warning("%s is incomplete (killed while saving?); resuming from %s", checkpoint,
-                whole[-1] if whole else "the start")
-    return str(whole[-1]) if whole else None
 
 
 def _checkpoint_step(path: str) -> int:
