@@ -60,6 +60,7 @@ class ParsedTurn:
     action: Tags | None = None
     plain: Tags | None = None
     blocks: list[tuple[BlockKind, Tags]] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each block in the text
 
     @property
     def has_tags(self) -> bool:
@@ -160,6 +161,7 @@ def parse(text: str) -> ParsedTurn:
     """Split leading tag blocks from the reply. Text with no tag block comes back unchanged."""
     pos, n = 0, len(text)
     blocks: list[tuple[BlockKind, Tags]] = []
+    spans: list[tuple[int, int]] = []
     reply_start = 0
     while True:
         i = pos
@@ -174,6 +176,7 @@ def parse(text: str) -> ParsedTurn:
         if body is None:
             break
         blocks.append(_classify(body))
+        spans.append((i, close + 1))
         pos = close + 1
         reply_start = pos
     if not blocks:
@@ -181,7 +184,7 @@ def parse(text: str) -> ParsedTurn:
     reply = text[reply_start:]
     # drop only the separator whitespace between the last block and the reply
     reply = reply.lstrip(" \t\n\r")
-    parsed = ParsedTurn(reply=reply, blocks=blocks)
+    parsed = ParsedTurn(reply=reply, blocks=blocks, spans=spans)
     for kind, tags in blocks:
         if getattr(parsed, kind) is None:
             setattr(parsed, kind, tags)

@@ -48,22 +48,10 @@ class Rollout:
 
 def block_spans(text: str) -> dict[str, tuple[int, int]]:
     """Character spans of the leading tag blocks of a turn, by kind (``state``, ``action``, ``plain``)."""
+    parsed = sac.parse(text)
     spans: dict[str, tuple[int, int]] = {}
-    pos, n = 0, len(text)
-    while True:
-        i = pos
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n or text[i] != "{":
-            break
-        close = text.find("}", i + 1)
-        if close < 0 or "{" in text[i + 1 : close]:
-            break
-        parsed = sac.parse(text[i : close + 1])
-        if not parsed.blocks:
-            break
-        spans.setdefault(parsed.blocks[0][0], (i, close + 1))
-        pos = close + 1
+    for (kind, _tags), span in zip(parsed.blocks, parsed.spans, strict=True):
+        spans.setdefault(kind, span)
     return spans
 
 
