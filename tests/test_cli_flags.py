@@ -91,7 +91,7 @@ def test_config_file_flags_and_set_reach_nested_search_settings(tmp_path: Path) 
 
     parser, _ = cli.build_parser("search")
     f = tmp_path / "search.yaml"
-    f.write_text("assistant: mock:\nconfig: {turns: 5, latent: {open_samples: 3, k: 6}}\n")
+    f.write_text("assistant: 'mock:'\nconfig: {turns: 5, latent: {open_samples: 3, k: 6}}\n")
     ns = parser.parse_intermixed_args(["s.txt", "-o", "o", "--config", str(f), "--turns", "2", "--k-actions", "2",
                                        "--state-temperature", "0.5", "--mcts-batch", "2", "--dirichlet-weight", "0.1",
                                        "--temperature", "0.7", "--set", "config.latent.simulations=5"])

@@ -181,7 +181,11 @@ def _note_inputs(name: str, ns: argparse.Namespace) -> None:
     from sage_dialog.core import outputs
 
     outputs.reset(name, force=bool(getattr(ns, "force", False)))
-    outputs.note_named(vars(ns))
+    for dest, value in vars(ns).items():
+        if dest.startswith("_"):  # the generator's bookkeeping (flag names), not a value given
+            continue
+        leaf = dest.rsplit(".", 1)[-1]  # a nested setting (config.latent.action_set) counts by its own name
+        outputs.note_named(value, key=leaf, source=leaf)
     config = getattr(ns, "config_file", None) or getattr(ns, "config_arg", None)
     if config is not None and Path(config).is_file() and Path(config).suffix.lower() in (".yaml", ".yml", ".json"):
         import contextlib

@@ -244,13 +244,15 @@ def parse_pairs(items: typing.Sequence[str], option: str, *, yaml_values: bool =
     return out
 
 
-def given(model: type[BaseModel], args: argparse.Namespace, rename: dict[str, str] | None = None) -> dict[str, Any]:
-    """The fields (dotted paths) given on the command line, pairs flags turned into dicts."""
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings (dotted paths) given on the command line, pairs flags turned into dicts.
+
+    Every registered flag counts: one the model does not have is refused by its validation
+    (``--seed: Extra inputs are not permitted``), never dropped."""
     out: dict[str, Any] = {}
     ns = vars(args)
-    known = {path for path, _ in _fields(model)} | set(model.model_fields)
     for path in ns.get(_NAMES) or {}:
-        if path not in ns or (rename or {}).get(path, path) not in known:
+        if path not in ns:
             continue
         value = ns[path]
         if ns.get(f"_pairs_{path}"):
@@ -298,7 +300,7 @@ def config_from_args(model: type[BaseModel], args: argparse.Namespace, *,
     path = getattr(args, "config_file", None)
     from_file = read_yaml(path) if path is not None else {}
     data.update(from_file)
-    flags = given(model, args, rename)
+    flags = given(args)
     for dotted, value in flags.items():
         _put(data, rename.get(dotted, dotted), value)
     overrides = overrides_of(args)

@@ -35,7 +35,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, settings: type[ModelSet
     """Flags, ``--config`` and ``--set`` of ``settings`` (ModelSettings or a command's subclass of it)."""
     from sage_dialog.commands.config_flags import add_config_flags
 
-    add_config_flags(parser, settings, flags={**MODEL_FLAGS, **kw.pop("flags", {})}, **kw)
+    extra = {"model": {"metavar": "SPEC"}, "adapter": {"metavar": "DIR"}, **kw.pop("extra", {})}
+    add_config_flags(parser, settings, flags={**MODEL_FLAGS, **kw.pop("flags", {})}, extra=extra, **kw)
 
 
 def model_settings(settings: type[ModelSettings], args: argparse.Namespace) -> argparse.Namespace:

@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, SearchRunConfig, positional=["seeds"], flags=FLAGS, flatten=FLATTEN, extra={
         "seeds": {"help": "seed file: .txt/.tsv lines, .jsonl, or EmpatheticDialogues .csv"},
         "out": {"metavar": "DIR"}, "max_seeds": {"metavar": "N"}, "judge_orders": {"metavar": "K"},
+        "assistant": {"metavar": "SPEC"}, "user": {"metavar": "SPEC"}, "judge": {"metavar": "SPEC"},
+        "cache": {"metavar": "PATH"}, "user_persona": {"metavar": "FILE"}, "assistant_persona": {"metavar": "FILE"},
         "config.latent.action_set": {"type": str, "metavar": "SET",
                                      "help": "latent/mcts: closed action set (label-set name or file, JSON list of "
                                              "tag objects, or 'sandbox'); default: open vocabulary (sampled action "

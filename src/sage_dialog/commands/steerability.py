@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sage_dialog.commands.model_flags import add_model_arguments
 
     add_model_arguments(parser, SteerabilitySettings, flags={"output": OUT}, extra={
-        "sandbox_contexts": {"metavar": "N"}, "action": {"metavar": "'KEY=VALUE ...'"}})
+        "sandbox_contexts": {"metavar": "N"}, "action": {"metavar": "'KEY=VALUE ...'"},
+        "contexts": {"metavar": "FILE"}, "judge": {"metavar": "SPEC"}, "output": {"metavar": "FILE"}})
 
 
 def run(args: argparse.Namespace) -> int:
