@@ -139,3 +139,23 @@ def test_the_output_option_is_o_out_with_output_as_a_hidden_alias(name: str) -> 
     assert opts["-o"].option_strings == ["-o", "--out"]
     help_text = parser.format_help()
     assert "-o" in help_text and "--output" not in help_text.replace("--output-", "")
+
+
+def test_demo_takes_positional_overrides_like_run(tmp_path: Path, capsys) -> None:
+    assert cli.main(["demo", "--list", "-o", str(tmp_path / "d"), "--set", "rounds=2"]) == 0
+    listed = capsys.readouterr().out
+    assert cli.main(["demo", "rounds=2", "-o", str(tmp_path / "d"), "--list"]) == 0
+    assert capsys.readouterr().out == listed
+    assert cli.main(["demo", "rounds=1", "-o", str(tmp_path / "d"), "--list"]) == 0
+    assert capsys.readouterr().out != listed  # the override reached the loop
+
+
+def test_the_old_output_spelling_still_writes(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "d.json").write_text(json.dumps([
+        {"id": "d1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hey"}]}]))
+    (tmp_path / "spec.json").write_text(json.dumps({"d.json": {"prompt": "", "size": 1}}))
+    assert cli.main(["mix", str(tmp_path / "spec.json"), "--output", str(tmp_path / "old")]) == 0
+    assert cli.main(["mix", "--out", str(tmp_path / "new"), str(tmp_path / "spec.json")]) == 0
+    assert (tmp_path / "old" / "train.jsonl").read_text() == (tmp_path / "new" / "train.jsonl").read_text()
