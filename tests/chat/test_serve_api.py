@@ -23,7 +23,8 @@ from openai import BadRequestError, NotFoundError, OpenAI
 
 from sage_dialog.backends.base import ChatRequest
 from sage_dialog.backends.mock import MockBackend
-from sage_dialog.interact.serve import ServeLimits, create_app
+from sage_dialog.interact.serve import create_app
+from sage_dialog.interact.serve_limits import ServeLimits
 
 STATE = "{u_motivation: sharing news, u_emotion: happy, u_topic: [exam]}"
 ACTION = "{a_motivation: praise, a_emotion: happy, a_topic: [exam]}"

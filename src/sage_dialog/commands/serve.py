@@ -96,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
-    from sage_dialog.interact.serve import TOKEN_ENV, ServeLimits, create_app, serve
+    from sage_dialog.interact.serve import TOKEN_ENV, create_app, serve
+    from sage_dialog.interact.serve_limits import ServeLimits
     from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
 
     if not 0 < args.port < 65536:
