@@ -86,6 +86,9 @@ class MicroBatcher:
 
 @dataclass
 class GenPayload:
+    """One request's share of a batch: its rendered prompt, its sampling, and which of its samples
+    (``first_sample`` on, ``count`` of them; their seeds come from :func:`sample_seed`)."""
+
     prompt: str
     sampling: SamplingParams
     first_sample: int
