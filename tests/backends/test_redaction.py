@@ -66,7 +66,7 @@ def test_annotate_rejects_hold_no_key(fault_server, tmp_path: Path, monkeypatch:
     raw = _dialogs(tmp_path / "raw.jsonl")
     out = tmp_path / "out" / "ann.jsonl"
     rc = main(["annotate", str(raw), "-o", str(out), "--annotator", "openai:m", "-q",
-               "--backend-option", f"base_url={srv.url}", "--max-attempts", "1"])
+               "--backend-option", f"base_url={srv.base_url}", "--max-attempts", "1"])
     _, err = capsys.readouterr()
     assert f"Bearer {KEY}" in srv.auth_headers  # the server did get (and echo) the key
     rejects = (tmp_path / "out" / "ann.rejects.jsonl").read_text(encoding="utf-8")
@@ -80,7 +80,7 @@ def test_backend_failure_is_exit_2_without_key(command: str, fault_server, tmp_p
                                                capsys: pytest.CaptureFixture[str]) -> None:
     srv = fault_server(echo_key_status=401)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("I failed my exam.\n", encoding="utf-8")
     argv = {
@@ -123,7 +123,7 @@ def test_serve_log_and_error_bodies_hold_no_secret(fault_server, tmp_path: Path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "SAGE_DIALOG_SERVE_TOKEN": TOKEN,
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.base_url, "SAGE_DIALOG_SERVE_TOKEN": TOKEN,
            "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", "serve", "--model", "openai:m", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
