@@ -67,6 +67,7 @@ def run_rl(credit: str, preset: str, m1: Path, seeds_file: Path, out: Path, a: a
     spec = f"oracle:{preset}"
     settings = rl.Settings.model_validate({
         "credit": credit, "loss_on": a.loss_on, "adapter": {"method": "full"}, "threads": a.threads,
+        "state_scope": a.state_scope, "state_key": a.state_key,
         "rollout": {"turns": a.turns, "user": spec, "temperature": 1.0, "max_tokens": 48},
         "reward": {"source": "ground_truth", "oracle": spec},
         "train": {"steps": a.rl_steps, "prompts_per_step": a.prompts, "group_size": a.group,
@@ -224,6 +225,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--beta", type=float, default=0.02)
     p.add_argument("--loss-on", default="action+reply")
+    p.add_argument("--state-scope", default="group", choices=("group", "batch"), help="rl state_scope (credit=state)")
+    p.add_argument("--state-key", default="state+turn", choices=("state", "state+turn", "state+last_action"))
     p.add_argument("--eval-seeds", type=int, default=64)
     p.add_argument("--eval-turns", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)

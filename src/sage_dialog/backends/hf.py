@@ -35,7 +35,9 @@ A model without a chat template gets its architecture's turn format
 (:mod:`sage_dialog.backends.chat_templates`), else the plain ``role: text`` fallback.
 
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
-(``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
+(``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``, or
+``fast``: bfloat16 on a GPU or on a CPU with bfloat16 instructions, where it runs ~1.9x faster than
+float32, else float32; ``auto`` keeps float32 on CPU so results match across CPUs),
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
 ``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
@@ -295,8 +297,15 @@ class HFBackend(Backend):
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+        gguf_dtype = dtype  # the dequantized folder's number format (a cast on load costs nothing)
+        if dtype == "fast":
+            from sage_dialog.core.cpu import native_bf16
+
+            on_cpu = not str(device).startswith("cuda")
+            dtype = "bfloat16" if not on_cpu or native_bf16() else "float32"
+            gguf_dtype = "float32" if on_cpu else dtype  # CPU runs share one float32 folder with training
+        elif dtype == "auto":
+            dtype = gguf_dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         try:
             torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
                 dtype
@@ -315,7 +324,7 @@ class HFBackend(Backend):
         chain = resolve_chain(model) if self.adapter is None else AdapterChain(model)
         # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
         source = gguf_source(chain.base)
-        path = str(convert(source, dtype)) if source is not None else chain.base
+        path = str(convert(source, gguf_dtype)) if source is not None else chain.base
         attn = _attention_impl(attention)
         # the last adapter's folder has the tokenizer and chat template it was trained with
         tok_path = chain.adapters[-1] if chain.adapters and _has_tokenizer(chain.adapters[-1]) else path

@@ -16,17 +16,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChainSettings(BaseModel):
+    """Settings of ``sage-dialog chain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field(description="annotated dialogs (ShareGPT .json, dialogs .jsonl, ...)")
+    output: str = Field(description="where to write the chained dialogs")
+    src_format: str | None = Field(None, description="input format (default: detected)")
+    dst_format: str | None = Field(None, description="output format (default: from the name)")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="annotated dialogs (ShareGPT .json, dialogs .jsonl, ...)")
-    parser.add_argument("output", help="where to write the chained dialogs")
-    parser.add_argument("--from", dest="src_format", metavar="FORMAT", help="input format (default: detected)")
-    parser.add_argument("--to", dest="dst_format", metavar="FORMAT", help="output format (default: from the name)")
+    from sage_dialog.commands.config_flags import add_config_flags
+
+    add_config_flags(parser, ChainSettings, positional=["input", "output"],
+                     flags={"src_format": ["--from"], "dst_format": ["--to"]},
+                     extra={"src_format": {"metavar": "FORMAT"}, "dst_format": {"metavar": "FORMAT"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.stages.chain import chain_file
 
+    args = settings_into(args, config_from_args(ChainSettings, args))
     n = chain_file(args.input, args.output, src_format=args.src_format, dst_format=args.dst_format, progress=True,
                    warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
     print(f"chained {n} dialogs into {args.output}", file=sys.stderr)
