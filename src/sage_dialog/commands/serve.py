@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.core.errors import UserError
-    from sage_dialog.interact.serve import TOKEN_ENV, ServeLimits, create_app, serve
+    from sage_dialog.interact.serve import TOKEN_ENV, create_app, serve
+    from sage_dialog.interact.serve_limits import ServeLimits
 
     args = model_settings(ServeSettings, args)
     if not 0 < args.port < 65536:
