@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.interact.chat import ChatSession, repl
-    from sage_dialog.roles.assistant import backend_from_args, parse_steering, sampling_from_args
+    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
+    from sage_dialog.roles.steering import parse_steering
 
     sampling = sampling_from_args(args)
     steering = parse_steering(args.steer, what="--steer")

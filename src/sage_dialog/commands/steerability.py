@@ -42,12 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core import io as sio
     from sage_dialog.core.errors import UserError, where
     from sage_dialog.core.schema import Dialog, Tags
-    from sage_dialog.roles.assistant import (
-        backend_from_args,
-        history_messages,
-        parse_steering,
-        sampling_from_args,
-    )
+    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
+    from sage_dialog.roles.rollout import history_messages
+    from sage_dialog.roles.steering import parse_steering
     from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report, measure
 
     if args.n < 1:

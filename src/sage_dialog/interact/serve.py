@@ -51,7 +51,8 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.limits import find_surrogate, has_surrogate_escape
 from sage_dialog.core.redact import add_secret, install_log_filter, redact
 from sage_dialog.core.schema import Tags, Turn
-from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
+from sage_dialog.roles.assistant import Candidate, generate_turns, stream_turn
+from sage_dialog.roles.steering import parse_steering
 
 log = logging.getLogger("uvicorn.error")  # shown at the server's --log-level, beside the access log
 
