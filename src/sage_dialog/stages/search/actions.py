@@ -72,7 +72,7 @@ class Proposal:
 
 
 def load_action_set(spec: str | Sequence[Tags | dict[str, Any]]) -> list[Tags]:
-    """The closed action set named by ``spec`` (see :class:`LatentConfig`), deduplicated, in order."""
+    """The closed action set named by ``spec`` (see :class:`.config.LatentConfig`), deduplicated, in order."""
     if not isinstance(spec, str):
         acts = [a if isinstance(a, Tags) else Tags.model_validate(a) for a in spec]
     elif spec == "sandbox":
