@@ -34,9 +34,9 @@ import numpy as np
 
 from sage_dialog.backends.base import BackendConfig, SamplingParams, load_backend
 from sage_dialog.core import threads
+from sage_dialog.roles.rollout import play_dialogs
 from sage_dialog.sandbox import rules, world
 from sage_dialog.sandbox.oracles import oracle_for
-from sage_dialog.stages.search.rollout import play_dialogs
 
 ARMS = ("state", "token", "search_dpo", "latent_dpo")
 WORLDS = ("standard", "long_horizon")

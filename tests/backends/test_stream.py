@@ -216,7 +216,8 @@ def test_cache_passes_streaming_through_and_stores_complete_results(fault_server
 
 
 def test_stream_turn_streams_hf_token_by_token_and_stops_when_closed(hf: HFBackend) -> None:
-    from sage_dialog.roles.assistant import parse_steering, stream_turn
+    from sage_dialog.roles.assistant import stream_turn
+    from sage_dialog.roles.steering import parse_steering
 
     st = parse_steering(["a_motivation=joke", "a_emotion=playful", "a_topic=exam"])
     sp = SamplingParams(temperature=1.0, max_tokens=40, seed=2)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.interact.chat import ChatSession, repl
-    from sage_dialog.roles.assistant import parse_steering
+    from sage_dialog.roles.steering import parse_steering
 
     args = model_settings(ChatSettings, args)
     sampling = sampling_from_args(args)

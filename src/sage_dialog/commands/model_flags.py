@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.roles.sampling import CHAT_SAMPLING
 
 if TYPE_CHECKING:
     from sage_dialog.backends.base import Backend, SamplingParams
@@ -21,9 +22,10 @@ class ModelSettings(BaseModel):
     model: str = Field(description="backend spec, e.g. hf:out/sft or openai:NAME")
     adapter: str | None = Field(None, description="LoRA adapter folder to load on top of an hf: model")
     system: str | None = Field(None, description="system prompt")
-    temperature: float = Field(0.8, description="sampling temperature (0 = greedy)")
-    top_p: float = Field(1.0, description="nucleus sampling: keep the smallest set of tokens with this mass")
-    max_tokens: int = Field(128, description="most new tokens per reply")
+    temperature: float = Field(CHAT_SAMPLING.temperature, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(CHAT_SAMPLING.top_p, description="nucleus sampling: keep the smallest set of tokens "
+                         "with this mass")
+    max_tokens: int = Field(CHAT_SAMPLING.max_tokens, description="most new tokens per reply")
     seed: int | None = Field(None, description="sampling seed (reproducible replies)")
 
 
@@ -53,9 +55,10 @@ def sampling_from_args(args: Any) -> SamplingParams:
         raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     if args.temperature < 0:
         raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    return SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
-    )
+    from dataclasses import replace
+
+    return replace(CHAT_SAMPLING.params(), temperature=args.temperature, top_p=args.top_p,
+                   max_tokens=args.max_tokens, seed=args.seed)
 
 
 def backend_from_args(args: Any) -> Backend:

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core import io as sio
     from sage_dialog.core.errors import UserError, where
     from sage_dialog.core.schema import Dialog, Tags
-    from sage_dialog.roles.assistant import history_messages, parse_steering
+    from sage_dialog.roles.rollout import history_messages
+    from sage_dialog.roles.steering import parse_steering
     from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report, measure
 
     args = model_settings(SteerabilitySettings, args)

@@ -67,7 +67,8 @@ from sage_dialog.interact.serve_limits import (
     read_body,
     sampling_params,
 )
-from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
+from sage_dialog.roles.assistant import Candidate, generate_turns, stream_turn
+from sage_dialog.roles.steering import parse_steering
 
 log = logging.getLogger("uvicorn.error")  # shown at the server's --log-level, beside the access log
 

@@ -371,7 +371,7 @@ def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped
     def fn(ctx: StageContext) -> dict[str, Any]:
         from sage_dialog.backends.base import SamplingParams
         from sage_dialog.core.io import write_json
-        from sage_dialog.roles.assistant import parse_steering
+        from sage_dialog.roles.steering import parse_steering
         from sage_dialog.stages import annotate
         from sage_dialog.stages.search.seeds import read_seed_file
         from sage_dialog.stages.steerability import AnnotatorJudge, format_report, measure

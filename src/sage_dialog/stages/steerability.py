@@ -31,7 +31,8 @@ from pydantic import BaseModel, Field
 
 from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingParams, ScoreRequest
 from sage_dialog.core.schema import Tags
-from sage_dialog.roles.assistant import Candidate, Steering, format_tags, generate_turns
+from sage_dialog.roles.assistant import Candidate, format_tags, generate_turns
+from sage_dialog.roles.steering import Steering
 
 JudgeFn = Callable[[str, Tags], bool]
 
