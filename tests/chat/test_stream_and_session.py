@@ -11,6 +11,7 @@ from sage_dialog.backends.base import ChatRequest
 from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core import io as sio
 from sage_dialog.core import sac
+from sage_dialog.core.sac import INNER_LOOKBACK
 from sage_dialog.core.schema import Dialog, Tags
 from sage_dialog.interact.chat import ChatSession
 from sage_dialog.roles.assistant import StreamEvent, _TagHold, stream_turn
@@ -54,9 +55,34 @@ def test_tag_hold_char_by_char() -> None:
 def test_tag_hold_releases_a_brace_that_is_not_a_block() -> None:
     hold = _TagHold()
     events: list[StreamEvent] = []
-    for ch in "{not a tag} hi":
+    text = "{not a tag} hi. " + "And more words that make this reply longer than the held-back window."
+    for ch in text:
         events += hold.feed(ch)
-    assert "".join(e.text for e in events if e.kind == "text") == "{not a tag} hi"
+    # released as it comes, less the last INNER_LOOKBACK characters (a u_/a_ key next would make them tags)
+    shown = "".join(e.text for e in events if e.kind == "text")
+    assert shown.startswith("{not a tag} hi.") and len(shown) == len(text) - INNER_LOOKBACK
+    events += hold.feed("", final=True)
+    assert "".join(e.text for e in events if e.kind == "text") == text
+
+
+def test_tag_hold_never_streams_tag_text_inside_the_reply() -> None:
+    # what the demo's M1 served at temperature 1.0 (issue 28): tag text after junk, inside the reply
+    for written, reply in [
+        ("{u_motivation: venting} ofhaha. {a_motivation: reassurance, a_emotion: calm} You can handle it. "
+         "What happened?", "ofhaha. You can handle it. What happened?"),
+        ("{u_motivation: venting} gradeencouraging, a_topic: [work]} You could try one small thing.",
+         "You could try one small thing."),
+        ("{u_motivation: venting} Sure thing. a_emotion: calm", "Sure thing."),
+    ]:
+        hold = _TagHold()
+        events: list[StreamEvent] = []
+        for i in range(0, len(written), 3):
+            events += hold.feed(written[i:i + 3])
+        events += hold.feed("", final=True)
+        texts = [e.text for e in events if e.kind == "text"]
+        assert "".join(texts).strip() == reply and hold.reply == reply
+        assert not any("a_" in t or "}" in t for t in texts)
+        assert "a_" in hold.all_stray
 
 
 def test_stream_turn_fallback_for_non_hf_backend() -> None:

@@ -196,7 +196,7 @@ _STRAY_KEY_RE = re.compile(r"""^\{?\s*['"]?(?:[ua]_|user_|assistant_)?(?:motivat
 _STRAY_ITEM_RE = re.compile(r"""^\s*['"]?[A-Za-z_][A-Za-z0-9_]*['"]?\s*:\s*(?:\[[^\]]*\]|[^,{}\[\]\n]*?)\s*,""")
 
 
-def split_stray(reply: str) -> tuple[str, str]:
+def split_stray(reply: str, *, inner: bool = True) -> tuple[str, str]:
     """Split tag-like text off the start of a reply: ``(stray, reply)``.
 
     A model that half-learnt the SAC format writes broken blocks where its reply should start:
@@ -205,7 +205,8 @@ def split_stray(reply: str) -> tuple[str, str]:
     they show as the reply never starts with tag text. Leading ``{...}`` groups with a ``:`` in
     them (or empty), brace-less
     ``key: value ... }`` runs of SAC keys and the ``key: value,`` items after an unclosed ``{`` are
-    stray; the rest is the reply.
+    stray; so is every region around a ``u_``/``a_`` key later in the reply (:func:`split_inner`; ``inner=False``: the start only).
+    The rest is the reply.
     """
     stray: list[str] = []
     rest = reply
@@ -233,9 +234,51 @@ def split_stray(reply: str) -> tuple[str, str]:
                 rest = head[i:]
                 continue
         break
+    rest = rest.lstrip(" \t\n\r")
+    if inner:
+        found, rest = split_inner(rest)
+        stray += found
     if not stray:
         return "", reply
-    return " ".join(stray), rest.lstrip(" \t\n\r")
+    return " ".join(stray), rest
+
+
+# a SAC key inside a reply (only the u_/a_ spellings: plain "emotion:" is ordinary text there)
+_SENTENCE_END_RE = re.compile(r"[.!?]\s+")
+# how far before a brace-less key a region may start: a streamed reply holds back this much
+INNER_LOOKBACK = 64
+_SAC_KEY_RE = re.compile(r"""['"]?\b[ua]_(?:motivation|emotion|topics?)['"]?\s*:""", re.I)
+
+
+def split_inner(text: str) -> tuple[list[str], str]:
+    """Tag text after the reply's start: every region around a ``u_``/``a_`` key, cut out.
+
+    A region runs from its key back to an opening ``{`` (after the last ``}``) or, with no brace (a
+    block whose head was lost), back over the one ``value,`` item before the key (the lost key's
+    value; not past a sentence end, a ``}`` or :data:`INNER_LOOKBACK` characters), and forward to the
+    next ``}`` (or to the end). A model at a high temperature writes e.g.
+    ``ofhaha. {a_motivation: calm} You can do it`` or ``gradeencouraging, a_topic: [work]} You could try``.
+    """
+    stray: list[str] = []
+    while m := _SAC_KEY_RE.search(text):
+        closed = text.rfind("}", 0, m.start())
+        opened = text.rfind("{", closed + 1, m.start())
+        if opened >= 0:
+            start = opened
+        else:
+            ends = [b.end() for b in _SENTENCE_END_RE.finditer(text, 0, m.start())]
+            comma = text.rfind(",", 0, m.start())
+            item = text.rfind(",", 0, comma) + 1 if comma >= 0 and not text[comma + 1:m.start()].strip() else m.start()
+            bound = m.start() - INNER_LOOKBACK
+            if bound > 0:
+                space = text.find(" ", bound)
+                bound = space + 1 if 0 <= space < m.start() else m.start()
+            start = max([closed + 1, item, bound, *ends])
+        end = text.find("}", m.end())
+        end = len(text) if end < 0 else end + 1
+        stray.append(text[start:end].strip())
+        text = (text[:start].rstrip() + " " + text[end:].lstrip()).strip()
+    return stray, text
 
 
 def strip(text: str) -> str:

@@ -186,6 +186,16 @@ class StreamEvent:
 _ONE_WORD = re.compile(r"""^['"]?[A-Za-z_]{0,24}$""")
 
 
+def _releasable(reply: str) -> str:
+    """What of a streamed reply can go out now: not an unclosed ``{`` and what follows it, and not
+    the last :data:`sac.INNER_LOOKBACK` characters (a ``u_``/``a_`` key written next would make them
+    tag text, see :func:`sac.split_inner`)."""
+    brace = reply.rfind("{")
+    if brace > reply.rfind("}"):
+        reply = reply[:brace]
+    return reply[: max(0, len(reply) - sac.INNER_LOOKBACK)]
+
+
 class _TagHold:
     """Holds back streamed text while it may still be a leading tag block; releases the reply.
 
@@ -195,12 +205,13 @@ class _TagHold:
 
     def __init__(self) -> None:
         self.buf = ""
-        self.released = 0  # chars of the reply already emitted
+        self.shown = ""  # the reply text already emitted
         self.latent_sent = False
         self.state: Tags | None = None
         self.action: Tags | None = None
         self.start: int | None = None  # offset of the reply in buf, fixed at the first release
-        self.stray = ""
+        self.stray = ""  # tag text before the reply
+        self.inner: list[str] = []  # tag text inside it
 
     def feed(self, piece: str, final: bool = False) -> list[StreamEvent]:
         self.buf += piece
@@ -219,7 +230,7 @@ class _TagHold:
             if not final and (not reply.strip() or pending_block):
                 return []
         if self.start is None:
-            stray, rest = sac.split_stray(reply)
+            stray, rest = sac.split_stray(reply, inner=False)
             if not final and (not rest.strip() or _ONE_WORD.match(rest.strip())):
                 return []  # the reply may still turn out to be tag text
             self.stray = stray
@@ -228,16 +239,31 @@ class _TagHold:
                 self.start = len(self.buf) - len(reply)
         else:
             reply = self.buf[self.start :]
+        inner, reply = sac.split_inner(reply)
+        self.inner = inner
+        if not final:
+            reply = _releasable(reply)
         events: list[StreamEvent] = []
         if not self.latent_sent:
             self.latent_sent = True
             self.state, self.action = parsed.state, parsed.action
             events.append(StreamEvent("latent", state=parsed.state, action=parsed.action))
-        new = reply[self.released :]
+        if not reply.startswith(self.shown):
+            return events  # tag text was cut from what is already out (cannot happen: it is held back)
+        new = reply[len(self.shown) :]
         if new:
-            self.released = len(reply)
+            self.shown = reply
             events.append(StreamEvent("text", text=new))
         return events
+
+    @property
+    def reply(self) -> str:
+        """The reply as streamed (tag text cut out)."""
+        return self.shown.strip()
+
+    @property
+    def all_stray(self) -> str:
+        return " ".join(s for s in (self.stray, *self.inner) if s)
 
 
 async def stream_turn(
@@ -284,5 +310,5 @@ async def stream_turn(
     cand = _candidate(prefill, "".join(pieces), finish, n_tokens + spent[0], steering)
     cand.tokens_in = tokens_in
     if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
-        cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
+        cand.reply, cand.stray = hold.reply, hold.all_stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
