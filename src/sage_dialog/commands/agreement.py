@@ -29,5 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.stages import agreement
 
     check_paths(inputs=[args.a, args.b], files=[getattr(args, "output", None)])  # unset flags are absent
-    agreement.run(config_from_args(agreement.AgreementConfig, args))
+    cfg = config_from_args(agreement.AgreementConfig, args)
+    res = agreement.run(agreement.Settings.of(cfg), inputs=agreement.Inputs(a=cfg.a, b=cfg.b), out=cfg.output)
+    print(agreement.render(res.report))
     return 0

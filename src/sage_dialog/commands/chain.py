@@ -25,9 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_dialog.stages.chain import chain_file
+    from pathlib import Path
 
-    n = chain_file(args.input, args.output, src_format=args.src_format, dst_format=args.dst_format, progress=True,
-                   warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    print(f"chained {n} dialogs into {args.output}", file=sys.stderr)
+    from sage_dialog.stages import chain
+
+    dst = Path(args.output)
+    res = chain.run(chain.Settings(src_format=args.src_format, dst_format=args.dst_format),
+                    inputs=chain.Inputs(files={dst.name: Path(args.input)}), out=dst.parent, progress=True)
+    for msg in res.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    print(f"chained {res.counts['dialogs']} dialogs into {args.output}", file=sys.stderr)
     return 0

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_dialog.stages.eval import EvalConfig, run_eval
+    from sage_dialog.stages import eval as harness
 
     models = {}
     for item in args.model:
@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.io import check_paths
 
     check_paths(folders=[args.out])  # before any model loads (the stage checks --include-path)
-    cfg = EvalConfig(models=models, tasks=tasks, include_path=str(args.include_path) if args.include_path else None,
-                     out=str(args.out), limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
-                     via=args.via, seed=args.seed, chat_template=args.chat_template)
-    results = run_eval(cfg)
+    settings = harness.Settings(tasks=tasks, include_path=str(args.include_path) if args.include_path else None,
+                                limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                                via=args.via, seed=args.seed, chat_template=args.chat_template)
+    results = harness.run(settings, inputs=harness.Inputs(models=models), out=args.out).results
     for model, tasks_res in results.items():
         for task, metrics in tasks_res.items():
             if task == "eq_bench" and "eqbench" in metrics:  # as EQ-Bench reports it

@@ -32,10 +32,14 @@ from sage_dialog.core.io import format_validation_error, write_json
 from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
 from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
 from sage_dialog.roles.factory import BackendPool
+from sage_dialog.stages.base import StageResult
 from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
 from sage_dialog.stages.engine import EngineSettings, engine_field
+from sage_dialog.stages.mix import Settings as MixSettings
+from sage_dialog.stages.prefs import Settings as PrefsSettings
 from sage_dialog.stages.rl.settings import Settings as RLSettings
 from sage_dialog.stages.search.stage import SearchRunConfig
+from sage_dialog.stages.steerability import Settings as SteerabilitySettings
 
 
 class ImportSection(BaseModel):
@@ -47,16 +51,6 @@ class ImportSection(BaseModel):
     limit: int | None = Field(None, ge=1, description="dialogs to import")
     min_turns: int = Field(2, ge=1, description="skip shorter dialogs")
     max_turns: int | None = Field(None, ge=1, description="cut longer dialogs to their first N turns")
-
-
-class SteerabilitySection(BaseModel):
-    """Steering compliance of M1: forced actions, judged oracle-free by the annotator (same label sets)."""
-
-    model_config = ConfigDict(extra="forbid")
-    actions: list[str] = Field(description='forced actions, each "a_motivation=X a_emotion=Y"')
-    contexts: int = Field(10, ge=1, description="seed openings used as contexts")
-    n: int = Field(1, ge=1, description="replies per (context, action)")
-    sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
 
 
 # every round is three stages and a model on disk; far more than anyone runs, far less than a loop forever
@@ -80,7 +74,8 @@ class LoopConfig(BaseModel):
     import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
     prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
     annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
-    mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
+    mix: MixSettings = Field(default_factory=MixSettings, description="the mix (stages.mix.Settings); its seed "
+                             "defaults to the loop's")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
     rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
@@ -88,7 +83,8 @@ class LoopConfig(BaseModel):
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
                                     "and out; seeds default to the world's or the import's, cache and backend "
                                     "options to the loop's")
-    prefs: dict[str, Any] = Field(default_factory=dict, description="PrefsConfig fields")
+    prefs: PrefsSettings = Field(default_factory=PrefsSettings, description="the pairs of each search "
+                                 "(stages.prefs.Settings)")
     dpo_pairs: Literal["search", "last_round"] = Field(
         "search", description="search: DPO on the pairs of a new search from the last model (the original); "
         "last_round: on the pairs of the last rejection-sampling round (no extra search)")
@@ -107,7 +103,9 @@ class LoopConfig(BaseModel):
     compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
     benchmarks: BenchmarksSettings | None = Field(None, description="lm-eval tasks (default EQ-Bench, shipped) on "
                                                   "base, SFT, DPO...; their table joins the compare report")
-    steerability: SteerabilitySection | None = None
+    steerability: SteerabilitySettings | None = Field(None, description="steering compliance of M1 (stages."
+                                                      "steerability.Settings): forced actions, judged oracle-free "
+                                                      "by the annotator (same label sets)")
     cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
 
@@ -118,6 +116,8 @@ class LoopConfig(BaseModel):
     def _loop_fills(self) -> LoopConfig:
         if self.dpo_pairs == "last_round" and self.rounds < 1:
             raise ValueError("dpo_pairs: last_round needs rounds >= 1")
+        if self.steerability is not None and not self.steerability.actions:
+            raise ValueError("steerability.actions: give the forced actions, each \"a_motivation=X a_emotion=Y\"")
         for k in ("assistant", "out"):
             if getattr(self.search, k) is not None:
                 raise ValueError(f"search.{k} is set by the loop (the model of each round, the stage folder)")
@@ -139,7 +139,12 @@ def _validated(model: type[BaseModel], data: dict[str, Any], section: str) -> An
 
 
 # ---------------------------------------------------------------------------------------------
-# stage functions
+# stage functions: each fills its stage's Inputs from the run folder and returns its Result's summary
+
+
+def _summary(res: StageResult) -> dict[str, Any]:
+    """What the runner records in the stage's manifest (and the gates read): the result's counts and quality."""
+    return {k: v for k, v in res.summary().items() if k != "outputs"}
 
 
 def _model_dir(stage_dir: Path) -> Path:
@@ -199,15 +204,11 @@ def _seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
 
 
 def _chain(ctx: StageContext) -> dict[str, Any]:
-    from sage_dialog.stages.chain import chain_file
+    from sage_dialog.stages import chain
 
-    n = 0
-    for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl")):
-        if f.name.endswith((".rejects.jsonl", ".summary.json")):
-            continue
-        chain_file(f, ctx.out_dir / f.name.replace("annotated", "chained"))
-        n += 1
-    return {"files": n}
+    files = {f.name.replace("annotated", "chained"): f for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl"))
+             if not f.name.endswith((".rejects.jsonl", ".summary.json"))}
+    return _summary(chain.run(chain.Settings(), inputs=chain.Inputs(files=files), out=ctx.out_dir))
 
 
 def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
@@ -219,14 +220,13 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         # the spec is an input of mix: written beside its output folder, kept inside it once mixed
         spec_file = ctx.out_dir.with_name(f"{ctx.out_dir.name}.data_spec.json")
         write_json(spec_file, spec)
+        settings = cfg.mix if "seed" in cfg.mix.model_fields_set else cfg.mix.model_copy(update={"seed": cfg.seed})
         try:
-            mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": spec_file,
-                                              "output": ctx.out_dir}, "mix")
-            mix.run(mcfg, warn=lambda _m: None)
+            res = mix.run(settings, inputs=mix.Inputs(spec=spec_file), out=ctx.out_dir)
             spec_file.replace(ctx.out_dir / "data_spec.json")
         finally:
             spec_file.unlink(missing_ok=True)
-        return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
+        return _summary(res)
 
     return fn
 
@@ -317,10 +317,10 @@ def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> Searc
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+        from sage_dialog.stages import prefs
 
-        pcfg = _validated(PrefsConfig, cfg.prefs, "prefs")
-        return run_prefs(ctx.dir_of(search_stage) / "trees", ctx.out_dir, pcfg)
+        return _summary(prefs.run(cfg.prefs, inputs=prefs.Inputs(source=ctx.dir_of(search_stage) / "trees"),
+                                  out=ctx.out_dir))
 
     return fn
 
@@ -369,33 +369,27 @@ def _benchmarks(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-unt
 
 def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.backends.base import SamplingParams
-        from sage_dialog.core.io import write_json
-        from sage_dialog.roles.assistant import parse_steering
-        from sage_dialog.stages import annotate
+        from sage_dialog.stages import annotate, steerability
         from sage_dialog.stages.search.seeds import read_seed_file
-        from sage_dialog.stages.steerability import AnnotatorJudge, format_report, measure
 
         st = cfg.steerability
         assert st is not None
-        actions = [parse_steering(a.split(), what="steerability.actions").action for a in st.actions]
-        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))[: st.contexts]]
+        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))]
         acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": ".", "output": ".",
                                                     "cache": cfg.annotate.get("cache", cfg.cache_path())},
                           "annotate")
         pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
         annotator, ann_backend = annotate.build_annotator(acfg)
         try:
-            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_served(cfg, ctx.dir_of(model_stage))}"), contexts,
-                                         [a for a in actions if a is not None], AnnotatorJudge(annotator),
-                                         n=st.n, sampling=SamplingParams(**st.sampling)))
+            inputs = steerability.Inputs(model=pool.get(f"{cfg.provider}:{_served(cfg, ctx.dir_of(model_stage))}"),
+                                         contexts=contexts, judge=steerability.AnnotatorJudge(annotator))
+            res = steerability.run(st, inputs=inputs, out=ctx.out_dir / "report.json")
         finally:
             asyncio.run(pool.aclose())
             if ann_backend is not None:
                 asyncio.run(ann_backend.aclose())
-        write_json(ctx.out_dir / "report.json", report)
-        (ctx.out_dir / "report.txt").write_text(format_report(report) + "\n", encoding="utf-8")
-        return {"followed": report.overall.rate, "unjudged": report.overall.unjudged, "tag_adherence": report.tag_adherence}
+        (ctx.out_dir / "report.txt").write_text(steerability.format_report(res.report) + "\n", encoding="utf-8")
+        return _summary(res)
 
     return fn
 
@@ -465,19 +459,16 @@ def _world_evaluate(cfg: LoopConfig, models: dict[str, str], before: list[str]):
 
 def check_sections(cfg: LoopConfig) -> None:
     """Validate every stage section now, so a typo stops the run before any stage starts."""
-    from sage_dialog.stages import annotate, mix
+    from sage_dialog.stages import annotate
     from sage_dialog.stages.compare import compare
-    from sage_dialog.stages.prefs import PrefsConfig
     from sage_dialog.train.config import DPORunConfig, SFTRunConfig
 
     here = Path(".")
     _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": here, "output": here}, "annotate")
-    _validated(mix.MixConfig, {**cfg.mix, "spec": here, "output": here}, "mix")
     placeholders = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "output_dir": "o"}
     for name, section, model in (("sft", cfg.sft, SFTRunConfig), ("rft", cfg.rft or {}, SFTRunConfig),
                                  ("dpo", cfg.dpo, DPORunConfig)):
         _validated(model, _merge(section, placeholders), name)
-    _validated(PrefsConfig, cfg.prefs, "prefs")
     if cfg.compare is not None:
         _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
     if cfg.world is not None:

@@ -7,7 +7,8 @@ A stage module exposes three names::
     def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result: ...
 
 ``inputs`` is the stage's own small dataclass of the paths (and live objects) it reads; ``out`` is
-the folder it writes. ``run`` builds its result in memory and returns it: the caller (a command, the
+where it writes: a folder, or for the stages whose commands name one output file (agreement's report,
+steerability's report, prefs' pairs file) that file. ``run`` builds its result in memory and returns it: the caller (a command, the
 loop of ``sage-dialog run``, the demo) prints it, writes the manifest from it and gates on it. Stages
 do not print. The loop's config section of a stage *is* its ``Settings`` (see
 ``pipeline/sage_loop.py``), so a setting means the same thing on the command line, in a run config
@@ -23,15 +24,23 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # name -> module of every stage with the one shape (the registration line of a new stage goes here)
 STAGE_MODULES: dict[str, str] = {
+    "chain": "sage_dialog.stages.chain",
+    "mix": "sage_dialog.stages.mix",
+    "prefs": "sage_dialog.stages.prefs",
+    "agreement": "sage_dialog.stages.agreement",
+    "eval": "sage_dialog.stages.eval",
+    "steerability": "sage_dialog.stages.steerability",
     "rl": "sage_dialog.stages.rl",
     "benchmarks": "sage_dialog.stages.benchmarks",
 }
+
+S = TypeVar("S", bound="StageSettings")
 
 
 class StageSettings(BaseModel):
@@ -39,10 +48,16 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def of(cls: type[S], config: BaseModel) -> S:
+        """The settings part of a command's config (a subclass that adds the paths, e.g. ``MixConfig``)."""
+        return cls.model_validate(config.model_dump(include=set(cls.model_fields), exclude_unset=True))
+
 
 class StageResult(BaseModel):
     """What a stage made. ``counts`` and ``quality`` are flat numbers (the manifest summary and the
-    gates read them); ``usage`` is token and call usage by role; ``outputs`` names the files written."""
+    gates read them); ``usage`` is token and call usage by role; ``outputs`` names the files written;
+    ``warnings`` are the lines a command shows (dropped records, files without tags...)."""
 
     model_config = ConfigDict(extra="forbid")
     outputs: dict[str, Path] = Field(default_factory=dict, description="name -> file or folder written")
@@ -50,6 +65,7 @@ class StageResult(BaseModel):
     quality: dict[str, int | float | None] = Field(default_factory=dict, description="how good it is")
     usage: dict[str, Any] = Field(default_factory=dict, description="model calls and tokens by role")
     seconds: float = Field(0.0, ge=0, description="wall time of the stage")
+    warnings: list[str] = Field(default_factory=list, description="what the caller should show (stages do not print)")
 
     def summary(self) -> dict[str, Any]:
         """The flat summary a manifest records and gates check (counts and quality side by side)."""
