@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.roles.annotator import LabelSets, LLMAnnotator, check_answer
 from sage_dialog.stages import mix
-from sage_dialog.stages.annotate import LabelSets, LLMAnnotator, check_answer
 
 
 def make_records(n: int, tag: str, turns: int = 8) -> list[dict]:

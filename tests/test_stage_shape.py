@@ -18,7 +18,6 @@ NOT_STAGES = {
     "base": "the one shape",
     "engine": "how annotate and search run their work units (local or Ray)",
     "eq_bench": "the EQ-Bench task the eval and benchmarks stages run",
-    "annotate_remote": "annotate's Ray work unit",
 }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import read_jsonl, write_json
@@ -80,11 +80,14 @@ class Settings(StageSettings):
                               "Cohen's kappa (repeatable)")
 
 
-class AgreementConfig(Settings):
-    """``sage-dialog agreement``: the settings plus the two runs and the report file."""
-
+class _AgreementPaths(BaseModel):
     a: Path = Field(description="first annotated Dialog JSONL")
     b: Path = Field(description="second annotated Dialog JSONL")
+
+
+class AgreementConfig(Settings, _AgreementPaths):  # the runs' fields come first (pydantic orders fields by the bases)
+    """``sage-dialog agreement``: the settings plus the two runs and the report file."""
+
     output: Path | None = Field(None, description="also write the report as JSON")
 
 

@@ -11,7 +11,7 @@ where it writes: a folder, or for the stages whose commands name one output file
 steerability's report, prefs' pairs file) that file. ``run`` builds its result in memory and returns it: the caller (a command, the
 loop of ``sage-dialog run``, the demo) prints it, writes the manifest from it and gates on it. Stages
 do not print. The loop's config section of a stage *is* its ``Settings`` (see
-``pipeline/sage_loop.py``), so a setting means the same thing on the command line, in a run config
+``pipeline/loop_config.py``), so a setting means the same thing on the command line, in a run config
 and in Python.
 
 :data:`STAGE_MODULES` lists the stages that have this shape; ``tests/test_stage_shape.py`` checks that
@@ -30,8 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # name -> module of every stage with the one shape (the registration line of a new stage goes here)
 STAGE_MODULES: dict[str, str] = {
+    "annotate": "sage_dialog.stages.annotate",
     "chain": "sage_dialog.stages.chain",
+    "compare": "sage_dialog.stages.compare.compare",
     "mix": "sage_dialog.stages.mix",
+    "search": "sage_dialog.stages.search.shape",
     "prefs": "sage_dialog.stages.prefs",
     "agreement": "sage_dialog.stages.agreement",
     "eval": "sage_dialog.stages.eval",
@@ -65,11 +68,13 @@ class StageResult(BaseModel):
     quality: dict[str, int | float | None] = Field(default_factory=dict, description="how good it is")
     usage: dict[str, Any] = Field(default_factory=dict, description="model calls and tokens by role")
     seconds: float = Field(0.0, ge=0, description="wall time of the stage")
+    notes: dict[str, str] = Field(default_factory=dict, description="short texts recorded beside the counts "
+                                  "(which judge a gate's count is about, and its figures)")
     warnings: list[str] = Field(default_factory=list, description="what the caller should show (stages do not print)")
 
     def summary(self) -> dict[str, Any]:
         """The flat summary a manifest records and gates check (counts and quality side by side)."""
-        return {**self.counts, **{k: v for k, v in self.quality.items() if v is not None},
+        return {**self.counts, **{k: v for k, v in self.quality.items() if v is not None}, **self.notes,
                 "outputs": {k: str(v) for k, v in self.outputs.items()}, "seconds": round(self.seconds, 2)}
 
 

@@ -130,11 +130,13 @@ class Settings(StageSettings):
     name: str = Field("data_mix", description="dataset name in dataset_info.json")
 
 
-class MixConfig(Settings):
-    """``sage-dialog mix``: the settings plus the data spec and the output folder."""
-
+class _MixPaths(BaseModel):
     spec: Path = Field(description="data spec JSON")
     output: Path = Field(description="output folder")
+
+
+class MixConfig(Settings, _MixPaths):  # the paths' fields come first (pydantic orders fields by the bases)
+    """``sage-dialog mix``: the settings plus the data spec and the output folder."""
 
 
 @dataclass
