@@ -7,7 +7,7 @@ corpus are written as Dialog JSONL, their first user utterances optionally as a 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,7 +61,7 @@ def import_corpus(corpus: Literal["empathetic", "esconv", "chitchat"], path: str
     if path is None and corpus != "chitchat":
         raise UserError(f"import {corpus}: give the corpus FILE")
 
-    def source() -> Iterator[Dialog]:
+    def source() -> Iterable[Dialog]:
         if corpus == "chitchat":
             from sage_dialog.formats.chitchat import default_path, read_chitchat
 

@@ -50,16 +50,16 @@ class TrainDataSection(DataSection):
 class SFTSection(SFTRunConfig):
     """The ``sft:`` (and ``rft:``) section: an SFT run config whose model, data.train and output_dir the loop sets."""
 
-    model: TrainModelSection = Field(default_factory=TrainModelSection)  # type: ignore[assignment]
-    data: TrainDataSection = Field(default_factory=TrainDataSection)  # type: ignore[assignment]
+    model: TrainModelSection = Field(default_factory=lambda: TrainModelSection.model_validate({}))  # type: ignore[assignment]
+    data: TrainDataSection = Field(default_factory=lambda: TrainDataSection.model_validate({}))  # type: ignore[assignment]
     output_dir: Path | None = Field(None, description="set by the loop")  # type: ignore[assignment]
 
 
 class DPOSection(DPORunConfig):
     """The ``dpo:`` section: a DPO run config whose model, data.train and output_dir the loop sets."""
 
-    model: TrainModelSection = Field(default_factory=TrainModelSection)  # type: ignore[assignment]
-    data: TrainDataSection = Field(default_factory=TrainDataSection)  # type: ignore[assignment]
+    model: TrainModelSection = Field(default_factory=lambda: TrainModelSection.model_validate({}))  # type: ignore[assignment]
+    data: TrainDataSection = Field(default_factory=lambda: TrainDataSection.model_validate({}))  # type: ignore[assignment]
     output_dir: Path | None = Field(None, description="set by the loop")  # type: ignore[assignment]
 
 
@@ -94,30 +94,32 @@ class LoopConfig(BaseModel):
     raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog format)")
     import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
     prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
-    annotate: AnnotateSection = Field(default_factory=lambda: AnnotateSection(annotator="oracle"),
+    annotate: AnnotateSection = Field(default_factory=lambda: AnnotateSection.model_validate({"annotator": "oracle"}),
                                       description="the annotation of the raw dialogs (stages.annotate.Settings, "
                                       "plus the LLM annotator's few_shot and prompt files); engine and cache "
                                       "default to the loop's")
-    mix: MixSettings = Field(default_factory=MixSettings, description="the mix (stages.mix.Settings); its seed "
-                             "defaults to the loop's")
-    sft: SFTSection = Field(default_factory=lambda: SFTSection(), description="SFT run config (train sft) except "
-                            "the model, data.train and output_dir, which the loop sets")
+    mix: MixSettings = Field(default_factory=lambda: MixSettings.model_validate({}),
+                             description="the mix (stages.mix.Settings); its seed defaults to the loop's")
+    sft: SFTSection = Field(default_factory=lambda: SFTSection.model_validate({}),
+                            description="SFT run config (train sft) except the model, data.train and output_dir, "
+                            "which the loop sets")
     rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
     rft: SFTSection | None = Field(None, description="SFT config of the rounds (default: the sft section)")
     search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
                                     description="the search (stages.search.stage.SearchRunConfig) except assistant "
                                     "and out; seeds default to the world's or the import's, cache and backend "
                                     "options to the loop's")
-    prefs: PrefsSettings = Field(default_factory=PrefsSettings, description="the pairs of each search "
-                                 "(stages.prefs.Settings)")
+    prefs: PrefsSettings = Field(default_factory=lambda: PrefsSettings.model_validate({}),
+                                 description="the pairs of each search (stages.prefs.Settings)")
     dpo_pairs: Literal["search", "last_round"] = Field(
         "search", description="search: DPO on the pairs of a new search from the last model (the original); "
         "last_round: on the pairs of the last rejection-sampling round (no extra search)")
-    dpo: DPOSection = Field(default_factory=lambda: DPOSection(), description="DPO run config (train dpo) except "
-                            "the model, data.train and output_dir, which the loop sets")
+    dpo: DPOSection = Field(default_factory=lambda: DPOSection.model_validate({}),
+                            description="DPO run config (train dpo) except the model, data.train and output_dir, "
+                            "which the loop sets")
     rl: RLSettings | None = Field(None, description="online multi-turn RL (stages.rl.Settings) from the last SFT model "
                                   "(the model DPO starts from), beside DPO; null: no rl stage")
-    compare: CompareConfig | None = Field(default_factory=lambda: CompareConfig(),
+    compare: CompareConfig | None = Field(default_factory=lambda: CompareConfig.model_validate({}),
                                           description="the comparison (stages.compare.CompareConfig) except out and "
                                           "models, which the loop sets (seeds default to search's); null: no compare "
                                           "stage")

@@ -125,7 +125,7 @@ def _chain(ctx: StageContext) -> dict[str, Any]:
 
     files = {f.name.replace("annotated", "chained"): f for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl"))
              if not f.name.endswith((".rejects.jsonl", ".summary.json"))}
-    return _summary(chain.run(chain.Settings(), inputs=chain.Inputs(files=files), out=ctx.out_dir))
+    return _summary(chain.run(chain.Settings.model_validate({}), inputs=chain.Inputs(files=files), out=ctx.out_dir))
 
 
 def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]

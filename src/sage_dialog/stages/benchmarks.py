@@ -79,7 +79,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
     manifest = new_manifest("benchmarks", settings.model_dump(mode="json"), seed=settings.seed)
     ran = harness.run(harness.Settings(tasks=settings.tasks, include_path=settings.include_path, limit=settings.limit,
                                        num_fewshot=settings.num_fewshot, batch_size=settings.batch_size,
-                                       chat_template=settings.chat_template, seed=settings.seed),
+                                       via="auto", chat_template=settings.chat_template, seed=settings.seed),
                       inputs=harness.Inputs(models=inputs.models), out=out)
     results = ran.results
     quality: dict[str, int | float | None] = {}

@@ -352,7 +352,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
             _warn(f"llamafactory/{part}: {e.trimmed} dialogs ending on a human turn were trimmed to end on a gpt "
                   f"turn ({e.turns_trimmed} turns cut), {len(e.left_out)} with no trainable exchange left out "
                   "(LLaMA-Factory's sharegpt loader would skip them; train.jsonl keeps every turn)")
-    counts = {
+    counts: dict[str, int | float] = {
         "train": len(train_d),
         "valid": len(valid_d),
         "dropped_invalid": sum(f.get("dropped_invalid", 0) for f in per_file.values()),
