@@ -35,7 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from sage_dialog.backends import SamplingParams, load_backend
-    from sage_dialog.roles.assistant import BLOCK_MAX_TOKENS, generate_turns, parse_steering, stream_turn
+    from sage_dialog.roles.assistant import generate_turns, stream_turn
+    from sage_dialog.roles.steering import BLOCK_MAX_TOKENS, parse_steering
     from sage_dialog.sandbox.tiny_model import build_tiny_model
 
     path = Path(args.model) if args.model else build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")

@@ -67,9 +67,11 @@ def run_setting(backend: Any, seeds: list[str], name: str, spec: dict[str, Any],
     """One search setting on ``seeds``; ``selector`` is the judge (default: the oracle selector)."""
     from sage_dialog.core import io
     from sage_dialog.core.schema import Dialog
+    from sage_dialog.roles.sampling import SamplingConfig
     from sage_dialog.sandbox import world
     from sage_dialog.sandbox.oracles import oracle_for
-    from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
+    from sage_dialog.stages.search.config import SearchConfig
+    from sage_dialog.stages.search.search import run_search
 
     cfg = SearchConfig.model_validate({
         "turns": turns, "max_resamples": 0, "seed": seed,
@@ -162,10 +164,10 @@ def dpo_experiment(backend: Any, m1: Path, out: Path, n_search: int, n_eval: int
 
     from sage_dialog.backends.base import BackendConfig, SamplingParams, load_backend
     from sage_dialog.core import io
+    from sage_dialog.roles.rollout import play_dialogs
     from sage_dialog.sandbox import world
     from sage_dialog.sandbox.oracles import oracle_for
     from sage_dialog.stages import prefs
-    from sage_dialog.stages.search.rollout import play_dialogs
     from sage_dialog.train.config import DPORunConfig
     from sage_dialog.train.dpo import train_dpo
 

@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.cluster_utils import Cluster
 
+    from sage_dialog.roles.sampling import SamplingConfig
     from sage_dialog.sandbox.tiny_model import build_tiny_model
     from sage_dialog.stages.engine import EngineSettings, WorkerPool
     from sage_dialog.stages.search import stage
-    from sage_dialog.stages.search.search import SamplingConfig, SearchConfig
+    from sage_dialog.stages.search.config import SearchConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     model = build_tiny_model(tmp / "tiny")

@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     from sage_dialog.backends import ScoreRequest, load_backend
-    from sage_dialog.backends.hf import render_prompt
+    from sage_dialog.backends.prompting import render_prompt
 
     torch.set_num_threads(args.threads)
     backend = load_backend(f"hf:{args.model}")

@@ -39,9 +39,11 @@ from sage_dialog.backends.base import (
     ScoreResult,
     load_backend,
 )
+from sage_dialog.roles.sampling import SamplingConfig
 from sage_dialog.roles.selector import LLMSelector
 from sage_dialog.roles.user_simulator import LLMUserSimulator
-from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
+from sage_dialog.stages.search.config import SearchConfig
+from sage_dialog.stages.search.search import run_search
 
 SEEDS = [
     "I failed my driving test again.", "My sister is getting married next week!", "I can't sleep lately.",

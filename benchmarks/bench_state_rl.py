@@ -34,9 +34,9 @@ import numpy as np
 
 from sage_dialog.backends.base import BackendConfig, SamplingParams, load_backend
 from sage_dialog.core import threads
+from sage_dialog.roles.rollout import play_dialogs
 from sage_dialog.sandbox import rules, world
 from sage_dialog.sandbox.oracles import oracle_for
-from sage_dialog.stages.search.rollout import play_dialogs
 
 ARMS = ("state", "token", "search_dpo", "latent_dpo")
 WORLDS = ("standard", "long_horizon")
@@ -67,6 +67,7 @@ def run_rl(credit: str, preset: str, m1: Path, seeds_file: Path, out: Path, a: a
     spec = f"oracle:{preset}"
     settings = rl.Settings.model_validate({
         "credit": credit, "loss_on": a.loss_on, "adapter": {"method": "full"}, "threads": a.threads,
+        "state_scope": a.state_scope, "state_key": a.state_key,
         "rollout": {"turns": a.turns, "user": spec, "temperature": 1.0, "max_tokens": 48},
         "reward": {"source": "ground_truth", "oracle": spec},
         "train": {"steps": a.rl_steps, "prompts_per_step": a.prompts, "group_size": a.group,
@@ -135,7 +136,7 @@ def real_arm(a: argparse.Namespace) -> dict[str, Any]:
             "adapter": {"method": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"},
             "data": {"train": str(a.real_data), "max_length": 384, "limit": a.real_sft_dialogs},
             "train": {"epochs": 1.0, "learning_rate": 1e-3, "batch_size": 8, "logging_steps": 10, "save_steps": None,
-                      "save_total_limit": 1, "device": "cpu", "seed": a.seed},
+                      "save_total_limit": 1, "device": "cpu", "seed": a.seed, "precision": "fast"},
             "output_dir": str(sft_dir / "adapter")})
         export_model(train_sft(cfg), sft_dir / "merged")
     sft_s = time.perf_counter() - t0
@@ -146,7 +147,8 @@ def real_arm(a: argparse.Namespace) -> dict[str, Any]:
         "rollout": {"turns": a.turns, "user": spec, "temperature": 1.0, "max_tokens": 48},
         "reward": {"source": "ground_truth", "oracle": spec},
         "train": {"steps": a.real_steps, "prompts_per_step": a.prompts, "group_size": a.group, "learning_rate": 5e-4,
-                  "beta": a.beta, "save_steps": 5, "device": "cpu", "seed": a.seed, "resume": True},
+                  "beta": a.beta, "save_steps": 5, "device": "cpu", "seed": a.seed, "resume": True,
+                  "precision": "fast"},
         "gates": {"stall_steps": None, "max_kl": None}})
     seeds_file = a.out / "train_seeds.txt"
     t1 = time.perf_counter()
@@ -164,6 +166,25 @@ def real_arm(a: argparse.Namespace) -> dict[str, Any]:
               "curve": [(int(h["step"]), float(h["reward"])) for h in hist if "reward" in h]}
     res_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def reeval(a: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate the models that earlier runs trained (``--reeval OUT ...``) on ``--eval-seeds`` held-out
+    seeds of ``--worlds``' first world, and compare every arm with every other, paired. More seeds
+    narrow the intervals that 64 left wide; the first 64 seeds are the usual ones."""
+    preset = a.worlds[0]
+    held_out = world.seed_openings(a.eval_seeds, a.seed + 2)
+    models: dict[str, str] = {"M1": str(a.m1)}
+    for d in a.reeval:
+        res = json.loads((d / "results.json").read_text()).get(preset, {})
+        for arm, info in res.items():
+            models[f"{d.name}/{arm}"] = info["model"]
+    rewards = {name: evaluate(Path(m), preset, held_out, a.eval_turns, a.seed) for name, m in models.items()}
+    out = {"world": preset, "eval_seeds": a.eval_seeds, "means": {k: float(np.mean(v)) for k, v in rewards.items()},
+           "paired": {f"{x} - {y}": paired(rewards[x], rewards[y]) for x in rewards for y in rewards if x < y},
+           "rewards": rewards}
+    (a.out / f"reeval-{preset}-{a.eval_seeds}.json").write_text(json.dumps(out, indent=1))
+    return out
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -225,11 +246,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--beta", type=float, default=0.02)
     p.add_argument("--loss-on", default="action+reply")
+    p.add_argument("--state-scope", default="group", choices=("group", "batch"), help="rl state_scope (credit=state)")
+    p.add_argument("--state-key", default="state+turn", choices=("state", "state+turn", "state+last_action"))
     p.add_argument("--eval-seeds", type=int, default=64)
     p.add_argument("--eval-turns", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smollm2", action="store_true", help="run only the real-model arm (SmolLM2-135M)")
+    p.add_argument("--reeval", type=Path, nargs="+", help="evaluate the arms these earlier OUT folders trained "
+                   "on --eval-seeds held-out seeds, paired against each other (written to OUT)")
     p.add_argument("--real-data", type=Path, help="SAC-tagged SFT data of the sandbox (a demo run's mix/train.jsonl)")
     p.add_argument("--real-sft-dialogs", type=int, default=240)
     p.add_argument("--real-steps", type=int, default=20)
@@ -242,6 +267,13 @@ def main() -> None:
     seeds_file = a.out / "train_seeds.txt"
     seeds_file.write_text("\n".join(world.seed_openings(max(n_search, 400), a.seed + 11)) + "\n", encoding="utf-8")
     held_out = world.seed_openings(a.eval_seeds, a.seed + 2)  # the demo's evaluation seeds: never trained on
+    if a.reeval:
+        r = reeval(a)
+        for k, v in r["means"].items():
+            print(f"{k}: {v:+.3f}")
+        for k, v in r["paired"].items():
+            print(f"{k}: {v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]")
+        return
     if a.smollm2:
         r = real_arm(a)
         d = r["after_vs_before"]

@@ -72,7 +72,7 @@ def main() -> None:
 
     def ids(tag: str) -> tuple[list[list[int]], list[list[list[int]]]]:
         reqs = [ScoreRequest(messages=m, options=options) for m in prompts(tag, args.prompts, args.words)]
-        from sage_dialog.backends.hf import render_prompt
+        from sage_dialog.backends.prompting import render_prompt
 
         p = [tok(render_prompt(tok, r.messages, None), add_special_tokens=False)["input_ids"] for r in reqs]
         o = [[tok(x, add_special_tokens=False)["input_ids"] for x in options] for _ in reqs]

@@ -24,7 +24,10 @@ INTRO = """\
      change the command's help text, then run `python scripts/gen_cli_docs.py`. -->
 
 Every command takes `-q` (no progress lines: results and errors only) and `-v` (library logs on
-screen too, and the traceback of an unexpected error). Commands that load a model take
+screen too, and the traceback of an unexpected error), `--config FILE` (YAML with the keys of the
+command's settings) and `--set KEY=VALUE` (a dotted override, repeatable): a command's flags are
+generated from its settings model, and flags win over the file, `--set` over flags. Options and
+positionals may come in any order; the output option is `-o/--out` (`--output` is accepted too). Commands that load a model take
 `--threads N`: CPU threads for torch and BLAS; by default `OMP_NUM_THREADS`, else the cores that are
 free when the command starts (usable cores minus the 1-minute load average, at least 1), because on
 a busy small machine extra threads make generation several times slower.

@@ -1,4 +1,9 @@
-"""Shared fixtures. The tiny model is built once per test session, locally, from nothing."""
+"""Shared fixtures. The tiny model is built once per test session, locally, from nothing.
+
+Test data lives beside the tests that read it (``tests/<area>/fixtures/``, ``tests/<area>/data/``);
+helpers the tests share (free ports, starting a server, the stub OpenAI-compatible server) are the
+``tests.support`` package.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -21,8 +24,3 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sage_dialog.sandbox.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture
-def fixtures() -> Path:
-    return FIXTURES

@@ -1,8 +1,10 @@
 """The ``sage-dialog`` command: a thin dispatcher over one module per command.
 
 Each command lives in ``sage_dialog/commands/<name>.py`` with two functions,
-``add_arguments(parser)`` and ``run(args) -> int``, and a module docstring whose first line is the
-summary shown here. Only the chosen command's module is imported, so ``sage-dialog --help`` is fast
+``add_arguments(parser)`` (its options generated from a settings model by
+``commands.config_flags``, so every command takes ``--config FILE`` and ``--set KEY=VALUE``) and
+``run(args) -> int``, and a module docstring whose first line is the summary shown here. Options
+and positionals may come in any order. Only the chosen command's module is imported, so ``sage-dialog --help`` is fast
 and never imports torch.
 """
 
@@ -133,7 +135,7 @@ def _run(name: str, args: list[str]) -> int:
     from sage_dialog.core import console, threads
 
     parser, module = build_parser(name)
-    ns = parser.parse_args(args)
+    ns = parser.parse_intermixed_args(args)  # options in any order: `run CONFIG --until sft k=v --list`
     _note_inputs(name, ns)
     level = console.VERBOSE if getattr(ns, "verbose", False) else console.QUIET if getattr(ns, "quiet", False) \
         else console.NORMAL
@@ -179,8 +181,12 @@ def _note_inputs(name: str, ns: argparse.Namespace) -> None:
     from sage_dialog.core import outputs
 
     outputs.reset(name, force=bool(getattr(ns, "force", False)))
-    outputs.note_named(vars(ns))
-    config = getattr(ns, "config", None)
+    for dest, value in vars(ns).items():
+        if dest.startswith("_"):  # the generator's bookkeeping (flag names), not a value given
+            continue
+        leaf = dest.rsplit(".", 1)[-1]  # a nested setting (config.latent.action_set) counts by its own name
+        outputs.note_named(value, key=leaf, source=leaf)
+    config = getattr(ns, "config_file", None) or getattr(ns, "config_arg", None)
     if config is not None and Path(config).is_file() and Path(config).suffix.lower() in (".yaml", ".yml", ".json"):
         import contextlib
 

@@ -1,24 +1,19 @@
-"""Fixtures of the backend tests: the fault server, and real servers started once per module."""
+"""Fixtures of the backend tests: the fault-injecting stub server (``tests.support.StubServer``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fault_server import FaultServer
+from tests.support import StubServer
 
 
 @pytest.fixture
 def fault_server():
-    """Factory: ``fault_server(rates=..., **kw)`` -> a started FaultServer, stopped after the test."""
-    started: list[FaultServer] = []
+    """Factory: ``fault_server(rates=..., **kw)`` -> a started StubServer, stopped after the test."""
+    started: list[StubServer] = []
 
-    def make(**kw) -> FaultServer:
-        srv = FaultServer(**kw).start()
+    def make(**kw) -> StubServer:
+        srv = StubServer(model_id="fault-model", **kw).start()
         started.append(srv)
         return srv
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sage_dialog.backends import ChatRequest, SamplingParams, ScoreRequest, load_backend
-from sage_dialog.backends.hf import HFBackend, render_prompt
+from sage_dialog.backends.hf import HFBackend
+from sage_dialog.backends.prompting import render_prompt
 
 MSGS = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "i failed my exam today"}]
 
@@ -293,7 +294,7 @@ def test_prefill_trailing_space_is_written_by_the_model_not_the_prompt(hf):
     SmolLM2's), a prefill ending in a space is rendered without it and the completion's own leading
     space is dropped, so prefill + completion reads the same. Tokenizers with lone space tokens in
     running text (the sandbox demo's) keep the space: tests/sandbox/test_demo.py's steering."""
-    from sage_dialog.backends.hf import drop_healed, heal_prefill, merges_spaces
+    from sage_dialog.backends.prompting import drop_healed, heal_prefill, merges_spaces
 
     assert heal_prefill("{a_motivation: asking} ") == ("{a_motivation: asking}", " ")
     assert heal_prefill("{a: b}") == ("{a: b}", "") and heal_prefill(None) == (None, "")

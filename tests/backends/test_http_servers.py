@@ -98,7 +98,7 @@ def test_api_key_never_written_or_logged(
     fs = fault_server(rates={"500": 0.3}, seed=2)
     via_fs = ledger.track(
         CachedBackend(
-            OpenAIBackend("m", base_url=fs.url, api_key_env="SAGE_TEST_API_KEY", backoff_base_s=0.01),
+            OpenAIBackend("m", base_url=fs.base_url, api_key_env="SAGE_TEST_API_KEY", backoff_base_s=0.01),
             tmp_path / "cache.sqlite",
         )
     )

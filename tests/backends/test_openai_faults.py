@@ -26,7 +26,7 @@ def test_thousand_requests_at_30_percent_faults_nothing_dropped(fault_server):
     ledger = Ledger("faults")
     # a client timeout (a whole attempt) well above a loaded machine's reply time, so only injected hangs time out
     b = OpenAIBackend(
-        "fault-model", base_url=srv.url, concurrency=64, max_retries=3, on_error="return", **{**FAST, "timeout_s": 4.0}
+        "fault-model", base_url=srv.base_url, concurrency=64, max_retries=3, on_error="return", **{**FAST, "timeout_s": 4.0}
     )
     metered = ledger.track(b)
     t0 = time.time()
@@ -57,7 +57,7 @@ def test_thousand_requests_at_30_percent_faults_nothing_dropped(fault_server):
 
 def test_raise_mode_gives_typed_error_after_retries(fault_server):
     srv = fault_server(rates={"500": 1.0})
-    b = OpenAIBackend("m", base_url=srv.url, max_retries=2, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, max_retries=2, **FAST)
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([req()]))
     assert e.value.kind == "server_error"
@@ -66,7 +66,7 @@ def test_raise_mode_gives_typed_error_after_retries(fault_server):
 
 def test_bad_request_is_not_retried(fault_server):
     srv = fault_server(rates={"400": 1.0})
-    b = OpenAIBackend("m", base_url=srv.url, max_retries=3, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, max_retries=3, **FAST)
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([req()]))
     assert e.value.kind == "bad_request" and "unknown field" in str(e.value)
@@ -75,7 +75,7 @@ def test_bad_request_is_not_retried(fault_server):
 
 def test_retry_after_is_honoured(fault_server):
     srv = fault_server(rates={"429": 0.5}, seed=3, retry_after="0.4")
-    b = OpenAIBackend("m", base_url=srv.url, max_retries=8, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, max_retries=8, **FAST)
     t0 = time.time()
     asyncio.run(b.generate([req(i) for i in range(6)]))
     assert srv.counts["429"] >= 1
@@ -87,7 +87,7 @@ def test_retry_after_is_honoured(fault_server):
 
 def test_n_is_fanned_out_when_the_server_ignores_it(fault_server):
     srv = fault_server(ignore_n=True)
-    b = OpenAIBackend("m", base_url=srv.url, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     [r] = asyncio.run(b.generate([req(n=4, temperature=1.0)]))
     assert len(r.completions) == 4 and b.native_n is False
     assert sum(srv.counts.values()) == 4  # one native try (1 choice) + 3 fanned out
@@ -97,14 +97,14 @@ def test_n_is_fanned_out_when_the_server_ignores_it(fault_server):
 
 def test_native_n_used_when_honoured(fault_server):
     srv = fault_server()
-    b = OpenAIBackend("m", base_url=srv.url, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     [r] = asyncio.run(b.generate([req(n=5)]))
     assert len(set(r.texts)) == 5 and sum(srv.counts.values()) == 1 and b.native_n is True
 
 
 def test_seeded_samples_fan_out_with_derived_seeds(fault_server):
     srv = fault_server()
-    b = OpenAIBackend("m", base_url=srv.url, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     [a] = asyncio.run(b.generate([req(n=3, seed=7)]))
     assert len(set(a.texts)) == 3
     later = ChatRequest(req().messages, n=1, sampling=SamplingParams(max_tokens=8, seed=7), sample_offset=2)
@@ -114,7 +114,7 @@ def test_seeded_samples_fan_out_with_derived_seeds(fault_server):
 
 def test_streaming_with_truncated_streams(fault_server):
     srv = fault_server(rates={"truncated": 0.3}, seed=5)
-    b = OpenAIBackend("m", base_url=srv.url, stream=True, max_retries=10, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, stream=True, max_retries=10, **FAST)
     res = asyncio.run(b.generate([req(i) for i in range(40)]))
     assert all(len(r.completions) == 1 and r.completions[0].text for r in res)
     assert srv.counts["truncated"] > 0 and b.retries >= srv.counts["truncated"]
@@ -122,7 +122,7 @@ def test_streaming_with_truncated_streams(fault_server):
 
 def test_load_is_spread_over_base_urls(fault_server):
     a, c = fault_server(delay_s=0.05), fault_server(delay_s=0.05)
-    b = OpenAIBackend("m", base_urls=[a.url, c.url], concurrency=8, **FAST)
+    b = OpenAIBackend("m", base_urls=[a.base_url, c.base_url], concurrency=8, **FAST)
     asyncio.run(b.generate([req(i) for i in range(40)]))
     assert a.counts["ok"] + c.counts["ok"] == 40
     assert 12 <= a.counts["ok"] <= 28
@@ -130,7 +130,7 @@ def test_load_is_spread_over_base_urls(fault_server):
 
 def test_scoring_unsupported_is_clear(fault_server):
     srv = fault_server()
-    b = OpenAIBackend("m", base_url=srv.url, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     with pytest.raises(ScoringUnsupported, match="prompt logprobs"):
         asyncio.run(b.score([ScoreRequest(req().messages, ["a", "b"])]))
 

@@ -9,11 +9,6 @@ exit 2 with one line, not a traceback.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +16,7 @@ import pytest
 
 from sage_dialog.cli import main
 from sage_dialog.core import redact
+from tests.support import free_port, start_process
 
 KEY = "sk-test-S3CRET-9f8e7d6c5b4a3210"
 TOKEN = "serve-t0ken-abcdef123456"
@@ -66,7 +62,7 @@ def test_annotate_rejects_hold_no_key(fault_server, tmp_path: Path, monkeypatch:
     raw = _dialogs(tmp_path / "raw.jsonl")
     out = tmp_path / "out" / "ann.jsonl"
     rc = main(["annotate", str(raw), "-o", str(out), "--annotator", "openai:m", "-q",
-               "--backend-option", f"base_url={srv.url}", "--max-attempts", "1"])
+               "--backend-option", f"base_url={srv.base_url}", "--max-attempts", "1"])
     _, err = capsys.readouterr()
     assert f"Bearer {KEY}" in srv.auth_headers  # the server did get (and echo) the key
     rejects = (tmp_path / "out" / "ann.rejects.jsonl").read_text(encoding="utf-8")
@@ -80,7 +76,7 @@ def test_backend_failure_is_exit_2_without_key(command: str, fault_server, tmp_p
                                                capsys: pytest.CaptureFixture[str]) -> None:
     srv = fault_server(echo_key_status=401)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("I failed my exam.\n", encoding="utf-8")
     argv = {
@@ -102,9 +98,7 @@ def test_backend_failure_is_exit_2_without_key(command: str, fault_server, tmp_p
 
 
 def test_connection_refused_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     raw = _dialogs(tmp_path / "raw.jsonl")
     rc = main(["annotate", str(raw), "-o", str(tmp_path / "a.jsonl"), "--annotator", "openai:m", "-q",
                "--backend-option", f"base_url=http://127.0.0.1:{port}/v1", "--backend-option", "max_retries=0",
@@ -120,25 +114,9 @@ def test_connection_refused_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_serve_log_and_error_bodies_hold_no_secret(fault_server, tmp_path: Path) -> None:
     """A real `serve` in front of a backend whose server echoes the key; a client sends ?api_key=TOKEN."""
     srv = fault_server(echo_key_status=401)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "SAGE_DIALOG_SERVE_TOKEN": TOKEN,
-           "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sage_dialog", "serve", "--model", "openai:m", "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "serve did not come up"
-            time.sleep(0.3)
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.base_url, "SAGE_DIALOG_SERVE_TOKEN": TOKEN}
+    with start_process(["serve", "--model", "openai:m"], env=env, timeout_s=60, what="serve") as served:
+        base = served.base
         body = {"model": "openai:m", "messages": [{"role": "user", "content": "hi"}]}
         r = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"},
                        timeout=30)
@@ -146,13 +124,6 @@ def test_serve_log_and_error_bodies_hold_no_secret(fault_server, tmp_path: Path)
         assert redact.MASK in r.text  # the echoed key was in the error, masked
         r = httpx.get(f"{base}/v1/models?api_key={TOKEN}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
         assert r.status_code == 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log = proc.stdout.read() if proc.stdout else ""
+    log = served.output()
     assert "/v1/models?api_key=" in log  # the request was logged...
     assert TOKEN not in log and KEY not in log  # ...without the token or the echoed key

@@ -147,7 +147,7 @@ def test_hf_stream_closed_early_stops_generation_and_frees_the_lock(hf: HFBacken
 
 def test_openai_stream_pieces_equal_generate(fault_server) -> None:
     srv = fault_server()
-    b = OpenAIBackend("m", base_url=srv.url, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     assert b.supports_streaming
     req = ChatRequest(MSGS, sampling=SamplingParams(max_tokens=8, seed=2), prefill="{u_")
     [ref] = run(b.generate([req]))
@@ -161,7 +161,7 @@ def test_openai_stream_pieces_equal_generate(fault_server) -> None:
 
 def test_openai_stream_retries_only_before_the_first_piece(fault_server) -> None:
     srv = fault_server(rates={"500": 0.5, "429": 0.2}, seed=4)
-    b = OpenAIBackend("m", base_url=srv.url, max_retries=20, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, max_retries=20, **FAST)
     outs = [run(collect(b.stream(ChatRequest([{"role": "user", "content": f"q{i}"}])))) for i in range(6)]
     assert all(len(o) == 8 for o in outs)
     assert srv.counts["500"] + srv.counts["429"] >= 1 and b.retries == srv.counts["500"] + srv.counts["429"]
@@ -169,7 +169,7 @@ def test_openai_stream_retries_only_before_the_first_piece(fault_server) -> None
 
 def test_openai_stream_truncated_after_text_raises_typed_error(fault_server) -> None:
     srv = fault_server(rates={"truncated": 1.0})
-    b = OpenAIBackend("m", base_url=srv.url, max_retries=3, **FAST)
+    b = OpenAIBackend("m", base_url=srv.base_url, max_retries=3, **FAST)
     got: list[str] = []
 
     async def go() -> None:
@@ -189,7 +189,7 @@ def test_openai_stream_truncated_after_text_raises_typed_error(fault_server) -> 
 
 def test_cache_passes_streaming_through_and_stores_complete_results(fault_server, tmp_path: Path) -> None:
     srv = fault_server()
-    inner = OpenAIBackend("m", base_url=srv.url, **FAST)
+    inner = OpenAIBackend("m", base_url=srv.base_url, **FAST)
     c = CachedBackend(inner, tmp_path / "c.sqlite")
     assert c.supports_streaming
     req = ChatRequest(MSGS, sampling=SamplingParams(max_tokens=8, seed=1))
@@ -216,7 +216,8 @@ def test_cache_passes_streaming_through_and_stores_complete_results(fault_server
 
 
 def test_stream_turn_streams_hf_token_by_token_and_stops_when_closed(hf: HFBackend) -> None:
-    from sage_dialog.roles.assistant import parse_steering, stream_turn
+    from sage_dialog.roles.assistant import stream_turn
+    from sage_dialog.roles.steering import parse_steering
 
     st = parse_steering(["a_motivation=joke", "a_emotion=playful", "a_topic=exam"])
     sp = SamplingParams(temperature=1.0, max_tokens=40, seed=2)

@@ -28,7 +28,7 @@ def _req() -> ChatRequest:
 
 def test_dripping_server_is_cut_at_timeout_s(fault_server):
     srv = fault_server(drip_s=0.3)  # a ~300-byte reply would take ~90 s
-    b = OpenAIBackend("m", base_url=srv.url, timeout_s=1.0, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.02)
+    b = OpenAIBackend("m", base_url=srv.base_url, timeout_s=1.0, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.02)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
@@ -40,7 +40,7 @@ def test_dripping_server_is_cut_at_timeout_s(fault_server):
 
 def test_dripping_stream_is_cut_at_timeout_s(fault_server):
     srv = fault_server(drip_s=0.3)
-    b = OpenAIBackend("m", base_url=srv.url, timeout_s=1.0, max_retries=0, stream=True)
+    b = OpenAIBackend("m", base_url=srv.base_url, timeout_s=1.0, max_retries=0, stream=True)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
@@ -50,7 +50,7 @@ def test_dripping_stream_is_cut_at_timeout_s(fault_server):
 
 def test_retry_after_beyond_the_budget_fails_at_once(fault_server):
     srv = fault_server(rates={"429": 1.0}, retry_after="100000")
-    b = OpenAIBackend("m", base_url=srv.url, timeout_s=5.0, max_retries=6, retry_budget_s=10.0)
+    b = OpenAIBackend("m", base_url=srv.base_url, timeout_s=5.0, max_retries=6, retry_budget_s=10.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
@@ -62,7 +62,7 @@ def test_retry_after_beyond_the_budget_fails_at_once(fault_server):
 
 def test_retries_stop_when_the_budget_is_spent(fault_server):
     srv = fault_server(rates={"429": 1.0}, retry_after="0.3")
-    b = OpenAIBackend("m", base_url=srv.url, timeout_s=5.0, max_retries=100, retry_budget_s=2.0)
+    b = OpenAIBackend("m", base_url=srv.base_url, timeout_s=5.0, max_retries=100, retry_budget_s=2.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError) as e:
         asyncio.run(b.generate([_req()]))
@@ -91,7 +91,7 @@ def test_the_cli_ends_a_slow_or_rate_limited_server_within_its_budget(fault_serv
     srv = fault_server(drip_s=0.5) if fault == "drip" else fault_server(rates={"429": 1.0}, retry_after="100000")
     (tmp_path / "d.jsonl").write_text(DIALOG)
     code, err, took = _cli(["annotate", "d.jsonl", "-o", "out.jsonl", "--annotator", "openai:m",
-                            "--backend-option", f"base_url={srv.url}", "--backend-option", "timeout_s=2",
+                            "--backend-option", f"base_url={srv.base_url}", "--backend-option", "timeout_s=2",
                             "--backend-option", "max_retries=1", "--backend-option", "retry_budget_s=5",
                             "--backend-option", "backoff_base_s=0.01"], tmp_path, timeout=120)
     assert code == 0, err

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,76 +11,22 @@ import httpx
 import pytest
 from openai import APIStatusError, AuthenticationError, OpenAI
 
+from tests.support import start_process
+
 TOKEN = "t0ken-for-tests-only"
 pytestmark = pytest.mark.slow  # starts a server process with a model (~20 s on a busy 2-core box)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAGE_DIALOG_SERVE_TOKEN": TOKEN}
     spec = f"hf:{tiny_model}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sage_dialog",
-            "serve",
-            "--model",
-            spec,
-            "--port",
-            str(port),
-            "--max-tokens",
-            "16",
-            "--served-name",
-            "sage-tiny",
-            "--seed",
-            "0",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    lines: list[str] = []
-    # drain the server's output as it comes: a full pipe (64 KiB of access log) would block its event loop
-    assert proc.stdout is not None
-    drain = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    drain.start()
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                drain.join(timeout=5)
-                raise AssertionError(f"server exited: {''.join(lines)}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("server did not come up in 120 s")
-            time.sleep(0.5)
-        yield base, spec, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        drain.join(timeout=10)
-        log = "".join(lines)
-        assert "401" in log  # the refusals were logged...
-        assert TOKEN not in log  # ...but never the token
-        assert "Logging error" not in log and "Traceback" not in log  # every access line formats
+    args = ["serve", "--model", spec, "--max-tokens", "16", "--served-name", "sage-tiny", "--seed", "0"]
+    with start_process(args, env={"HF_HUB_OFFLINE": "1", "SAGE_DIALOG_SERVE_TOKEN": TOKEN}) as served:
+        yield served.base, spec, served.proc
+    log = served.output()
+    assert "401" in log  # the refusals were logged...
+    assert TOKEN not in log  # ...but never the token
+    assert "Logging error" not in log and "Traceback" not in log  # every access line formats
 
 
 def test_token_required(server) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,9 @@ from openai import BadRequestError, NotFoundError, OpenAI
 
 from sage_dialog.backends.base import ChatRequest
 from sage_dialog.backends.mock import MockBackend
-from sage_dialog.interact.serve import ServeLimits, create_app
+from sage_dialog.interact.serve import create_app
+from sage_dialog.interact.serve_limits import ServeLimits
+from tests.support import serve_app
 
 STATE = "{u_motivation: sharing news, u_emotion: happy, u_topic: [exam]}"
 ACTION = "{a_motivation: praise, a_emotion: happy, a_topic: [exam]}"
@@ -50,31 +49,6 @@ def scripted_sac_model() -> MockBackend:
     return m
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def scripted() -> MockBackend:
     return scripted_sac_model()
@@ -83,7 +57,8 @@ def scripted() -> MockBackend:
 @pytest.fixture(scope="module")
 def base(scripted: MockBackend) -> Iterator[str]:
     limits = ServeLimits(max_request_bytes=20_000, max_prompt_tokens=500, max_completion_tokens=64)
-    yield from _start(create_app(scripted, model_name="sage", limits=limits))
+    with serve_app(create_app(scripted, model_name="sage", limits=limits)) as url:
+        yield url
 
 
 def _client(base: str) -> OpenAI:

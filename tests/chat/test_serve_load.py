@@ -7,11 +7,7 @@ stops it. Every request here is bounded in time; the server is stopped by SIGTER
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import APIError, BadRequestError, OpenAI
+
+from tests.support import ServedProcess, start_process
 
 pytestmark = pytest.mark.slow  # starts a server process with a model (~20 s on a busy 2-core box)
 
@@ -33,22 +31,10 @@ REQUEST_TIMEOUT = 4
 SHUTDOWN_TIMEOUT = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Served:
-    def __init__(self, base: str, proc: subprocess.Popen[str]):
-        self.base, self.proc = base, proc
-        self.log: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
+    def __init__(self, served: ServedProcess):
+        self.base, self.proc = served.base, served.proc
+        self.log = served.log  # the server's output lines, filled as they come
 
     def client(self, timeout: float = 60) -> OpenAI:
         return OpenAI(base_url=f"{self.base}/v1", api_key="unused", max_retries=0, timeout=timeout)
@@ -67,52 +53,25 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tiny_model: Path) -> Iterator[Served]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sage_dialog",
-            "serve",
-            "--model",
-            f"hf:{tiny_model}",
-            "--port",
-            str(port),
-            "--served-name",
-            "tiny",
-            "--max-tokens",
-            "8",
-            "--max-request-bytes",
-            "20000",
-            "--max-prompt-tokens",
-            "300",
-            "--request-timeout",
-            str(REQUEST_TIMEOUT),
-            "--shutdown-timeout",
-            str(SHUTDOWN_TIMEOUT),
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    s = Served(f"http://127.0.0.1:{port}", proc)
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, "".join(s.log)
-            try:
-                if httpx.get(f"{s.base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server did not come up in 120 s"
-            time.sleep(0.5)
-        yield s
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    args = [
+        "serve",
+        "--model",
+        f"hf:{tiny_model}",
+        "--served-name",
+        "tiny",
+        "--max-tokens",
+        "8",
+        "--max-request-bytes",
+        "20000",
+        "--max-prompt-tokens",
+        "300",
+        "--request-timeout",
+        str(REQUEST_TIMEOUT),
+        "--shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT),
+    ]
+    with start_process(args, env={"HF_HUB_OFFLINE": "1"}) as s:
+        yield Served(s)
 
 
 def test_oversized_body_and_prompt_are_refused_fast(served: Served) -> None:

@@ -8,49 +8,23 @@ bounded by a deadline, so a regression fails the test instead of hanging it.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import start_process
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sage_dialog", "serve", "--model", "mock:", "--port", str(port),
-         "--request-timeout", "2", "--header-timeout", "1", "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("serve did not start within 60 s")
-    yield port
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+    args = ["serve", "--model", "mock:", "--request-timeout", "2", "--header-timeout", "1", "--log-level", "warning"]
+    with start_process(args, ready=None, timeout_s=60, what="serve") as served:
+        yield served.port
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
 
 
 def _closed_within(sock: socket.socket, seconds: float, feed: bytes) -> tuple[float | None, bytes]:

@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +19,7 @@ from sage_dialog.backends import ChatRequest, ChatResult, load_backend
 from sage_dialog.backends.ledger import Ledger
 from sage_dialog.backends.mock import MockBackend
 from sage_dialog.interact.serve import create_app
-
-
-def _start(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL, stops on the next step."""
-    import socket
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from tests.support import serve_app
 
 
 def _health(base: str) -> tuple[int, dict[str, Any]]:
@@ -75,38 +53,28 @@ def _until(pred: Any, timeout: float = 60.0) -> None:
 
 def test_health_is_503_until_the_warm_up_generation_is_done() -> None:
     backend = Gated()
-    gen: Iterator[str] = _start(create_app(backend, warmup=True))
-    base = next(gen)
-    try:
-        _until(lambda: backend.calls == 1)  # the warm-up generation started by itself
-        code, body = _health(base)
-        assert code == 503 and body["status"] == "warming up"
-        backend.gate.set()
-        _until(lambda: _health(base)[0] == 200)
-        assert _health(base)[1]["status"] == "ok" and backend.calls == 1
-    finally:
-        backend.gate.set()
-        next(gen, None)
+    with serve_app(create_app(backend, warmup=True)) as base:
+        try:
+            _until(lambda: backend.calls == 1)  # the warm-up generation started by itself
+            code, body = _health(base)
+            assert code == 503 and body["status"] == "warming up"
+            backend.gate.set()
+            _until(lambda: _health(base)[0] == 200)
+            assert _health(base)[1]["status"] == "ok" and backend.calls == 1
+        finally:
+            backend.gate.set()
 
 
 def test_a_scripted_or_remote_backend_is_not_warmed() -> None:
     backend = Gated()
-    gen = _start(create_app(backend))  # provider mock: not an in-process model
-    base = next(gen)
-    try:
+    with serve_app(create_app(backend)) as base:  # provider mock: not an in-process model
         assert _health(base) == (200, {"status": "ok", "model": backend.name}) and backend.calls == 0
-    finally:
-        next(gen, None)
 
 
 @pytest.mark.parametrize("system", [None, "You are kind."])
 def test_an_hf_model_has_generated_once_when_health_says_ok(tiny_model: Path, system: str | None) -> None:
     ledger = Ledger("serve")
     backend = ledger.track(load_backend(f"hf:{tiny_model}"))
-    gen = _start(create_app(backend, system_prompt=system))
-    base = next(gen)
-    try:
+    with serve_app(create_app(backend, system_prompt=system)) as base:
         _until(lambda: _health(base)[0] == 200)
         assert ledger.usage[backend.name].requests == 1  # the warm-up, before any client asked
-    finally:
-        next(gen, None)

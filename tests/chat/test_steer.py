@@ -12,14 +12,9 @@ from sage_dialog.backends import SamplingParams, load_backend
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Tags, Turn
-from sage_dialog.roles.assistant import (
-    StreamEvent,
-    format_tags,
-    generate_turns,
-    history_messages,
-    parse_steering,
-    stream_turn,
-)
+from sage_dialog.roles.assistant import StreamEvent, format_tags, generate_turns, stream_turn
+from sage_dialog.roles.rollout import history_messages
+from sage_dialog.roles.steering import parse_steering
 
 MSGS = [{"role": "user", "content": "I failed my exam again."}]
 SP = SamplingParams(temperature=0.8, max_tokens=12, seed=3)

@@ -11,7 +11,8 @@ from sage_dialog.backends.base import ChatRequest
 from sage_dialog.backends.mock import MockBackend
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Tags
-from sage_dialog.roles.assistant import generate_turns, parse_steering, stream_turn
+from sage_dialog.roles.assistant import generate_turns, stream_turn
+from sage_dialog.roles.steering import parse_steering
 
 MSGS = [{"role": "user", "content": "how was your weekend?"}]
 

@@ -13,7 +13,8 @@ from sage_dialog.core import io as sio
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Dialog, Tags
 from sage_dialog.interact.chat import ChatSession
-from sage_dialog.roles.assistant import StreamEvent, _TagHold, parse_steering, stream_turn
+from sage_dialog.roles.assistant import StreamEvent, _TagHold, stream_turn
+from sage_dialog.roles.steering import parse_steering
 
 FULL = "{u_motivation: venting, u_emotion: sad, u_topic: [exam]} {a_motivation: comfort, a_emotion: gentle, a_topic: [exam]} So sorry {about} that."
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sage_dialog.core import io as sio
 from sage_dialog.core.schema import PreferencePair, Tags
+from tests.support import start_process
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -33,44 +28,13 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def webui(tiny_model: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = _free_port()
     prefs = tmp_path / "prefs.jsonl"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sage_dialog", "webui", "--model", f"hf:{tiny_model}", "--prefs", str(prefs),
-         "--port", str(port), "--max-tokens", "12", "--seed", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"web UI exited: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if httpx.get(base, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("web UI did not come up in 180 s")
-            time.sleep(0.5)
-        yield base, prefs
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    args = ["webui", "--model", f"hf:{tiny_model}", "--prefs", str(prefs), "--max-tokens", "12", "--seed", "0"]
+    env = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with start_process(args, env=env, ready="", timeout_s=180, what="web UI") as served:
+        yield served.base, prefs
 
 
 def test_send_edit_latent_regenerate_keep(webui: tuple[str, Path]) -> None:

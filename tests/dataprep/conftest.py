@@ -1,9 +1,9 @@
 """Fixtures of the data-preparation tests.
 
-``scripted_llm`` is a named stand-in for an LLM: a small OpenAI-compatible HTTP server (stdlib
-``http.server`` on 127.0.0.1, a free port, stopped after the test) whose ``/v1/chat/completions``
-answers are scripted per dialog. The dialog to annotate is the last user message that starts with
-``[0] ``; a marker word in its first turn picks the script:
+``scripted_llm`` is a named stand-in for an LLM: the tests' stub OpenAI-compatible HTTP server
+(``tests.support.StubServer``, stopped after the test) whose ``/v1/chat/completions`` answers are
+scripted per dialog by :func:`scripted_llm_script`. The dialog to annotate is the last user message
+that starts with ``[0] ``; a marker word in its first turn picks the answer:
 
 * ``VALID``: correct JSON at once;  ``FENCED``: correct JSON in a code fence with a trailing comma;
 * ``BROKEN``: broken JSON first, correct after the repair request;
@@ -14,19 +14,20 @@ answers are scripted per dialog. The dialog to annotate is the last user message
 * ``GARBAGE``: never JSON;  ``HTTP500``: the server answers 500 (a server error, not an answer).
 When the system prompt asks for ``text`` (tidy mode), assistant turns not ending in a question get
 one added.
-Everything else gets correct JSON. The server counts hits and keeps request bodies.
+Everything else gets correct JSON. The server counts hits (``hits``) and keeps request bodies
+(``bodies``); its URL is ``base_url``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.support import Call, Refusal, Reply, StubServer
 
 _TURN = re.compile(r"^\[(\d+)\] (user|assistant): (.*)$", re.M)
 
@@ -69,66 +70,20 @@ def scripted_answer(body: dict[str, Any]) -> str:
     return good
 
 
-class ScriptedLLM:
-    """A running scripted server: ``base_url``, ``hits`` (chat requests served) and ``bodies``."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.bodies: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def _send(self, code: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if not self.path.endswith("/chat/completions"):
-                    self._send(404, {"error": {"message": "not found"}})
-                    return
-                with owner.lock:
-                    owner.hits += 1
-                    owner.bodies.append(body)
-                if "HTTP500" in json.dumps(body["messages"]):
-                    self._send(500, {"error": {"message": "scripted server error", "type": "server_error"}})
-                    return
-                text = scripted_answer(body)
-                n = int(body.get("n") or 1)
-                cut = "LONG" in json.dumps(body["messages"]) and int(body.get("max_tokens") or 0) < 300
-                self._send(200, {
-                    "id": f"cmpl-{owner.hits}", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "length" if cut else "stop"}
-                                for i in range(n)],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": len(text) // 4, "total_tokens": 10 + len(text) // 4},
-                })
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ScriptedLLM:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+def scripted_llm_script(call: Call) -> Reply | Refusal:
+    """The stub's script: :func:`scripted_answer` for every choice; ``HTTP500`` dialogs get a 500."""
+    if not call.chat:
+        return Refusal(404, "not found")
+    body = call.body
+    if "HTTP500" in json.dumps(body["messages"]):
+        return Refusal(500, "scripted server error", "server_error")
+    text = scripted_answer(body)
+    cut = "LONG" in json.dumps(body["messages"]) and int(body.get("max_tokens") or 0) < 300
+    usage = {"prompt_tokens": 10, "completion_tokens": len(text) // 4, "total_tokens": 10 + len(text) // 4}
+    return Reply([text] * call.n, finish_reason="length" if cut else "stop", usage=usage)
 
 
 @pytest.fixture
-def scripted_llm() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as srv:
+def scripted_llm() -> Iterator[StubServer]:
+    with StubServer(scripted_llm_script, model_id="scripted") as srv:
         yield srv

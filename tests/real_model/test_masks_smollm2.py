@@ -124,7 +124,7 @@ def test_tag_dropout_on_the_real_template(tok) -> None:
 def test_steering_prefill_space_is_healed_on_smollm2(tok) -> None:
     """SmolLM2's BPE puts a word's space in the word's token: a complete steering prefill ("... } ")
     is rendered without its trailing space (the model writes it), else replies began with digits."""
-    from sage_dialog.backends.hf import heal_prefill
+    from sage_dialog.backends.prompting import heal_prefill
 
     prefill = sac.steering_prefill(Tags(motivation="asking", emotion="curious", topics=[]))
     assert prefill.endswith("} ")

@@ -17,7 +17,7 @@ from sage_dialog.sandbox.oracles import OracleAnnotator
 
 
 def sac_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
-    from sage_dialog.train.data import dialog_to_messages
+    from sage_dialog.formats.trl import dialog_to_messages
 
     dialogs = generate_corpus(CorpusConfig(n_dialogs=n, seed=seed))
     results = asyncio.run(OracleAnnotator().annotate(dialogs))
@@ -29,7 +29,7 @@ def sac_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
             if t.role == "assistant":
                 t = t.model_copy(update={"state": res.tags[i - 1], "action": tags})
             turns.append(t)
-        rows.append(dialog_to_messages(d.model_copy(update={"turns": turns})))
+        rows.append(dialog_to_messages(d.model_copy(update={"turns": turns}), "chained"))
     return rows
 
 

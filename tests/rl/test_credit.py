@@ -50,3 +50,30 @@ def test_groups_do_not_mix() -> None:
         assert adv[2] == adv[3] == [0.0]
     assert not identical_rewards(eps)
     assert identical_rewards(eps[2:])
+
+
+def test_batch_scope_pools_a_state_over_the_groups_of_a_step() -> None:
+    # two openings, two dialogs each; state "sad" is met in both groups. Within a group the two sad
+    # turns have the same return, so group scope gives them no state term; pooled over the step, the
+    # group whose sad turns led further is credited against the other.
+    eps = [Episode(0, [1.0], ["sad"]), Episode(0, [1.0], ["sad"]),
+           Episode(1, [0.0], ["sad"]), Episode(1, [0.0], ["sad"])]
+    grouped = advantages(eps, "state", scale="none")
+    assert all(a == [0.0] for a in grouped)  # identical dialogs inside each group: nothing to learn
+    pooled = advantages(eps, "state", scale="none", scope="batch")
+    assert pooled[0] == pooled[1] == [pytest.approx(0.5)] and pooled[2] == pooled[3] == [pytest.approx(-0.5)]
+    # scope changes nothing for token or turn credit
+    assert advantages(eps, "turn", scope="batch") == advantages(eps, "turn")
+
+
+def test_state_key_modes() -> None:
+    from sage_dialog.core.schema import Tags
+    from sage_dialog.stages.rl.rollout import state_key
+
+    text = "{u_motivation: venting, u_emotion: sad} {a_motivation: comfort, a_emotion: gentle} I'm here."
+    assert state_key(text, "hi", 2) == "venting|sad"
+    assert state_key(text, "hi", 2, "state+turn") == "venting|sad@2"
+    assert state_key(text, "hi", 2, "state+last_action", Tags(motivation="advice", emotion="calm")) == \
+        "venting|sad<advice|calm"
+    assert state_key(text, "hi", 0, "state+last_action", None) == "venting|sad<-"
+    assert state_key("no tags here", "I  Feel bad", 1) == "text:i feel bad"

@@ -1,10 +1,9 @@
-"""Helpers of the scale-out tests: subprocess launches with this checkout's sources, free ports, toy data."""
+"""Helpers of the scale-out tests: subprocess launches with this checkout's sources, toy data."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +21,6 @@ def child_env(**extra: str) -> dict[str, str]:
                 "PYTHONPATH": os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def accelerate(*args: str) -> list[str]:

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import accelerate, child_env, dpo_rows, free_port, run, sft_rows, write_jsonl
+from tests.support import free_port
+
+from .helpers import accelerate, child_env, dpo_rows, run, sft_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
 

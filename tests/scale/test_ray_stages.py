@@ -20,10 +20,11 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 from sage_dialog.core.io import read_jsonl, write_jsonl  # noqa: E402
 from sage_dialog.core.schema import Dialog, SearchNode  # noqa: E402
+from sage_dialog.roles.sampling import SamplingConfig  # noqa: E402
 from sage_dialog.stages import annotate  # noqa: E402
 from sage_dialog.stages.engine import EngineSettings, WorkerPool  # noqa: E402
 from sage_dialog.stages.search import stage  # noqa: E402
-from sage_dialog.stages.search.search import SamplingConfig, SearchConfig  # noqa: E402
+from sage_dialog.stages.search.config import SearchConfig  # noqa: E402
 
 from .helpers import child_env  # noqa: E402
 

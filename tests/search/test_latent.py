@@ -12,9 +12,10 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import SearchNode, Tags
 from sage_dialog.roles.selector import LLMSelector
 from sage_dialog.roles.user_simulator import LLMUserSimulator
-from sage_dialog.stages.search.actions import LatentConfig, explore, load_action_set, normalise, top_k
+from sage_dialog.stages.search.actions import explore, load_action_set, normalise, top_k
+from sage_dialog.stages.search.config import LatentConfig, SearchConfig
 from sage_dialog.stages.search.mcts import puct_pick
-from sage_dialog.stages.search.search import SearchConfig, run_search
+from sage_dialog.stages.search.search import run_search
 from sage_dialog.stages.search.tree import best_path, read_tree
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!", "I can't sleep lately."]
@@ -158,22 +159,23 @@ def test_proposals_on_a_real_model(tiny_model, tmp_path):
 
     from sage_dialog.backends.base import ScoreRequest, load_backend
     from sage_dialog.core import sac
+    from sage_dialog.roles.rollout import history_messages
     from sage_dialog.sandbox.oracles import oracle_for
     from sage_dialog.stages.search.actions import propose
-    from sage_dialog.stages.search.rollout import assistant_messages
-    from sage_dialog.stages.search.search import _Roles, _SeedSearch
+    from sage_dialog.stages.search.context import Roles, SearchContext
     from sage_dialog.stages.search.tree import node_turn
 
     be = load_backend(f"hf:{tiny_model}")
     cfg = SearchConfig(strategy="mcts", turns=1, latent=LatentConfig(action_set="sandbox", k=3))
-    s = _SeedSearch(0, SEEDS[0], cfg, _Roles(be, oracle_for("user"), oracle_for("selector")), tmp_path / "j.jsonl")
-    root = s._add("user", SEEDS[0], None)
+    s = SearchContext(0, SEEDS[0], cfg, Roles(be, oracle_for("user"), oracle_for("selector")), tmp_path / "j.jsonl",
+                      action_set=load_action_set("sandbox"))
+    root = s.add("user", SEEDS[0], None)
     props = asyncio.run(propose(s, [root]))
     assert len(props) == 3 and abs(sum(p.prior for p in props) - 1) < 1e-9
     head = props[0].prefill[: props[0].prefill.index("{a_motivation")]
     assert all(p.prefill.startswith(head) for p in props)
     options = [sac.action_prefill(a) for a in load_action_set("sandbox")]
-    [sc] = asyncio.run(be.score([ScoreRequest(messages=assistant_messages([node_turn(root)]), options=options,
+    [sc] = asyncio.run(be.score([ScoreRequest(messages=history_messages([node_turn(root)]), options=options,
                                               prefill=head or None)]))
     full = normalise(sc.logprobs)
     best3 = top_k(full, 3)

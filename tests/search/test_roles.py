@@ -5,9 +5,9 @@ import asyncio
 from sage_dialog.backends.base import SamplingParams
 from sage_dialog.core.schema import Tags, Turn
 from sage_dialog.roles.protocols import SelectionTask, Selector, UserSimulator
+from sage_dialog.roles.rollout import play_dialogs
 from sage_dialog.roles.selector import LLMSelector, is_none_good, parse_better, shuffled_order
 from sage_dialog.roles.user_simulator import LLMUserSimulator, cut_after_first_question, flipped_messages
-from sage_dialog.stages.search.rollout import play_dialogs
 
 
 def test_parse_better_variants():

@@ -11,7 +11,8 @@ from sage_dialog.core.schema import Dialog, SearchNode
 from sage_dialog.formats.transcripts import read_transcript_dir
 from sage_dialog.roles.selector import LLMSelector
 from sage_dialog.roles.user_simulator import LLMUserSimulator
-from sage_dialog.stages.search.search import SearchConfig, run_search
+from sage_dialog.stages.search.config import SearchConfig
+from sage_dialog.stages.search.search import run_search
 from sage_dialog.stages.search.tree import best_path, read_tree
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!", "I can't sleep lately."]

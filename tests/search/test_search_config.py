@@ -13,8 +13,9 @@ from sage_dialog.commands import search as search_cmd
 from sage_dialog.core.config import load_config
 from sage_dialog.pipeline.loop_config import LoopConfig
 from sage_dialog.pipeline.sage_loop import search_config
+from sage_dialog.roles.sampling import SamplingConfig
 from sage_dialog.stages.search import stage
-from sage_dialog.stages.search.search import SamplingConfig, SearchConfig
+from sage_dialog.stages.search.config import SearchConfig
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!"]
 REPO = Path(__file__).resolve().parents[2]

@@ -13,10 +13,12 @@ import pytest
 from sage_dialog.backends.base import SamplingParams, load_backend
 from sage_dialog.core.schema import Turn
 from sage_dialog.roles.protocols import SelectionTask
+from sage_dialog.roles.rollout import play_dialogs
+from sage_dialog.roles.sampling import SamplingConfig
 from sage_dialog.roles.selector import LLMSelector
 from sage_dialog.roles.user_simulator import LLMUserSimulator
-from sage_dialog.stages.search.rollout import play_dialogs
-from sage_dialog.stages.search.search import SamplingConfig, SearchConfig, run_search
+from sage_dialog.stages.search.config import SearchConfig
+from sage_dialog.stages.search.search import run_search
 from sage_dialog.stages.search.tree import best_path, read_tree
 
 SEEDS = ["I failed my driving test again.", "My sister is getting married!"]

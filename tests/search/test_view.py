@@ -17,8 +17,8 @@ from sage_dialog.pipeline.runner import Stage, run_stages
 from sage_dialog.roles.selector import LLMSelector
 from sage_dialog.roles.user_simulator import LLMUserSimulator
 from sage_dialog.stages.search import view
-from sage_dialog.stages.search.actions import LatentConfig
-from sage_dialog.stages.search.search import SearchConfig, run_search
+from sage_dialog.stages.search.config import LatentConfig, SearchConfig
+from sage_dialog.stages.search.search import run_search
 from sage_dialog.stages.search.tree import read_tree
 
 EVIL = "<script>alert('x')</script> & \x1b[31mred"

@@ -2,8 +2,10 @@
 
 * Requests are rendered with the tokenizer's chat template; a ``prefill`` continues the assistant
   turn (``continue_final_message=True`` where the template allows it, else the generation prompt
-  plus the prefill text). Completions exclude the prefill.
-* Concurrent ``generate()`` calls are merged by a small micro-batching queue into batches of up to
+  plus the prefill text). Completions exclude the prefill. (:mod:`sage_dialog.backends.prompting`,
+  shared with the ``vllm`` backend.)
+* Concurrent ``generate()`` calls are merged by a small micro-batching queue
+  (:mod:`sage_dialog.backends.batching`, shared with the ``vllm`` backend) into batches of up to
   ``batch_size`` sequences (prompt x sample), run with left padding in a worker thread so the event
   loop stays free. ``n`` expands each prompt into ``n`` rows exactly as ``num_return_sequences``
   does, so requests with different ``n`` still share a batch.
@@ -33,7 +35,9 @@ A model without a chat template gets its architecture's turn format
 (:mod:`sage_dialog.backends.chat_templates`), else the plain ``role: text`` fallback.
 
 Options: ``adapter`` (a PEFT LoRA directory, merged into the weights by default), ``device``
-(``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``),
+(``auto``/``cpu``/``cuda``/``cuda:1``), ``dtype`` (``auto``/``float32``/``bfloat16``/``float16``, or
+``fast``: bfloat16 on a GPU or on a CPU with bfloat16 instructions, where it runs ~1.9x faster than
+float32, else float32; ``auto`` keeps float32 on CPU so results match across CPUs),
 ``batch_size`` (rows per forward batch, default 32), ``merge_adapter`` (default true),
 ``num_threads`` (sets torch's process-wide CPU thread count; default: leave it alone),
 ``attention`` (``auto``: grouped-query attention without copying KV heads on CPU, see
@@ -49,13 +53,11 @@ batch; :mod:`sage_dialog.backends.shared_base`).
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +69,21 @@ from sage_dialog.backends.base import (
     ChatResult,
     ChatStream,
     Completion,
-    Message,
     SamplingParams,
     ScoreRequest,
     ScoreResult,
 )
+from sage_dialog.backends.batching import GenPayload, MicroBatcher, sample_seed
 from sage_dialog.backends.cache import local_model_identity
 from sage_dialog.backends.chat_templates import end_of_turn, template_for
 from sage_dialog.backends.gguf import convert, gguf_source
+from sage_dialog.backends.prompting import drop_healed, heal_prefill, render_prompt
 from sage_dialog.backends.shared_base import AdapterChain, resolve_chain
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.interrupt import stop_requested
 
 log = logging.getLogger(__name__)
+
 
 def _has_tokenizer(folder: str) -> bool:
     return any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
@@ -96,142 +100,6 @@ def _attention_impl(name: str) -> str:
 
 _MIN_SHARED = 8  # a shorter common prefix is not worth copying a cache for
 
-_SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over 63 bits
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """The random seed of sample ``index`` of a request seeded with ``seed`` (stable across runs)."""
-    return (seed * _SEED_MIX + index * 0xBF58476D1CE4E5B9 + 1) % (2**63 - 1)
-
-
-def render_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str | None) -> str:
-    """Render ``messages`` for generation; the assistant turn starts with ``prefill`` (kept exact)."""
-    msgs = [dict(m) for m in messages]
-    if getattr(tokenizer, "chat_template", None) is None:
-        # A base model without a template: a plain, documented fallback rather than an error.
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
-        return text + (prefill or "")
-    if prefill:
-        try:
-            text = tokenizer.apply_chat_template(
-                [*msgs, {"role": "assistant", "content": prefill}],
-                continue_final_message=True,
-                tokenize=False,
-            )
-            # continue_final_message strips surrounding whitespace; only trust it when exact.
-            if isinstance(text, str) and text.endswith(prefill):
-                return text
-        except Exception:  # templates that cannot continue a turn: fall through
-            pass
-    text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    return str(text) + (prefill or "")
-
-
-def heal_prefill(prefill: str | None, tokenizer: Any = None) -> tuple[str | None, str]:
-    """``(prefill to render, spaces the completion starts with)``: trailing spaces move out of the prompt.
-
-    BPE tokenizers put a word's leading space in the word's token (`` I``), so a prompt that ends in
-    a lone space token is one the model never saw in training: after a steering prefill ending in
-    ``"} "`` SmolLM2 began 16 of 24 replies with digits ("2017 ...", "10 years ago ..."). The model
-    writes the space itself instead, and :func:`drop_healed` takes it off the completion, so
-    ``prefill + completion`` reads as before. With ``tokenizer``, only where that tokenizer does
-    merge the space into the next word (:func:`merges_spaces`): where a space is a token of its own
-    in running text (the sandbox's tiny model), the prompt keeps it, as the model saw in training.
-    """
-    if not prefill or not prefill.endswith(" "):
-        return prefill, ""
-    if tokenizer is not None and not merges_spaces(tokenizer):
-        return prefill, ""
-    kept = prefill.rstrip(" ")
-    return kept or None, prefill[len(kept):]
-
-
-_PROBES = ("I", "the", "you", "it", "that", "am", "so", "what")
-
-
-def merges_spaces(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` writes most common words after a space as ONE token (`` the``): true of
-    the BPE vocabularies of pretrained models, false of the sandbox's small corpus-trained one."""
-    cached = getattr(tokenizer, "_sage_merges_spaces", None)
-    if cached is None:
-        base = len(tokenizer("}", add_special_tokens=False)["input_ids"])
-        merged = sum(len(tokenizer("} " + w, add_special_tokens=False)["input_ids"]) == base + 1 for w in _PROBES)
-        cached = merged > len(_PROBES) // 2
-        with contextlib.suppress(AttributeError):  # some tokenizer objects refuse new attributes
-            tokenizer._sage_merges_spaces = cached
-    return bool(cached)
-
-
-def drop_healed(text: str, spaces: str) -> str:
-    """``text`` without the leading ``spaces`` :func:`heal_prefill` moved out of the prompt."""
-    return text[len(spaces):] if spaces and text.startswith(spaces) else text
-
-
-# ---------------------------------------------------------------------------------------------
-# micro-batching
-
-
-@dataclass
-class _Job:
-    payload: Any
-    rows: int
-    future: asyncio.Future[Any]
-
-
-class MicroBatcher:
-    """Merge work submitted by concurrent coroutines into batches of at most ``max_rows`` rows.
-
-    ``run`` takes a list of payloads and returns one result per payload; it runs in a worker thread
-    (one batch at a time), so while a batch runs, new submissions pile up and form the next one.
-    """
-
-    def __init__(self, run: Callable[[list[Any]], list[Any]], max_rows: int, linger_s: float = 0.002):
-        self._run = run
-        self.max_rows = max(1, int(max_rows))
-        self.linger_s = linger_s
-        self._pending: collections.deque[_Job] = collections.deque()
-        self._task: asyncio.Task[None] | None = None
-        self.batches_run = 0
-        self.rows_run = 0
-
-    def submit(self, payload: Any, rows: int) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Job(payload, rows, fut))
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._drain())
-        return fut
-
-    async def _drain(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self.linger_s)  # let other coroutines enqueue before cutting a batch
-            batch: list[_Job] = []
-            rows = 0
-            while self._pending and (not batch or rows + self._pending[0].rows <= self.max_rows):
-                job = self._pending.popleft()
-                if job.future.cancelled():
-                    continue
-                batch.append(job)
-                rows += job.rows
-            if not batch:
-                continue
-            try:
-                results = await asyncio.to_thread(self._run, [j.payload for j in batch])
-            except asyncio.CancelledError:
-                for j in batch:
-                    j.future.cancel()
-                raise
-            except BaseException as e:  # deliver the failure to every caller of this batch
-                for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            self.batches_run += 1
-            self.rows_run += rows
-            for j, r in zip(batch, results, strict=True):
-                if not j.future.done():
-                    j.future.set_result(r)
-
 
 # ---------------------------------------------------------------------------------------------
 # per-row sampling
@@ -242,18 +110,6 @@ class _Row:
     sampling: SamplingParams
     sample_index: int
     eos_ids: tuple[int, ...] = ()
-
-
-@dataclass
-class GenPayload:
-    prompt: str
-    sampling: SamplingParams
-    first_sample: int
-    count: int
-    result: Any = field(default=None)
-    json_schema: dict[str, Any] | None = None  # constrained decoding (hf: xgrammar; vllm: guided)
-    cancel: threading.Event = field(default_factory=threading.Event)  # set when its caller stops waiting
-    logprobs: int | None = None  # ChatRequest.logprobs
 
 
 def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
@@ -441,8 +297,15 @@ class HFBackend(Backend):
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+        gguf_dtype = dtype  # the dequantized folder's number format (a cast on load costs nothing)
+        if dtype == "fast":
+            from sage_dialog.core.cpu import native_bf16
+
+            on_cpu = not str(device).startswith("cuda")
+            dtype = "bfloat16" if not on_cpu or native_bf16() else "float32"
+            gguf_dtype = "float32" if on_cpu else dtype  # CPU runs share one float32 folder with training
+        elif dtype == "auto":
+            dtype = gguf_dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         try:
             torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
                 dtype
@@ -461,7 +324,7 @@ class HFBackend(Backend):
         chain = resolve_chain(model) if self.adapter is None else AdapterChain(model)
         # a .gguf file or a short name (smollm2-135m) loads from its dequantized, cached folder
         source = gguf_source(chain.base)
-        path = str(convert(source, dtype)) if source is not None else chain.base
+        path = str(convert(source, gguf_dtype)) if source is not None else chain.base
         attn = _attention_impl(attention)
         # the last adapter's folder has the tokenizer and chat template it was trained with
         tok_path = chain.adapters[-1] if chain.adapters and _has_tokenizer(chain.adapters[-1]) else path
@@ -946,4 +809,4 @@ class HFBackend(Backend):
             pass
 
 
-__all__ = ["BackendError", "HFBackend", "MicroBatcher", "render_prompt", "sample_seed"]
+__all__ = ["BackendError", "HFBackend"]

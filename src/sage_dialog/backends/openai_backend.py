@@ -372,7 +372,7 @@ class OpenAIBackend(Backend):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from sage_dialog.backends.hf import render_prompt
+            from sage_dialog.backends.prompting import render_prompt
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
             self._render_fn = render_prompt

@@ -61,15 +61,9 @@ from sage_dialog.backends.base import (
     ScoreResult,
     ScoringUnsupported,
 )
+from sage_dialog.backends.batching import GenPayload, MicroBatcher, sample_seed
 from sage_dialog.backends.cache import local_model_identity
-from sage_dialog.backends.hf import (
-    GenPayload,
-    MicroBatcher,
-    drop_healed,
-    heal_prefill,
-    render_prompt,
-    sample_seed,
-)
+from sage_dialog.backends.prompting import drop_healed, heal_prefill, render_prompt
 from sage_dialog.core.errors import UserError
 
 # Compact JSON in structured mode: no free whitespace that can eat the token budget.

@@ -16,10 +16,10 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
     from sage_dialog.stages.agreement import AgreementConfig
 
-    add_config_flags(parser, AgreementConfig, positional=["a", "b"], flags={"output": ["-o", "--output"]},
+    add_config_flags(parser, AgreementConfig, positional=["a", "b"], flags={"output": OUT},
                      extra={"closed": {"metavar": "FIELD"}})
 
 
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.io import check_paths
     from sage_dialog.stages import agreement
 
-    check_paths(inputs=[args.a, args.b], files=[getattr(args, "output", None)])  # unset flags are absent
-    cfg = config_from_args(agreement.AgreementConfig, args)
+    cfg = config_from_args(agreement.AgreementConfig, args)  # positionals and flags, --config, --set
+    check_paths(inputs=[cfg.a, cfg.b], files=[cfg.output])
     res = agreement.run(agreement.Settings.of(cfg), inputs=agreement.Inputs(a=cfg.a, b=cfg.b), out=cfg.output)
     print(agreement.render(res.report))
     return 0

@@ -29,11 +29,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
     from sage_dialog.stages.annotate import AnnotateConfig
 
     add_config_flags(parser, AnnotateConfig, positional=["input"], flags={
-        "output": ["-o", "--output"], "sharegpt_output": ["--sharegpt-out"], "sac_output": ["--sac-out"],
+        "output": OUT, "sharegpt_output": ["--sharegpt-out"], "sac_output": ["--sac-out"],
         "backend_options": ["--backend-option"],
     }, extra={"input_format": {"metavar": "FORMAT"}, "labels": {"metavar": "FIELD=SET"}})
     parser.add_argument("--ray", metavar="ADDRESS", help="annotate on Ray workers (chunks as units): a cluster "

@@ -16,23 +16,38 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChainSettings(BaseModel):
+    """Settings of ``sage-dialog chain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field(description="annotated dialogs (ShareGPT .json, dialogs .jsonl, ...)")
+    output: str = Field(description="where to write the chained dialogs")
+    src_format: str | None = Field(None, description="input format (default: detected)")
+    dst_format: str | None = Field(None, description="output format (default: from the name)")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="annotated dialogs (ShareGPT .json, dialogs .jsonl, ...)")
-    parser.add_argument("output", help="where to write the chained dialogs")
-    parser.add_argument("--from", dest="src_format", metavar="FORMAT", help="input format (default: detected)")
-    parser.add_argument("--to", dest="dst_format", metavar="FORMAT", help="output format (default: from the name)")
+    from sage_dialog.commands.config_flags import add_config_flags
+
+    add_config_flags(parser, ChainSettings, positional=["input", "output"],
+                     flags={"src_format": ["--from"], "dst_format": ["--to"]},
+                     extra={"src_format": {"metavar": "FORMAT"}, "dst_format": {"metavar": "FORMAT"}})
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.stages import chain
 
-    dst = Path(args.output)
-    res = chain.run(chain.Settings(src_format=args.src_format, dst_format=args.dst_format),
-                    inputs=chain.Inputs(files={dst.name: Path(args.input)}), out=dst.parent, progress=True)
+    cfg = config_from_args(ChainSettings, args)
+    dst = Path(cfg.output)
+    res = chain.run(chain.Settings.of(cfg), inputs=chain.Inputs(files={dst.name: Path(cfg.input)}), out=dst.parent,
+                    progress=True)
     for msg in res.warnings:
         print(f"warning: {msg}", file=sys.stderr)
-    print(f"chained {res.counts['dialogs']} dialogs into {args.output}", file=sys.stderr)
+    print(f"chained {res.counts['dialogs']} dialogs into {cfg.output}", file=sys.stderr)
     return 0

@@ -17,24 +17,35 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import Field
+
+from sage_dialog.commands.model_flags import ModelSettings
+
+
+class ChatSettings(ModelSettings):
+    """Settings of ``sage-dialog chat``."""
+
+    stream: bool = Field(True, description="stream each reply as it is generated (--no-stream prints it whole)")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.roles.assistant import add_model_arguments
+    from sage_dialog.commands.model_flags import add_model_arguments
 
-    add_model_arguments(parser)
-    parser.add_argument("--no-stream", action="store_true", help="print each reply whole instead of streaming")
+    add_model_arguments(parser, ChatSettings)
     parser.add_argument(
         "--steer", nargs="+", metavar="KEY=VALUE", help="steer the first turn, e.g. a_emotion=playful"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.interact.chat import ChatSession, repl
-    from sage_dialog.roles.assistant import backend_from_args, parse_steering, sampling_from_args
+    from sage_dialog.roles.steering import parse_steering
 
+    args = model_settings(ChatSettings, args)
     sampling = sampling_from_args(args)
     steering = parse_steering(args.steer, what="--steer")
     backend = backend_from_args(args)
-    session = ChatSession(backend, system_prompt=args.system, sampling=sampling, stream=not args.no_stream)
+    session = ChatSession(backend, system_prompt=args.system, sampling=sampling, stream=args.stream)
     session.steering = steering
     return repl(session)

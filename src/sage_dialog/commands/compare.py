@@ -28,10 +28,10 @@ from sage_dialog.core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
     from sage_dialog.stages.compare.compare import CompareConfig
 
-    add_config_flags(p, CompareConfig, flags={"out": ["-o", "--out"], "models": ["--model"], "judges": ["--judge"]},
+    add_config_flags(p, CompareConfig, flags={"out": OUT, "models": ["--model"], "judges": ["--judge"]},
                      extra={"out": {"type": str, "metavar": "DIR"}, "models": {"metavar": "NAME=SPEC"},
                             "dialogs": {"metavar": "NAME=PATH"}, "seeds": {"metavar": "FILE"},
                             "user_persona": {"metavar": "FILE"}, "judges": {"metavar": "SPEC"},

@@ -18,22 +18,38 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sage_dialog.core.errors import UserError
 
 
+class ConvertSettings(BaseModel):
+    """Settings of ``sage-dialog convert``."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str | None = Field(None, description="file or folder to read")
+    output: str | None = Field(None, description="file or folder to write")
+    src_format: str | None = Field(None, description="input format (default: detected)")
+    dst_format: str | None = Field(None, description="output format (default: from the output name: .jsonl -> "
+                                   "dialogs/pairs, .json -> sharegpt)")
+    list_formats: bool = Field(False, description="list the formats and exit")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", nargs="?", help="file or folder to read")
-    parser.add_argument("output", nargs="?", help="file or folder to write")
-    parser.add_argument("--from", dest="src_format", metavar="FORMAT", help="input format (default: detected)")
-    parser.add_argument("--to", dest="dst_format", metavar="FORMAT",
-                        help="output format (default: from the output name: .jsonl -> dialogs/pairs, .json -> sharegpt)")
-    parser.add_argument("--list", action="store_true", help="list the formats and exit")
+    from sage_dialog.commands.config_flags import add_config_flags
+
+    add_config_flags(parser, ConvertSettings, positional=["input", "output"],
+                     flags={"src_format": ["--from"], "dst_format": ["--to"], "list_formats": ["--list"]},
+                     extra={"src_format": {"metavar": "FORMAT"}, "dst_format": {"metavar": "FORMAT"},
+                            "list_formats": {"action": "store_true"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.formats import convert_file, format_table
 
-    if args.list:
+    args = settings_into(args, config_from_args(ConvertSettings, args))
+    if args.list_formats:
         print("name                   kind   r/w/c  description\n" + format_table())
         return 0
     if not args.input or not args.output:

@@ -25,43 +25,40 @@ from sage_dialog.core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", required=True, metavar="NAME=SPEC",
-                   help="a model to evaluate: name and backend spec (repeat)")
-    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
-    p.add_argument("--include-path", type=Path, help="folder of your own lm-eval task YAML files")
-    p.add_argument("-o", "--out", type=Path, default=Path("eval-out"), help="output folder (a compare folder adds to its report)")
-    p.add_argument("--limit", type=int, help="examples per task (smoke runs)")
-    p.add_argument("--num-fewshot", type=int)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--via", choices=["auto", "harness", "backend"], default="auto",
-                   help="auto: the harness's own HF model for hf: specs, our backends otherwise")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto",
-                   help="hf: via the harness: ask through the model's chat template (auto: for chat benchmarks "
-                        "such as eq_bench only); other backends always use it")
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
+    from sage_dialog.stages.eval import EvalConfig
+
+    add_config_flags(p, EvalConfig, flags={"models": ["--model"], "out": OUT}, extra={
+        "models": {"metavar": "NAME=SPEC", "help": "a model to evaluate: name and backend spec (repeat)"},
+        "tasks": {"metavar": "TASKS", "help": "comma-separated lm-eval task names (repeatable)"},
+        "include_path": {"metavar": "DIR", "help": "folder of your own lm-eval task YAML files"},
+        "out": {"metavar": "DIR", "help": "output folder (a compare folder adds to its report; default: eval-out)"},
+        "limit": {"help": "examples per task (smoke runs)"},
+        "num_fewshot": {"help": "few-shot examples per question (default: the task's)"},
+        "batch_size": {"help": "batch size of the harness's model (default: 8)"},
+        "via": {"help": "auto: the harness's own HF model for hf: specs, our backends otherwise (default: auto)"},
+        "seed": {"help": "random seed (default: 0)"},
+        "chat_template": {"help": "hf: via the harness: ask through the model's chat template (auto: for chat "
+                                  "benchmarks such as eq_bench only); other backends always use it"},
+    })
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.stages import eval as harness
 
-    models = {}
-    for item in args.model:
-        name, sep, spec = item.partition("=")
-        if not sep or not name.strip() or not spec.strip():
-            raise UserError(f"--model {item!r}: expected NAME=SPEC, e.g. --model base=hf:models/base")
-        models[name.strip()] = spec.strip()
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    cfg = config_from_args(harness.EvalConfig, args)
+    tasks = [t.strip() for item in cfg.tasks for t in item.split(",") if t.strip()]
     if not tasks:
         raise UserError("--tasks: give at least one task name")
-    if args.limit is not None and args.limit < 1:
+    if cfg.limit is not None and cfg.limit < 1:
         raise UserError("--limit must be at least 1")
     from sage_dialog.core.io import check_paths
 
-    check_paths(folders=[args.out])  # before any model loads (the stage checks --include-path)
-    settings = harness.Settings(tasks=tasks, include_path=str(args.include_path) if args.include_path else None,
-                                limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
-                                via=args.via, seed=args.seed, chat_template=args.chat_template)
-    results = harness.run(settings, inputs=harness.Inputs(models=models), out=args.out).results
+    check_paths(folders=[Path(cfg.out)])  # before any model loads (the stage checks --include-path)
+    cfg = cfg.model_copy(update={"tasks": tasks})
+    results = harness.run(harness.Settings.of(cfg), inputs=harness.Inputs(models=dict(cfg.models)),
+                          out=Path(cfg.out)).results
     for model, tasks_res in results.items():
         for task, metrics in tasks_res.items():
             if task == "eq_bench" and "eqbench" in metrics:  # as EQ-Bench reports it
@@ -70,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
                 continue
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("_stderr"))
             print(f"{model} {task}: {shown}")
-    print(f"results: {args.out / 'eval_results.json'}")
+    print(f"results: {Path(cfg.out) / 'eval_results.json'}")
     return 0

@@ -11,20 +11,35 @@ A full fine-tuned folder is re-saved as is (useful to change dtype).
 from __future__ import annotations
 
 import argparse
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExportSettings(BaseModel):
+    """Settings of ``sage-dialog export``."""
+
+    model_config = ConfigDict(extra="forbid")
+    adapter_dir: str = Field(description="training output folder (LoRA adapter or full model)")
+    output: str = Field(description="folder for the merged model")
+    base: str | None = Field(None, description="base model, when not the one recorded in adapter_config.json")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the saved weights (auto: as stored in the base model)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("adapter_dir", help="training output folder (LoRA adapter or full model)")
-    parser.add_argument("-o", "--output", required=True, help="folder for the merged model")
-    parser.add_argument("--base", help="base model, when not the one recorded in adapter_config.json")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                        help="dtype of the saved weights (auto: as stored in the base model)")
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
+
+    add_config_flags(parser, ExportSettings, positional=["adapter_dir"], flags={"output": OUT},
+                     extra={"output": {"metavar": "DIR"}, "base": {"metavar": "MODEL"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.core.io import check_paths
     from sage_dialog.train.export import export_model
 
+    args = settings_into(args, config_from_args(ExportSettings, args))
     check_paths(inputs=[args.adapter_dir], folders=[args.output])
 
     out = export_model(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)

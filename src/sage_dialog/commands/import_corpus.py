@@ -24,31 +24,42 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImportSettings(BaseModel):
+    """Settings of ``sage-dialog import``."""
+
+    model_config = ConfigDict(extra="forbid")
+    corpus: Literal["empathetic", "esconv", "chitchat"] = Field(description="which corpus FILE is from")
+    file: Path | None = Field(None, description="the corpus file (ED: CSV or seed .tsv/.txt; ESConv: JSON; chitchat: "
+                              "dataset.json, default: the installed chitchat-dataset package's)")
+    output: Path = Field(description="Dialog JSONL to write")
+    seeds_out: Path | None = Field(None, description="also write first user utterances, one per line")
+    limit: int | None = Field(None, description="import only the first N dialogs (after --min-turns)")
+    min_turns: int | None = Field(None, description="skip dialogs with fewer turns (default: 2 for chitchat, 1 "
+                                  "otherwise)")
+    max_turns: int | None = Field(None, description="cut longer dialogs to their first N turns")
+    label_map: Path | None = Field(None, description="ESConv: JSON/YAML mapping of strategy spellings to labels, "
+                                   'e.g. {"Direct Guidance": "Providing Suggestions"}')
+    keep_unknown: bool = Field(False, description="ESConv: keep strategies that are in no label set as written "
+                               "(default: stop and list them)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpus", choices=["empathetic", "esconv", "chitchat"], help="which corpus FILE is from")
-    parser.add_argument(
-        "file", type=Path, nargs="?",
-        help="the corpus file (ED: CSV or seed .tsv/.txt; ESConv: JSON; chitchat: dataset.json, default: "
-        "the installed chitchat-dataset package's)",
-    )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="Dialog JSONL to write")
-    parser.add_argument("--seeds-out", type=Path, help="also write first user utterances, one per line")
-    parser.add_argument("--limit", type=int, help="import only the first N dialogs (after --min-turns)")
-    parser.add_argument("--min-turns", type=int, default=None,
-                        help="skip dialogs with fewer turns (default: 2 for chitchat, 1 otherwise)")
-    parser.add_argument("--max-turns", type=int, default=None, help="cut longer dialogs to their first N turns")
-    parser.add_argument("--label-map", type=Path, metavar="FILE",
-                        help="ESConv: JSON/YAML mapping of strategy spellings to labels, e.g. "
-                             '{"Direct Guidance": "Providing Suggestions"}')
-    parser.add_argument("--keep-unknown", action="store_true",
-                        help="ESConv: keep strategies that are in no label set as written (default: stop and list them)")
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
+
+    add_config_flags(parser, ImportSettings, positional=["corpus", "file"], flags={"output": OUT},
+                     extra={"label_map": {"metavar": "FILE"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.formats.corpora import import_corpus
 
+    args = settings_into(args, config_from_args(ImportSettings, args))
     min_turns = args.min_turns if args.min_turns is not None else (2 if args.corpus == "chitchat" else 1)
     got = import_corpus(args.corpus, args.file, args.output, seeds_out=args.seeds_out, limit=args.limit,
                         min_turns=min_turns, max_turns=args.max_turns,

@@ -27,10 +27,10 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.commands.config_flags import OUT, add_config_flags
     from sage_dialog.stages.mix import MixConfig
 
-    add_config_flags(parser, MixConfig, positional=["spec"], flags={"output": ["-o", "--output"]},
+    add_config_flags(parser, MixConfig, positional=["spec"], flags={"output": OUT},
                      extra={"blend": {"nargs": "?", "const": 2, "metavar": "K"}})
 
 

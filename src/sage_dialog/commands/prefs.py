@@ -21,19 +21,20 @@ from typing import get_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.commands.config_flags import add_config_flags
+    from sage_dialog.commands.config_flags import add_config_flags, add_output_argument, register_flag
     from sage_dialog.stages.prefs import OutFormat, Settings
 
     parser.add_argument("source", type=Path,
                         help="folder of search-tree JSONL, or of original transcripts (with full/)")
-    parser.add_argument("-o", "--output", type=Path, required=True,
+    add_output_argument(parser, dest="output", type=Path, required=True,
                         help="pairs file (a folder for --format llamafactory)")
     parser.add_argument("--format", default="jsonl", choices=get_args(OutFormat),
                         help="jsonl: sage-dialog records; trl: TRL conversational; llamafactory: sharegpt "
                              "ranking folder; sage-comparison: the original alpaca-style ranking (default: jsonl)")
     add_config_flags(parser, Settings, extra={"negatives": {"metavar": "K"}})
-    parser.add_argument("--strip-tags", dest="history_tags", action="store_false", default=argparse.SUPPRESS,
-                        help="remove SAC tags from the history turns (= --no-history-tags)")
+    register_flag(parser, parser.add_argument(
+        "--strip-tags", dest="history_tags", action="store_false", default=argparse.SUPPRESS,
+        help="remove SAC tags from the history turns (= --no-history-tags)"))
     parser.add_argument("--best-paths", type=Path, default=None,
                         help="also write the kept path of each tree as dialog JSONL (for SFT)")
 

@@ -12,6 +12,7 @@ examples); --no-gates reports them and goes on.
 Example:
   sage-dialog run configs/demo-sandbox.yaml          # = sage-dialog demo -o demo-out
   sage-dialog run configs/sage-original.yaml --from search --until dpo
+  sage-dialog run --until sft configs/demo-sandbox.yaml --set rounds=2     # options in any order
   sage-dialog run configs/demo-sandbox.yaml rounds=2 search.config.candidates=8 --list
 """
 
@@ -24,30 +25,38 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="YAML config of the loop (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides of config values, e.g. rounds=2 sft.train.epochs=1")
+    from sage_dialog.commands.config_flags import add_config_option
+
+    parser.add_argument("config_arg", nargs="?", type=Path, metavar="CONFIG",
+                        help="YAML config of the loop (see configs/); the same as --config CONFIG")
+    parser.add_argument("key_values", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides of config values, as --set (e.g. rounds=2 sft.train.epochs=1)")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and all after it again")
     parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
     parser.add_argument("--no-gates", action="store_true",
                         help="report failed gates but go on (recorded in each stage's manifest)")
+    add_config_option(parser, "the loop (LoopConfig)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_path, overrides_of
     from sage_dialog.core.config import load_config
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import check_paths
     from sage_dialog.pipeline.loop_config import LoopConfig
     from sage_dialog.pipeline.sage_loop import build_stages
 
-    cfg = load_config(LoopConfig, args.config, args.overrides)
+    config = config_path(args)
+    if config is None:
+        raise UserError("give the loop's YAML config: sage-dialog run CONFIG (see configs/)")
+    cfg = load_config(LoopConfig, config, overrides_of(args))
     if getattr(args, "threads", None) is not None:  # the flag beats the file's `threads`
         cfg = cfg.model_copy(update={"threads": args.threads})
     try:
         stages = build_stages(cfg)
     except UserError as e:  # name the YAML file the bad section is in
-        raise UserError([f"{args.config}: {p.removeprefix('config: ')}" if p.startswith(("config section", "config: "))
+        raise UserError([f"{config}: {p.removeprefix('config: ')}" if p.startswith(("config section", "config: "))
                          else p for p in e.problems]) from None
     if not args.list:
         # every file and model the config names, then the inputs and the run folder, are checked
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.pipeline.preflight import config_problems
 
         missing = config_problems(cfg.model_dump(mode="json", by_alias=True, exclude={"run_dir", "cache"}),
-                                  args.config)
+                                  config)
         if missing:
             raise UserError(missing)
         check_paths(inputs=[*cfg.raw, *([cfg.search.seeds] if cfg.search.seeds else [])], **run_outputs(cfg, stages))

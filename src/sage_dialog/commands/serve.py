@@ -22,6 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Literal
+
+from pydantic import Field
+
+from sage_dialog.commands.model_flags import ModelSettings
 
 
 class LIMIT_DEFAULTS:  # a namespace: ServeLimits' defaults, without importing FastAPI here
@@ -33,72 +38,45 @@ class LIMIT_DEFAULTS:  # a namespace: ServeLimits' defaults, without importing F
     shutdown_timeout_s = 5.0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.roles.assistant import add_model_arguments
+class ServeSettings(ModelSettings):
+    """Settings of ``sage-dialog serve``: the model, where to listen, and limits on one request."""
 
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)"
-    )
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--served-name", help="model id listed by /v1/models (default: the --model spec)")
-    parser.add_argument(
-        "--token",
-        help="bearer token clients must send (prefer the env var SAGE_DIALOG_SERVE_TOKEN: "
-        "a command-line value is visible to other users in the process list)",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
-    d = LIMIT_DEFAULTS
-    limits = parser.add_argument_group("limits on one request (hostile or careless clients)")
-    limits.add_argument(
-        "--max-request-bytes",
-        type=int,
-        default=d.max_request_bytes,
-        help=f"largest request body; larger ones get 413 (default {d.max_request_bytes})",
-    )
-    limits.add_argument(
-        "--max-prompt-tokens",
-        type=int,
-        default=d.max_prompt_tokens,
-        help=f"longest prompt in tokens, chat template included; longer ones get 400 "
-        f"(default {d.max_prompt_tokens})",
-    )
-    limits.add_argument(
-        "--max-completion-tokens",
-        type=int,
-        default=d.max_completion_tokens,
-        help=f"largest max_tokens a request may ask for; more gets 400 (default {d.max_completion_tokens})",
-    )
-    limits.add_argument(
-        "--request-timeout",
-        type=float,
-        default=d.request_timeout_s,
-        help=f"seconds one request may run, its body's upload included, before it is stopped (408 while "
-        f"the body arrives, 504 while generating; default {d.request_timeout_s:g})",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=float,
-        default=d.header_timeout_s,
-        help=f"seconds a connection may take to send a request's headers before it is closed "
-        f"(slow clients; default {d.header_timeout_s:g})",
-    )
-    limits.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=d.shutdown_timeout_s,
-        help=f"seconds requests still running get after SIGTERM/Ctrl-C before they are cancelled "
-        f"(default {d.shutdown_timeout_s:g})",
-    )
+    host: str = Field("127.0.0.1", description="address to bind (default 127.0.0.1, loopback only)")
+    port: int = Field(8000, description="port to listen on")
+    served_name: str | None = Field(None, description="model id listed by /v1/models (default: the --model spec)")
+    token: str | None = Field(None, description="bearer token clients must send (prefer the env var "
+                              "SAGE_DIALOG_SERVE_TOKEN: a command-line value is visible to other users in the "
+                              "process list)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="server log level")
+    # limits on one request (hostile or careless clients)
+    max_request_bytes: int = Field(LIMIT_DEFAULTS.max_request_bytes,
+                                   description="largest request body; larger ones get 413")
+    max_prompt_tokens: int = Field(LIMIT_DEFAULTS.max_prompt_tokens, description="longest prompt in tokens, chat "
+                                   "template included; longer ones get 400")
+    max_completion_tokens: int = Field(LIMIT_DEFAULTS.max_completion_tokens,
+                                       description="largest max_tokens a request may ask for; more gets 400")
+    request_timeout: float = Field(LIMIT_DEFAULTS.request_timeout_s, description="seconds one request may run, "
+                                   "its body's upload included, before it is stopped (408 while the body arrives, "
+                                   "504 while generating)")
+    header_timeout: float = Field(LIMIT_DEFAULTS.header_timeout_s, description="seconds a connection may take to "
+                                  "send a request's headers before it is closed (slow clients)")
+    shutdown_timeout: float = Field(LIMIT_DEFAULTS.shutdown_timeout_s, description="seconds requests still running "
+                                    "get after SIGTERM/Ctrl-C before they are cancelled")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sage_dialog.commands.model_flags import add_model_arguments
+
+    add_model_arguments(parser, ServeSettings)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.core.errors import UserError
-    from sage_dialog.interact.serve import TOKEN_ENV, ServeLimits, create_app, serve
-    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
+    from sage_dialog.interact.serve import TOKEN_ENV, create_app, serve
+    from sage_dialog.interact.serve_limits import ServeLimits
 
+    args = model_settings(ServeSettings, args)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     for flag in (

@@ -20,36 +20,48 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import Field
+
+from sage_dialog.commands.model_flags import ModelSettings
+
+
+class SteerabilitySettings(ModelSettings):
+    """Settings of ``sage-dialog steerability``."""
+
+    contexts: str | None = Field(None, description="contexts: .jsonl of Dialog records or .txt with one user "
+                                 "message per line")
+    sandbox_contexts: int | None = Field(None, description="use N openings of the sandbox world")
+    action: list[str] | None = Field(None, description="a forced action (repeatable)")
+    judge: str = Field("oracle", description="'oracle' or a backend spec for an LLM judge")
+    n: int = Field(1, description="replies per (context, action)")
+    limit: int | None = Field(None, description="use at most this many contexts")
+    output: str = Field(description="report JSON file")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.roles.assistant import add_model_arguments
+    from sage_dialog.commands.config_flags import OUT
+    from sage_dialog.commands.model_flags import add_model_arguments
 
-    add_model_arguments(parser)
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--contexts", help="contexts: .jsonl of Dialog records or .txt with one user message per line")
-    src.add_argument("--sandbox-contexts", type=int, metavar="N", help="use N openings of the sandbox world")
-    parser.add_argument("--action", action="append", metavar="'KEY=VALUE ...'", help="a forced action (repeatable)")
-    parser.add_argument("--judge", default="oracle", help="'oracle' or a backend spec for an LLM judge")
-    parser.add_argument("--n", type=int, default=1, help="replies per (context, action)")
-    parser.add_argument("--limit", type=int, help="use at most this many contexts")
-    parser.add_argument("-o", "--output", required=True, help="report JSON file")
+    add_model_arguments(parser, SteerabilitySettings, flags={"output": OUT}, extra={
+        "sandbox_contexts": {"metavar": "N"}, "action": {"metavar": "'KEY=VALUE ...'"},
+        "contexts": {"metavar": "FILE"}, "judge": {"metavar": "SPEC"}, "output": {"metavar": "FILE"}})
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
+    from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.core import io as sio
     from sage_dialog.core.errors import UserError, where
     from sage_dialog.core.schema import Dialog, Tags
-    from sage_dialog.roles.assistant import (
-        backend_from_args,
-        history_messages,
-        sampling_from_args,
-    )
+    from sage_dialog.roles.rollout import history_messages
     from sage_dialog.stages import steerability
     from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report
 
+    args = model_settings(SteerabilitySettings, args)
+    if (args.contexts is None) == (args.sandbox_contexts is None):
+        raise UserError("give one of --contexts FILE or --sandbox-contexts N")
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
     sio.check_paths(inputs=[None if args.sandbox_contexts is not None else args.contexts], files=[args.output])
@@ -106,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
         judge = LLMJudge(judge_backend)
     backend = backend_from_args(args)
     settings = steerability.Settings(actions=args.action or [], contexts=None, n=args.n,  # contexts: cut above
-                                     sampling={"temperature": sampling.temperature, "top_p": sampling.top_p,
-                                               "max_tokens": sampling.max_tokens, "seed": sampling.seed})
+                                     sampling={k: v for k, v in sampling.as_dict().items() if k != "stop" or v})
     try:
         res = steerability.run(settings, inputs=steerability.Inputs(model=backend, contexts=contexts, judge=judge,
                                                                     actions=actions),  # type: ignore[arg-type]

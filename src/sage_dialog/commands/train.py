@@ -20,65 +20,71 @@ template used, training_summary.json and manifest.json. See docs/training.md.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+# the alias map: flag -> field of the SFT/DPO run config (rl spells max_steps as train.steps: RL_RENAME)
+FLAGS = {
+    "model.name_or_path": ["--model"],
+    "model.chat_template": ["--chat-template"],
+    "data.train": ["--data"],
+    "data.eval": ["--eval-data"],
+    "output_dir": ["-o", "--out"],
+    "adapter.method": ["--method"],
+    "train.max_steps": ["--max-steps"],
+    "train.resume": ["--resume"],
+    "train.seed": ["--seed"],
+}
+RL_RENAME = {"train.max_steps": "train.steps"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sage_dialog.commands.config_flags import add_config_flags, register_flag
+    from sage_dialog.train.config import SFTRunConfig
+
     parser.add_argument("stage", choices=["sft", "dpo", "rl"],
                         help="sft: supervised fine-tuning; dpo: preferences; rl: online multi-turn RL (GRPO)")
-    parser.add_argument("config", nargs="?", help="YAML config (see configs/train-*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. adapter.r=8 train.epochs=1")
-    parser.add_argument("--model", help="base model: hub id or local folder (model.name_or_path)")
-    parser.add_argument("--chat-template", metavar="NAME|FILE",
-                        help="chat template: chatml, mistral, gemma, llama3, phi3 or a .jinja file (model.chat_template; "
-                        "default: the model's own, else its architecture's turn format)")
-    parser.add_argument("--data", help="training JSONL (data.train)")
-    parser.add_argument("--seeds", help="rl: seed openings, one per line (seeds)")
-    parser.add_argument("--eval-data", help="evaluation JSONL (data.eval)")
-    parser.add_argument("-o", "--output", help="output folder (output_dir)")
-    parser.add_argument("--method", choices=["lora", "qlora", "full"], help="adapter.method")
-    parser.add_argument("--max-steps", type=int, help="train.max_steps (overrides epochs; rl: train.steps)")
-    parser.add_argument("--resume", nargs="?", const="true", metavar="CHECKPOINT",
-                        help="resume from the last checkpoint in the output folder, or from CHECKPOINT")
-    parser.add_argument("--seed", type=int, help="train.seed")
-    # allow `train sft CFG --model M key=value`: overrides may follow the flags
-    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
+    parser.add_argument("config_arg", nargs="?", metavar="CONFIG",
+                        help="YAML config (see configs/train-*.yaml); the same as --config CONFIG")
+    add_config_flags(parser, SFTRunConfig, only=[*FLAGS, "threads"], flags=FLAGS, key_values=True,
+                     what="the stage's run config", extra={
+                         "model.name_or_path": {"metavar": "MODEL", "help": "base model: hub id or local folder"},
+                         "model.chat_template": {"metavar": "NAME|FILE"},
+                         "data.train": {"metavar": "FILE", "help": "training JSONL"},
+                         "data.eval": {"metavar": "FILE", "help": "evaluation JSONL"},
+                         "output_dir": {"metavar": "DIR", "help": "output folder"},
+                         "train.max_steps": {"help": "overrides epochs (rl: train.steps)"},
+                         "train.resume": {"nargs": "?", "const": True, "type": str, "metavar": "CHECKPOINT",
+                                          "help": "resume from the last checkpoint in the output folder, or from "
+                                                  "CHECKPOINT"},
+                         "train.seed": {"help": "random seed"},
+                     })
+    # rl's own field, spelled by hand: its config model imports the RL trainer (slow for --help)
+    seeds = parser.add_argument("--seeds", default=argparse.SUPPRESS, type=Path, metavar="FILE",
+                                help="rl: seed openings, one per line")
+    register_flag(parser, seeds)
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """Flags as dotted overrides; flags win over the config file, explicit overrides over flags."""
-    rl = args.stage == "rl"
-    if rl and (args.data or args.eval_data):
-        from sage_dialog.core.errors import UserError
+def _config(model: type, args: argparse.Namespace, rename: dict[str, str] | None = None) -> Any:
+    from sage_dialog.commands.config_flags import config_from_args
 
-        raise UserError("train rl: give seed openings with --seeds (rl plays dialogs, it reads no training data)")
-    flags = {
-        "model.name_or_path": args.model,
-        "model.chat_template": args.chat_template,
-        "data.train": args.data,
-        "data.eval": args.eval_data,
-        "output_dir": args.output,
-        "adapter.method": args.method,
-        "seeds": getattr(args, "seeds", None),
-        "train.steps" if rl else "train.max_steps": args.max_steps,
-        "train.resume": args.resume,
-        "train.seed": args.seed,
-        "threads": getattr(args, "threads", None),
-    }
-    out = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return out + list(args.overrides)
+    return config_from_args(model, args, rename=rename)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_path, overrides_of
     from sage_dialog.core import console
-    from sage_dialog.core.config import load_config
     from sage_dialog.core.errors import UserError
 
-    config = args.config
-    overrides = _overrides(args)
-    if config is not None and "=" in config:  # no file given, only overrides
-        overrides.insert(len(overrides) - len(args.overrides), config)
-        config = None
-    if config is None and not any(o.startswith("model.") for o in overrides):
+    args.config_file = config_path(args)
+    given = vars(args)
+    rl = args.stage == "rl"
+    if rl and ("data.train" in given or "data.eval" in given):
+        raise UserError("train rl: give seed openings with --seeds (rl plays dialogs, it reads no training data)")
+    if not rl and "seeds" in given:
+        raise UserError(f"--seeds: train {args.stage} reads --data (only train rl plays from seed openings)")
+    if args.config_file is None and "model.name_or_path" not in given \
+            and not any(o.startswith("model.") for o in overrides_of(args)):
         raise UserError("give a config file or at least --model, --data and -o")
     from sage_dialog.train.launch import is_main, rank
 
@@ -88,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.train.config import SFTRunConfig
         from sage_dialog.train.sft import train_sft
 
-        sft_cfg = load_config(SFTRunConfig, config, overrides)
+        sft_cfg = _config(SFTRunConfig, args)
         log = console.stage_log(sft_cfg.output_dir, "train-sft" + suffix, carry_over=True)
         out = train_sft(sft_cfg)
     elif args.stage == "rl":
         from sage_dialog.stages import rl
 
-        rl_cfg = load_config(rl.RunConfig, config, overrides)
+        rl_cfg = _config(rl.RunConfig, args, RL_RENAME)
         log = console.stage_log(rl_cfg.output_dir, "train-rl" + suffix, carry_over=True)
         res = rl.run(rl_cfg.settings(), inputs=rl.Inputs(model=rl_cfg.model, seeds=rl_cfg.seeds, cache=rl_cfg.cache),
                      out=rl_cfg.output_dir, quiet=False)
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         from sage_dialog.train.config import DPORunConfig
         from sage_dialog.train.dpo import train_dpo
 
-        dpo_cfg = load_config(DPORunConfig, config, overrides)
+        dpo_cfg = _config(DPORunConfig, args)
         log = console.stage_log(dpo_cfg.output_dir, "train-dpo" + suffix, carry_over=True)
         out = train_dpo(dpo_cfg)
     if is_main():

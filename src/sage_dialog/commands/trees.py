@@ -18,22 +18,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from sage_dialog.stages.search.view import DEFAULT_MAX_TREES
+
+
+class TreesSettings(BaseModel):
+    """Settings of ``sage-dialog trees``."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: Path = Field(description="search output folder, its trees/ folder, or a tree .jsonl file")
+    tree: str | None = Field(None, description="only the tree called NAME (e.g. seed-0003)")
+    html: Path | None = Field(None, description="write one self-contained HTML page instead of text")
+    max_trees: int = Field(DEFAULT_MAX_TREES, description="show at most N trees; a line says how many were left out")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sage_dialog.stages.search.view import DEFAULT_MAX_TREES
+    from sage_dialog.commands.config_flags import add_config_flags
 
-    p.add_argument("path", type=Path, help="search output folder, its trees/ folder, or a tree .jsonl file")
-    p.add_argument("--tree", metavar="NAME", help="only the tree called NAME (e.g. seed-0003)")
-    p.add_argument("--html", type=Path, metavar="OUT.html", help="write one self-contained HTML page instead of text")
-    p.add_argument("--max-trees", type=int, default=DEFAULT_MAX_TREES, metavar="N",
-                   help=f"show at most N trees; a line says how many were left out (default {DEFAULT_MAX_TREES})")
+    add_config_flags(p, TreesSettings, positional=["path"],
+                     extra={"tree": {"metavar": "NAME"}, "html": {"metavar": "OUT.html"}, "max_trees": {"metavar": "N"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import check_paths
     from sage_dialog.stages.search import view
 
+    args = settings_into(args, config_from_args(TreesSettings, args))
     if args.max_trees < 1:
         raise UserError(f"--max-trees {args.max_trees}: must be at least 1")
     # the trees are the input: RUN/trees.html beside them is fine, RUN/trees/seed-0000.jsonl is refused

@@ -15,17 +15,31 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sage_dialog.core.errors import UserError
 
 
+class ValidateSettings(BaseModel):
+    """Settings of ``sage-dialog validate``."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(description="file or folder to check")
+    fmt: str | None = Field(None, description="format name (default: detected)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="file or folder to check")
-    parser.add_argument("--format", "-f", dest="fmt", metavar="FORMAT", help="format name (default: detected)")
+    from sage_dialog.commands.config_flags import add_config_flags
+
+    add_config_flags(parser, ValidateSettings, positional=["file"], flags={"fmt": ["--format", "-f"]},
+                     extra={"fmt": {"metavar": "FORMAT"}})
 
 
 def run(args: argparse.Namespace) -> int:
+    from sage_dialog.commands.config_flags import config_from_args, settings_into
     from sage_dialog.formats import check_file
 
+    args = settings_into(args, config_from_args(ValidateSettings, args))
     name, problems, n = check_file(args.file, args.fmt)
     if problems:
         raise UserError(problems)

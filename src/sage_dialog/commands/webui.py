@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import Field
+
+from sage_dialog.commands.model_flags import ModelSettings
+
+
+class WebUISettings(ModelSettings):
+    """Settings of ``sage-dialog webui``."""
+
+    prefs: str = Field("webui-prefs.jsonl", description="preference pairs file (appended to)")
+    host: str = Field("127.0.0.1", description="address to bind (default loopback only)")
+    port: int = Field(7860, description="port to listen on")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sage_dialog.roles.assistant import add_model_arguments
+    from sage_dialog.commands.model_flags import add_model_arguments
 
-    add_model_arguments(parser)
-    parser.add_argument("--prefs", default="webui-prefs.jsonl", help="preference pairs file (appended to)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=int, default=7860)
+    add_model_arguments(parser, WebUISettings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from pathlib import Path
 
+    from sage_dialog.commands.model_flags import backend_from_args, model_settings, sampling_from_args
     from sage_dialog.core.errors import UserError
-    from sage_dialog.roles.assistant import backend_from_args, sampling_from_args
 
+    args = model_settings(WebUISettings, args)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     prefs = Path(args.prefs)

@@ -1,9 +1,13 @@
 """Typed configs: YAML files plus dotted command-line overrides; unknown keys are errors.
 
-Each stage defines a pydantic model (``extra="forbid"``) for its config and loads it with
-:func:`load_config`::
+A config is a pydantic model that forbids unknown keys (``extra="forbid"``): the SAGE loop's
+``pipeline.sage_loop.LoopConfig``, a training run's ``train.config.SFTRunConfig`` /
+``DPORunConfig``, a stage's settings (``stages.base.StageSettings``). :func:`load_config` reads
+one from a YAML file and overrides, e.g. a file of ``configs/``::
 
-    cfg = load_config(SFTConfigModel, "configs/sft.yaml", ["train.learning_rate=1e-4", "lora.r=8"])
+    from sage_dialog.train.config import SFTRunConfig
+
+    cfg = load_config(SFTRunConfig, "configs/train-sft-small.yaml", ["train.learning_rate=1e-4", "adapter.r=8"])
 
 Override values are parsed as YAML scalars (``3`` is an int, ``[a, b]`` a list, ``null`` None).
 """

@@ -8,12 +8,12 @@ Reading is streamed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from sage_dialog.core.errors import UserError, where
-from sage_dialog.core.schema import Dialog
+from sage_dialog.core.schema import Dialog, Turn
 from sage_dialog.formats import _common
 from sage_dialog.formats._common import (
     Style,
@@ -31,7 +31,12 @@ ROLES = ("system", "user", "assistant")
 def dialog_to_messages(d: Dialog, style: Style | Literal["auto"] = "auto") -> list[dict[str, str]]:
     """Chat messages of a dialog; assistant contents carry tags as in ``style`` (auto: from the dialog)."""
     st: Style = dialog_style(d) if style == "auto" else style
-    return [{"role": t.role, "content": turn_content(t, st)} for t in d.turns]
+    return turns_to_messages(d.turns, st)
+
+
+def turns_to_messages(turns: Sequence[Turn], style: Style = "chained") -> list[dict[str, str]]:
+    """Chat messages of some turns (a dialog's, a preference pair's history or answer) in ``style``."""
+    return [{"role": t.role, "content": turn_content(t, style)} for t in turns]
 
 
 def messages_to_dialog(messages: list[dict[str, Any]], dialog_id: str) -> Dialog:

@@ -27,15 +27,10 @@ from sage_dialog.backends.base import Backend, Message, SamplingParams
 from sage_dialog.core import io as sio
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Dialog, Turn
-from sage_dialog.roles.assistant import (
-    Candidate,
-    Steering,
-    format_tags,
-    generate_turns,
-    history_messages,
-    parse_steering,
-    stream_turn,
-)
+from sage_dialog.roles.assistant import Candidate, format_tags, generate_turns, stream_turn
+from sage_dialog.roles.rollout import history_messages
+from sage_dialog.roles.sampling import CHAT_SAMPLING
+from sage_dialog.roles.steering import Steering, parse_steering
 
 HELP = """commands:
   /steer KEY=VALUE ...   force the next turn (keys: u_motivation u_emotion u_topic a_motivation a_emotion a_topic)
@@ -63,7 +58,7 @@ class ChatSession:
     ):
         self.backend = backend
         self.system_prompt = system_prompt
-        self.sampling = sampling or SamplingParams(temperature=0.8, max_tokens=128)
+        self.sampling = sampling or CHAT_SAMPLING.params()
         self.stream = stream
         self.turns: list[Turn] = []
         self.steering = Steering()  # applies to the next generated turn, then resets

@@ -18,13 +18,14 @@ Endpoints: ``POST /v1/chat/completions`` (``stream`` supported, server-sent even
 up, see :func:`create_app`). With a token set, every ``/v1``
 request must carry ``Authorization: Bearer TOKEN`` or is refused with 401; the token is never logged.
 
-Every request body goes through one validator (:class:`ChatCompletionRequest` /
-:class:`CompletionRequest`, pydantic): a field out of range, of the wrong type, or one this server
-cannot honour (``tools``, a non-zero ``presence_penalty``, ``response_format`` on a backend without
-a structured mode, ``logprobs`` on a backend without token logprobs, an unknown field) is answered
-with an OpenAI-style 400 that names it, never ignored. :class:`ServeLimits` bounds the work one
-request can cause: body size (413), prompt tokens and ``max_tokens`` (400), wall time (504); a client
-that disconnects cancels its generation; SIGTERM stops the server within ``shutdown_timeout_s``.
+Every request body goes through one validator (:func:`interact.openai_wire.parse_request`, the
+OpenAI wire schema): a field out of range, of the wrong type, or one this server cannot honour
+(``tools``, a non-zero ``presence_penalty``, ``response_format`` on a backend without a structured
+mode, ``logprobs`` on a backend without token logprobs, an unknown field) is answered with an
+OpenAI-style 400 that names it, never ignored. :class:`interact.serve_limits.ServeLimits` bounds
+the work one request can cause: body size (413), prompt tokens and ``max_tokens`` (400), wall time
+(504); a client that disconnects cancels its generation; SIGTERM stops the server within
+``shutdown_timeout_s``. This module is the FastAPI app and its uvicorn server.
 """
 
 from __future__ import annotations
@@ -38,394 +39,44 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves endpoint annotations by name
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sage_dialog.backends.base import Backend, BackendError, ChatRequest, Message, SamplingParams
-from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.limits import find_surrogate, has_surrogate_escape
 from sage_dialog.core.redact import add_secret, install_log_filter, redact
-from sage_dialog.core.schema import Tags, Turn
-from sage_dialog.roles.assistant import Candidate, generate_turns, parse_steering, stream_turn
+from sage_dialog.interact.openai_wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    RequestRefused,
+    SamplingRequest,
+    chat_chunk,
+    chat_logprobs,
+    completion_logprobs,
+    finish_reason,
+    parse_request,
+    to_sac_messages,
+    token_usage,
+)
+from sage_dialog.interact.serve_limits import (
+    ServeLimits,
+    bounded,
+    count_prompt_tokens,
+    read_body,
+    sampling_params,
+)
+from sage_dialog.roles.assistant import Candidate, generate_turns, stream_turn
+from sage_dialog.roles.steering import parse_steering
 
 log = logging.getLogger("uvicorn.error")  # shown at the server's --log-level, beside the access log
 
 TOKEN_ENV = "SAGE_DIALOG_SERVE_TOKEN"
-MAX_N = 16
-MAX_STOPS = 16
 # providers whose structured mode (ChatRequest.json_schema) constrains decoding; a backend may say so
 # itself with a ``supports_json_schema`` attribute (hf: when xgrammar is installed)
 STRUCTURED_PROVIDERS = ("vllm", "openai")
 WARM_PROVIDERS = ("hf", "vllm")  # in-process models: warmed up before /health says ready
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """What one request may cost. Each is a ``sage-dialog serve`` flag (docs/chat-and-serving.md).
-
-    Prompt tokens are counted with the backend's tokenizer where it has one (``hf``, ``vllm``);
-    for other backends they are estimated as one token per 4 characters.
-    """
-
-    max_request_bytes: int = 1_048_576  # 1 MiB of JSON: far more than any sane chat history
-    max_prompt_tokens: int = 4096  # prompt cost grows ~quadratically: 16k words took 31 s on CPU
-    max_completion_tokens: int = 4096  # the largest max_tokens a request may ask for
-    request_timeout_s: float = 300.0  # wall time of one request, streaming included (and of its body's upload)
-    header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow-loris clients)
-    shutdown_timeout_s: float = 5.0  # after SIGTERM, in-flight requests get this long, then are cancelled
-
-
-# ---------------------------------------------------------------------------------------------
-# the one request validator
-
-
-class _Strict(BaseModel):
-    # extra="forbid": an unknown field is a 400 (as OpenAI answers), never a silent no-op
-    # strict: `true` is not a number and "yes" not a boolean (lax mode would coerce both silently)
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-
-
-class TextPart(_Strict):
-    """A ``{"type": "text", "text": ...}`` content part (the only kind a text model can read)."""
-
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Strict):
-    """One message of the history."""
-
-    role: str
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-    sage: dict[str, Any] | None = None  # the latent an earlier reply was returned with
-    # what the openai SDK sends back when a returned message is appended to the history as it is
-    refusal: str | None = None
-    tool_calls: list[Any] | None = None
-    function_call: Any = None
-    audio: Any = None
-    annotations: list[Any] | None = None
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, v: str) -> str:
-        if v in ("tool", "function"):
-            raise ValueError(f"{v!r} messages belong to tool calling, which this server does not support")
-        if v not in ("system", "developer", "user", "assistant"):
-            raise ValueError(f"{v!r} is not one of system, developer, user, assistant")
-        return v
-
-    @model_validator(mode="after")
-    def _content(self) -> ChatMessage:
-        if self.content is None:
-            raise ValueError("content: must be a string or a list of text parts, not null")
-        if self.tool_calls or self.function_call:
-            raise ValueError("tool_calls: tool calling is not supported by this server")
-        return self
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content or [])
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class JsonSchemaFormat(_Strict):
-    name: str = "answer"
-    description: str | None = None
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(_Strict):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("type json_schema needs a json_schema object")
-        return self
-
-    def reply_schema(self) -> dict[str, Any] | None:
-        """The JSON schema the reply must follow, or None for plain text."""
-        if self.type == "json_object":
-            return {"type": "object"}
-        if self.type == "json_schema" and self.json_schema is not None:
-            return self.json_schema.schema_
-        return None
-
-
-class _SamplingRequest(_Strict):
-    """Fields shared by both endpoints. Ranges are OpenAI's; what cannot be honoured is refused."""
-
-    model: str
-    n: int = Field(1, ge=1, le=MAX_N)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, le=100_000)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
-    max_tokens: int | None = Field(None, ge=1, le=10_000_000)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None  # accepted: it identifies the caller and changes no output
-    sage_steer: dict[str, Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
-        stops = [v] if isinstance(v, str) else (v or [])
-        if len(stops) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop strings")
-        if any(not s for s in stops):
-            raise ValueError("a stop string must not be empty")
-        return v
-
-    @model_validator(mode="after")
-    def _unsupported(self) -> _SamplingRequest:
-        # OpenAI's penalties have no exact equivalent here (repetition_penalty is multiplicative)
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise ValueError(f"{name}: not supported by this server (use repetition_penalty)")
-        if self.logit_bias:
-            raise ValueError("logit_bias: not supported by this server")
-        return self
-
-
-class ChatCompletionRequest(_SamplingRequest):
-    """``POST /v1/chat/completions``: OpenAI's request, validated; see the module docstring."""
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=10_000_000)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    parallel_tool_calls: bool | None = None
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
-
-    @model_validator(mode="after")
-    def _no_tools(self) -> ChatCompletionRequest:
-        if self.tools or self.functions:
-            raise ValueError("tools: tool calling is not supported by this server")
-        if self.tool_choice not in (None, "none") or self.function_call not in (None, "none"):
-            raise ValueError("tool_choice: tool calling is not supported by this server")
-        if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs: needs logprobs: true")
-        return self
-
-
-class CompletionRequest(_SamplingRequest):
-    """``POST /v1/completions``: each prompt is answered as one user message."""
-
-    prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=5)
-    echo: bool = False
-    suffix: str | None = None
-    best_of: int | None = Field(None, ge=1, le=MAX_N)
-
-    @model_validator(mode="after")
-    def _unsupported_completion(self) -> CompletionRequest:
-        if self.echo:
-            raise ValueError("echo: not supported (the prompt goes through the chat template)")
-        if self.suffix:
-            raise ValueError("suffix: not supported by this server")
-        if self.best_of is not None and self.best_of != self.n:
-            raise ValueError("best_of: not supported by this server (use n)")
-        if isinstance(self.prompt, list) and not 1 <= len(self.prompt) <= MAX_N:
-            raise ValueError(f"prompt: give 1 to {MAX_N} prompts")
-        return self
-
-
-class RequestRefused(Exception):
-    """A request the server answers with an OpenAI-style error instead of a completion."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-
-def _validation_refusal(e: ValidationError) -> RequestRefused:
-    problems = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field, not supported by this server"
-        problems.append(f"{loc}: {msg}" if loc else msg)
-    first = e.errors()[0]["loc"] if e.errors() else ()
-    return RequestRefused(400, "; ".join(problems), param=".".join(str(x) for x in first) or None)
-
-
-def parse_request(body: bytes, model: type[_SamplingRequest]) -> Any:
-    """Bytes -> a validated request, or :class:`RequestRefused` (400) saying what is wrong."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting
-        raise RequestRefused(400, "request body is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise RequestRefused(400, "request body must be a JSON object")
-    if has_surrogate_escape(body.decode("latin-1")):  # refused as every reader refuses it (core.limits)
-        found = find_surrogate(obj)
-        if found is not None:
-            field, ch = found
-            raise RequestRefused(400, f"{field}: lone surrogate \\u{ord(ch):04x} is not Unicode text "
-                                 "(a \\ud800-\\udfff escape must be half of a pair)", param=field)
-    try:
-        return model.model_validate(obj)
-    except ValidationError as e:
-        raise _validation_refusal(e) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# messages and sampling
-
-
-def _tags(obj: Any, where: str) -> Tags | None:
-    if obj is None:
-        return None
-    try:
-        return Tags.model_validate(obj)
-    except ValidationError as e:
-        raise UserError(f"{where}: not a tag object ({e.errors()[0]['msg']})") from None
-
-
-def to_sac_messages(messages: list[dict[str, Any]] | list[ChatMessage]) -> list[Message]:
-    """Client messages -> SAC history: assistant messages regain their tags from ``sage``."""
-    out: list[Message] = []
-    for i, raw in enumerate(messages):
-        try:
-            m = raw if isinstance(raw, ChatMessage) else ChatMessage.model_validate(raw)
-        except ValidationError as e:
-            raise UserError(f"messages[{i}]: {_validation_refusal(e).message}") from None
-        text = m.text()
-        if m.role == "assistant" and m.sage is not None:
-            state = _tags(m.sage.get("state"), f"messages[{i}].sage.state")
-            action = _tags(m.sage.get("action"), f"messages[{i}].sage.action")
-            text = sac.render_turn(sac.strip(text), state=state, action=action)
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
-    if not out or out[-1]["role"] != "user":
-        raise UserError("messages: the last message must be from the user")
-    return out
-
-
-def _latent(c: Candidate) -> dict[str, Any]:
-    return c.latent()
-
-
-def _sampling(req: _SamplingRequest, default: SamplingParams, limits: ServeLimits) -> SamplingParams:
-    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    asked = getattr(req, "max_completion_tokens", None) or req.max_tokens
-    max_tokens = asked or min(default.max_tokens, limits.max_completion_tokens)
-    if max_tokens > limits.max_completion_tokens:
-        raise RequestRefused(
-            400,
-            f"max_tokens: {max_tokens} is more than this server allows ({limits.max_completion_tokens})",
-            param="max_tokens",
-        )
-    return SamplingParams(
-        temperature=default.temperature if req.temperature is None else req.temperature,
-        top_p=default.top_p if req.top_p is None else req.top_p,
-        top_k=default.top_k if req.top_k is None else req.top_k,
-        repetition_penalty=default.repetition_penalty
-        if req.repetition_penalty is None
-        else req.repetition_penalty,
-        max_tokens=max_tokens,
-        stop=stop,
-        seed=req.seed if req.seed is not None else default.seed,
-    )
-
-
-def count_prompt_tokens(backend: Backend, msgs: list[Message], limit: int | None = None) -> int:
-    """Prompt tokens as the backend will see them (its tokenizer and chat template), else ~chars/4.
-
-    With ``limit``, a long prompt is first counted on its first ``16 * limit`` characters: when
-    that prefix alone is over the limit (always, for text of under 16 characters a token) the
-    count of the prefix is returned, so a hostile megabyte costs a fraction of its tokenizing."""
-    tok = getattr(backend, "tokenizer", None)
-    if tok is None or not hasattr(tok, "apply_chat_template"):
-        return math.ceil(sum(len(m["content"]) for m in msgs) / 4)
-    from sage_dialog.backends.hf import render_prompt  # no torch import: hf imports it lazily
-
-    prompt = render_prompt(tok, msgs, None)
-    if limit is not None and len(prompt) > 16 * limit:
-        head = len(tok(prompt[: 16 * limit], add_special_tokens=False)["input_ids"])
-        if head > limit:
-            return head
-    return len(tok(prompt, add_special_tokens=False)["input_ids"])
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
-    too_big = RequestRefused(
-        413,
-        f"request body is larger than {limit} bytes (server flag --max-request-bytes)",
-        code="request_too_large",
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _bounded(request: Request, work: Awaitable[Any], timeout_s: float) -> Any:
-    """Await ``work`` unless the client goes away (cancel, 499) or it runs past ``timeout_s`` (504)."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise RequestRefused(
-                    504,
-                    f"the request took longer than {timeout_s:g} s (server flag "
-                    "--request-timeout); its generation was stopped",
-                    kind="timeout",
-                    code="timeout",
-                )
-            done, _ = await asyncio.wait({task}, timeout=min(0.25, remaining))
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                log.info("client disconnected; generation cancelled")
-                raise RequestRefused(499, "client disconnected", code="client_closed")
-    finally:
-        if not task.done():
-            task.cancel()  # backends stop the rows of a cancelled request at the next token
-            with contextlib.suppress(BaseException):
-                await task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,11 +188,11 @@ def create_app(
                 code="model_not_found",
             )
 
-    async def prepare(msgs: list[Message], req: _SamplingRequest) -> SamplingParams:
+    async def prepare(msgs: list[Message], req: SamplingRequest) -> SamplingParams:
         """Checks that need the backend: prompt size, sampling limits."""
         if system_prompt and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": system_prompt})
-        sp = _sampling(req, default_sampling, lim)
+        sp = sampling_params(req, default_sampling, lim)
         n_prompt = await asyncio.to_thread(count_prompt_tokens, backend, msgs, lim.max_prompt_tokens)
         if n_prompt > lim.max_prompt_tokens:
             raise RequestRefused(
@@ -571,7 +222,7 @@ def create_app(
     async def guarded(request: Request, handler: Callable[[bytes], Awaitable[Any]]) -> Any:
         try:
             try:  # a body trickling in at 2 bytes/s is cut like a slow generation
-                body = await asyncio.wait_for(_read_body(request, lim.max_request_bytes), lim.request_timeout_s)
+                body = await asyncio.wait_for(read_body(request, lim.max_request_bytes), lim.request_timeout_s)
             except asyncio.TimeoutError:
                 late = error(408, f"the request body did not arrive within {lim.request_timeout_s:g} s "
                              "(server flag --request-timeout)", "invalid_request_error", "timeout")
@@ -630,7 +281,7 @@ def create_app(
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"},
                 )
-            cands = await _bounded(
+            cands = await bounded(
                 request, _generate(backend, msgs, steering, req.n, sp, schema, top), lim.request_timeout_s
             )
             out_tokens = sum(c.tokens_out for c in cands)
@@ -643,13 +294,13 @@ def create_app(
                 "choices": [
                     {
                         "index": i,
-                        "message": {"role": "assistant", "content": c.reply, "sage": _latent(c)},
-                        "finish_reason": _finish(c),
-                        "logprobs": _chat_logprobs(c),
+                        "message": {"role": "assistant", "content": c.reply, "sage": c.latent()},
+                        "finish_reason": finish_reason(c),
+                        "logprobs": chat_logprobs(c),
                     }
                     for i, c in enumerate(cands)
                 ],
-                "usage": _usage(in_tokens, out_tokens),
+                "usage": token_usage(in_tokens, out_tokens),
             }
 
         return await guarded(request, handle)
@@ -677,7 +328,7 @@ def create_app(
                     )
                 )
 
-            per_prompt = await _bounded(request, run_all(), lim.request_timeout_s)
+            per_prompt = await bounded(request, run_all(), lim.request_timeout_s)
             choices: list[dict[str, Any]] = []
             in_tokens = out_tokens = 0
             for cands in per_prompt:
@@ -688,9 +339,9 @@ def create_app(
                         {
                             "index": len(choices),
                             "text": c.reply,
-                            "logprobs": _completion_logprobs(c),
-                            "finish_reason": _finish(c),
-                            "sage": _latent(c),
+                            "logprobs": completion_logprobs(c),
+                            "finish_reason": finish_reason(c),
+                            "sage": c.latent(),
                         }
                     )
             if req.stream:  # generated whole, then sent as one chunk per choice
@@ -714,24 +365,12 @@ def create_app(
                 "created": now,
                 "model": served,
                 "choices": choices,
-                "usage": _usage(in_tokens, out_tokens),
+                "usage": token_usage(in_tokens, out_tokens),
             }
 
         return await guarded(request, handle)
 
     return app
-
-
-def _finish(c: Candidate) -> str:
-    return c.finish_reason if c.finish_reason in ("stop", "length") else "stop"
-
-
-def _usage(in_tokens: int, out_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": in_tokens,
-        "completion_tokens": out_tokens,
-        "total_tokens": in_tokens + out_tokens,
-    }
 
 
 async def _generate(
@@ -751,51 +390,6 @@ async def _generate(
     )
 
 
-def _chat_logprobs(c: Candidate) -> dict[str, Any] | None:
-    """``choices[i].logprobs`` in OpenAI's chat shape (token bytes included)."""
-    if c.logprobs is None:
-        return None
-
-    def entry(e: dict[str, Any]) -> dict[str, Any]:
-        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["token"].encode())}
-
-    content = [{**entry(e), "top_logprobs": [entry(t) for t in e["top_logprobs"]]} for e in c.logprobs]
-    return {"content": content, "refusal": None}
-
-
-def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
-    """``choices[i].logprobs`` in the legacy completions shape."""
-    if c.logprobs is None:
-        return None
-    offsets, at = [], 0
-    for e in c.logprobs:
-        offsets.append(at)
-        at += len(e["token"])
-    return {
-        "tokens": [e["token"] for e in c.logprobs],
-        "token_logprobs": [e["logprob"] for e in c.logprobs],
-        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in c.logprobs],
-        "text_offset": offsets,
-    }
-
-
-def _chunk(
-    cid: str,
-    now: int,
-    model: str,
-    index: int,
-    delta: dict[str, Any],
-    finish: str | None = None,
-    logprobs: dict[str, Any] | None = None,
-) -> str:
-    obj = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": now,
-        "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
-    }
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
 async def _deadline(
@@ -849,18 +443,18 @@ async def _sse(
                     "state": ev.state.model_dump(exclude_defaults=True) if ev.state is not None else None,
                     "action": ev.action.model_dump(exclude_defaults=True) if ev.action is not None else None,
                 }
-                yield _chunk(cid, now, model, 0, {"role": "assistant", "content": "", "sage": latent})
+                yield chat_chunk(cid, now, model, 0, {"role": "assistant", "content": "", "sage": latent})
             elif ev.kind == "text":
-                yield _chunk(cid, now, model, 0, {"content": ev.text})
+                yield chat_chunk(cid, now, model, 0, {"content": ev.text})
             elif ev.kind == "done" and ev.candidate is not None:
                 cands.append(ev.candidate)
     else:
         cands = await _generate(backend, msgs, steering, n, sp, schema, logprobs)
         for i, c in enumerate(cands):
-            yield _chunk(cid, now, model, i, {"role": "assistant", "content": "", "sage": _latent(c)})
-            yield _chunk(cid, now, model, i, {"content": c.reply}, logprobs=_chat_logprobs(c))
+            yield chat_chunk(cid, now, model, i, {"role": "assistant", "content": "", "sage": c.latent()})
+            yield chat_chunk(cid, now, model, i, {"content": c.reply}, logprobs=chat_logprobs(c))
     for i, c in enumerate(cands):
-        yield _chunk(cid, now, model, i, {"sage": _latent(c)}, _finish(c))
+        yield chat_chunk(cid, now, model, i, {"sage": c.latent()}, finish_reason(c))
     if include_usage:
         out_tokens = sum(c.tokens_out for c in cands)
         in_tokens = cands[0].tokens_in if cands else 0
@@ -870,21 +464,10 @@ async def _sse(
             "created": now,
             "model": model,
             "choices": [],
-            "usage": _usage(in_tokens, out_tokens),
+            "usage": token_usage(in_tokens, out_tokens),
         }
         yield f"data: {json.dumps(obj)}\n\n"
     yield "data: [DONE]\n\n"
-
-
-def turn_from_message(message: dict[str, Any]) -> Turn:
-    """A returned ``choices[i].message`` as a SAC assistant :class:`Turn` (for clients in Python)."""
-    latent = message.get("sage") or {}
-    return Turn(
-        role="assistant",
-        text=str(message.get("content") or ""),
-        state=_tags(latent.get("state"), "sage.state"),
-        action=_tags(latent.get("action"), "sage.action"),
-    )
 
 
 def serve(
@@ -921,14 +504,4 @@ def server_config(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_le
     )
 
 
-__all__ = [
-    "ChatCompletionRequest",
-    "CompletionRequest",
-    "ServeLimits",
-    "create_app",
-    "parse_request",
-    "serve",
-    "server_config",
-    "to_sac_messages",
-    "turn_from_message",
-]
+__all__ = ["TOKEN_ENV", "create_app", "serve", "server_config"]

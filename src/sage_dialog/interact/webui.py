@@ -29,14 +29,10 @@ from sage_dialog.backends.base import Backend, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.io import JsonlJournal
 from sage_dialog.core.schema import PreferencePair, Tags, Turn
-from sage_dialog.roles.assistant import (
-    STEER_KEYS,
-    Candidate,
-    format_tags,
-    history_messages,
-    parse_steering,
-    stream_turn,
-)
+from sage_dialog.roles.assistant import Candidate, format_tags, stream_turn
+from sage_dialog.roles.rollout import history_messages
+from sage_dialog.roles.sampling import CHAT_SAMPLING
+from sage_dialog.roles.steering import STEER_KEYS, parse_steering
 
 # set before gradio is imported anywhere: no usage analytics calls
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -117,7 +113,7 @@ class WebApp:
         self.backend = backend
         self.prefs_path = Path(prefs_path)
         self.system_prompt = system_prompt
-        self.sampling = sampling or SamplingParams(temperature=0.8, max_tokens=128)
+        self.sampling = sampling or CHAT_SAMPLING.params()
         self._write_lock = threading.Lock()  # sessions share the preferences file
         self._gens = 0
 

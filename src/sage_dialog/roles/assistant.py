@@ -1,7 +1,8 @@
 """Steerable generation of SAC assistant turns: the core shared by chat, web UI, server and measures.
 
 A model trained on State-Action Chains writes ``{state} {action} reply``. Steering works by
-*prefilling* the assistant turn (:func:`sac.steering_prefill`):
+*prefilling* the assistant turn (:func:`sac.steering_prefill`; the forced fields and the prefill
+pipeline are :mod:`.steering`'s):
 
 * nothing forced: the model writes everything (one call);
 * a forced state: its block is prefilled whole (missing fields are written ``null``);
@@ -21,89 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sage_dialog.backends.base import Backend, ChatRequest, Completion, Message, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Tags, Turn
-
-# steering keys accepted in `/steer`, the web panel and the server's `sage_steer` field
-STEER_KEYS: dict[str, tuple[Literal["state", "action"], str]] = {
-    "u_motivation": ("state", "motivation"),
-    "u_emotion": ("state", "emotion"),
-    "u_topic": ("state", "topics"),
-    "a_motivation": ("action", "motivation"),
-    "a_emotion": ("action", "emotion"),
-    "a_topic": ("action", "topics"),
-}
-# a tag block is short: this bounds the calls that only complete one block
-BLOCK_MAX_TOKENS = 64
-
-
-@dataclass
-class Steering:
-    """Fields forced on the next assistant turn. ``None`` means the model chooses."""
-
-    state: Tags | None = None
-    action: Tags | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return (self.state is None or self.state.is_empty()) and (self.action is None or self.action.is_empty())
-
-    def as_dict(self) -> dict[str, str]:
-        """The forced fields as ``{"a_emotion": "playful", "a_topic": "work, exam"}``."""
-        out: dict[str, str] = {}
-        for key, (kind, attr) in STEER_KEYS.items():
-            tags = self.state if kind == "state" else self.action
-            val = getattr(tags, attr) if tags is not None else None
-            if val is not None:
-                out[key] = ", ".join(val) if isinstance(val, list) else val
-        return out
-
-
-def parse_steering(items: Mapping[str, Any] | Iterable[str] | None, *, what: str = "steering") -> Steering:
-    """Build a :class:`Steering` from ``{"a_emotion": "playful"}`` or ``["a_emotion=playful", ...]``.
-
-    ``a_topic`` / ``u_topic`` take a comma-separated list (or a JSON list in a mapping). Empty
-    values are ignored (the model chooses). Unknown keys raise :class:`UserError`.
-    """
-    if items is None:
-        return Steering()
-    pairs: list[tuple[str, Any]] = []
-    if isinstance(items, Mapping):
-        pairs = list(items.items())
-    else:
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UserError(f"{what}: {item!r} is not KEY=VALUE (keys: {', '.join(STEER_KEYS)})")
-            pairs.append((key, value))
-    fields: dict[str, dict[str, Any]] = {"state": {}, "action": {}}
-    for key, value in pairs:
-        key = key.strip()
-        if key not in STEER_KEYS:
-            raise UserError(f"{what}: unknown key {key!r} (keys: {', '.join(STEER_KEYS)})")
-        kind, attr = STEER_KEYS[key]
-        if value is None:
-            continue
-        if attr == "topics":
-            raw = value if isinstance(value, list) else str(value).split(",")
-            topics = [sac.clean_value(str(t)) for t in raw]
-            topics = [t for t in topics if t]
-            if topics:
-                fields[kind][attr] = topics
-        else:
-            v = sac.clean_value(str(value))
-            if v and v.lower() not in ("null", "none"):
-                fields[kind][attr] = v
-    return Steering(
-        state=Tags(**fields["state"]) if fields["state"] else None,
-        action=Tags(**fields["action"]) if fields["action"] else None,
-    )
+from sage_dialog.roles.steering import Steering, build_prefills, seeded
 
 
 @dataclass
@@ -152,111 +79,6 @@ def format_tags(tags: Tags | None) -> str:
     for k, v in tags.extra.items():
         parts.append(f"{k} {', '.join(v) if isinstance(v, list) else v}")
     return " · ".join(parts)
-
-
-def history_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> list[Message]:
-    """SAC chat messages for a dialog: assistant turns rendered with their tags, user turns plain."""
-    msgs: list[Message] = []
-    if system_prompt:
-        msgs.append({"role": "system", "content": system_prompt})
-    for t in turns:
-        if t.role == "assistant":
-            msgs.append({"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)})
-        else:
-            msgs.append({"role": t.role, "content": t.text})
-    return msgs
-
-
-# ---------------------------------------------------------------------------------------------
-# the prefill pipeline
-
-
-def _close_block(opened: str, completion: str) -> str:
-    """``opened`` + the model's completion up to its first ``}``, closed."""
-    body = completion.split("}", 1)[0]
-    return opened + body.replace("{", " ") + "}"
-
-
-def _read_block(text: str, kind: Literal["state", "action"], forced: Tags | None) -> Tags:
-    """Read one model-written block; the forced fields override; unreadable -> just the forced ones."""
-    parsed = sac.parse(text)
-    tags = parsed.blocks[0][1] if parsed.blocks else Tags()
-    if forced is not None:
-        upd = {k: v for k, v in forced.model_dump(exclude_defaults=True).items() if k != "extra"}
-        tags = tags.model_copy(update=upd)
-    # values must render: drop what a garbage block cannot carry
-    try:
-        sac.render_block(tags, kind)
-    except sac.SacError:
-        tags = Tags(**{k: v for k, v in (forced or Tags()).model_dump(exclude_defaults=True).items() if k != "extra"})
-    return tags
-
-
-async def _complete_blocks(
-    backend: Backend,
-    messages: Sequence[Message],
-    heads: list[str],
-    opened: list[str],
-    kind: Literal["state", "action"],
-    forced: Tags | None,
-    sampling: SamplingParams,
-    spent: list[int] | None = None,
-) -> list[str]:
-    """For each candidate, let the model finish the open block ``heads[i] + opened[i]``.
-
-    ``spent[i]`` (when given) grows by the tokens candidate ``i``'s block cost."""
-    block_sampling = replace(sampling, max_tokens=BLOCK_MAX_TOKENS, stop=("}",))
-    reqs = [
-        ChatRequest(messages=list(messages), n=1, sampling=_seeded(block_sampling, i), prefill=h + o)
-        for i, (h, o) in enumerate(zip(heads, opened, strict=True))
-    ]
-    results = await backend.generate(reqs)
-    out = []
-    for i, (h, o, res) in enumerate(zip(heads, opened, results, strict=True)):
-        if spent is not None and res.completions:
-            spent[i] += res.completions[0].tokens_out
-        block = _close_block(o, res.completions[0].text if res.completions else "")
-        out.append(h + sac.render_block(_read_block(block, kind, forced), kind) + " ")
-    return out
-
-
-def _seeded(sampling: SamplingParams, i: int) -> SamplingParams:
-    """Different candidates get different seeds (a shared seed would make them identical)."""
-    return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + i)
-
-
-async def build_prefills(
-    backend: Backend,
-    messages: Sequence[Message],
-    steering: Steering | None,
-    n: int,
-    sampling: SamplingParams,
-    *,
-    latent_first: bool = False,
-    spent: list[int] | None = None,
-) -> list[str]:
-    """The text each of ``n`` candidates is prefilled with before the model writes the reply.
-
-    With ``latent_first`` both blocks are always complete in the prefill (the model writes the
-    missing ones in block-sized calls), so the reply's own call gets the whole ``max_tokens`` and
-    can never be cut inside a tag block. ``spent[i]`` counts the tokens those calls cost.
-    """
-    steering = steering or Steering()
-    if steering.is_empty and not latent_first:
-        return [""] * n
-    state, action = steering.state, steering.action
-    if state is not None and not state.is_empty():
-        heads = [sac.render_block(state, "state") + " "] * n
-    else:
-        heads = await _complete_blocks(backend, messages, [""] * n, ["{"] * n, "state", None, sampling, spent)
-    if action is None or action.is_empty():
-        if not latent_first:
-            return heads
-        return await _complete_blocks(backend, messages, heads, ["{"] * n, "action", None, sampling, spent)
-    opened = sac.action_prefill(action)
-    if opened.endswith("} "):  # every action field given: nothing for the model to fill in
-        return [h + opened for h in heads]
-    return await _complete_blocks(backend, messages, heads, [opened] * n, "action", action, sampling, spent)
 
 
 def split_turn(text: str) -> tuple[sac.ParsedTurn, str, str]:
@@ -320,7 +142,7 @@ async def generate_turns(
         tokens_in = results[0].tokens_in
     else:
         reqs = [
-            ChatRequest(messages=list(messages), n=1, sampling=_seeded(sampling, i), prefill=p or None,
+            ChatRequest(messages=list(messages), n=1, sampling=seeded(sampling, i), prefill=p or None,
                         logprobs=logprobs)
             for i, p in enumerate(prefills)
         ]
@@ -464,40 +286,3 @@ async def stream_turn(
     if hold.start is not None:  # the reply as streamed (its start was fixed when it was first shown)
         cand.reply, cand.stray = hold.buf[hold.start :].strip(), hold.stray
     yield StreamEvent("done", state=cand.state, action=cand.action, candidate=cand)
-
-
-# ---------------------------------------------------------------------------------------------
-# command-line helpers shared by chat, webui, serve and steerability
-
-
-def add_model_arguments(parser: Any) -> None:
-    """``--model SPEC``, ``--adapter DIR``, ``--system``, sampling options."""
-    parser.add_argument("--model", "-m", required=True, help="backend spec, e.g. hf:out/sft or openai:NAME")
-    parser.add_argument("--adapter", help="LoRA adapter folder to load on top of an hf: model")
-    parser.add_argument("--system", help="system prompt")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens per reply")
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible replies)")
-
-
-def sampling_from_args(args: Any) -> SamplingParams:
-    if args.max_tokens < 1:
-        raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    return SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
-    )
-
-
-def backend_from_args(args: Any) -> Backend:
-    """Load the backend named by ``--model`` (with ``--adapter``), failing with a one-line error."""
-    from sage_dialog.backends.base import BackendConfig, load_backend
-
-    options: dict[str, Any] = {}
-    if getattr(args, "adapter", None):
-        if not args.model.startswith("hf:"):
-            raise UserError(f"--adapter works with hf: models only, got --model {args.model}")
-        options["adapter"] = args.adapter
-    return load_backend(BackendConfig(spec=args.model, options=options))

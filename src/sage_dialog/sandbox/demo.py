@@ -10,7 +10,7 @@ the assistant with its oracles (:mod:`.oracles`):
 * ``base``     a tokenizer and a tiny Llama built from scratch on the SFT set (:mod:`.tiny_model`),
                which the loop's ``sft`` stage fine-tunes into **M1**;
 * ``evaluate`` every model of the loop (M1, M2, DPO) plays dialogs from held-out seeds against the
-               oracle user (:func:`sage_dialog.stages.search.rollout.play_dialogs`), each scored by
+               oracle user (:func:`sage_dialog.roles.rollout.play_dialogs`), each scored by
                the ground-truth reward; the oracle pairwise judge compares them
                (:func:`sage_dialog.stages.compare.compare.run_compare`); M1's steering compliance
                is measured with each action forced by prefill
@@ -153,8 +153,8 @@ def evaluate(cfg: EvalSettings, inputs: Any, out: Path) -> dict[str, Any]:
 
     from sage_dialog.backends.base import SamplingParams
     from sage_dialog.core.schema import Tags
+    from sage_dialog.roles.rollout import play_dialogs
     from sage_dialog.stages.compare.compare import run_compare
-    from sage_dialog.stages.search.rollout import play_dialogs
     from sage_dialog.stages.steerability import ClassifierJudge, measure
 
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from sage_dialog.backends.base import (
     Backend,
@@ -72,6 +72,17 @@ class Settings(StageSettings):
     chat_template: Literal["auto", "on", "off"] = Field(
         "auto", description="hf: via the harness: auto = the chat template for chat benchmarks (eq_bench) only; "
         "other backends always talk through the chat template")
+
+
+class _EvalModels(BaseModel):
+    models: dict[str, str | BackendConfig]
+
+
+class EvalConfig(Settings, _EvalModels):  # the models come first (pydantic orders fields by the bases)
+    """What ``sage-dialog eval`` runs: the settings, the models (display name -> backend spec or config)
+    and the output folder."""
+
+    out: str = "eval-out"
 
 
 @dataclass

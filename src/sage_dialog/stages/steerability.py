@@ -37,7 +37,8 @@ from pydantic import BaseModel, Field
 
 from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingParams, ScoreRequest
 from sage_dialog.core.schema import Tags
-from sage_dialog.roles.assistant import Candidate, Steering, format_tags, generate_turns
+from sage_dialog.roles.assistant import Candidate, format_tags, generate_turns
+from sage_dialog.roles.steering import Steering
 from sage_dialog.stages.base import StageResult, StageSettings
 
 JudgeFn = Callable[[str, Tags], bool]
@@ -314,7 +315,7 @@ class Result(StageResult):
 def parse_actions(actions: Sequence[str], what: str = "steerability.actions") -> list[Tags]:
     """``"a_motivation=X a_emotion=Y"`` strings as forced actions (action fields only)."""
     from sage_dialog.core.errors import UserError
-    from sage_dialog.roles.assistant import parse_steering
+    from sage_dialog.roles.steering import parse_steering
 
     out = []
     for spec in actions:
@@ -336,8 +337,9 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, progress: bool = False
     if not actions:
         raise UserError("steerability: no actions to force (give actions)")
     contexts = list(inputs.contexts)[: settings.contexts]
+    fields = {**settings.sampling, **({"stop": tuple(settings.sampling["stop"])} if "stop" in settings.sampling else {})}
     report = asyncio.run(measure(inputs.model, contexts, actions, inputs.judge, n=settings.n,
-                                 sampling=SamplingParams(**settings.sampling), progress=progress))
+                                 sampling=SamplingParams(**fields), progress=progress))
     write_json(out, report)
     return Result(report=report, outputs={"report": out}, seconds=time.perf_counter() - t0,
                   counts={"contexts": report.contexts, "actions": report.actions, "replies": report.overall.n},

@@ -39,9 +39,15 @@ def precision_args(train: TrainSection, device: str) -> dict[str, Any]:
     prec = train.precision
     if device == "cpu":
         if prec in ("bf16", "fp16"):
-            raise UserError(f"train.precision={prec} needs a GPU; use fp32 or auto on CPU")
-        return {"use_cpu": True, "bf16": False, "fp16": False, "gradient_checkpointing": bool(train.gradient_checkpointing)}
-    if prec == "auto":
+            raise UserError(f"train.precision={prec} needs a GPU; use fp32, auto or fast on CPU")
+        from sage_dialog.core.cpu import native_bf16
+
+        # fast: bf16 autocast over fp32 weights where the CPU has bf16 instructions (mixed precision,
+        # the weights and optimizer stay fp32); everywhere else fp32, which is faster than emulated bf16
+        cpu_bf16 = prec == "fast" and native_bf16()
+        return {"use_cpu": True, "bf16": cpu_bf16, "fp16": False,
+                "gradient_checkpointing": bool(train.gradient_checkpointing)}
+    if prec in ("auto", "fast"):
         prec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     gc = True if train.gradient_checkpointing is None else train.gradient_checkpointing
     return {"use_cpu": False, "bf16": prec == "bf16", "fp16": prec == "fp16", "gradient_checkpointing": gc}

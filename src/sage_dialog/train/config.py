@@ -94,7 +94,9 @@ class TrainSection(_Section):
     )
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for GPU, off on CPU")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fast"] = Field(default="auto", description=
+        "auto: fp32 on CPU, bf16 (or fp16) on GPU; fast: as auto on GPU, and bf16 autocast on a CPU that "
+        "computes bf16 natively (AVX512-BF16/AMX: 1.5x faster training there), fp32 on any other CPU")
     deepspeed: Path | None = Field(default=None, description="DeepSpeed JSON (or use accelerate launch configs)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

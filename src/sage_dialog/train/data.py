@@ -28,6 +28,7 @@ from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
 from sage_dialog.core.io import format_validation_error, iter_jsonl_raw
 from sage_dialog.core.schema import Dialog, PreferencePair, Turn
+from sage_dialog.formats import trl
 from sage_dialog.train.templates import has_generation_markers
 
 Message = dict[str, str]
@@ -40,17 +41,15 @@ _ROLES = ("system", "user", "assistant")
 # reading
 
 
-def turn_content(turn: Turn) -> str:
-    """A turn as chat content: assistant turns get their SAC tag blocks in front of the reply."""
-    if turn.role == "assistant":  # a tags-only turn (empty reply) ends with its last block
-        text = sac.render_turn(turn.text, state=turn.state, action=turn.action)
-        return text.rstrip() if not turn.text else text
-    return turn.text
-
-
-def dialog_to_messages(dialog: Dialog) -> list[Message]:
-    """Our Dialog record as TRL chat messages."""
-    return [{"role": t.role, "content": turn_content(t)} for t in dialog.turns]
+def training_messages(turns: Sequence[Turn]) -> list[Message]:
+    """Turns as TRL chat messages to train on: the chained SAC form of :mod:`sage_dialog.formats.trl`
+    (assistant turns get their tag blocks in front of the reply, user turns plain); a tags-only
+    assistant turn (empty reply) ends with its last block, so a loss on the tags ends there too."""
+    msgs = trl.turns_to_messages(turns, "chained")
+    for m, t in zip(msgs, turns, strict=True):
+        if t.role == "assistant" and not t.text:
+            m["content"] = m["content"].rstrip()
+    return msgs
 
 
 def _check_messages(obj: Any, path: Path, lineno: int, field: str) -> list[Message]:
@@ -81,7 +80,7 @@ def load_sft_messages(path: str | Path, limit: int | None = None) -> list[list[M
             msgs = _check_messages(obj["messages"], p, lineno, "messages")
         elif "turns" in obj:
             try:
-                msgs = dialog_to_messages(Dialog.model_validate(obj))
+                msgs = training_messages(Dialog.model_validate(obj).turns)
             except ValidationError as e:
                 raise UserError(format_validation_error(p, lineno, e)) from None
         else:
@@ -108,9 +107,9 @@ def _one_reply(obj: Any, path: Path, lineno: int, field: str) -> list[Message]:
 def pair_to_record(pair: PreferencePair) -> dict[str, list[Message]]:
     """Our PreferencePair as a TRL conversational preference record."""
     return {
-        "prompt": [{"role": t.role, "content": turn_content(t)} for t in pair.history],
-        "chosen": [{"role": "assistant", "content": turn_content(pair.chosen)}],
-        "rejected": [{"role": "assistant", "content": turn_content(pair.rejected)}],
+        "prompt": training_messages(pair.history),
+        "chosen": [{"role": "assistant", "content": training_messages([pair.chosen])[0]["content"]}],
+        "rejected": [{"role": "assistant", "content": training_messages([pair.rejected])[0]["content"]}],
     }
 
 

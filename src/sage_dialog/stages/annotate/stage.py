@@ -78,16 +78,16 @@ class Settings(StageSettings):
 class _AnnotatePaths(BaseModel):
     input: Path = Field(description="dialogs to annotate")
     output: Path = Field(description="annotated Dialog JSONL to write")
-
-
-class AnnotateConfig(Settings, _AnnotatePaths):  # input and output come first (pydantic orders fields by the bases)
-    """``sage-dialog annotate``: the settings plus the input, the outputs and the annotator's files."""
-
     rejects: Path | None = Field(None, description="rejects JSONL (default: OUTPUT.rejects.jsonl)")
     summary: Path | None = Field(None, description="summary JSON (default: OUTPUT.summary.json)")
     sharegpt_output: Path | None = Field(None, description="also write the original annotated ShareGPT JSON")
     sac_output: Path | None = Field(None, description="also chain the result into SAC dialogs (Dialog .jsonl, or "
                                     "chained ShareGPT .json)")
+
+
+class AnnotateConfig(Settings, _AnnotatePaths):  # the input and outputs come first (pydantic orders fields by the bases)
+    """``sage-dialog annotate``: the settings plus the input, the outputs and the annotator's files."""
+
     few_shot: Path | None = Field(None, description="annotated Dialog JSONL used as few-shot examples")
     prompt: Path | None = Field(None, description="a custom annotator prompt template (string.Template)")
 

@@ -35,9 +35,9 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf
+from pydantic import BaseModel, BeforeValidator, Field, InstanceOf
 
 from sage_dialog.backends.base import Backend, BackendConfig, SamplingParams
 from sage_dialog.core import io, sac
@@ -46,6 +46,7 @@ from sage_dialog.core.schema import Dialog, Turn, Verdict
 from sage_dialog.formats.judgements import Label
 from sage_dialog.roles.factory import BackendPool, make_pairwise_judge, make_user
 from sage_dialog.roles.protocols import PairTask, PairwiseJudge
+from sage_dialog.roles.sampling import COMPARE_SAMPLING, SamplingConfig, defaults_from
 from sage_dialog.stages.base import StageResult, StageSettings
 from sage_dialog.stages.compare import trust
 from sage_dialog.stages.compare.report import TRUST_FILE, Report, build_report
@@ -54,16 +55,8 @@ from sage_dialog.stages.compare.report import TRUST_FILE, Report, build_report
 # config
 
 
-class SamplingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    max_tokens: int = 128
-
-    def params(self) -> SamplingParams:
-        return SamplingParams(**self.model_dump())
+# compare's own defaults (plain sampling at 0.7) for the keys a config's `sampling` leaves out
+CompareSampling = Annotated[SamplingConfig, BeforeValidator(defaults_from(COMPARE_SAMPLING))]
 
 
 class Settings(StageSettings):
@@ -82,7 +75,7 @@ class Settings(StageSettings):
                                                      "/ 'Tie'; score: most likely option")
     turns: int = Field(3, ge=1, description="assistant turns per dialog")
     system_prompt: str | None = Field(None, description="system prompt of the models playing dialogs")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: CompareSampling = Field(default_factory=COMPARE_SAMPLING.model_copy)
     per_turn: bool = Field(False, description="also judge every model's reply to the same user turns")
     canaries: bool = Field(True, description="judge the injection canaries too (24 extra verdicts per judge: how "
                            "often an instruction inside a reply sways the judge)")
@@ -213,7 +206,7 @@ async def turn_tasks(backends: dict[str, Backend], contexts: Sequence[Dialog], *
     """
     from sage_dialog.backends.base import ChatRequest
     from sage_dialog.core.prompts import derive_seed
-    from sage_dialog.stages.search.rollout import assistant_messages, parse_assistant
+    from sage_dialog.roles.rollout import history_messages, parse_assistant
 
     histories: list[tuple[str, int, list[Turn]]] = []
     for d in contexts:
@@ -222,7 +215,7 @@ async def turn_tasks(backends: dict[str, Backend], contexts: Sequence[Dialog], *
                 histories.append((seed_key(d), k, list(d.turns[:k])))
     replies: dict[str, list[Turn]] = {}
     for m, be in backends.items():
-        reqs = [ChatRequest(messages=assistant_messages(h, system_prompt), n=1,
+        reqs = [ChatRequest(messages=history_messages(h, system_prompt), n=1,
                             sampling=dataclasses.replace(sampling, seed=derive_seed("per-turn", s, k)))
                 for s, k, h in histories]
         res = await be.generate(reqs)
@@ -469,7 +462,7 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
 
 
 async def _arun(cfg: Settings, inputs: Inputs, out: Path, progress: bool = True) -> tuple[Report, dict[str, Any]]:
-    from sage_dialog.stages.search.rollout import play_dialogs
+    from sage_dialog.roles.rollout import play_dialogs
 
     names = list(inputs.models) + list(inputs.dialogs)
     if len(set(names)) != len(names):

@@ -10,6 +10,9 @@ state the turn answered (the policy's own ``u_*`` block).
 * ``state`` - GiGPO (arXiv 2505.10978) with the state read, not hashed: the dialog advantage above,
   plus ``omega x (G_k - mean G) / std G`` over the turns of the group that answered the *same state*
   (the same state block, by default at the same turn). A state met once gets no state term.
+  ``scope: batch`` pools those turns over every dialog of the step, not only the group's: the state is
+  a discrete latent shared by different openings (GiGPO, which hashes observations, can only match
+  states within a group), so a state's baseline rests on more turns.
 
 ``scale: none`` leaves out the division by the standard deviation (Dr. GRPO's advice).
 """
@@ -59,7 +62,8 @@ def _normalized(values: list[float], scale: str) -> list[float]:
 
 
 def advantages(episodes: Sequence[Episode], credit: Literal["token", "turn", "state"], *, gamma: float = 1.0,
-               scale: str = "group", state_weight: float = 1.0) -> list[list[float]]:
+               scale: str = "group", state_weight: float = 1.0,
+               scope: Literal["group", "batch"] = "group") -> list[list[float]]:
     """Per-turn advantages of every episode (see the module docstring)."""
     groups: dict[int, list[int]] = defaultdict(list)
     for i, e in enumerate(episodes):
@@ -72,7 +76,8 @@ def advantages(episodes: Sequence[Episode], credit: Literal["token", "turn", "st
     if credit == "token":
         return [[dialog_adv[i]] * len(e.turn_rewards) for i, e in enumerate(episodes)]
     rtg = [returns(e.turn_rewards, gamma) for e in episodes]
-    for members in groups.values():
+    pools = [list(range(len(episodes)))] if credit == "state" and scope == "batch" else list(groups.values())
+    for members in pools:
         cells: dict[object, list[tuple[int, int]]] = defaultdict(list)
         for i in members:
             for k in range(len(rtg[i])):

@@ -78,26 +78,34 @@ def loss_mask(tokenizer: Any, ids: Sequence[int], loss_on: LossOn) -> list[int]:
     return out
 
 
-def state_key(turn_text: str, last_user: str, turn_index: int, with_turn: bool) -> str:
-    """The state a reply answered, as the policy read it (its ``u_*`` block); without one, the user's words."""
+def state_key(turn_text: str, last_user: str, turn_index: int, mode: str = "state",
+              last_action: Tags | None = None) -> str:
+    """The state a reply answered, as the policy read it (its ``u_*`` block); without one, the user's words.
+    ``mode``: ``state`` alone, ``state+turn`` (and the turn's index), ``state+last_action`` (and the
+    policy's previous action, whose effect may still be pending when the user's state does not show it)."""
     parsed = sac.parse(turn_text)
     s: Tags | None = parsed.state
     key = f"{s.motivation}|{s.emotion}" if s is not None else "text:" + " ".join(last_user.lower().split())
-    return f"{key}@{turn_index}" if with_turn else key
+    if mode == "state+turn":
+        return f"{key}@{turn_index}"
+    if mode == "state+last_action":
+        prev = f"{last_action.motivation}|{last_action.emotion}" if last_action is not None else "-"
+        return f"{key}<{prev}"
+    return key
 
 
 class PolicyPlayer:
     """Plays dialogs with a live (training) model: batched sampling, exact token bookkeeping."""
 
     def __init__(self, tokenizer: Any, *, turns: int, temperature: float, top_k: int, max_tokens: int,
-                 loss_on: LossOn, state_with_turn: bool, system_prompt: str | None = None):
+                 loss_on: LossOn, key_mode: str = "state+turn", system_prompt: str | None = None):
         self.tok = tokenizer
         self.turns = turns
         self.temperature = temperature
         self.top_k = top_k
         self.max_tokens = max_tokens
         self.loss_on: LossOn = loss_on
-        self.state_with_turn = state_with_turn
+        self.key_mode = key_mode  # how turns are keyed for state credit (see state_key)
         self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.eos_ids = self._eos_ids()
         self.eos_text = tokenizer.eos_token or ""
@@ -164,7 +172,8 @@ class PolicyPlayer:
                 r.env_mask += loss_mask(self.tok, ids, self.loss_on)
                 r.turn_spans.append((start, len(r.completion_ids)))
                 last_user = next(t.text for t in reversed(r.turns) if t.role == "user")
-                r.state_keys.append(state_key(text, last_user, k, self.state_with_turn))
+                last_action = next((t.action for t in reversed(r.turns) if t.role == "assistant"), None)
+                r.state_keys.append(state_key(text, last_user, k, self.key_mode, last_action))
                 parsed = sac.parse(text.strip())
                 r.turns.append(Turn(role="assistant", text=parsed.reply.strip(), state=parsed.state,
                                     action=parsed.action))

@@ -54,7 +54,7 @@ class RLTrainSettings(StageSettings):
     save_total_limit: int | None = 2
     resume: bool | str = Field(default=False, description="true: resume from the last checkpoint in the output folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "fast"] = "auto"
     gradient_checkpointing: bool | None = None
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
 
@@ -78,9 +78,13 @@ class Settings(StageSettings):
     loss_on: Literal["action", "action+reply", "turn"] = Field(default=
         "action+reply", description="tokens of each assistant turn that carry the loss: the action tag block "
         "(the state level), the action block and the reply, or the whole turn (state block too)")
-    state_key: Literal["state", "state+turn"] = Field(default=
+    state_key: Literal["state", "state+turn", "state+last_action"] = Field(default=
         "state+turn", description="what makes two turns 'the same state' for credit=state: the policy's own "
-        "state block (u_motivation, u_emotion), or that block at the same turn of the dialog")
+        "state block (u_motivation, u_emotion), that block at the same turn of the dialog, or that block and "
+        "the policy's previous action (an effect still pending is then part of the state)")
+    state_scope: Literal["group", "batch"] = Field(default="group", description="where same-state turns are "
+        "pooled for credit=state: within a GRPO group (GiGPO), or over every dialog of the step (the state "
+        "is a discrete latent that different openings share)")
     state_weight: float = Field(default=1.0, ge=0, description="weight of the state-level advantage (GiGPO's omega)")
     scale: Literal["group", "none"] = Field(default="group", description="divide advantages by their group's std")
     adapter: AdapterSection = Field(default_factory=AdapterSection)

@@ -164,7 +164,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     ro = settings.rollout
     player = PolicyPlayer(tokenizer, turns=ro.turns, temperature=ro.temperature, top_k=ro.top_k,
                           max_tokens=ro.max_tokens, loss_on=settings.loss_on,
-                          state_with_turn=settings.state_key == "state+turn", system_prompt=ro.system_prompt)
+                          key_mode=settings.state_key, system_prompt=ro.system_prompt)
     pool = BackendPool(inputs.cache)
     user = make_user(ro.user, pool, persona=ro.user_persona, seed=settings.train.seed)
     rewarder = Rewarder(settings, pool, player, settings.train.seed)
@@ -216,7 +216,8 @@ def run(settings: Settings, *, inputs: Inputs, out: Path, quiet: bool = True) ->
     trainer = trainer_cls(model=model, reward_funcs=[dialog_reward], args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora_config(settings.adapter),
                           rollout_func=rollout_func, credit=settings.credit, gamma=settings.reward.gamma,
-                          scale=settings.scale, state_weight=settings.state_weight)
+                          scale=settings.scale, state_weight=settings.state_weight,
+                          state_scope=settings.state_scope)
     progress = progress_callback(settings, quiet=quiet, tally=tally)
     trainer.remove_callback(_printer())
     trainer.add_callback(progress)

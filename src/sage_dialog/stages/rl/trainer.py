@@ -30,12 +30,13 @@ def turn_credit_trainer_class() -> type:
         """GRPO with per-turn advantages (see the module docstring)."""
 
         def __init__(self, *args: Any, credit: str = "token", gamma: float = 1.0, scale: str = "group",
-                     state_weight: float = 1.0, **kwargs: Any):
+                     state_weight: float = 1.0, state_scope: str = "group", **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.credit = credit
             self.gamma = gamma
             self.state_weight = state_weight
             self.credit_scale = scale
+            self.state_scope = state_scope
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             out = super()._generate_and_score_completions(inputs)
@@ -47,7 +48,7 @@ def turn_credit_trainer_class() -> type:
             episodes = [Episode(group=i // g, turn_rewards=list(r), state_keys=list(k))
                         for i, (r, k, _s) in enumerate(rows)]
             per_turn = advantages(episodes, self.credit, gamma=self.gamma, scale=self.credit_scale,  # type: ignore[arg-type]
-                                  state_weight=self.state_weight)
+                                  state_weight=self.state_weight, scope=self.state_scope)  # type: ignore[arg-type]
             first = self.accelerator.process_index * len(inputs)
             width = out["completion_ids"].shape[1]
             adv = torch.zeros((len(inputs), width), dtype=torch.float32, device=out["completion_ids"].device)

@@ -1,11 +1,12 @@
-"""Search in the latent: action proposals at an assistant decision, and the ``latent`` strategy.
+"""Search in the latent: what the ``latent`` and ``mcts`` strategies share (action sets, proposals,
+realisation, judging, one dialog per seed).
 
 A model trained on State-Action Chains writes ``{state} {action} reply``. Instead of sampling
 whole replies and hoping they carry different actions, a latent search branches on the *action*:
 
 1. **State.** The model writes its state block once per decision (stop at ``}``; greedy by default,
-   ``state_temperature``); every action below shares it, so the branches differ only in what the
-   assistant chooses to do.
+   ``state_temperature``; the one-block steps of :mod:`sage_dialog.roles.steering`); every action
+   below shares it, so the branches differ only in what the assistant chooses to do.
 2. **Proposals** (:func:`propose`), K distinct actions with a prior each:
 
    * *closed set* (``action_set``: a label-set file or shipped set such as ``esconv_strategies``,
@@ -19,10 +20,10 @@ whole replies and hoping they carry different actions, a latent search branches 
 3. **Realisation** (:func:`realize`): each action is prefilled (state block + action block) and the
    model samples ``replies`` replies under it.
 
-The ``latent`` strategy is best-of-K over realised actions: the K x m candidates are judged by the
-run's selector (``generate`` or ``logprob`` mode, or the sandbox oracle) or, with ``value: rollout``,
-by the selector reading ``lookahead_depth`` turns rolled forward with the user simulator.
-``mcts`` (:mod:`.mcts`) spends more replies on the actions that look best.
+Candidates are valued by :func:`judge`: the run's selector (``generate`` or ``logprob`` mode, or the
+sandbox oracle) or, with ``value: rollout``, the selector reading ``lookahead_depth`` turns rolled
+forward with the user simulator. The ``latent`` strategy (:mod:`.latent`) is best-of-K over realised
+actions; ``mcts`` (:mod:`.mcts`) spends more replies on the actions that look best.
 
 Both record what they weighed in the tree: the node a decision follows gets ``branches``
 (:class:`~sage_dialog.core.schema.ActionBranch`: action, prior, visits, value, realised replies) and
@@ -35,11 +36,11 @@ import dataclasses
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from sage_dialog.backends.base import ChatRequest, ScoreRequest
 from sage_dialog.core import sac
@@ -47,38 +48,14 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.core.prompts import derive_seed
 from sage_dialog.core.schema import ActionBranch, SearchNode, SelectionDecision, Tags, Turn
 from sage_dialog.roles.protocols import SelectionTask
-from sage_dialog.stages.search.rollout import assistant_messages, parse_assistant
+from sage_dialog.roles.rollout import parse_assistant
+from sage_dialog.roles.steering import block_sampling, forced_fields, own_block, state_head
+from sage_dialog.stages.search.config import LatentConfig
+from sage_dialog.stages.search.context import BudgetExhausted, SearchContext, argmax
 from sage_dialog.stages.search.tree import node_turn
 
-if TYPE_CHECKING:
-    from sage_dialog.stages.search.search import _SeedSearch
-
-# a tag block is short: this bounds the calls that only write one block
-BLOCK_MAX_TOKENS = 64
-
-
-class LatentConfig(BaseModel):
-    """Options of the ``latent`` and ``mcts`` strategies (``search.latent`` in configs)."""
-
-    model_config = ConfigDict(extra="forbid")
-    action_set: str | list[Tags] | None = Field(
-        default=None, description="closed action set: a label-set name or file (labels go to a_motivation), a "
-        "JSON file with a list of tag objects, 'sandbox', or a list of tag objects; null: open vocabulary")
-    k: int = Field(default=4, ge=1, description="actions proposed per decision")
-    replies: int = Field(default=1, ge=1, description="replies sampled per action (latent)")
-    prior_temperature: float = Field(default=1.0, gt=0, description="prior = softmax(logprob / T)")
-    epsilon: float = Field(default=0.0, ge=0, le=1, description="mix the uniform distribution into the prior")
-    dirichlet_alpha: float | None = Field(default=None, gt=0, description="mix Dirichlet noise into the prior")
-    dirichlet_weight: float = Field(default=0.25, ge=0, le=1)
-    state_temperature: float | None = Field(
-        default=0.0, ge=0, description="temperature of the state block (0: the model's most likely reading of the "
-        "user; null: the search's sampling temperature)")
-    open_samples: int = Field(default=8, ge=1, description="action blocks sampled per decision (open vocabulary)")
-    value: Literal["judge", "rollout"] = Field(
-        default="judge", description="judge the replies themselves, or lookahead_depth turns rolled forward")
-    simulations: int = Field(default=8, ge=1, description="replies realised per decision (mcts)")
-    batch: int | None = Field(default=None, ge=1, description="replies per mcts round (default: k)")
-    c_puct: float = Field(default=1.5, ge=0, description="exploration weight of PUCT (mcts)")
+# a strategy's choice of one assistant turn: (context, path ending with the user turn, turn index) -> kept node
+Decide = Callable[[SearchContext, list[SearchNode], int], Awaitable[SearchNode]]
 
 
 @dataclasses.dataclass
@@ -95,7 +72,7 @@ class Proposal:
 
 
 def load_action_set(spec: str | Sequence[Tags | dict[str, Any]]) -> list[Tags]:
-    """The closed action set named by ``spec`` (see :class:`LatentConfig`), deduplicated, in order."""
+    """The closed action set named by ``spec`` (see :class:`.config.LatentConfig`), deduplicated, in order."""
     if not isinstance(spec, str):
         acts = [a if isinstance(a, Tags) else Tags.model_validate(a) for a in spec]
     elif spec == "sandbox":
@@ -179,48 +156,27 @@ def top_k(priors: Sequence[float], k: int) -> list[int]:
 # proposals and realisation
 
 
-def _block_params(s: _SeedSearch, seed: int) -> Any:
-    return dataclasses.replace(s.sampling, max_tokens=BLOCK_MAX_TOKENS, stop=("}",), seed=seed)
-
-
-def _block(completion: str) -> str:
-    """The first tag block of a completion that stopped at ``}`` (the brace restored)."""
-    body = completion.strip().split("}", 1)[0]
-    return "{" + body.lstrip("{").replace("{", " ") + "}"
-
-
-def _read_state(completion: str) -> str:
-    """The state head (``{u_...} ``) from a sampled first block; empty when it is no state block."""
-    parsed = sac.parse(_block(completion))
-    if not parsed.blocks or parsed.blocks[0][0] != "state":
-        return ""
-    try:
-        return sac.render_block(parsed.blocks[0][1], "state") + " "
-    except sac.SacError:
-        return ""
-
-
-async def propose(s: _SeedSearch, path: list[SearchNode]) -> list[Proposal]:
+async def propose(s: SearchContext, path: list[SearchNode]) -> list[Proposal]:
     """K distinct actions for the decision after ``path`` (its last node is the user turn), best first."""
     cfg = s.cfg.latent
     parent = path[-1]
-    msgs = assistant_messages([node_turn(n) for n in path], s.cfg.system_prompt)
+    msgs = s.messages(path)
     # the model opens the block itself: a prefilled lone "{" may split a token it always saw whole
-    st_params = _block_params(s, derive_seed(s.cfg.seed, s.tree, parent.id, "state"))
+    st_params = block_sampling(s.sampling, seed=derive_seed(s.cfg.seed, s.tree, parent.id, "state"))
     if cfg.state_temperature is not None:
         st_params = dataclasses.replace(st_params, temperature=cfg.state_temperature)
     [st] = await s.generate([ChatRequest(messages=msgs, n=1, sampling=st_params)])
-    head = _read_state(st.completions[0].text if st.completions else "")
+    head = state_head(st.completions[0].text if st.completions else "")
     if s.action_set is not None:
         actions = list(s.action_set)
         options = [sac.action_prefill(a) for a in actions]
     else:
         req = ChatRequest(messages=msgs, n=cfg.open_samples, prefill=head or None,
-                          sampling=_block_params(s, derive_seed(s.cfg.seed, s.tree, parent.id, "open")))
+                          sampling=block_sampling(s.sampling, seed=derive_seed(s.cfg.seed, s.tree, parent.id, "open")))
         [res] = await s.generate([req])
         actions, options = [], []
         for c in res.completions:
-            parsed = sac.parse(_block(c.text))
+            parsed = sac.parse(own_block(c.text))
             if not parsed.blocks or parsed.blocks[0][1].is_empty():
                 continue
             tags = parsed.blocks[0][1]
@@ -244,17 +200,17 @@ async def propose(s: _SeedSearch, path: list[SearchNode]) -> list[Proposal]:
 
 def _forced(turn: Turn, action: Tags) -> Turn:
     """The forced action fields win over whatever the model wrote into the block."""
-    upd = {k: v for k, v in action.model_dump(exclude_defaults=True).items() if k != "extra"}
+    upd = forced_fields(action)
     if not upd:
         return turn
     return turn.model_copy(update={"action": (turn.action or Tags()).model_copy(update=upd)})
 
 
-async def realize(s: _SeedSearch, path: list[SearchNode], props: Sequence[Proposal], which: Sequence[int],
+async def realize(s: SearchContext, path: list[SearchNode], props: Sequence[Proposal], which: Sequence[int],
                   n: int, tag: Any) -> list[list[SearchNode]]:
     """Sample ``n`` replies under each proposal ``props[which[j]]``; returns the new assistant nodes per entry."""
     parent = path[-1]
-    msgs = assistant_messages([node_turn(x) for x in path], s.cfg.system_prompt)
+    msgs = s.messages(path)
     reqs = [ChatRequest(messages=msgs, n=n, prefill=props[b].prefill or None,
                         sampling=dataclasses.replace(s.sampling, seed=derive_seed(s.cfg.seed, s.tree, parent.id,
                                                                                   "realize", tag, j, b)))
@@ -265,14 +221,14 @@ async def realize(s: _SeedSearch, path: list[SearchNode], props: Sequence[Propos
         nodes = []
         for c in r.completions:
             turn = _forced(parse_assistant(props[b].prefill + c.text), props[b].action)
-            nodes.append(s._add("assistant", turn.text, parent, state=turn.state, action=turn.action, branch=b,
+            nodes.append(s.add("assistant", turn.text, parent, state=turn.state, action=turn.action, branch=b,
                                 sampling={**req.sampling.as_dict(), "prefill": props[b].prefill},
                                 model=s.roles.assistant_name))
         out.append(nodes)
     return out
 
 
-async def judge(s: _SeedSearch, path: list[SearchNode], cands: list[SearchNode], tag: Any) -> tuple[SelectionDecision, list[float]]:
+async def judge(s: SearchContext, path: list[SearchNode], cands: list[SearchNode], tag: Any) -> tuple[SelectionDecision, list[float]]:
     """Judge ``cands`` (or their rollouts, ``value: rollout``); returns the decision and a value per candidate.
 
     Values are the judge's scores when it gives them (oracle score, logprob option probability),
@@ -280,12 +236,12 @@ async def judge(s: _SeedSearch, path: list[SearchNode], cands: list[SearchNode],
     """
     shown = [node_turn(n) for n in cands]
     if s.cfg.latent.value == "rollout":
-        shown = await s._lookahead([[*path, n] for n in cands])
+        shown = await s.lookahead([[*path, n] for n in cands])
     [d] = await s.select([SelectionTask(history=[node_turn(n) for n in path], candidates=shown,
                                         seed=derive_seed(s.cfg.seed, s.tree, "judge", path[-1].id, tag))])
-    s.outcomes[d.outcome] = s.outcomes.get(d.outcome, 0) + 1
+    s.count(d.outcome)
     if d.choice is None:
-        d = d.model_copy(update={"choice": _argmax(d.scores) if d.scores else 0})
+        d = d.model_copy(update={"choice": argmax(d.scores) if d.scores else 0})
     if d.scores is not None:
         values = [float(x) for x in d.scores]
     else:
@@ -294,10 +250,6 @@ async def judge(s: _SeedSearch, path: list[SearchNode], cands: list[SearchNode],
         n.decision = d
         n.score = v
     return d, values
-
-
-def _argmax(xs: Sequence[float]) -> int:
-    return max(range(len(xs)), key=lambda i: xs[i])
 
 
 def record_branches(parent: SearchNode, props: Sequence[Proposal], nodes: Sequence[SearchNode], chosen: int) -> None:
@@ -312,29 +264,15 @@ def record_branches(parent: SearchNode, props: Sequence[Proposal], nodes: Sequen
     parent.branches = out
 
 
-async def decide_latent(s: _SeedSearch, path: list[SearchNode], turn: int) -> SearchNode:
-    """Best-of-K over realised actions: propose, realise ``replies`` each, judge all, keep the best."""
-    props = await propose(s, path)
-    groups = await realize(s, path, props, list(range(len(props))), s.cfg.latent.replies, "latent")
-    cands = [n for g in groups for n in g]
-    d, _ = await judge(s, path, cands, turn)
-    assert d.choice is not None
-    kept = cands[d.choice]
-    record_branches(path[-1], props, cands, kept.branch if kept.branch is not None else 0)
-    return kept
-
-
-async def run_decisions(s: _SeedSearch, decide: Any) -> list[SearchNode]:
+async def play(s: SearchContext, decide: Decide) -> list[SearchNode]:
     """One dialog per seed: ``decide`` picks each assistant turn, the user simulator answers."""
-    from sage_dialog.stages.search.budget import BudgetExhausted
-
-    path = [s._add("user", s.seed_text, None, sampling={})]
+    path = [s.add("user", s.seed_text, None, sampling={})]
     try:
         for turn in range(s.cfg.turns):
-            s._check_budget()
+            s.check_budget()
             path.append(await decide(s, path, turn))
             if turn < s.cfg.turns - 1:
-                [u] = await s._user_replies([path], "user")
+                [u] = await s.user_replies([path], "user")
                 path.append(u)
     except BudgetExhausted:
         s.stopped = "budget"

@@ -24,13 +24,10 @@ tree and the node, so a run is deterministic and a killed run resumes from its j
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from sage_dialog.core.schema import SearchNode
-from sage_dialog.stages.search.actions import judge, propose, realize, record_branches
-
-if TYPE_CHECKING:
-    from sage_dialog.stages.search.search import _SeedSearch
+from sage_dialog.stages.search.actions import judge, play, propose, realize, record_branches
+from sage_dialog.stages.search.context import SearchContext
 
 
 def puct_pick(priors: list[float], visits: list[int], values: list[float], c: float, lo: float, hi: float,
@@ -49,7 +46,7 @@ def puct_pick(priors: list[float], visits: list[int], values: list[float], c: fl
     return max(range(len(priors)), key=lambda i: (score(i), -i))
 
 
-def _share(s: _SeedSearch, turn: int) -> tuple[float | None, float | None]:
+def _share(s: SearchContext, turn: int) -> tuple[float | None, float | None]:
     """This decision's share of the per-seed budget still left (tokens, requests)."""
     left = s.cfg.turns - turn
     tok = (s.cfg.budget_tokens - s.tokens) / left if s.cfg.budget_tokens is not None else None
@@ -57,7 +54,7 @@ def _share(s: _SeedSearch, turn: int) -> tuple[float | None, float | None]:
     return tok, req
 
 
-async def decide_mcts(s: _SeedSearch, path: list[SearchNode], turn: int) -> SearchNode:
+async def decide(s: SearchContext, path: list[SearchNode], turn: int) -> SearchNode:
     """One decision: PUCT rounds over the proposed actions; returns the kept reply."""
     cfg = s.cfg.latent
     tok_share, req_share = _share(s, turn)
@@ -109,3 +106,8 @@ async def decide_mcts(s: _SeedSearch, path: list[SearchNode], turn: int) -> Sear
     kept = max(mine, key=lambda n: (n.score if n.score is not None else float("-inf"), -nodes.index(n)))
     record_branches(path[-1], props, nodes, best)
     return kept
+
+
+async def run(ctx: SearchContext) -> list[SearchNode]:
+    """Search one seed: one dialog, each assistant turn chosen by PUCT rounds (:func:`decide`)."""
+    return await play(ctx, decide)

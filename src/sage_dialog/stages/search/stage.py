@@ -14,7 +14,7 @@ search from :class:`SearchRunConfig`, so the three agree on every default:
 * ``cache`` (a SQLite file) is off by default for the command; the loop sets its run's shared cache.
 
 The strategy itself (best-of-N, beam, lookahead, sampling, budgets) is the nested ``config``
-(:class:`sage_dialog.stages.search.search.SearchConfig`).
+(:class:`sage_dialog.stages.search.config.SearchConfig`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.stages.engine import EngineSettings, engine_field
-from sage_dialog.stages.search.search import SearchConfig
+from sage_dialog.stages.search.config import SearchConfig
 from sage_dialog.stages.search.setup import backend_pool, build_roles
 
 ASSISTANT = "assistant"  # a role spec naming the model being searched

@@ -1,4 +1,8 @@
-"""Plain self-play rollouts: one assistant reply per turn, no judge (used by compare and the demo).
+"""SAC dialogs as the assistant sees them, and plain self-play rollouts (compare, the sandbox, search).
+
+:func:`history_messages` is the one renderer of a dialog into the assistant's chat messages (its own
+turns with their tag blocks, user turns plain); :func:`parse_assistant` reads a reply back into a
+:class:`Turn`. :func:`play_dialogs` plays one assistant reply per turn, no judge.
 
 All seeds are in flight at once: each turn is one backend call for every dialog's assistant reply and
 one user-simulator call for every dialog's next user turn, so a batching backend sees full batches.
@@ -16,14 +20,18 @@ from sage_dialog.core.schema import Dialog, Turn
 from sage_dialog.roles.protocols import UserSimulator
 
 
-def assistant_messages(history: Sequence[Turn], system_prompt: str | None = None) -> list[Message]:
-    """Chat messages the assistant sees: its own turns rendered with their SAC tags, user turns plain."""
-    msgs: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for t in history:
+def history_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> list[Message]:
+    """SAC chat messages for a dialog: assistant turns rendered with their tags, user turns plain.
+
+    A system turn of the dialog stays a system message (after ``system_prompt``, when one is given)."""
+    msgs: list[Message] = []
+    if system_prompt:
+        msgs.append({"role": "system", "content": system_prompt})
+    for t in turns:
         if t.role == "assistant":
             msgs.append({"role": "assistant", "content": sac.render_turn(t.text, state=t.state, action=t.action)})
-        elif t.role == "user":
-            msgs.append({"role": "user", "content": t.text})
+        else:
+            msgs.append({"role": t.role, "content": t.text})
     return msgs
 
 
@@ -48,7 +56,7 @@ async def play_dialogs(assistant: Backend, user: UserSimulator, seeds: list[str]
     histories: list[list[Turn]] = [[Turn(role="user", text=s)] for s in seeds]
     for t in range(turns):
         reqs = [
-            ChatRequest(messages=assistant_messages(h, system_prompt), n=1,
+            ChatRequest(messages=history_messages(h, system_prompt), n=1,
                         sampling=dataclasses.replace(sampling, seed=derive_seed(seed, "rollout", i, t)))
             for i, h in enumerate(histories)
         ]
