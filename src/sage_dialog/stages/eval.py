@@ -1,7 +1,7 @@
 """General-ability benchmarks through EleutherAI's lm-evaluation-harness (optional extra ``eval``).
 
 The paper checks that fine-tuning keeps general abilities (and measures emotional intelligence with
-EQ-Bench, the harness's ``eq_bench`` task; ``eqbench`` is accepted too). :func:`run_eval` runs any
+EQ-Bench, the harness's ``eq_bench`` task; ``eqbench`` is accepted too). :func:`run` runs any
 harness task - built-in or a YAML task of your own (``include_path``) - on any of our models.
 EQ-Bench runs offline from the copy shipped in the package, through the harness's own task
 definition and scorer (:mod:`sage_dialog.stages.eq_bench`), and is asked through the model's chat
