@@ -1,21 +1,23 @@
 """One shape for every stage: typed settings in, a typed result out, files in one folder.
 
-A stage module exposes three names::
+A stage module exposes four names::
 
     class Settings(StageSettings): ...          # what the stage does (no paths: they are inputs/out)
+    @dataclass
+    class Inputs: ...                           # the paths (and live objects) it reads
     class Result(StageResult): ...              # what it made: outputs, counts, usage, quality
     def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result: ...
 
-``inputs`` is the stage's own small dataclass of the paths (and live objects) it reads; ``out`` is
-where it writes: a folder, or for the stages whose commands name one output file (agreement's report,
-steerability's report, prefs' pairs file) that file. ``run`` builds its result in memory and returns it: the caller (a command, the
-loop of ``sage-dialog run``, the demo) prints it, writes the manifest from it and gates on it. Stages
-do not print. The loop's config section of a stage *is* its ``Settings`` (see
+``out`` is where it writes: a folder, or for the stages whose commands name one output file
+(agreement's report, steerability's report, prefs' pairs file) that file. ``run`` builds its result
+in memory and returns it: the caller (a command, the loop of ``sage-dialog run``, the demo) prints
+it, writes the manifest from it and gates on it. Stages do not print. A command whose flags name
+files keeps a config that is the settings plus those paths, and passes ``Settings.of(config)``. The loop's config section of a stage *is* its ``Settings`` (see
 ``pipeline/loop_config.py``), so a setting means the same thing on the command line, in a run config
 and in Python.
 
-:data:`STAGE_MODULES` lists the stages that have this shape; ``tests/test_stage_shape.py`` checks that
-each one does. Adding a stage is: its module (or package), its settings section in the loop config,
+:data:`STAGE_MODULES` lists the stages (every stage module under ``stages/``);
+``tests/test_stage_shape.py`` checks that each has the shape and that none is left out. Adding a stage is: its module (or package), its settings section in the loop config,
 and one line here (see ``docs/design/adding-a-stage.md``).
 """
 
