@@ -30,6 +30,7 @@ some commands used, is accepted as a hidden alias so old command lines keep work
 from __future__ import annotations
 
 import argparse
+import copy
 import types
 import typing
 from collections.abc import Iterator
@@ -99,15 +100,26 @@ def _inferred(info: FieldInfo) -> dict[str, Any] | None:
     return None
 
 
-def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
-    """(dotted path, field) of every leaf field, nested sections walked."""
+def _fields(model: type[BaseModel], prefix: str = "",
+            instance: BaseModel | None = None) -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted path, field) of every leaf field, nested sections walked. A section whose default is an
+    instance (compare's ``sampling`` defaults to compare's own values of the one ``SamplingConfig``)
+    shows that instance's values as its fields' defaults."""
     for name, info in model.model_fields.items():
         path = prefix + name
         section = _section(info)
         if section is None:
+            if instance is not None:
+                info = copy.copy(info)
+                info.default, info.default_factory = getattr(instance, name), None
             yield path, info
         else:
-            yield from _fields(section, path + ".")
+            own = getattr(instance, name, None) if instance is not None else None
+            if own is None and info.default_factory is not None:
+                own = info.default_factory()  # type: ignore[call-arg]
+            elif own is None and isinstance(info.default, BaseModel):
+                own = info.default
+            yield from _fields(section, path + ".", own if isinstance(own, BaseModel) else None)
 
 
 def _option(path: str, flatten: typing.Sequence[str]) -> str:

@@ -49,7 +49,6 @@ def model_settings(settings: type[ModelSettings], args: argparse.Namespace) -> a
 
 
 def sampling_from_args(args: Any) -> SamplingParams:
-    from sage_dialog.backends.base import SamplingParams
 
     if args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
