@@ -38,7 +38,8 @@ def main() -> None:
     from sage_dialog.backends.base import BackendConfig, load_backend
     from sage_dialog.core.io import read_jsonl
     from sage_dialog.core.schema import Dialog
-    from sage_dialog.stages.annotate import LabelSets, ScoringAnnotator, import_corpus
+    from sage_dialog.formats.corpora import import_corpus
+    from sage_dialog.roles.annotator import LabelSets, ScoringAnnotator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-annotate-"))
     import_corpus("chitchat", None, tmp / "dialogs.jsonl", seeds_out=tmp / "seeds.txt", limit=args.dialogs,

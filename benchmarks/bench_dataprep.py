@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sage_dialog.core import sac
 from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.roles.annotator import LabelSets, LLMAnnotator, check_answer
 from sage_dialog.stages import mix
-from sage_dialog.stages.annotate import LabelSets, LLMAnnotator, check_answer
 
 
 def make_records(n: int, tag: str, turns: int = 8) -> list[dict]:
@@ -61,8 +61,8 @@ def bench_mix(n: int, repeat: int, tmp: Path) -> None:
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({"a.json": {"prompt": "", "size": half}, "b.json": {"prompt": "[x] ", "size": n}}))
     for k in (0, 2):
-        cfg = mix.MixConfig(spec=spec, output=tmp / f"out{k}", blend=k, valid_fraction=0.05)
-        t = median_time(lambda cfg=cfg: mix.run(cfg, warn=lambda m: None), repeat)
+        settings, out = mix.Settings(blend=k, valid_fraction=0.05), tmp / f"out{k}"
+        t = median_time(lambda s=settings, o=out: mix.run(s, inputs=mix.Inputs(spec=spec), out=o), repeat)
         print(f"mix blend={k}: {n} dialogs  median {t:.2f} s  {n / t:,.0f} dialogs/s")
 
 

@@ -167,7 +167,7 @@ def dpo_experiment(backend: Any, m1: Path, out: Path, n_search: int, n_eval: int
     from sage_dialog.roles.rollout import play_dialogs
     from sage_dialog.sandbox import world
     from sage_dialog.sandbox.oracles import oracle_for
-    from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+    from sage_dialog.stages import prefs
     from sage_dialog.train.config import DPORunConfig
     from sage_dialog.train.dpo import train_dpo
 
@@ -180,7 +180,8 @@ def dpo_experiment(backend: Any, m1: Path, out: Path, n_search: int, n_eval: int
     for name, (level, loss_on) in variants.items():
         pdir = out / f"prefs-{level}"
         if not (pdir / "pairs.jsonl").exists():
-            counts = run_prefs(out / "dpo-search" / "trees", pdir, PrefsConfig(level=level, min_margin=0.5))
+            counts = prefs.run(prefs.Settings(level=level, min_margin=0.5),
+                               inputs=prefs.Inputs(source=out / "dpo-search" / "trees"), out=pdir).counts
             print(f"  {level} pairs: {counts}", flush=True)
         mdir = out / f"dpo-{name}"
         if not (mdir / "config.json").exists():

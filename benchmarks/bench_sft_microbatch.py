@@ -33,8 +33,8 @@ def make_data(out: Path, n: int) -> Path:
     from sage_dialog.core import sac
     from sage_dialog.core.io import read_jsonl
     from sage_dialog.core.schema import Dialog, Tags
+    from sage_dialog.formats.corpora import import_corpus
     from sage_dialog.labels import load_label_set
-    from sage_dialog.stages.annotate import import_corpus
 
     import_corpus("chitchat", None, out / "dialogs.jsonl", limit=n, min_turns=4, max_turns=6)
     mot, emo = load_label_set("chitchat_motivations"), load_label_set("chitchat_emotions")

@@ -83,7 +83,7 @@ def run_rl(credit: str, preset: str, m1: Path, seeds_file: Path, out: Path, a: a
 
 def run_search_dpo(kind: str, preset: str, m1: Path, seeds_file: Path, n_seeds: int, out: Path,
                    a: argparse.Namespace) -> dict[str, Any]:
-    from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+    from sage_dialog.stages import prefs
     from sage_dialog.stages.search import stage as search
     from sage_dialog.stages.search.stage import SearchRunConfig
     from sage_dialog.train.config import DPORunConfig
@@ -100,7 +100,8 @@ def run_search_dpo(kind: str, preset: str, m1: Path, seeds_file: Path, n_seeds: 
                    "sampling": {"temperature": 1.0, "top_k": 0, "repetition_penalty": 1.0, "max_tokens": 64}}})
     sres = search.run(scfg)
     level = "text" if kind == "search_dpo" else "action"
-    counts = run_prefs(out / "search" / "trees", out / "prefs", PrefsConfig(min_margin=0.5, level=level))
+    counts = prefs.run(prefs.Settings(min_margin=0.5, level=level), inputs=prefs.Inputs(source=out / "search" / "trees"),
+                       out=out / "prefs").counts
     dcfg = DPORunConfig.model_validate({
         "model": {"name_or_path": str(m1)}, "adapter": {"method": "full"},
         "data": {"train": str(out / "prefs" / "pairs.trl.jsonl"), "max_length": 512,

@@ -28,7 +28,7 @@ import torch
 
 
 def schema() -> dict[str, Any]:
-    from sage_dialog.stages.annotate import LabelSets, answer_schema
+    from sage_dialog.roles.annotator import LabelSets, answer_schema
 
     sets = {"motivation": ["venting", "asking", "sharing", "other"], "emotion": ["sad", "happy", "neutral"],
             "topics": ["work", "school", "family", "health"]}

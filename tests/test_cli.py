@@ -96,7 +96,7 @@ def test_a_failing_stage_names_its_log_file(monkeypatch: pytest.MonkeyPatch, tmp
 
     from sage_dialog.stages import mix
 
-    def broken(cfg: object) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
         logging.getLogger("transformers.modeling_utils").info("library chatter")
         raise RuntimeError("disk on fire")
 
@@ -138,7 +138,7 @@ def test_a_backend_or_path_failure_in_a_logged_command_exits_2_with_the_tracebac
     from sage_dialog.backends.base import BackendError
     from sage_dialog.stages import mix
 
-    def unreachable(cfg: object) -> None:
+    def unreachable(*_args: object, **_kwargs: object) -> None:
         raise BackendError("connection", "http://127.0.0.1:9/v1 refused")
 
     monkeypatch.setattr(mix, "run", unreachable)

@@ -14,7 +14,7 @@ from sage_dialog.core.errors import UserError
 from sage_dialog.stages.annotate import AnnotateConfig
 from sage_dialog.stages.compare.compare import CompareConfig
 from sage_dialog.stages.mix import MixConfig
-from sage_dialog.stages.prefs import PrefsConfig
+from sage_dialog.stages.prefs import Settings as PrefsSettings
 
 
 def _parse(name: str, argv: list[str]):
@@ -23,7 +23,7 @@ def _parse(name: str, argv: list[str]):
 
 
 @pytest.mark.parametrize(("name", "model"), [("mix", MixConfig), ("annotate", AnnotateConfig),
-                                              ("prefs", PrefsConfig), ("compare", CompareConfig)])
+                                              ("prefs", PrefsSettings), ("compare", CompareConfig)])
 def test_every_described_field_is_a_flag_whose_help_is_the_description(name: str, model) -> None:
     parser, _ = cli.build_parser(name)
     help_text = "".join(parser.format_help().split())  # argparse wraps lines, at hyphens too

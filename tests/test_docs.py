@@ -66,7 +66,7 @@ def test_the_path_check_finds_a_missing_file() -> None:
 
 def _config_model(first_line: str) -> type:
     """The config model of a shipped config, from the command on its first line."""
-    from sage_dialog.pipeline.sage_loop import LoopConfig
+    from sage_dialog.pipeline.loop_config import LoopConfig
     from sage_dialog.stages.compare.compare import CompareConfig
     from sage_dialog.stages.rl import RunConfig as RLRunConfig
     from sage_dialog.train.config import DPORunConfig, SFTRunConfig

@@ -123,7 +123,7 @@ def test_bounded_annotation_is_never_cut_off(hf) -> None:
     """A random model fills every open field to its bound: the annotator's token budget (the bounded
     schema's longest answer) still holds the whole answer, so no dialog is rejected as cut off."""
     from sage_dialog.core.schema import Dialog, Turn
-    from sage_dialog.stages.annotate import (
+    from sage_dialog.roles.annotator import (
         MAX_TOPICS,
         OPEN_LABEL_CHARS,
         LabelSets,

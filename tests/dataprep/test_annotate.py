@@ -16,15 +16,21 @@ from sage_dialog.cli import main
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import read_json, read_jsonl, write_jsonl
 from sage_dialog.core.schema import Dialog, Turn
-from sage_dialog.stages import annotate
-from sage_dialog.stages.annotate import (
-    AnnotateConfig,
+from sage_dialog.roles.annotator import (
     LabelSets,
     LLMAnnotator,
     answer_schema,
     check_answer,
     dialog_schema,
+    load_few_shot,
 )
+from sage_dialog.stages import annotate
+from sage_dialog.stages.annotate import AnnotateConfig
+
+
+def run_config(cfg: annotate.AnnotateConfig) -> annotate.Result:
+    """The annotate stage run as the command runs it from its config."""
+    return annotate.run(annotate.Settings.of(cfg), inputs=cfg.inputs(), out=cfg.output, files=cfg.files())
 
 
 def dlg(id_: str, *texts: str) -> Dialog:
@@ -119,7 +125,7 @@ def test_annotate_with_oracle(tmp_path: Path) -> None:
     src = tmp_path / "raw.jsonl"
     write_jsonl(src, dialogs)
     cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator="oracle", chunk_size=5)
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     out = list(read_jsonl(cfg.output, Dialog))
     assert len(out) == 12
     for d in out:
@@ -145,7 +151,7 @@ def test_annotate_tiny_model_malformed_path(tmp_path: Path, tiny_model: Path) ->
     # constrained=False: the unconstrained path, where a random model's answers are garbage
     cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"hf:{tiny_model}", max_attempts=2,
                          max_tokens_per_turn=8, backend_options={"constrained": False})
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     assert list(read_jsonl(cfg.output, Dialog, allow_empty=True)) == []
     rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
     assert [r["id"] for r in rejects] == ["d1", "d2"]
@@ -186,7 +192,7 @@ def test_annotate_tiny_model_closed_sets_are_valid_by_construction(tmp_path: Pat
                       dlg("d4", "new job!", "Congrats!", "thanks, I start monday")])
     cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"hf:{tiny_model}",
                          labels={k: str(tmp_path / f"{k}.txt") for k in sets}, closed="reject", temperature=1.0)
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     out = list(read_jsonl(cfg.output, Dialog))
     assert len(out) == 4, cfg.rejects_path().read_text()
     for d in out:
@@ -227,7 +233,7 @@ def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scrip
     pytest.importorskip("sage_dialog.backends.openai_backend")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
     cfg = served_config(tmp_path, scripted_llm)
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     out = {d.id: d for d in read_jsonl(cfg.output, Dialog)}
     assert set(out) == {"valid", "fenced", "broken", "missingonce"}
     v = out["valid"]
@@ -251,7 +257,7 @@ def test_annotate_served_model_repairs_rejects_and_resumes(tmp_path: Path, scrip
     assert scripted_llm.hits == 15 and man["usage"]["model_calls"] == 15
     # the same input again: every answer from the cache, zero calls to the server
     first = cfg.output.read_text()
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     assert scripted_llm.hits == 15
     usage = read_json(cfg.summary_path())["usage"]
     assert usage["model_calls"] == 0
@@ -267,7 +273,7 @@ def test_annotate_served_closed_sets_and_tidy(tmp_path: Path, scripted_llm, monk
                       dlg("ok", "VALID hi", "Hello, what is on your mind?")])
     cfg = served_config(tmp_path, scripted_llm, labels={"assistant.motivation": "esconv_strategies",
                                                           "user.emotion": "empathetic_emotions"}, tidy=True)
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     out = {d.id: d for d in read_jsonl(cfg.output, Dialog)}
     near = out["near"]
     assert near.turns[1].action is not None and near.turns[1].action.motivation == "Reflection of feelings"
@@ -352,7 +358,7 @@ def test_annotate_served_server_errors_reject_only_their_dialog(tmp_path: Path, 
     src = tmp_path / "raw.jsonl"
     write_jsonl(src, [dlg("down", "HTTP500 anyone there?", "yes"), dlg("fine", "VALID hello", "hi there")])
     cfg = served_config(tmp_path, scripted_llm, backend_options={"base_url": scripted_llm.base_url, "max_retries": 0})
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     assert [d.id for d in read_jsonl(cfg.output, Dialog)] == ["fine"]
     (rej,) = map(json.loads, cfg.rejects_path().read_text().splitlines())
     assert rej["id"] == "down" and rej["reason"].startswith("backend error:") and "HTTP 500" in rej["reason"]
@@ -367,7 +373,7 @@ def test_annotate_served_cut_off_answer_gets_a_bigger_budget(tmp_path: Path, scr
     src = tmp_path / "raw.jsonl"
     write_jsonl(src, [dlg("long", "LONG tell me everything", "Sure, where to start?")])
     cfg = served_config(tmp_path, scripted_llm)
-    annotate.run(cfg, quiet=True)
+    run_config(cfg)
     assert [d.id for d in read_jsonl(cfg.output, Dialog)] == ["long"]
     assert [b["max_tokens"] for b in scripted_llm.bodies] == [160, 320]
     assert read_json(cfg.summary_path())["summary"]["attempts"] == {"2": 1}
@@ -401,7 +407,7 @@ def test_few_shot_and_custom_prompt(tmp_path: Path, scripted_llm, monkeypatch) -
     # a few-shot example without labels is refused, naming the record and field
     write_jsonl(shots, [dlg("bare", "hi", "hello")])
     with pytest.raises(UserError, match=r"shots.jsonl: record 1: field turns\[0\].state"):
-        annotate.load_few_shot(shots)
+        load_few_shot(shots)
 
 
 @pytest.mark.slow
@@ -416,12 +422,12 @@ def test_annotate_real_transformers_serve(tmp_path: Path, tiny_model: Path, monk
         cfg = AnnotateConfig(input=src, output=tmp_path / "ann.jsonl", annotator=f"openai:{srv.model}",
                              backend_options={"base_url": srv.base_url, "timeout_s": 120},
                              cache=str(tmp_path / "cache.sqlite"), max_attempts=2, max_tokens_per_turn=8)
-        annotate.run(cfg, quiet=True)
+        run_config(cfg)
         rejects = [json.loads(line) for line in cfg.rejects_path().read_text().splitlines()]
         assert sorted(r["id"] for r in rejects) == ["d1", "d2"]
         assert all(r["reason"] and r["attempts"] == 2 for r in rejects)
         assert read_json(cfg.summary_path())["usage"]["model_calls"] == 4
-        annotate.run(cfg, quiet=True)
+        run_config(cfg)
         assert read_json(cfg.summary_path())["usage"]["model_calls"] == 0
     assert not servers.port_is_open(srv.port)
 
@@ -436,7 +442,7 @@ def test_annotate_reads_any_dialog_format(tmp_path: Path) -> None:
     write_sft_export(tmp_path / "lf", dialogs, style="raw")
     for src in (tmp_path / "trl.jsonl", tmp_path / "lf"):
         out = tmp_path / f"{src.stem}.ann.jsonl"
-        annotate.run(AnnotateConfig(input=src, output=out, annotator="oracle"), quiet=True)
+        run_config(AnnotateConfig(input=src, output=out, annotator="oracle"))
         got = list(read_jsonl(out, Dialog))
         assert [[t.text for t in d.turns] for d in got] == [[t.text for t in d.turns] for d in dialogs]
         assert all(t.state is not None for d in got for t in d.turns if t.role == "user")

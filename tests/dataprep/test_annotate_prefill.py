@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sage_dialog.backends.base import Backend, ChatRequest, ChatResult, Completion
 from sage_dialog.core.schema import Dialog, Tags, Turn
-from sage_dialog.stages.annotate import JSON_PREFILL, LabelSets, LLMAnnotator
+from sage_dialog.roles.annotator import JSON_PREFILL, LabelSets, LLMAnnotator
 
 DIALOG = Dialog(id="d", turns=[Turn(role="user", text="hi there"), Turn(role="assistant", text="hello! how are you?")])
 REST = ('greeting", "emotion": "happy", "topics": []}, '
@@ -55,7 +55,7 @@ def test_score_mode_chooses_closed_labels_by_the_models_scores(tiny_model, tmp_p
     write_jsonl(src, [DIALOG, DIALOG.model_copy(update={"id": "e"})])
     cfg = annotate.AnnotateConfig(input=src, output=tmp_path / "a.jsonl", annotator=f"hf:{tiny_model}", mode="score",
                                   labels={"motivation": "chitchat_motivations", "emotion": "chitchat_emotions"})
-    annotate.run(cfg, quiet=True)
+    annotate.run(annotate.Settings.of(cfg), inputs=cfg.inputs(), out=cfg.output)
     out = list(read_jsonl(tmp_path / "a.jsonl", Dialog))
     assert [d.id for d in out] == ["d", "e"]
     mot, emo = set(load_label_set("chitchat_motivations")), set(load_label_set("chitchat_emotions"))
@@ -75,4 +75,4 @@ def test_score_mode_needs_closed_sets_before_any_model_loads(tmp_path) -> None:
     cfg = annotate.AnnotateConfig(input=tmp_path / "x", output=tmp_path / "a.jsonl", annotator="hf:/no/such/model",
                                   mode="score", labels={"motivation": "chitchat_motivations"})
     with pytest.raises(UserError, match=r"mode=score needs closed label sets for user\.emotion, assistant\.emotion"):
-        annotate.build_annotator(cfg)
+        annotate.build_annotator(annotate.Settings.of(cfg), cfg.inputs())

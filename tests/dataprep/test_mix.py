@@ -94,11 +94,9 @@ def read_outputs(out: Path) -> tuple[list[list[dict[str, str]]], list[list[dict[
 
 
 def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
-    warnings: list[str] = []
-    cfg = mix.MixConfig(spec=spec, output=tmp_path / "out", dedup=False)
-    mix.run(cfg, warn=warnings.append)
+    warnings = mix.run(mix.Settings(dedup=False), inputs=mix.Inputs(spec=spec), out=tmp_path / "out").warnings
     ref = Counter(conv_key(d["conversations"]) for d in reference_mix(spec))
-    lf, trl = read_outputs(cfg.output)
+    lf, trl = read_outputs(tmp_path / "out")
     assert Counter(conv_key(c) for c in trl) == ref
     # LLaMA-Factory gets the same dialogs, each ending on a gpt turn (its loader skips the others)
     trimmed = reference_mix(spec)
@@ -115,7 +113,7 @@ def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
         assert any(f"({rid})" in w for w in warnings), (rid, warnings)
     assert not any("identity_7" in w for w in warnings)  # beyond size: not taken, not warned about
     assert any("1 dialogs ending on a human turn were trimmed" in w for w in warnings)  # identity_1
-    man = read_json(cfg.output / "manifest.json")
+    man = read_json(tmp_path / "out" / "manifest.json")
     assert man["summary"]["odd_length"] == 1
     assert man["summary"]["dropped_invalid"] == 4 and man["summary"]["files"][str(spec.parent / "a.json")]["taken"] == 7
 
@@ -123,9 +121,8 @@ def test_mix_matches_original_rules(spec: Path, tmp_path: Path) -> None:
 def test_mix_seed_order_and_dedup(spec: Path, tmp_path: Path) -> None:
     outs = []
     for i, seed in enumerate((1, 1, 2)):
-        cfg = mix.MixConfig(spec=spec, output=tmp_path / f"o{i}", seed=seed)
-        mix.run(cfg, warn=lambda m: None)
-        outs.append(read_outputs(cfg.output)[0])
+        mix.run(mix.Settings(seed=seed), inputs=mix.Inputs(spec=spec), out=tmp_path / f"o{i}")
+        outs.append(read_outputs(tmp_path / f"o{i}")[0])
     assert outs[0] == outs[1] and outs[0] != outs[2]
     assert Counter(map(conv_key, outs[0])) == Counter(map(conv_key, outs[2]))
     ref = reference_mix(spec)
@@ -134,11 +131,10 @@ def test_mix_seed_order_and_dedup(spec: Path, tmp_path: Path) -> None:
 
 
 def test_mix_blend(spec: Path, tmp_path: Path) -> None:
-    cfg = mix.MixConfig(spec=spec, output=tmp_path / "out", blend=2, dedup=False, seed=5)
-    mix.run(cfg, warn=lambda m: None)
+    mix.run(mix.Settings(blend=2, dedup=False, seed=5), inputs=mix.Inputs(spec=spec), out=tmp_path / "out")
     by_id = {d["id"]: d["conversations"] for d in reference_mix(spec)}
     cut = {k: v[: len(v) - len(v) % 2] for k, v in by_id.items()}
-    blended = read_json(cfg.output / "llamafactory" / "mix.json")
+    blended = read_json(tmp_path / "out" / "llamafactory" / "mix.json")
     assert sorted(r["id"].split("+")[0] for r in blended) == sorted(by_id)
     for r in blended:
         ids = r["id"].split("+")
@@ -178,8 +174,8 @@ def test_mix_proportions_and_jsonl_input(tmp_path: Path) -> None:
                                                    for i in range(3)]))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"sac.jsonl": {"proportion": 0.75}, "raw.json": {"proportion": 0.25}}))
-    warnings: list[str] = []
-    out = mix.run(mix.MixConfig(spec=spec, output=tmp_path / "out", total=16), warn=warnings.append)
+    res = mix.run(mix.Settings(total=16), inputs=mix.Inputs(spec=spec), out=tmp_path / "out")
+    out, warnings = tmp_path / "out", res.warnings
     lf = read_json(out / "llamafactory" / "mix.json")
     assert len(lf) == 16
     from_sac = [r for r in lf if r["conversations"][0]["value"].startswith("hello")]
@@ -188,7 +184,7 @@ def test_mix_proportions_and_jsonl_input(tmp_path: Path) -> None:
     # Dialog JSONL input keeps its SAC tags in the trainer files
     assert from_sac[0]["conversations"][1]["value"].startswith("{u_motivation: greeting")
     with pytest.raises(Exception, match="--total"):
-        mix.run(mix.MixConfig(spec=spec, output=tmp_path / "o2"))
+        mix.run(mix.Settings(), inputs=mix.Inputs(spec=spec), out=tmp_path / "o2")
 
 
 def test_mix_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,8 +243,7 @@ def _llamafactory_data() -> tuple[Any, Any]:
 def test_llamafactory_loader_reads_the_export(spec: Path, tmp_path: Path) -> None:
     parser, converter = _llamafactory_data()
     out = tmp_path / "out"
-    warnings: list[str] = []
-    mix.run(mix.MixConfig(spec=spec, output=out, valid_size=1, dedup=False), warn=warnings.append)
+    warnings = mix.run(mix.Settings(valid_size=1, dedup=False), inputs=mix.Inputs(spec=spec), out=out).warnings
     assert any("trimmed to end on a gpt turn" in w for w in warnings)  # identity_1 ends on a human turn
     lf = out / "llamafactory"
     for name, file in (("data_mix", "mix.json"), ("data_mix_valid", "mix_valid.json")):
@@ -266,13 +261,13 @@ def test_llamafactory_loader_reads_the_export(spec: Path, tmp_path: Path) -> Non
 
 def test_mix_reads_other_dialog_formats(spec: Path, tmp_path: Path) -> None:
     first = tmp_path / "first"
-    mix.run(mix.MixConfig(spec=spec, output=first, dedup=False, shuffle=False), warn=lambda m: None)
+    mix.run(mix.Settings(dedup=False, shuffle=False), inputs=mix.Inputs(spec=spec), out=first)
     (tmp_path / "ed.csv").write_text((Path(__file__).parent / "data" / "ed_sample.csv").read_text())
     spec2 = tmp_path / "spec2.json"
     spec2.write_text(json.dumps({"first/train.jsonl": {"size": 2}, "first/llamafactory": {"prompt": "> "},
                                  "ed.csv": {}}))
     out = tmp_path / "second"
-    mix.run(mix.MixConfig(spec=spec2, output=out, dedup=False, shuffle=False), warn=lambda m: None)
+    mix.run(mix.Settings(dedup=False, shuffle=False), inputs=mix.Inputs(spec=spec2), out=out)
     lf = read_json(out / "llamafactory" / "mix.json")
     trl_rows = [json.loads(x)["messages"] for x in (first / "train.jsonl").read_text().splitlines()]
     assert len(lf) == 2 + 7 + 3  # two TRL rows, the whole first export, the three ED conversations
@@ -283,4 +278,4 @@ def test_mix_reads_other_dialog_formats(spec: Path, tmp_path: Path) -> None:
     (tmp_path / "p.jsonl").write_text('{"v": 1, "kind": "pair", "id": "x"}\n')
     bad.write_text(json.dumps({"p.jsonl": {}}))
     with pytest.raises(Exception, match="holds no dialogs to mix"):
-        mix.run(mix.MixConfig(spec=bad, output=tmp_path / "o3"))
+        mix.run(mix.Settings(), inputs=mix.Inputs(spec=bad), out=tmp_path / "o3")

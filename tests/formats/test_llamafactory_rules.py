@@ -92,9 +92,8 @@ def test_mix_reports_what_the_llamafactory_export_trimmed(tmp_path: Path) -> Non
             for i in range(9)]
     (tmp_path / "a.json").write_text(json.dumps(data))
     (tmp_path / "spec.json").write_text(json.dumps({"a.json": {"prompt": "", "size": 9}}))
-    warnings: list[str] = []
-    cfg = mix.MixConfig(spec=tmp_path / "spec.json", output=tmp_path / "out", valid_size=3, seed=1)
-    mix.run(cfg, warn=warnings.append)
+    warnings = mix.run(mix.Settings(valid_size=3, seed=1), inputs=mix.Inputs(spec=tmp_path / "spec.json"),
+                       out=tmp_path / "out").warnings
     lf = tmp_path / "out" / "llamafactory"
     info = read_json(lf / "dataset_info.json")
     n = 0

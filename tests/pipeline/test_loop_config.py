@@ -11,7 +11,8 @@ from sage_dialog.cli import main
 from sage_dialog.core.config import load_config
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import write_jsonl
-from sage_dialog.pipeline.sage_loop import LoopConfig, _launch, build_stages
+from sage_dialog.pipeline.loop_config import LoopConfig
+from sage_dialog.pipeline.sage_loop import _launch, build_stages
 from sage_dialog.train.config import SFTRunConfig
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -50,9 +51,11 @@ def test_a_loop_without_dialogs_or_seeds_is_a_user_error() -> None:
 
 def test_a_typo_in_a_stage_section_names_the_section_and_field(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = load_config(LoopConfig, CONFIGS / "sage-original.yaml", ["dpo.dpo.betta=0.2", f"run_dir={tmp_path}/r"])
-    with pytest.raises(UserError, match=r"config section dpo: field dpo\.betta"):
-        build_stages(cfg)
+    # the sections are the stages' typed settings: a typo stops the run when the config is read
+    with pytest.raises(UserError, match=r"sage-original\.yaml: field dpo\.dpo\.betta: Extra inputs"):
+        load_config(LoopConfig, CONFIGS / "sage-original.yaml", ["dpo.dpo.betta=0.2", f"run_dir={tmp_path}/r"])
+    assert main(["run", str(CONFIGS / "sage-original.yaml"), "mix.blnd=2", f"run_dir={tmp_path}/r"]) == 2
+    assert "field mix.blnd" in capsys.readouterr().err
     assert main(["run", str(CONFIGS / "sage-original.yaml"), "search.config.turnz=3", f"run_dir={tmp_path}/r"]) == 2
     assert "field search.config.turnz" in capsys.readouterr().err  # the file, then the dotted field
     assert not (tmp_path / "r").exists()

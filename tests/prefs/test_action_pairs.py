@@ -42,25 +42,25 @@ def test_action_pairs_share_the_state_and_differ_in_the_action(tmp_path: Path) -
     write_jsonl(tmp_path / "t.jsonl", _tree())
     assert read_tree(tmp_path / "t.jsonl")[0].branches[0].replies == ["c1", "c2"]  # branches round-trip
     trees = prefs.read_trees(tmp_path)
-    text, _ = prefs.build(trees, prefs.PrefsConfig())
+    text, _ = prefs.build(trees, prefs.Settings())
     assert len(text) == 5  # every dropped sibling
-    pairs, _ = prefs.build(trees, prefs.PrefsConfig(level="action"))
+    pairs, _ = prefs.build(trees, prefs.Settings(level="action"))
     assert [(p.chosen.text, p.rejected.text) for p in pairs] == [("So sorry.", "Make a list."), ("So sorry.", "Haha.")]
     for p in pairs:
         assert p.chosen.state == p.rejected.state == SAD
         assert "motivation" in p.tag_diff and p.margin is not None and p.source == "search-tree-action"
         assert [t.text for t in p.history] == ["I failed my exam."]
-    tags, _ = prefs.build(trees, prefs.PrefsConfig(level="tags", negatives=1))
+    tags, _ = prefs.build(trees, prefs.Settings(level="tags", negatives=1))
     assert len(tags) == 1 and tags[0].chosen.text == tags[0].rejected.text == ""
     assert tags[0].chosen.action.motivation == "comfort" and tags[0].rejected.action.motivation == "advice"
-    assert prefs.build(trees, prefs.PrefsConfig(level="action", min_margin=2.2))[0] == [pairs[1]]
+    assert prefs.build(trees, prefs.Settings(level="action", min_margin=2.2))[0] == [pairs[1]]
 
 
 def test_action_pairs_train_rows(tmp_path: Path) -> None:
     from sage_dialog.train.data import pair_to_record
 
     write_jsonl(tmp_path / "t.jsonl", _tree())
-    [p, _] = prefs.build(prefs.read_trees(tmp_path), prefs.PrefsConfig(level="tags"))[0]
+    [p, _] = prefs.build(prefs.read_trees(tmp_path), prefs.Settings(level="tags"))[0]
     rec = pair_to_record(p)
     assert rec["chosen"][0]["content"].startswith("{u_motivation: venting") and rec["chosen"][0]["content"].endswith("}")
 
@@ -69,4 +69,4 @@ def test_transcripts_have_no_action_level(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "a.txt").write_text("User: hi\n")
     with pytest.raises(UserError, match="needs search trees"):
-        prefs.load_source(tmp_path, prefs.PrefsConfig(level="action"))
+        prefs.load_source(tmp_path, prefs.Settings(level="action"))

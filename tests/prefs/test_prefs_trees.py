@@ -33,7 +33,7 @@ def _tree(name: str = "seed-1") -> list[SearchNode]:
 
 def test_one_pair_per_dropped_candidate_with_chosen_history(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "trees" / "seed-1.jsonl", _tree())
-    pairs, paths = prefs.build(prefs.read_trees(tmp_path), prefs.PrefsConfig())
+    pairs, paths = prefs.build(prefs.read_trees(tmp_path), prefs.Settings())
     assert [(p.chosen.text, p.rejected.text) for p in pairs] == [
         ("That's rough.", "Study more."),  # hardest negative (higher judge score) first
         ("That's rough.", "Haha."),
@@ -52,13 +52,13 @@ def test_negatives_margin_tags_and_balance(tmp_path: Path) -> None:
     s2 = [n.model_copy(update={"text": "I lost my keys."}) if n.id == "u0" else n for n in _tree("s2")[:4]]
     write_jsonl(tmp_path / "b.jsonl", s2)  # s2 has one decision: 2 pairs
     trees = prefs.read_trees(tmp_path)
-    one = prefs.build(trees, prefs.PrefsConfig(negatives=1))[0]
+    one = prefs.build(trees, prefs.Settings(negatives=1))[0]
     assert sorted(p.rejected.text for p in one) == ["Study more.", "Study more.", "Third?"]
-    wide = prefs.build(trees, prefs.PrefsConfig(min_margin=0.45))[0]
+    wide = prefs.build(trees, prefs.Settings(min_margin=0.45))[0]
     assert {p.rejected.text for p in wide} == {"Study more.", "Haha."}
-    bare = prefs.build(trees, prefs.PrefsConfig(history_tags=False))[0]
+    bare = prefs.build(trees, prefs.Settings(history_tags=False))[0]
     assert all(t.action is None for p in bare for t in p.history)
-    balanced = prefs.build(trees, prefs.PrefsConfig(balance=True))[0]
+    balanced = prefs.build(trees, prefs.Settings(balance=True))[0]
     assert sorted(p.seed for p in balanced) == ["s1", "s1", "s2", "s2"]
 
 
@@ -66,9 +66,9 @@ def test_duplicate_pairs_are_dropped(tmp_path: Path) -> None:
     nodes = _tree()
     nodes.append(nodes[1].model_copy(update={"id": "a2"}))  # the same dropped reply sampled twice
     write_jsonl(tmp_path / "t.jsonl", nodes)
-    kept = prefs.build(prefs.read_trees(tmp_path), prefs.PrefsConfig())[0]
+    kept = prefs.build(prefs.read_trees(tmp_path), prefs.Settings())[0]
     assert len(kept) == 3
-    assert len(prefs.build(prefs.read_trees(tmp_path), prefs.PrefsConfig(dedup=False))[0]) == 4
+    assert len(prefs.build(prefs.read_trees(tmp_path), prefs.Settings(dedup=False))[0]) == 4
 
 
 def test_bad_tree_files_name_file_record_and_field(tmp_path: Path) -> None:

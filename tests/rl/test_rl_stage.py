@@ -60,11 +60,11 @@ def test_rl_trains_and_journals_every_dialog(sandbox_policy: Path, seeds: Path, 
     assert summary["steps"] == 2 and summary["log_history"]
     # the rollouts as search trees: each group's first replies are siblings under its opening
     from sage_dialog.formats.trees import check_trees
-    from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+    from sage_dialog.stages import prefs
 
     problems, n_trees = check_trees(out / "trees")
     assert problems == [] and n_trees == 4  # 2 steps x 2 groups
-    counts = run_prefs(out / "trees", tmp_path / "prefs", PrefsConfig())
+    counts = prefs.run(prefs.Settings(), inputs=prefs.Inputs(source=out / "trees"), out=tmp_path / "prefs").counts
     distinct = sum(1 for g in range(0, 8, 2) if rows[g]["meta"]["reward"] != rows[g + 1]["meta"]["reward"])
     assert counts["pairs"] + counts.get("dropped", 0) >= distinct  # a pair per group whose dialogs differ
 

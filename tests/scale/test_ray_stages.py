@@ -85,7 +85,7 @@ def test_annotate_on_ray_writes_what_the_local_run_writes(cluster, tmp_path):
     for kind, engine in (("local", EngineSettings()), ("ray", _engine(cluster))):
         cfg = annotate.AnnotateConfig(input=src, output=tmp_path / f"{kind}.jsonl", annotator="oracle", chunk_size=4,
                                       engine=engine)
-        annotate.run(cfg, quiet=True)
+        annotate.run(annotate.Settings.of(cfg), inputs=cfg.inputs(), out=cfg.output)
         outs[kind] = cfg
     assert outs["ray"].output.read_bytes() == outs["local"].output.read_bytes()
     assert outs["ray"].rejects_path().read_bytes() == outs["local"].rejects_path().read_bytes()

@@ -99,7 +99,7 @@ def test_latent_strategies_write_valid_trees_with_branches(scripted, tmp_path, s
     from sage_dialog.stages.search.search import export_transcripts
 
     assert export_transcripts(out) == 3
-    pairs, _ = prefs.build(prefs.read_trees(out / "trees"), prefs.PrefsConfig(level="action"))
+    pairs, _ = prefs.build(prefs.read_trees(out / "trees"), prefs.Settings(level="action"))
     assert all(p.chosen.state == p.rejected.state and p.tag_diff for p in pairs)
     meta = json.loads((out / "trees" / "seed-0000.meta.json").read_text())
     assert meta["strategy"] == strategy and meta["generated_tokens"] > 0

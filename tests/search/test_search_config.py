@@ -11,7 +11,8 @@ import pytest
 from sage_dialog.cli import main
 from sage_dialog.commands import search as search_cmd
 from sage_dialog.core.config import load_config
-from sage_dialog.pipeline.sage_loop import LoopConfig, search_config
+from sage_dialog.pipeline.loop_config import LoopConfig
+from sage_dialog.pipeline.sage_loop import search_config
 from sage_dialog.roles.sampling import SamplingConfig
 from sage_dialog.stages.search import stage
 from sage_dialog.stages.search.config import SearchConfig

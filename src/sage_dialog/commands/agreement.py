@@ -30,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(agreement.AgreementConfig, args)  # positionals and flags, --config, --set
     check_paths(inputs=[cfg.a, cfg.b], files=[cfg.output])
-    agreement.run(cfg)
+    res = agreement.run(agreement.Settings.of(cfg), inputs=agreement.Inputs(a=cfg.a, b=cfg.b), out=cfg.output)
+    print(agreement.render(res.report))
     return 0

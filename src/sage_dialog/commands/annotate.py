@@ -25,6 +25,7 @@ Every option is a key of the config (AnnotateConfig): give them as flags, in a Y
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,5 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None):
         cfg = cfg.model_copy(update={"engine": EngineSettings.from_flag(args.ray, cfg.engine)})
     console.stage_log(cfg.output.parent, "annotate", carry_over=True)  # the output may come from --config
-    annotate.run(cfg, quiet=args.quiet)
+    res = annotate.run(annotate.Settings.of(cfg), inputs=cfg.inputs(), out=cfg.output, files=cfg.files(),
+                       progress=not args.quiet)
+    if not args.quiet:
+        print(res.text, file=sys.stderr)
+        if "model_calls" in res.usage:
+            speed = res.usage["ledger"].get("tokens_per_s")
+            print(f"  model calls: {res.usage.get('model_calls', 0)}, cached: {res.usage.get('cached', 0)}"
+                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
+        print(f"wrote {cfg.output}, rejects {res.outputs['rejects']}, summary {res.outputs['summary']}",
+              file=sys.stderr)
     return 0

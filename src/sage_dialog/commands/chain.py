@@ -38,11 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_dialog.commands.config_flags import config_from_args, settings_into
-    from sage_dialog.stages.chain import chain_file
+    from pathlib import Path
 
-    args = settings_into(args, config_from_args(ChainSettings, args))
-    n = chain_file(args.input, args.output, src_format=args.src_format, dst_format=args.dst_format, progress=True,
-                   warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    print(f"chained {n} dialogs into {args.output}", file=sys.stderr)
+    from sage_dialog.commands.config_flags import config_from_args
+    from sage_dialog.stages import chain
+
+    cfg = config_from_args(ChainSettings, args)
+    dst = Path(cfg.output)
+    res = chain.run(chain.Settings.of(cfg), inputs=chain.Inputs(files={dst.name: Path(cfg.input)}), out=dst.parent,
+                    progress=True)
+    for msg in res.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    print(f"chained {res.counts['dialogs']} dialogs into {cfg.output}", file=sys.stderr)
     return 0

@@ -59,13 +59,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = config_from_args(CompareConfig, args)
     console.stage_log(cfg.out, "compare", carry_over=True)  # the output may come from --config
-    from sage_dialog.stages.compare.compare import run as run_compare
+    from sage_dialog.stages.compare import compare
 
-    rep = run_compare(cfg, progress=not (args.no_progress or args.quiet))
-    _print(rep)
-    from sage_dialog.stages.compare.compare import usage_of
-
-    speed = usage_of(cfg.out).get("tokens_per_s")
+    res = compare.run(compare.Settings.of(cfg), inputs=cfg.inputs(), out=Path(cfg.out),
+                      progress=not (args.no_progress or args.quiet))
+    _print(res.report)
+    speed = res.usage.get("tokens_per_s")
     if speed:
         print(f"generation: {speed:g} tokens/s (usage in {Path(cfg.out) / 'manifest.json'})")
     return 0

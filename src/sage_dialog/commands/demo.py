@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import format_validation_error
     from sage_dialog.core.plugins import load
-    from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
+    from sage_dialog.pipeline.loop_config import LoopConfig
+    from sage_dialog.pipeline.sage_loop import build_stages
 
     sandbox = load("sandbox")  # the plug-in ships the config and registers the world
     over = [*(sandbox.QUICK if args.quick else []), *overrides_of(args)]

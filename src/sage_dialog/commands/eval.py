@@ -45,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
-    from sage_dialog.stages.eval import EvalConfig, run_eval
+    from sage_dialog.stages import eval as harness
 
-    cfg = config_from_args(EvalConfig, args)
+    cfg = config_from_args(harness.EvalConfig, args)
     tasks = [t.strip() for item in cfg.tasks for t in item.split(",") if t.strip()]
     if not tasks:
         raise UserError("--tasks: give at least one task name")
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_paths(folders=[Path(cfg.out)])  # before any model loads (the stage checks --include-path)
     cfg = cfg.model_copy(update={"tasks": tasks})
-    results = run_eval(cfg)
+    results = harness.run(harness.Settings.of(cfg), inputs=harness.Inputs(models=dict(cfg.models)),
+                          out=Path(cfg.out)).results
     for model, tasks_res in results.items():
         for task, metrics in tasks_res.items():
             if task == "eq_bench" and "eqbench" in metrics:  # as EQ-Bench reports it

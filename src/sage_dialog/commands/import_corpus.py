@@ -57,13 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args, settings_into
-    from sage_dialog.stages.annotate import import_corpus
+    from sage_dialog.formats.corpora import import_corpus
 
     args = settings_into(args, config_from_args(ImportSettings, args))
     min_turns = args.min_turns if args.min_turns is not None else (2 if args.corpus == "chitchat" else 1)
-    n, seeds = import_corpus(args.corpus, args.file, args.output, seeds_out=args.seeds_out, limit=args.limit,
-                             min_turns=min_turns, max_turns=args.max_turns,
-                             label_map=args.label_map, keep_unknown=args.keep_unknown)
+    got = import_corpus(args.corpus, args.file, args.output, seeds_out=args.seeds_out, limit=args.limit,
+                        min_turns=min_turns, max_turns=args.max_turns,
+                        label_map=args.label_map, keep_unknown=args.keep_unknown)
+    if got.skipped_line():
+        print(got.skipped_line(), file=sys.stderr)
+    n, seeds = got.dialogs, got.seeds
     print(f"wrote {n} dialogs to {args.output}" + (f", {seeds} seeds to {args.seeds_out}" if args.seeds_out else ""),
           file=sys.stderr)
     return 0

@@ -37,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sage_dialog.commands.config_flags import config_from_args
     from sage_dialog.core import console
-    from sage_dialog.core.io import read_json
     from sage_dialog.stages import mix
 
     cfg = config_from_args(mix.MixConfig, args)
     console.stage_log(cfg.output, "mix", carry_over=True)  # the output may come from --config
-    out = mix.run(cfg)
-    s = read_json(out / "manifest.json")["summary"]
+    res = mix.run(mix.Settings.of(cfg), inputs=mix.Inputs(spec=cfg.spec), out=cfg.output)
+    for msg in res.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    s, out = res.counts, cfg.output
     print(f"wrote {s['train']} train and {s['valid']} valid dialogs to {out} "
           f"(dropped {s['dropped_invalid']} invalid, {s['dropped_duplicate']} duplicates; {s['n_warnings']} warnings)",
           file=sys.stderr)

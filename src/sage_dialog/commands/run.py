@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.config import load_config
     from sage_dialog.core.errors import UserError
     from sage_dialog.core.io import check_paths
-    from sage_dialog.pipeline.sage_loop import LoopConfig, build_stages
+    from sage_dialog.pipeline.loop_config import LoopConfig
+    from sage_dialog.pipeline.sage_loop import build_stages
 
     config = config_path(args)
     if config is None:
@@ -85,8 +86,9 @@ def run_outputs(cfg: object, stages: Sequence[object]) -> dict[str, list[Path]]:
 def run_and_report(cfg: object, *, from_stage: str | None = None, until: str | None = None,
                    gates: bool = True) -> int:
     """Run the loop, print the stage table and the world's results table (shared with ``demo``)."""
+    from sage_dialog.pipeline.loop_config import LoopConfig
     from sage_dialog.pipeline.runner import summary_table
-    from sage_dialog.pipeline.sage_loop import LoopConfig, results_table, run_loop
+    from sage_dialog.pipeline.sage_loop import results_table, run_loop
 
     assert isinstance(cfg, LoopConfig)
     outcomes = run_loop(cfg, from_stage=from_stage, until=until, gates=gates)

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from sage_dialog.core.errors import UserError, where
     from sage_dialog.core.schema import Dialog, Tags
     from sage_dialog.roles.rollout import history_messages
-    from sage_dialog.roles.steering import parse_steering
-    from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report, measure
+    from sage_dialog.stages import steerability
+    from sage_dialog.stages.steerability import ClassifierJudge, LLMJudge, format_report
 
     args = model_settings(SteerabilitySettings, args)
     if (args.contexts is None) == (args.sandbox_contexts is None):
@@ -96,13 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.system:
         contexts = [[{"role": "system", "content": args.system}, *c] for c in contexts]
     # actions
+    steerability.parse_actions(args.action or [], what="--action")  # a bad one stops before any model loads
     actions: list[Tags] = []
-    for spec in args.action or []:
-        st = parse_steering(spec.split(), what="--action")
-        if st.action is None or st.state is not None:
-            raise UserError(f"--action {spec!r}: give a_* fields only (a_motivation, a_emotion, a_topic)")
-        actions.append(st.action)
-    if not actions:
+    if not args.action:
         if args.judge != "oracle":
             raise UserError("give at least one --action (the sandbox's actions are the default only with --judge oracle)")
         from sage_dialog.roles.factory import oracle_provider
@@ -121,17 +117,16 @@ def run(args: argparse.Namespace) -> int:
         judge_backend = load_backend(args.judge)
         judge = LLMJudge(judge_backend)
     backend = backend_from_args(args)
-
-    async def go() -> object:
-        try:
-            return await measure(backend, contexts, actions, judge, n=args.n, sampling=sampling, progress=True)  # type: ignore[arg-type]
-        finally:
-            await backend.aclose()
-            if judge_backend is not None:
-                await judge_backend.aclose()
-
-    report = asyncio.run(go())
-    sio.write_json(args.output, report)
-    print(format_report(report))  # type: ignore[arg-type]
+    settings = steerability.Settings(actions=args.action or [], contexts=None, n=args.n,  # contexts: cut above
+                                     sampling={k: v for k, v in sampling.as_dict().items() if k != "stop" or v})
+    try:
+        res = steerability.run(settings, inputs=steerability.Inputs(model=backend, contexts=contexts, judge=judge,
+                                                                    actions=actions),  # type: ignore[arg-type]
+                               out=Path(args.output), progress=True)
+    finally:
+        asyncio.run(backend.aclose())
+        if judge_backend is not None:
+            asyncio.run(judge_backend.aclose())
+    print(format_report(res.report))
     print(f"report: {args.output}")
     return 0

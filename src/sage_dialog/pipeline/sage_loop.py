@@ -6,6 +6,11 @@
 ``compare`` of every model. Each stage calls the same Python API as its own command and is
 skipped when its config and inputs are unchanged (see :mod:`sage_dialog.pipeline.runner`).
 
+The config is :class:`~sage_dialog.pipeline.loop_config.LoopConfig`, whose sections are the stages'
+typed settings. Each stage function here is an adapter: it fills the stage's ``Inputs`` from the
+run folder, calls ``run(settings, inputs=..., out=...)`` and returns the ``Result``'s summary
+(counts, quality, usage figures), which the runner writes into the stage's manifest for the gates.
+
 A ``world`` section (see :mod:`sage_dialog.pipeline.world`) adds a world's stages: ``world`` first
 (raw dialogs and seeds), ``base`` (the base model, when no ``base_model`` is given) and ``evaluate``
 last (ground-truth measurements of every model). ``sage-dialog demo`` is this loop on the sandbox
@@ -24,104 +29,17 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from sage_dialog.backends.base import BackendConfig
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import format_validation_error, write_json
-from sage_dialog.pipeline.runner import GatesConfig, Stage, StageContext, StageOutcome, stage_gates
-from sage_dialog.pipeline.world import EvalInputs, WorldSection, get_world
+from sage_dialog.pipeline.loop_config import DPOSection, LoopConfig, SFTSection
+from sage_dialog.pipeline.runner import Stage, StageContext, StageOutcome, stage_gates
+from sage_dialog.pipeline.world import EvalInputs, get_world
 from sage_dialog.roles.factory import BackendPool
-from sage_dialog.stages.benchmarks import Settings as BenchmarksSettings
-from sage_dialog.stages.engine import EngineSettings, engine_field
-from sage_dialog.stages.rl.settings import Settings as RLSettings
+from sage_dialog.stages.base import StageResult
 from sage_dialog.stages.search.stage import SearchRunConfig
-
-
-class ImportSection(BaseModel):
-    """A public corpus imported as the raw dialogs (``sage-dialog import``); its openings become the seeds."""
-
-    model_config = ConfigDict(extra="forbid")
-    corpus: Literal["chitchat", "empathetic", "esconv"] = "chitchat"
-    file: Path | None = Field(None, description="the corpus file; chitchat: default the installed package's")
-    limit: int | None = Field(None, ge=1, description="dialogs to import")
-    min_turns: int = Field(2, ge=1, description="skip shorter dialogs")
-    max_turns: int | None = Field(None, ge=1, description="cut longer dialogs to their first N turns")
-
-
-class SteerabilitySection(BaseModel):
-    """Steering compliance of M1: forced actions, judged oracle-free by the annotator (same label sets)."""
-
-    model_config = ConfigDict(extra="forbid")
-    actions: list[str] = Field(description='forced actions, each "a_motivation=X a_emotion=Y"')
-    contexts: int = Field(10, ge=1, description="seed openings used as contexts")
-    n: int = Field(1, ge=1, description="replies per (context, action)")
-    sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
-
-
-# every round is three stages and a model on disk; far more than anyone runs, far less than a loop forever
-MAX_ROUNDS = 100
-
-
-class LoopConfig(BaseModel):
-    """One YAML file for the whole loop. Stage sections take the fields of that stage's own config."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    run_dir: Path
-    seed: int = 0
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (1 makes CPU runs repeatable "
-                                "to the last digit; null: torch's default)")
-    engine: EngineSettings = engine_field()  # annotate and search: local or ray (a section's own engine wins)
-    world: WorldSection | None = Field(None, description="a world plug-in (e.g. sandbox): raw dialogs, seeds, "
-                                       "base model and an evaluate stage (see pipeline.world)")
-    base_model: str | None = Field(None, description="hub id or local folder of the model to fine-tune into M1 "
-                                   "(null with a world: the world builds one)")
-    raw: list[Path] = Field(default_factory=list, description="dialog files to annotate (any readable dialog format)")
-    import_: ImportSection | None = Field(None, alias="import", description="a corpus to import and annotate too")
-    prompt: str = Field("", description="the data spec prompt prefixed to every assistant turn")
-    annotate: dict[str, Any] = Field(default_factory=lambda: {"annotator": "oracle"})
-    mix: dict[str, Any] = Field(default_factory=dict, description="MixConfig fields except spec/output")
-    sft: dict[str, Any] = Field(default_factory=dict, description="SFT run config except the model, data.train, output_dir")
-    rounds: int = Field(1, ge=0, le=MAX_ROUNDS, description="rejection-sampling rounds (search, prefs, SFT) before DPO")
-    rft: dict[str, Any] | None = Field(None, description="SFT config of the rounds (default: the sft section)")
-    search: SearchRunConfig = Field(default_factory=lambda: SearchRunConfig.model_validate({}),
-                                    description="the search (stages.search.stage.SearchRunConfig) except assistant "
-                                    "and out; seeds default to the world's or the import's, cache and backend "
-                                    "options to the loop's")
-    prefs: dict[str, Any] = Field(default_factory=dict, description="PrefsConfig fields")
-    dpo_pairs: Literal["search", "last_round"] = Field(
-        "search", description="search: DPO on the pairs of a new search from the last model (the original); "
-        "last_round: on the pairs of the last rejection-sampling round (no extra search)")
-    dpo: dict[str, Any] = Field(default_factory=dict, description="DPO run config except the model, data.train, output_dir")
-    rl: RLSettings | None = Field(None, description="online multi-turn RL (stages.rl.Settings) from the last SFT model "
-                                  "(the model DPO starts from), beside DPO; null: no rl stage")
-    compare: dict[str, Any] | None = Field(default_factory=dict,
-                                           description="CompareConfig fields except out/models (seeds default to "
-                                           "search's); null: no compare stage")
-    launcher: list[str] | None = Field(
-        None, description="command that runs the training stages in their own processes, e.g. "
-        "[accelerate, launch, --config_file, CONFIG] for DeepSpeed/FSDP on many GPUs; null: in-process")
-    provider: Literal["hf", "vllm"] = Field("hf", description="backend that serves the loop's own models")
-    backend_options: dict[str, Any] = Field(default_factory=dict,
-                                            description="options of the backends serving the loop's own models")
-    compare_base: bool = Field(False, description="also compare the base model as it is (before any training)")
-    benchmarks: BenchmarksSettings | None = Field(None, description="lm-eval tasks (default EQ-Bench, shipped) on "
-                                                  "base, SFT, DPO...; their table joins the compare report")
-    steerability: SteerabilitySection | None = None
-    cache: str | None = Field(None, description="shared response cache; default: RUN_DIR/cache.sqlite")
-    gates: GatesConfig = Field(default_factory=GatesConfig, description="thresholds that stop the run between stages")
-
-    def cache_path(self) -> str:
-        return self.cache or str(self.run_dir / "cache.sqlite")
-
-    @model_validator(mode="after")
-    def _loop_fills(self) -> LoopConfig:
-        if self.dpo_pairs == "last_round" and self.rounds < 1:
-            raise ValueError("dpo_pairs: last_round needs rounds >= 1")
-        for k in ("assistant", "out"):
-            if getattr(self.search, k) is not None:
-                raise ValueError(f"search.{k} is set by the loop (the model of each round, the stage folder)")
-        return self
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +57,12 @@ def _validated(model: type[BaseModel], data: dict[str, Any], section: str) -> An
 
 
 # ---------------------------------------------------------------------------------------------
-# stage functions
+# stage functions: each fills its stage's Inputs from the run folder and returns its Result's summary
+
+
+def _summary(res: StageResult) -> dict[str, Any]:
+    """What the runner records in the stage's manifest (and the gates read): the result's counts and quality."""
+    return {k: v for k, v in res.summary().items() if k != "outputs"}
 
 
 def _model_dir(stage_dir: Path) -> Path:
@@ -159,34 +82,33 @@ def _annotate(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     from sage_dialog.stages import annotate
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.core.io import read_json
-
-        done = 0
         counts: dict[str, Any] = {}
         raws = [*cfg.raw, *([ctx.dir_of("import") / "dialogs.jsonl"] if cfg.import_ else []),
                 *([ctx.dir_of("world") / "raw.jsonl"] if cfg.world else [])]
+        settings, section = cfg.annotate_settings(), cfg.annotate
         for i, raw in enumerate(raws):
-            acfg = _validated(annotate.AnnotateConfig, {"engine": cfg.engine, **cfg.annotate, "input": raw,
-                                                        "output": ctx.out_dir / f"annotated-{i}.jsonl",
-                                                        "cache": cfg.annotate.get("cache", cfg.cache_path())},
-                              "annotate")
-            annotate.run(acfg, quiet=True)
-            done += 1
-            counts = annotate.add_counts(counts, read_json(acfg.summary_path()))
-        return {"files": done, **counts}
+            res = annotate.run(settings, inputs=annotate.Inputs(dialogs=raw, few_shot=section.few_shot,
+                                                                prompt=section.prompt),
+                               out=ctx.out_dir / f"annotated-{i}.jsonl")
+            counts = {k: counts.get(k, 0) + int(res.counts.get(k, 0)) for k in annotate.COUNT_KEYS}
+            speed = res.usage.get("ledger", {}).get("tokens_per_s")
+            if speed is not None:
+                counts["tokens_per_s"] = speed  # the last file's; files are annotated one after another
+        return {"files": len(raws), **counts}
 
     return fn
 
 
 def _import(cfg: LoopConfig):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.stages.annotate import import_corpus
+        from sage_dialog.formats.corpora import import_corpus
 
         imp = cfg.import_
         assert imp is not None
-        n, seeds = import_corpus(imp.corpus, imp.file, ctx.out_dir / "dialogs.jsonl", seeds_out=ctx.out_dir / "seeds.txt",
-                                 limit=imp.limit, min_turns=imp.min_turns, max_turns=imp.max_turns)
-        return {"dialogs": n, "seeds": seeds}
+        got = import_corpus(imp.corpus, imp.file, ctx.out_dir / "dialogs.jsonl", seeds_out=ctx.out_dir / "seeds.txt",
+                            limit=imp.limit, min_turns=imp.min_turns, max_turns=imp.max_turns)
+        return {"dialogs": got.dialogs, "seeds": got.seeds,
+                **({"skipped_short": sum(got.skipped.values())} if got.skipped else {})}
 
     return fn
 
@@ -199,15 +121,11 @@ def _seeds(cfg: LoopConfig, ctx: StageContext) -> Path:
 
 
 def _chain(ctx: StageContext) -> dict[str, Any]:
-    from sage_dialog.stages.chain import chain_file
+    from sage_dialog.stages import chain
 
-    n = 0
-    for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl")):
-        if f.name.endswith((".rejects.jsonl", ".summary.json")):
-            continue
-        chain_file(f, ctx.out_dir / f.name.replace("annotated", "chained"))
-        n += 1
-    return {"files": n}
+    files = {f.name.replace("annotated", "chained"): f for f in sorted(ctx.dir_of("annotate").glob("annotated-*.jsonl"))
+             if not f.name.endswith((".rejects.jsonl", ".summary.json"))}
+    return _summary(chain.run(chain.Settings.model_validate({}), inputs=chain.Inputs(files=files), out=ctx.out_dir))
 
 
 def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
@@ -219,14 +137,13 @@ def _mix(cfg: LoopConfig):  # type: ignore[no-untyped-def]
         # the spec is an input of mix: written beside its output folder, kept inside it once mixed
         spec_file = ctx.out_dir.with_name(f"{ctx.out_dir.name}.data_spec.json")
         write_json(spec_file, spec)
+        settings = cfg.mix if "seed" in cfg.mix.model_fields_set else cfg.mix.model_copy(update={"seed": cfg.seed})
         try:
-            mcfg = _validated(mix.MixConfig, {"seed": cfg.seed, **cfg.mix, "spec": spec_file,
-                                              "output": ctx.out_dir}, "mix")
-            mix.run(mcfg, warn=lambda _m: None)
+            res = mix.run(settings, inputs=mix.Inputs(spec=spec_file), out=ctx.out_dir)
             spec_file.replace(ctx.out_dir / "data_spec.json")
         finally:
             spec_file.unlink(missing_ok=True)
-        return {"train": sum(1 for _ in (ctx.out_dir / "train.jsonl").open(encoding="utf-8"))}
+        return _summary(res)
 
     return fn
 
@@ -249,8 +166,8 @@ def _launch(launcher: list[str], kind: str, rcfg: BaseModel, out_dir: Path) -> P
     return Path(rcfg.output_dir)  # type: ignore[attr-defined]
 
 
-def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any], base_of: Any, data_of: Any,
-           label: str):  # type: ignore[no-untyped-def]
+def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: SFTSection | DPOSection, base_of: Any,
+           data_of: Any, label: str):  # type: ignore[no-untyped-def]
     """An SFT or DPO stage: train from ``base_of(ctx)`` on ``data_of(ctx)``, merge into ``model/``."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
@@ -259,10 +176,12 @@ def _train(cfg: LoopConfig, kind: Literal["sft", "dpo"], section: dict[str, Any]
 
         data: dict[str, Any] = {"train": str(data_of(ctx))}
         valid = Path(data["train"]).with_name("valid.jsonl")
-        if kind == "sft" and valid.exists() and "eval_fraction" not in section.get("data", {}):
+        if kind == "sft" and valid.exists() and "eval_fraction" not in section.data.model_fields_set:
             data["eval"] = str(valid)
-        raw = _merge(section, {"model": {"name_or_path": str(base_of(ctx))}, "data": data,
-                               "output_dir": str(ctx.out_dir / "train")})
+        # the section as written (what it leaves out keeps the run config's defaults) and what the loop sets
+        raw = _merge(section.model_dump(mode="json", exclude_unset=True),
+                     {"model": {"name_or_path": str(base_of(ctx))}, "data": data,
+                      "output_dir": str(ctx.out_dir / "train")})
         model_cls = SFTRunConfig if kind == "sft" else DPORunConfig
         rcfg = _validated(model_cls, raw, label)
         if cfg.launcher:
@@ -317,10 +236,10 @@ def search_config(cfg: LoopConfig, model: Path, out: Path, seeds: Path) -> Searc
 
 def _prefs(cfg: LoopConfig, search_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.stages.prefs import PrefsConfig, run_prefs
+        from sage_dialog.stages import prefs
 
-        pcfg = _validated(PrefsConfig, cfg.prefs, "prefs")
-        return run_prefs(ctx.dir_of(search_stage) / "trees", ctx.out_dir, pcfg)
+        return _summary(prefs.run(cfg.prefs, inputs=prefs.Inputs(source=ctx.dir_of(search_stage) / "trees"),
+                                  out=ctx.out_dir))
 
     return fn
 
@@ -338,11 +257,14 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
             import shutil
 
             shutil.copyfile(ctx.dir_of("benchmarks") / "eval_results.json", ctx.out_dir / "eval_results.json")
+        assert cfg.compare is not None
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
-                "cache": cfg.cache_path(), **(cfg.compare or {}), "out": str(ctx.out_dir), "models": specs}
+                "cache": cfg.cache_path(), **cfg.compare.model_dump(mode="json", exclude_unset=True),
+                "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
-        rep = compare.run(ccfg, progress=False)
-        return {"models": len(specs), **rep.verdict_counts(), **rep.trust_counts(), **compare.usage_of(ctx.out_dir)}
+        res = compare.run(compare.Settings.of(ccfg), inputs=ccfg.inputs(), out=ctx.out_dir, progress=False)
+        speed = res.usage.get("tokens_per_s")
+        return {**_summary(res), **({"tokens_per_s": speed} if speed is not None else {})}
 
     return fn
 
@@ -362,40 +284,31 @@ def _benchmarks(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-unt
                                         options=cfg.backend_options)
         settings = b if "seed" in b.model_fields_set else b.model_copy(update={"seed": cfg.seed})
         res = benchmarks.run(settings, inputs=benchmarks.Inputs(models=specs), out=ctx.out_dir)
-        return {k: v for k, v in res.summary().items() if k != "outputs"}
+        return _summary(res)
 
     return fn
 
 
 def _steerability(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from sage_dialog.backends.base import SamplingParams
-        from sage_dialog.core.io import write_json
-        from sage_dialog.roles.steering import parse_steering
-        from sage_dialog.stages import annotate
+        from sage_dialog.stages import annotate, steerability
         from sage_dialog.stages.search.seeds import read_seed_file
-        from sage_dialog.stages.steerability import AnnotatorJudge, format_report, measure
 
         st = cfg.steerability
         assert st is not None
-        actions = [parse_steering(a.split(), what="steerability.actions").action for a in st.actions]
-        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))[: st.contexts]]
-        acfg = _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": ".", "output": ".",
-                                                    "cache": cfg.annotate.get("cache", cfg.cache_path())},
-                          "annotate")
+        contexts = [[{"role": "user", "content": s}] for s in read_seed_file(_seeds(cfg, ctx))]
         pool = BackendPool(cfg.cache_path(), cfg.backend_options, options_provider=cfg.provider)
-        annotator, ann_backend = annotate.build_annotator(acfg)
+        files = annotate.Inputs(dialogs=Path("."), few_shot=cfg.annotate.few_shot, prompt=cfg.annotate.prompt)
+        annotator, ann_pool = annotate.build_annotator(cfg.annotate_settings(), files)
         try:
-            report = asyncio.run(measure(pool.get(f"{cfg.provider}:{_served(cfg, ctx.dir_of(model_stage))}"), contexts,
-                                         [a for a in actions if a is not None], AnnotatorJudge(annotator),
-                                         n=st.n, sampling=SamplingParams(**st.sampling)))
+            inputs = steerability.Inputs(model=pool.get(f"{cfg.provider}:{_served(cfg, ctx.dir_of(model_stage))}"),
+                                         contexts=contexts, judge=steerability.AnnotatorJudge(annotator))
+            res = steerability.run(st, inputs=inputs, out=ctx.out_dir / "report.json")
         finally:
             asyncio.run(pool.aclose())
-            if ann_backend is not None:
-                asyncio.run(ann_backend.aclose())
-        write_json(ctx.out_dir / "report.json", report)
-        (ctx.out_dir / "report.txt").write_text(format_report(report) + "\n", encoding="utf-8")
-        return {"followed": report.overall.rate, "unjudged": report.overall.unjudged, "tag_adherence": report.tag_adherence}
+            asyncio.run(ann_pool.aclose())
+        (ctx.out_dir / "report.txt").write_text(steerability.format_report(res.report) + "\n", encoding="utf-8")
+        return _summary(res)
 
     return fn
 
@@ -417,7 +330,7 @@ def _rl(cfg: LoopConfig, model_stage: str):  # type: ignore[no-untyped-def]
             export_model(trained, _model_dir(ctx.out_dir))
         else:
             trained.rename(_model_dir(ctx.out_dir))
-        return {k: v for k, v in res.summary().items() if k != "outputs"}
+        return _summary(res)
 
     return fn
 
@@ -464,22 +377,7 @@ def _world_evaluate(cfg: LoopConfig, models: dict[str, str], before: list[str]):
 
 
 def check_sections(cfg: LoopConfig) -> None:
-    """Validate every stage section now, so a typo stops the run before any stage starts."""
-    from sage_dialog.stages import annotate, mix
-    from sage_dialog.stages.compare import compare
-    from sage_dialog.stages.prefs import PrefsConfig
-    from sage_dialog.train.config import DPORunConfig, SFTRunConfig
-
-    here = Path(".")
-    _validated(annotate.AnnotateConfig, {**cfg.annotate, "input": here, "output": here}, "annotate")
-    _validated(mix.MixConfig, {**cfg.mix, "spec": here, "output": here}, "mix")
-    placeholders = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "output_dir": "o"}
-    for name, section, model in (("sft", cfg.sft, SFTRunConfig), ("rft", cfg.rft or {}, SFTRunConfig),
-                                 ("dpo", cfg.dpo, DPORunConfig)):
-        _validated(model, _merge(section, placeholders), name)
-    _validated(PrefsConfig, cfg.prefs, "prefs")
-    if cfg.compare is not None:
-        _validated(compare.CompareConfig, {**cfg.compare, "out": "o"}, "compare")
+    """Check what the typed sections cannot: the world's own section, before any stage starts."""
     if cfg.world is not None:
         get_world(cfg.world.name).check(cfg.world)
 
@@ -539,7 +437,7 @@ def build_stages(cfg: LoopConfig) -> list[Stage]:
             Stage(p, _prefs(cfg, s), {"prefs": dump["prefs"]}, deps=[s]),
             Stage(t, _train(cfg, "sft", rft, lambda c, last=last: _model_dir(c.dir_of(last)),
                             lambda c, p=p: c.dir_of(p) / "best_paths.trl.jsonl", "rft"),
-                  {**common, "rft": rft}, deps=[last, p]),
+                  {**common, "rft": rft.model_dump(mode="json")}, deps=[last, p]),
         ]
         last = t
         models[f"M{r + 1}"] = t

@@ -1,6 +1,6 @@
 """Role objects from config values, shared by the search, compare and run commands.
 
-A role (user simulator, selector judge, pairwise judge) is named in configs and on command lines by
+A role (user simulator, selector judge, pairwise judge, annotator) is named in configs and on command lines by
 a backend spec (``hf:PATH``, ``openai:MODEL``, ...: the role is played by that model through its
 LLM implementation) or by ``"oracle"`` (the sandbox world's oracle for that role). A
 :class:`BackendPool` loads each model once, however many roles it plays.
@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sage_dialog.backends.base import Backend, BackendConfig, SamplingParams, load_backend
 from sage_dialog.core.schema import Tags
-from sage_dialog.roles.protocols import PairwiseJudge, Selector, UserSimulator
+from sage_dialog.roles.protocols import Annotator, PairwiseJudge, Selector, UserSimulator
 
 ORACLE = "oracle"
 ORACLE_PLUGIN = "sandbox"  # the plug-in loaded when no oracle provider registered itself
@@ -141,3 +141,20 @@ def make_pairwise_judge(spec: str | BackendConfig, pool: BackendPool, *, mode: s
     from sage_dialog.roles.pairwise_judge import LLMPairwiseJudge
 
     return LLMPairwiseJudge(pool.get(spec), mode=mode)  # type: ignore[arg-type]
+
+
+def make_annotator(spec: str | BackendConfig, pool: BackendPool, *, labels: Any = None, mode: str = "generate",
+                   **llm: Any) -> Annotator:
+    """An annotator: the oracle, or a model (:mod:`sage_dialog.roles.annotator`). ``mode`` generate: the
+    :class:`~sage_dialog.roles.annotator.LLMAnnotator` (JSON answers; ``llm`` are its options: tidy,
+    few_shot, max_attempts, temperature, max_tokens_per_turn, template, json_prefill); score: the
+    :class:`~sage_dialog.roles.annotator.ScoringAnnotator` (closed labels chosen by option scores).
+    ``labels`` are the :class:`~sage_dialog.roles.annotator.LabelSets` (none: open vocabulary)."""
+    if is_oracle(spec):
+        annotator: Annotator = oracle_for_spec("annotator", str(spec))
+        return annotator
+    from sage_dialog.roles.annotator import LabelSets, LLMAnnotator, ScoringAnnotator
+
+    if mode == "score":
+        return ScoringAnnotator(pool.get(spec), labels or LabelSets())
+    return LLMAnnotator(pool.get(spec), labels=labels, **llm)

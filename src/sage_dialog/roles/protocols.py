@@ -1,7 +1,7 @@
 """The roles a pipeline needs besides the assistant, as interfaces.
 
-LLM-backed implementations live next to their stage (``annotate.py``, ``judges.py``,
-``selfplay/``); the offline sandbox provides oracle implementations (``sandbox/oracles.py``) of the
+LLM-backed implementations live beside these in ``roles/`` (``annotator.py``, ``pairwise_judge.py``,
+``selector.py``, ``user_simulator.py``), made by ``roles/factory.py``; the offline sandbox provides oracle implementations (``sandbox/oracles.py``) of the
 same interfaces, so every stage runs unchanged on either. All calls take a *list* of items so an
 implementation can batch them into one backend call.
 """

@@ -9,22 +9,28 @@ whose turn count or roles differ between the runs is skipped and counted). For e
   ``difflib`` ratio of the two labels (for topics, the mean token Jaccard of the two topic lists).
 
 Turns where either run has no value for a field are left out of that field's numbers and counted.
+
+The stage has the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings`, :class:`Inputs` (the
+two runs), :class:`Result` (the report) and :func:`run`; ``sage-dialog agreement`` runs it from an
+:class:`AgreementConfig` (the settings plus the two files and the report file).
 """
 
 from __future__ import annotations
 
 import difflib
-import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import read_jsonl, write_json
 from sage_dialog.core.schema import Dialog, Tags
+from sage_dialog.stages.base import StageResult, StageSettings
 
 ROLES = ("user", "assistant")
 FIELDS = ("motivation", "emotion", "topics")
@@ -67,15 +73,37 @@ def _tags(d: Dialog) -> list[tuple[str, Tags | None]]:
     return [(t.role, t.state if t.role == "user" else t.action) for t in d.turns]
 
 
-class AgreementConfig(BaseModel):
-    """Settings of ``sage-dialog agreement``."""
+class Settings(StageSettings):
+    """The ``agreement`` stage: which fields are closed sets."""
 
-    model_config = ConfigDict(extra="forbid")
-    a: Path = Field(description="first annotated Dialog JSONL")
-    b: Path = Field(description="second annotated Dialog JSONL")
     closed: list[str] = Field(default_factory=list, description="score FIELD or ROLE.FIELD as a closed set with "
                               "Cohen's kappa (repeatable)")
+
+
+class _AgreementPaths(BaseModel):
+    a: Path = Field(description="first annotated Dialog JSONL")
+    b: Path = Field(description="second annotated Dialog JSONL")
+
+
+class AgreementConfig(Settings, _AgreementPaths):  # the runs' fields come first (pydantic orders fields by the bases)
+    """``sage-dialog agreement``: the settings plus the two runs and the report file."""
+
     output: Path | None = Field(None, description="also write the report as JSON")
+
+
+@dataclass
+class Inputs:
+    """The two annotation runs (annotated Dialog JSONL)."""
+
+    a: Path
+    b: Path
+
+
+class Result(StageResult):
+    """``report``: the JSON-ready report (:func:`render` shows it). Counts: dialogs_a, dialogs_b, matched,
+    skipped_mismatched_turns. Quality: ``<role>.<field> exact`` / ``kappa`` / ``fuzzy`` where defined."""
+
+    report: dict[str, Any]
 
 
 def _closed_keys(closed: Sequence[str]) -> set[str]:
@@ -166,12 +194,18 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: AgreementConfig, *, quiet: bool = False) -> dict[str, Any]:
-    """Compare two annotated files; print the table, write the JSON report if asked; return it."""
-    report = compare(read_jsonl(cfg.a, Dialog), read_jsonl(cfg.b, Dialog), closed=cfg.closed)
-    report = {"a": str(cfg.a), "b": str(cfg.b), **report}
-    if cfg.output:
-        write_json(cfg.output, report)
-    if not quiet:
-        print(render(report), file=sys.stdout)
-    return report
+def run(settings: Settings, *, inputs: Inputs, out: Path | None = None) -> Result:
+    """Compare two annotated files; write the JSON report to ``out`` when given; return it."""
+    from sage_dialog.core.io import check_paths
+
+    check_paths(inputs=[inputs.a, inputs.b], files=[out])
+    t0 = time.perf_counter()
+    report = compare(read_jsonl(inputs.a, Dialog), read_jsonl(inputs.b, Dialog), closed=settings.closed)
+    report = {"a": str(inputs.a), "b": str(inputs.b), **report}
+    if out is not None:
+        write_json(out, report)
+    quality: dict[str, int | float | None] = {f"{key} {m}": row.get(m) for key, row in report["fields"].items()
+                                              for m in ("exact", "kappa", "fuzzy") if m in row}
+    counts = {k: report[k] for k in ("dialogs_a", "dialogs_b", "matched", "skipped_mismatched_turns")}
+    return Result(report=report, outputs={"report": out} if out is not None else {}, counts=counts, quality=quality,
+                  seconds=time.perf_counter() - t0)

@@ -4,7 +4,7 @@ The paper's claim is that SAC training improves emotional intelligence (EQ-Bench
 general abilities. In ``sage-dialog run`` a ``benchmarks:`` section (this module's :class:`Settings`)
 runs the tasks on the base model and every model the loop trains (M1, M2..., DPO, RL) before the
 compare stage, whose report shows the EQ-Bench table next to the win rates. The work is
-:func:`sage_dialog.stages.eval.run_eval` (lm-eval's own tasks and scorers; EQ-Bench from
+:func:`sage_dialog.stages.eval.run` (lm-eval's own tasks and scorers; EQ-Bench from
 :mod:`sage_dialog.stages.eq_bench`). It writes ``eval_results.json``, ``eval.md``,
 ``eval_samples/<model>/<task>.jsonl`` and ``manifest.json`` into ``out``.
 """
@@ -72,15 +72,16 @@ HEADLINE = {eq_bench.TASK: "eqbench"}
 def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
     """Run ``settings.tasks`` on ``inputs.models`` into ``out``; see the module docstring."""
     from sage_dialog.core.io import check_paths, finish_manifest, new_manifest
-    from sage_dialog.stages.eval import EvalConfig, run_eval
+    from sage_dialog.stages import eval as harness
 
     check_paths(inputs=[settings.include_path], folders=[out])
     t0 = time.perf_counter()
     manifest = new_manifest("benchmarks", settings.model_dump(mode="json"), seed=settings.seed)
-    cfg = EvalConfig(models=inputs.models, tasks=settings.tasks, include_path=settings.include_path, out=str(out),
-                     limit=settings.limit, num_fewshot=settings.num_fewshot, batch_size=settings.batch_size,
-                     chat_template=settings.chat_template, seed=settings.seed)
-    results = run_eval(cfg)
+    ran = harness.run(harness.Settings(tasks=settings.tasks, include_path=settings.include_path, limit=settings.limit,
+                                       num_fewshot=settings.num_fewshot, batch_size=settings.batch_size,
+                                       via="auto", chat_template=settings.chat_template, seed=settings.seed),
+                      inputs=harness.Inputs(models=inputs.models), out=out)
+    results = ran.results
     quality: dict[str, int | float | None] = {}
     parseable = []
     for model, by_task in results.items():
@@ -95,7 +96,7 @@ def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
     outputs = {"results": out / "eval_results.json", "samples": out / "eval_samples"}
     if (out / "eval.md").is_file():
         outputs["table"] = out / "eval.md"
-    result = Result(outputs=outputs, counts={"models": len(results), "tasks": len(cfg.tasks)}, quality=quality,
+    result = Result(outputs=outputs, counts={"models": len(results), "tasks": len(settings.tasks)}, quality=quality,
                     seconds=time.perf_counter() - t0)
     finish_manifest(manifest, out, outputs=[str(p.relative_to(out)) for p in sorted(out.rglob("*")) if p.is_file()],
                     summary=result.summary())

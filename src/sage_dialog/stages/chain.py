@@ -6,20 +6,48 @@ renamed ``a_*``, and human turns are left as plain text. In schema terms: on inp
 ``state`` and assistant turns ``action``; on output user turns carry nothing and each assistant turn
 carries ``state`` (from the preceding user turn) and ``action`` (its own).
 
+The stage has the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings` (the formats),
+:class:`Inputs` (output file name -> annotated file), :class:`Result` and :func:`run`.
+
 Example (Python)::
 
-    from sage_dialog.stages.chain import chain_dialog, chain_file
-    sac_dialog = chain_dialog(annotated_dialog)
-    chain_file("data1_reannot.json", "data1_chained.json")   # any readable -> any writable format
+    from sage_dialog.stages import chain
+    sac_dialog = chain.chain_dialog(annotated_dialog)
+    res = chain.run(chain.Settings(), inputs=chain.Inputs(files={"data1_chained.json": Path("data1_reannot.json")}),
+                    out=Path("."))   # any readable -> any writable format; res.counts["dialogs"]
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import Field
 
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.schema import Dialog, Tags, Turn
+from sage_dialog.stages.base import StageResult, StageSettings
+
+
+class Settings(StageSettings):
+    """The ``chain`` stage: only the file formats (detected from the names unless given)."""
+
+    src_format: str | None = Field(None, description="input format (default: detected)")
+    dst_format: str | None = Field(None, description="output format (default: from the name)")
+
+
+@dataclass
+class Inputs:
+    """What the stage reads: output file name (in ``out``) -> the annotated dialog file chained into it."""
+
+    files: dict[str, Path]
+
+
+class Result(StageResult):
+    """Outputs: one per input file, by its output name. Counts: ``files``, ``dialogs``. ``warnings``:
+    files with dialogs that carry no tags, or no user tags (the caller shows them)."""
 
 
 def chain_dialog(d: Dialog) -> Dialog:
@@ -97,3 +125,19 @@ def chain_file(src: str | Path, dst: str | Path, *, src_format: str | None = Non
         warn(f"{src}: {len(no_state)} of {n} dialogs have no user tags ({shown(no_state)}); their state "
              "blocks are null (annotate them for states)")
     return n
+
+
+def run(settings: Settings, *, inputs: Inputs, out: Path, progress: bool = False) -> Result:
+    """Chain every file of ``inputs`` into ``out/<its name>`` (each checked and written by
+    :func:`chain_file`: nothing is written for a bad input)."""
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    outputs: dict[str, Path] = {}
+    dialogs = 0
+    for name, src in inputs.files.items():
+        dst = out / name
+        dialogs += chain_file(src, dst, src_format=settings.src_format, dst_format=settings.dst_format,
+                              progress=progress, warn=warnings.append)
+        outputs[name] = dst
+    return Result(outputs=outputs, counts={"files": len(outputs), "dialogs": dialogs}, warnings=warnings,
+                  seconds=time.perf_counter() - t0)

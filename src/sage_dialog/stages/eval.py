@@ -1,7 +1,7 @@
 """General-ability benchmarks through EleutherAI's lm-evaluation-harness (optional extra ``eval``).
 
 The paper checks that fine-tuning keeps general abilities (and measures emotional intelligence with
-EQ-Bench, the harness's ``eq_bench`` task; ``eqbench`` is accepted too). :func:`run_eval` runs any
+EQ-Bench, the harness's ``eq_bench`` task; ``eqbench`` is accepted too). :func:`run` runs any
 harness task - built-in or a YAML task of your own (``include_path``) - on any of our models.
 EQ-Bench runs offline from the copy shipped in the package, through the harness's own task
 definition and scorer (:mod:`sage_dialog.stages.eq_bench`), and is asked through the model's chat
@@ -19,19 +19,24 @@ template, as EQ-Bench asks it (``chat_template``: ``auto`` does that for chat be
 Results go to ``eval_results.json`` in the output folder, merged per model, and into the comparison
 report of that folder when there is one (``report.md`` / ``report.html``). Each answer the model gave
 is kept with its per-question metrics in ``eval_samples/<model>/<task>.jsonl``.
+
+The stage has the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings`, :class:`Inputs` (the
+models), :class:`Result` and :func:`run`, which ``sage-dialog eval`` and the ``benchmarks`` stage call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sage_dialog.backends.base import (
     Backend,
@@ -45,6 +50,7 @@ from sage_dialog.backends.base import (
 from sage_dialog.core import io
 from sage_dialog.core.errors import UserError
 from sage_dialog.stages import eq_bench
+from sage_dialog.stages.base import StageResult, StageSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +58,46 @@ log = logging.getLogger(__name__)
 CHAT_TASKS = {eq_bench.TASK}
 
 
-class EvalConfig(BaseModel):
-    """What ``sage-dialog eval`` runs. ``models`` maps a display name to a backend spec or config."""
+class Settings(StageSettings):
+    """What ``sage-dialog eval`` runs on its models."""
 
-    model_config = ConfigDict(extra="forbid")
-    models: dict[str, str | BackendConfig]
-    tasks: list[str] = Field(min_length=1)
-    include_path: str | None = None  # folder of your own task YAML files
-    out: str = "eval-out"
-    limit: int | None = None  # examples per task (for smoke runs)
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names (eq_bench ships with sage-dialog)")
+    # a folder of task definitions says *which* tasks run, like a task name does
+    include_path: str | None = Field(None, description="folder of your own lm-eval task YAML files")
+    limit: int | None = Field(None, description="examples per task (for smoke runs)")
     num_fewshot: int | None = None
     batch_size: int = 8
-    via: Literal["auto", "harness", "backend"] = "auto"  # harness: lm-eval's HFLM for hf: specs
+    via: Literal["auto", "harness", "backend"] = Field("auto", description="harness: lm-eval's HFLM for hf: specs")
     seed: int = 0
-    # hf: via the harness: auto = the chat template for chat benchmarks (eq_bench) only; other
-    # backends always talk through the chat template
-    chat_template: Literal["auto", "on", "off"] = "auto"
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto", description="hf: via the harness: auto = the chat template for chat benchmarks (eq_bench) only; "
+        "other backends always talk through the chat template")
+
+
+class _EvalModels(BaseModel):
+    models: dict[str, str | BackendConfig]
+
+
+class EvalConfig(Settings, _EvalModels):  # the models come first (pydantic orders fields by the bases)
+    """What ``sage-dialog eval`` runs: the settings, the models (display name -> backend spec or config)
+    and the output folder."""
+
+    out: str = "eval-out"
+
+
+@dataclass
+class Inputs:
+    """The models to score: display name -> backend spec or config."""
+
+    models: dict[str, str | BackendConfig]
+
+
+class Result(StageResult):
+    """``results``: ``{model: {task: {metric: value}}}`` of this run. Outputs: ``results``
+    (``eval_results.json``, merged with earlier runs in the folder), ``samples``, and ``table``
+    (``eval.md``) or the comparison report it refreshed. Counts: models, tasks."""
+
+    results: dict[str, dict[str, dict[str, float]]]
 
 
 def _require_lm_eval() -> Any:
@@ -162,7 +192,7 @@ def _task_names_in(folder: Path) -> set[str]:
     return names
 
 
-def _harness_model(spec: str | BackendConfig, cfg: EvalConfig) -> tuple[Any, Backend | None]:
+def _harness_model(spec: str | BackendConfig, cfg: Settings) -> tuple[Any, Backend | None]:
     bc = spec if isinstance(spec, BackendConfig) else BackendConfig(spec=spec)
     provider, model = parse_spec(bc.spec)
     if provider == "hf" and cfg.via in ("auto", "harness"):
@@ -203,7 +233,7 @@ def _metrics(task_result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _task_groups(tasks: list[str], cfg: EvalConfig, harness: bool) -> list[tuple[list[str], bool]]:
+def _task_groups(tasks: list[str], cfg: Settings, harness: bool) -> list[tuple[list[str], bool]]:
     """``[(tasks, apply chat template)]``: one harness call per group (the harness applies it per call)."""
     if not harness or cfg.chat_template != "auto":
         return [(tasks, harness and cfg.chat_template == "on")]
@@ -232,11 +262,13 @@ def _write_samples(folder: Path, task: str, samples: list[dict[str, Any]], metri
     io.write_jsonl(folder / f"{_safe(task)}.jsonl", rows)
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
-    """Run every task on every model; merge into ``<out>/eval_results.json``; refresh the report there.
+def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
+    """Run every task on every model; merge into ``out/eval_results.json``; refresh the report there."""
+    from sage_dialog.core.io import check_paths
 
-    Returns ``{model name: {task: {metric: value}}}`` for this run.
-    """
+    check_paths(folders=[out])  # before any model loads (include_path is checked below, with what it is for)
+    t0 = time.perf_counter()
+    cfg = settings
     _require_lm_eval()
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -255,9 +287,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
     if unknown:
         raise UserError(f"eval: unknown task(s) {', '.join(unknown)} (see lm-eval --tasks list, or include_path)")
     specs: dict[str, str | dict[str, Any]] = {t: eq_bench.harness_task_config() if t in shipped else t for t in tasks}
-    out = Path(cfg.out)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name, spec in cfg.models.items():
+    for name, spec in inputs.models.items():
         lm, backend = _harness_model(spec, cfg)
         results[name] = {}
         try:
@@ -287,15 +318,20 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, dict[str, float]]]:
     merged: dict[str, Any] = io.read_json(path) if path.is_file() else {"models": {}}
     for name, r in results.items():
         merged.setdefault("models", {}).setdefault(name, {}).update(r)
-    merged.setdefault("runs", []).append({"models": {k: (v if isinstance(v, str) else v.spec) for k, v in cfg.models.items()},
+    merged.setdefault("runs", []).append({"models": {k: (v if isinstance(v, str) else v.spec)
+                                                     for k, v in inputs.models.items()},
                                           "tasks": tasks, "limit": cfg.limit, "num_fewshot": cfg.num_fewshot})
     io.write_json(path, merged)
     from sage_dialog.stages.compare.report import refresh_report
 
-    if refresh_report(out) is None:
+    outputs = {"results": path, "samples": out / "eval_samples"}
+    report = refresh_report(out)
+    if report is None:
         from sage_dialog.stages.compare.report import eval_rows, md_table
 
         with io.atomic_write(out / "eval.md") as fh:
             fh.write("\n".join(["# General-ability benchmarks", "",
                                 *md_table(["model", "task", "metric", "value", "stderr"], eval_rows(merged)), ""]))
-    return results
+        outputs["table"] = out / "eval.md"
+    return Result(results=results, outputs=outputs, counts={"models": len(results), "tasks": len(tasks)},
+                  seconds=time.perf_counter() - t0)

@@ -30,8 +30,10 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from sage_dialog.core.io import (
     sha256_path,
 )
 from sage_dialog.core.outputs import is_own
+from sage_dialog.stages.base import StageResult, StageSettings
 
 Record = dict[str, Any]
 
@@ -112,12 +115,9 @@ def _duplicate_keys(path: Path) -> list[str]:
             "sets its weight)" for n, k in counts.items() if k > 1]
 
 
-class MixConfig(BaseModel):
-    """Settings of ``sage-dialog mix`` (also usable from Python: ``mix.run(cfg)``)."""
+class Settings(StageSettings):
+    """The ``mix`` stage (a run config's ``mix:`` section): how the files of a data spec are mixed."""
 
-    model_config = ConfigDict(extra="forbid")
-    spec: Path = Field(description="data spec JSON")
-    output: Path = Field(description="output folder")
     seed: int = Field(0, description="seed of the shuffle, sampling and blending")
     shuffle: bool = Field(True, description="shuffle the mix (--no-shuffle keeps file order)")
     blend: int = Field(0, ge=0, description="K random dialogs appended to each (0: no blending; "
@@ -128,6 +128,28 @@ class MixConfig(BaseModel):
     even: bool = Field(False, description="cut every dialog to an even number of turns (LLaMA-Factory skips odd ones)")
     total: int | None = Field(None, ge=1, description="mix size when the spec gives proportions")
     name: str = Field("data_mix", description="dataset name in dataset_info.json")
+
+
+class _MixPaths(BaseModel):
+    spec: Path = Field(description="data spec JSON")
+    output: Path = Field(description="output folder")
+
+
+class MixConfig(Settings, _MixPaths):  # the paths' fields come first (pydantic orders fields by the bases)
+    """``sage-dialog mix``: the settings plus the data spec and the output folder."""
+
+
+@dataclass
+class Inputs:
+    """What the stage reads: the data spec (its files are inputs too)."""
+
+    spec: Path
+
+
+class Result(StageResult):
+    """Outputs: ``train`` (and ``valid``), ``llamafactory``. Counts: train, valid, dropped_invalid,
+    dropped_duplicate, turns_train, odd_length, n_warnings. ``warnings``: every warning, in order
+    (dropped dialogs, blending, LLaMA-Factory trims; the caller shows them)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,30 +303,29 @@ def _remove_stale_valid(out: Path, lf: Path, entry: str) -> None:
         write_json(lf / llamafactory.INFO_FILE, info)
 
 
-def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
-    """Mix ``cfg.spec`` into ``cfg.output`` (TRL JSONL + LLaMA-Factory folder + manifest); return it."""
+def run(settings: Settings, *, inputs: Inputs, out: Path) -> Result:
+    """Mix ``inputs.spec`` into the folder ``out`` (TRL JSONL + LLaMA-Factory folder + manifest)."""
     from sage_dialog.formats import llamafactory, sharegpt, trl
 
+    t0 = time.perf_counter()
+    cfg = settings
     warnings: list[str] = []
-
-    def _warn(msg: str) -> None:
-        warnings.append(msg)
-        (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
-
-    check_paths(inputs=[cfg.spec])
-    spec = load_spec(cfg.spec)
-    check_paths(inputs=[cfg.spec, *spec], folders=[cfg.output])
-    manifest = new_manifest("mix", cfg.model_dump(mode="json"), seed=cfg.seed,
-                            inputs={str(p): sha256_path(p) for p in [cfg.spec, *spec]})
+    _warn = warnings.append
+    check_paths(inputs=[inputs.spec])
+    spec = load_spec(inputs.spec)
+    check_paths(inputs=[inputs.spec, *spec], folders=[out])
+    # the manifest's config is the command's config as it always was: the settings, the spec and the output
+    manifest = new_manifest("mix", {"spec": str(inputs.spec), "output": str(out), **cfg.model_dump(mode="json")},
+                            seed=cfg.seed, inputs={str(p): sha256_path(p) for p in [inputs.spec, *spec]})
     rng = random.Random(cfg.seed)
     records, per_file = collect(spec, dedup=cfg.dedup, total=cfg.total, rng=rng, warn=_warn, even=cfg.even)
     if not records:
-        raise UserError(f"{cfg.spec}: no usable dialogs in any file")
+        raise UserError(f"{inputs.spec}: no usable dialogs in any file")
     if cfg.shuffle:
         rng.shuffle(records)
     n_valid = cfg.valid_size if cfg.valid_size is not None else round(len(records) * cfg.valid_fraction)
     if n_valid >= len(records):
-        raise UserError(f"{cfg.spec}: {n_valid} validation dialogs asked of {len(records)} in the mix")
+        raise UserError(f"{inputs.spec}: {n_valid} validation dialogs asked of {len(records)} in the mix")
     valid, train = records[:n_valid], records[n_valid:]
     if cfg.blend:
         train = blend(train, cfg.blend, rng, _warn)
@@ -312,17 +333,18 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
     odd = sum(len(r["conversations"]) % 2 for r in train + valid)
     train_d = [sharegpt.record_to_dialog(r) for r in train]
     valid_d = [sharegpt.record_to_dialog(r) for r in valid]
-    out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     trl.write_trl_sft(out / "train.jsonl", train_d)
     lf = out / "llamafactory"
     lf_exports = {"train": llamafactory.write_sft_export(lf, train_d, name=cfg.name, style="auto")}
     outputs = [out / "train.jsonl", lf / llamafactory.SFT_FILE, lf / llamafactory.INFO_FILE]
+    named = {"train": out / "train.jsonl", "llamafactory": lf}
     if valid_d:
         trl.write_trl_sft(out / "valid.jsonl", valid_d)
         lf_exports["valid"] = llamafactory.write_sft_export(lf, valid_d, name=f"{cfg.name}_valid",
                                                             file_name="mix_valid.json", style="auto")
         outputs += [out / "valid.jsonl", lf / "mix_valid.json"]
+        named["valid"] = out / "valid.jsonl"
     elif is_own(out):  # a previous run's split must not look like part of this one (never a file of someone else)
         _remove_stale_valid(out, lf, f"{cfg.name}_valid")
     for part, e in lf_exports.items():
@@ -330,17 +352,27 @@ def run(cfg: MixConfig, *, warn: Callable[[str], None] | None = None) -> Path:
             _warn(f"llamafactory/{part}: {e.trimmed} dialogs ending on a human turn were trimmed to end on a gpt "
                   f"turn ({e.turns_trimmed} turns cut), {len(e.left_out)} with no trainable exchange left out "
                   "(LLaMA-Factory's sharegpt loader would skip them; train.jsonl keeps every turn)")
-    summary = {
+    counts: dict[str, int | float] = {
         "train": len(train_d),
         "valid": len(valid_d),
-        "files": per_file,
         "dropped_invalid": sum(f.get("dropped_invalid", 0) for f in per_file.values()),
         "dropped_duplicate": sum(f.get("dropped_duplicate", 0) for f in per_file.values()),
         "turns_train": sum(len(d.turns) for d in train_d),
+        "odd_length": odd,
+        "n_warnings": len(warnings),
+    }
+    result = Result(outputs=named, counts=counts, warnings=warnings, seconds=time.perf_counter() - t0)
+    summary = {
+        "train": counts["train"],
+        "valid": counts["valid"],
+        "files": per_file,
+        "dropped_invalid": counts["dropped_invalid"],
+        "dropped_duplicate": counts["dropped_duplicate"],
+        "turns_train": counts["turns_train"],
         "odd_length": odd,
         "llamafactory": {k: e.summary() for k, e in lf_exports.items()},
         "warnings": warnings[:200],
         "n_warnings": len(warnings),
     }
     finish_manifest(manifest, out, outputs=[str(p) for p in outputs], summary=summary)
-    return out
+    return result

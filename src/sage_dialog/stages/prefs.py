@@ -19,23 +19,29 @@ rejection-sampling fine-tuning.
 
 Input is a folder (or file) of tree JSONL (:class:`~sage_dialog.core.schema.SearchNode`) written by
 ``sage-dialog search``, or a folder of the original SAGE transcripts with their ``full/`` variant.
+
+The stage has the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings` (a run config's
+``prefs:`` section), :class:`Inputs`, :class:`Result` and :func:`run`, which the loop and the
+``prefs`` command both call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError
 from sage_dialog.core.io import write_jsonl
 from sage_dialog.core.schema import Dialog, PreferencePair, SearchNode, Turn
+from sage_dialog.stages.base import StageResult, StageSettings
 
 OutFormat = Literal["jsonl", "trl", "llamafactory", "sage-comparison"]
 Level = Literal["text", "action", "tags"]
@@ -43,10 +49,9 @@ Level = Literal["text", "action", "tags"]
 _FORMS = {"trl": "trl", "llamafactory": "llamafactory", "sage-comparison": "original"}
 
 
-class PrefsConfig(BaseModel):
-    """Options of the prefs stage."""
+class Settings(StageSettings):
+    """The ``prefs`` stage: which pairs a search tree gives."""
 
-    model_config = ConfigDict(extra="forbid")
     negatives: int | None = Field(None, description="rejected candidates per decision (hardest first); all if null")
     min_margin: float | None = Field(None, allow_inf_nan=False,
                                      description="drop pairs whose judge score margin is below this")
@@ -62,6 +67,19 @@ class PrefsConfig(BaseModel):
     include_unparsed: bool = Field(
         False, description="also make pairs at decisions whose judge answer was unparsed (the kept reply is then "
         "just the first sample, so such pairs carry no preference; left out and counted by default)")
+
+
+@dataclass
+class Inputs:
+    """What the stage reads: a folder (or file) of search trees, or a folder of original transcripts."""
+
+    source: Path
+
+
+class Result(StageResult):
+    """Outputs: ``pairs`` and ``best_paths`` (in a run folder also ``pairs_trl`` and ``best_paths_trl``).
+    Counts: pairs kept, seeds, best_paths, candidate pairs ``dropped`` and ``dropped_<reason>`` for each
+    reason seen, ``unparsed_decisions_left_out``."""
 
 
 @dataclass
@@ -109,7 +127,7 @@ class Tree:
             self._kept_path[n.id] = ok
         return self._kept_path[node.id]
 
-    def history(self, node: SearchNode, cfg: PrefsConfig) -> list[Turn]:
+    def history(self, node: SearchNode, cfg: Settings) -> list[Turn]:
         """The turns up to ``node`` as a pair's history: at most ``cfg.max_history``, starting at a
         user turn when cut; the Turn objects are shared between pairs (not copied per pair)."""
         nodes = self.path_to(node, cfg.max_history)
@@ -161,7 +179,7 @@ def _margin(chosen: SearchNode, rejected: SearchNode) -> float | None:
     return chosen.score - rejected.score
 
 
-def pairs_from_tree(tree: Tree, cfg: PrefsConfig, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
+def pairs_from_tree(tree: Tree, cfg: Settings, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
     """One pair per (kept, dropped) assistant candidate at every decision on a kept path.
 
     A decision whose judge answer was unparsed is left out unless ``cfg.include_unparsed``; ``counts``
@@ -217,7 +235,7 @@ def _action_key(node: SearchNode) -> tuple[str | None, str | None, str]:
     return (a.motivation, a.emotion, repr(sorted(a.extra.items())))
 
 
-def action_pairs_from_tree(tree: Tree, cfg: PrefsConfig,
+def action_pairs_from_tree(tree: Tree, cfg: Settings,
                            counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
     """One pair per other action tried at each decision on the kept path (see ``level``); unparsed
     decisions are left out and counted as in :func:`pairs_from_tree`."""
@@ -283,7 +301,7 @@ def _pair_key(p: PreferencePair) -> str:
     return h.hexdigest()
 
 
-def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig, counts: Counter[str] | None = None) -> list[PreferencePair]:
+def refine(pairs: Iterable[PreferencePair], cfg: Settings, counts: Counter[str] | None = None) -> list[PreferencePair]:
     """Deduplicate and balance pairs per seed as ``cfg`` asks (order kept); ``counts`` hears what was
     left out (``same_reply``, ``duplicate``, ``seed_cap``)."""
     counts = counts if counts is not None else Counter()
@@ -314,7 +332,7 @@ def refine(pairs: Iterable[PreferencePair], cfg: PrefsConfig, counts: Counter[st
     return [p for p in out if id(p) in keep]
 
 
-def build(trees: list[Tree], cfg: PrefsConfig,
+def build(trees: list[Tree], cfg: Settings,
           counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
     """Pairs (refined) and best-path dialogs of ``trees``; ``counts`` hears what was left out."""
     make = pairs_from_tree if cfg.level == "text" else action_pairs_from_tree
@@ -323,7 +341,7 @@ def build(trees: list[Tree], cfg: PrefsConfig,
     return pairs, paths
 
 
-def pairs_from_transcript(d: Dialog, cfg: PrefsConfig, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
+def pairs_from_transcript(d: Dialog, cfg: Settings, counts: Counter[str] | None = None) -> Iterator[PreferencePair]:
     """Pairs of one original ``full/`` transcript, as the original comparison builder made them:
     the chosen path as history and one pair per dropped candidate (the first ``negatives``)."""
     from sage_dialog.formats.transcripts import dropped_from_meta
@@ -361,7 +379,7 @@ def _is_transcript_folder(src: Path) -> bool:
     return src.is_dir() and (any(src.glob("*.txt")) or (src / "full").is_dir())
 
 
-def load_source(source: str | Path, cfg: PrefsConfig,
+def load_source(source: str | Path, cfg: Settings,
                 counts: Counter[str] | None = None) -> tuple[list[PreferencePair], list[Dialog]]:
     """Pairs and best paths from a folder of search trees or of original transcripts (with ``full/``).
 
@@ -390,25 +408,48 @@ def write_pairs(path: str | Path, pairs: list[PreferencePair], fmt: OutFormat) -
     return write_preferences(path, pairs, _FORMS[fmt])  # type: ignore[arg-type]
 
 
-def run_prefs(source: str | Path, out_dir: str | Path, cfg: PrefsConfig) -> dict[str, int]:
-    """The pipeline's prefs stage: ``pairs.jsonl`` and ``pairs.trl.jsonl`` (DPO), ``best_paths.jsonl``
-    and ``best_paths.trl.jsonl`` (SFT) in ``out_dir``; returns counts: pairs kept, candidate pairs
-    ``dropped`` and ``dropped_<reason>`` for each reason seen, and unparsed decisions left out."""
+def run(settings: Settings, *, inputs: Inputs, out: Path, form: OutFormat | None = None,
+        best_paths: Path | None = None) -> Result:
+    """Pairs and best paths of ``inputs.source``.
+
+    Without ``form`` (the loop's stage) ``out`` is a folder: ``pairs.jsonl`` and ``pairs.trl.jsonl``
+    (DPO), ``best_paths.jsonl`` and ``best_paths.trl.jsonl`` (SFT). With ``form`` (the ``prefs``
+    command) ``out`` is the pairs file in that form (a folder for ``llamafactory``) and ``best_paths``,
+    when given, the dialog JSONL of the best paths. Raises :class:`UserError` when no pair is left.
+    """
+    from sage_dialog.core.io import check_paths
     from sage_dialog.formats.trl import write_trl_sft
 
-    out = Path(out_dir)
+    t0 = time.perf_counter()
+    if settings.negatives is not None and settings.negatives < 1:
+        raise UserError(f"--negatives {settings.negatives}: must be at least 1")
+    as_folder = form is None or form == "llamafactory"
+    check_paths(inputs=[inputs.source], files=[None if as_folder else out, best_paths],
+                folders=[out if as_folder else None])
     counts: Counter[str] = Counter()
-    pairs, paths = load_source(source, cfg, counts)
+    pairs, paths = load_source(inputs.source, settings, counts)
     if not pairs:
-        raise UserError(no_pairs_message(source, counts))
-    write_pairs(out / "pairs.jsonl", pairs, "jsonl")
-    write_pairs(out / "pairs.trl.jsonl", pairs, "trl")
-    write_jsonl(out / "best_paths.jsonl", paths)
-    write_trl_sft(out / "best_paths.trl.jsonl", paths)
+        raise UserError(no_pairs_message(inputs.source, counts))
+    outputs: dict[str, Path] = {}
+    if form is None:
+        outputs = {"pairs": out / "pairs.jsonl", "pairs_trl": out / "pairs.trl.jsonl",
+                   "best_paths": out / "best_paths.jsonl", "best_paths_trl": out / "best_paths.trl.jsonl"}
+        out.mkdir(parents=True, exist_ok=True)
+        write_pairs(outputs["pairs"], pairs, "jsonl")
+        write_pairs(outputs["pairs_trl"], pairs, "trl")
+        write_jsonl(outputs["best_paths"], paths)
+        write_trl_sft(outputs["best_paths_trl"], paths)
+    else:
+        outputs["pairs"] = out
+        write_pairs(out, pairs, form)
+        if best_paths is not None:
+            outputs["best_paths"] = best_paths
+            write_jsonl(best_paths, paths)
     drops = {k: counts[k] for k in DROP_REASONS if counts[k]}
-    return {"pairs": len(pairs), "dropped": sum(drops.values()), **{f"dropped_{k}": v for k, v in drops.items()},
-            "best_paths": len(paths), "seeds": len({p.seed for p in pairs}),
-            "unparsed_decisions_left_out": counts["unparsed_decisions"]}
+    return Result(outputs=outputs, seconds=time.perf_counter() - t0, counts={
+        "pairs": len(pairs), "dropped": sum(drops.values()), **{f"dropped_{k}": v for k, v in drops.items()},
+        "best_paths": len(paths), "seeds": len({p.seed for p in pairs}),
+        "unparsed_decisions_left_out": counts["unparsed_decisions"]})
 
 
 # why a candidate pair was left out (``counts`` keys of the functions above)

@@ -17,14 +17,20 @@ Judges:
   training data, same label sets) labels the reply, and the reply followed the action when the
   label equals the forced motivation / emotion. A reply the annotator cannot label is unjudged
   (``None``: reported as such, and not followed in the rate).
+
+The stage has the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings` (a run config's
+``steerability:`` section), :class:`Inputs` (the live model, contexts and judge), :class:`Result`
+(the report) and :func:`run`, which writes the report JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -33,6 +39,7 @@ from sage_dialog.backends.base import Backend, ChatRequest, Message, SamplingPar
 from sage_dialog.core.schema import Tags
 from sage_dialog.roles.assistant import Candidate, format_tags, generate_turns
 from sage_dialog.roles.steering import Steering
+from sage_dialog.stages.base import StageResult, StageSettings
 
 JudgeFn = Callable[[str, Tags], bool]
 
@@ -274,3 +281,67 @@ def format_report(rep: SteerabilityReport) -> str:
         lines.append(f"{k.ljust(width)}  {r.followed:>4}/{r.n:<6}  {r.rate:5.2f}   [{r.ci95[0]:.2f}, {r.ci95[1]:.2f}]")
     lines.append(f"tag adherence (tags read back = forced): {rep.tag_adherence:.2f}")
     return "\n".join(lines)
+
+
+class Settings(StageSettings):
+    """The ``steerability`` stage: which actions are forced, on how many contexts, how often, how sampled."""
+
+    actions: list[str] = Field(default_factory=list, description='forced actions, each "a_motivation=X a_emotion=Y" '
+                               "(with none, the inputs' own actions: the command's default is the sandbox's)")
+    contexts: int | None = Field(10, ge=1, description="contexts used: the first N (null: all)")
+    n: int = Field(1, ge=1, description="replies per (context, action)")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="SamplingParams fields of the replies")
+
+
+@dataclass
+class Inputs:
+    """What the stage reads: the model to steer, the contexts (chat messages up to a user turn), the judge,
+    and forced actions given as tags (used after ``settings.actions``; e.g. a world's whole action set)."""
+
+    model: Backend
+    contexts: Sequence[Sequence[Message]]
+    judge: JudgeFn | AsyncJudge
+    actions: Sequence[Tags] = ()
+
+
+class Result(StageResult):
+    """``report``: the :class:`SteerabilityReport` (:func:`format_report` shows it). Outputs: ``report``
+    (JSON). Counts: contexts, actions, replies. Quality: followed (the overall rate), unjudged,
+    tag_adherence."""
+
+    report: SteerabilityReport
+
+
+def parse_actions(actions: Sequence[str], what: str = "steerability.actions") -> list[Tags]:
+    """``"a_motivation=X a_emotion=Y"`` strings as forced actions (action fields only)."""
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.roles.steering import parse_steering
+
+    out = []
+    for spec in actions:
+        st = parse_steering(spec.split(), what=what)
+        if st.action is None or st.state is not None:
+            raise UserError(f"{what} {spec!r}: give a_* fields only (a_motivation, a_emotion, a_topic)")
+        out.append(st.action)
+    return out
+
+
+def run(settings: Settings, *, inputs: Inputs, out: Path, progress: bool = False) -> Result:
+    """Measure how often the forced actions are followed; write the report JSON to ``out``."""
+    from sage_dialog.core.errors import UserError
+    from sage_dialog.core.io import check_paths, write_json
+
+    check_paths(files=[out])
+    t0 = time.perf_counter()
+    actions = [*parse_actions(settings.actions), *inputs.actions]
+    if not actions:
+        raise UserError("steerability: no actions to force (give actions)")
+    contexts = list(inputs.contexts)[: settings.contexts]
+    fields = {**settings.sampling, **({"stop": tuple(settings.sampling["stop"])} if "stop" in settings.sampling else {})}
+    report = asyncio.run(measure(inputs.model, contexts, actions, inputs.judge, n=settings.n,
+                                 sampling=SamplingParams(**fields), progress=progress))
+    write_json(out, report)
+    return Result(report=report, outputs={"report": out}, seconds=time.perf_counter() - t0,
+                  counts={"contexts": report.contexts, "actions": report.actions, "replies": report.overall.n},
+                  quality={"followed": report.overall.rate, "unjudged": report.overall.unjudged,
+                           "tag_adherence": report.tag_adherence})

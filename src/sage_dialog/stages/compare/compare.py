@@ -2,10 +2,11 @@
 
 Two entry points:
 
-* :func:`run` takes a :class:`CompareConfig` (the ``sage-dialog compare`` command and the
-  pipeline): it loads the models (backend specs) or existing dialog files, the user simulator and
-  the judges (backend specs or ``"oracle"``), plays dialogs from the same seeds, and calls
-  :func:`run_compare`.
+* :func:`run` is the stage in the one shape (:mod:`sage_dialog.stages.base`): :class:`Settings`,
+  :class:`Inputs` (models as backend specs, existing dialog files, the seeds), :class:`Result`; the
+  ``sage-dialog compare`` command (from a :class:`CompareConfig`: the settings plus inputs and output)
+  and the pipeline call it. It loads the models or dialog files, the user simulator and the judges
+  (backend specs or ``"oracle"``), plays dialogs from the same seeds, and calls :func:`run_compare`.
 * :func:`run_compare` takes objects (dialogs per model, judge objects) so the demo can pass oracles.
 
 For each seed and each pair of models every judge sees the two dialogs, tags stripped, in both
@@ -31,11 +32,12 @@ import asyncio
 import dataclasses
 import itertools
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field, InstanceOf
 
 from sage_dialog.backends.base import Backend, BackendConfig, SamplingParams
 from sage_dialog.core import io, sac
@@ -45,6 +47,7 @@ from sage_dialog.formats.judgements import Label
 from sage_dialog.roles.factory import BackendPool, make_pairwise_judge, make_user
 from sage_dialog.roles.protocols import PairTask, PairwiseJudge
 from sage_dialog.roles.sampling import COMPARE_SAMPLING, SamplingConfig, defaults_from
+from sage_dialog.stages.base import StageResult, StageSettings
 from sage_dialog.stages.compare import trust
 from sage_dialog.stages.compare.report import TRUST_FILE, Report, build_report
 
@@ -56,22 +59,12 @@ from sage_dialog.stages.compare.report import TRUST_FILE, Report, build_report
 CompareSampling = Annotated[SamplingConfig, BeforeValidator(defaults_from(COMPARE_SAMPLING))]
 
 
-class CompareConfig(BaseModel):
-    """What ``sage-dialog compare`` runs (YAML keys; ``--set key=value`` overrides them).
+class Settings(StageSettings):
+    """The compare stage (a run config's ``compare:`` section): who plays the user, who judges, how.
 
-    ``models`` maps a display name to a backend spec (``hf:PATH``, ``openai:MODEL``...) or a full
-    backend config; ``dialogs`` maps a name to an existing file of dialogs (JSONL of Dialog
-    records, as written in ``dialogs/``) or a folder of original ``.txt`` transcripts. Both may be mixed; at least two models in all.
     ``user`` and each of ``judges`` are a backend spec or ``"oracle"``.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    out: str = Field("compare-out", description="output folder")
-    models: dict[str, str | BackendConfig] = Field(default_factory=dict, description="a model to play dialogs "
-                                                   "with: NAME=SPEC (repeat)")
-    dialogs: dict[str, str] = Field(default_factory=dict, description="existing dialogs of a model: NAME=PATH, a "
-                                    "dialogs JSONL or a folder of .txt transcripts (repeat)")
-    seeds: str | None = Field(None, description="seed file: one opening user utterance per line, .jsonl, or ED .csv")
     max_seeds: int | None = Field(None, description="use only the first N seeds")
     user: str | BackendConfig = Field("oracle", description="user simulator: backend spec or 'oracle'")
     user_persona: str | None = Field(None, description="user persona prompt file")
@@ -94,6 +87,46 @@ class CompareConfig(BaseModel):
     cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
                                 "else the cores not busy now, at least 1)")
+
+
+class _CompareInputs(BaseModel):
+    out: str = Field("compare-out", description="output folder")
+    models: dict[str, str | BackendConfig] = Field(default_factory=dict, description="a model to play dialogs "
+                                                   "with: NAME=SPEC (repeat)")
+    dialogs: dict[str, str] = Field(default_factory=dict, description="existing dialogs of a model: NAME=PATH, a "
+                                    "dialogs JSONL or a folder of .txt transcripts (repeat)")
+    seeds: str | None = Field(None, description="seed file: one opening user utterance per line, .jsonl, or ED .csv")
+
+
+class CompareConfig(Settings, _CompareInputs):  # out and the inputs come first (pydantic orders fields by the bases)
+    """What ``sage-dialog compare`` runs (YAML keys; ``--set key=value`` overrides them): the settings plus
+    the models, dialogs and seeds (:class:`Inputs`) and the output folder.
+
+    ``models`` maps a display name to a backend spec (``hf:PATH``, ``openai:MODEL``...) or a full
+    backend config; ``dialogs`` maps a name to an existing file of dialogs (JSONL of Dialog
+    records, as written in ``dialogs/``) or a folder of original ``.txt`` transcripts. Both may be mixed; at least two models in all.
+    """
+
+    def inputs(self) -> Inputs:
+        return Inputs(models=dict(self.models), dialogs={k: Path(v) for k, v in self.dialogs.items()},
+                      seeds=Path(self.seeds) if self.seeds is not None else None)
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The models to compare: backend specs that play dialogs from ``seeds``, and/or files of dialogs."""
+
+    models: dict[str, str | BackendConfig] = dataclasses.field(default_factory=dict)
+    dialogs: dict[str, Path] = dataclasses.field(default_factory=dict)
+    seeds: Path | None = None
+
+
+class Result(StageResult):
+    """``report``: the :class:`~sage_dialog.stages.compare.report.Report`. Counts: models, the verdict counts
+    (verdicts, parsed, unparsed...) and the least order-consistent judge's counts (``notes``: its figures).
+    Usage: the backends' ledger totals (``tokens_per_s`` among them)."""
+
+    report: InstanceOf[Report]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,32 +461,32 @@ def read_dialogs(path: str | Path) -> list[Dialog]:
     return list(io.read_jsonl(p, Dialog))
 
 
-async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
+async def _arun(cfg: Settings, inputs: Inputs, out: Path, progress: bool = True) -> tuple[Report, dict[str, Any]]:
     from sage_dialog.roles.rollout import play_dialogs
 
-    names = list(cfg.models) + list(cfg.dialogs)
+    names = list(inputs.models) + list(inputs.dialogs)
     if len(set(names)) != len(names):
         raise UserError("compare: a model name is used in both 'models' and 'dialogs'")
     if len(names) < 2:
         raise UserError("compare: give at least two models (models: NAME=SPEC and/or dialogs: NAME=FILE)")
-    if cfg.models and cfg.seeds is None:
+    if inputs.models and inputs.seeds is None:
         raise UserError("compare: 'seeds' (a file of opening user utterances) is needed to play dialogs")
     # inputs and the output folder are checked before any model loads
-    io.check_paths(inputs=[*cfg.dialogs.values(), cfg.seeds if cfg.models else None], folders=[cfg.out])
+    io.check_paths(inputs=[*inputs.dialogs.values(), inputs.seeds if inputs.models else None], folders=[out])
     dialogs_by_model: dict[str, list[Dialog]] = {}
     for name in names:
-        dialogs_by_model[name] = read_dialogs(cfg.dialogs[name]) if name in cfg.dialogs else []
+        dialogs_by_model[name] = read_dialogs(inputs.dialogs[name]) if name in inputs.dialogs else []
     from sage_dialog.backends.ledger import Ledger
 
     ledger = Ledger("compare")
     pool = BackendPool(cfg.cache, ledger=ledger)
     try:
-        backends = {name: pool.get(spec) for name, spec in cfg.models.items()}
+        backends = {name: pool.get(spec) for name, spec in inputs.models.items()}
         judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
         if backends:
             from sage_dialog.stages.search.seeds import read_seed_file
 
-            seeds = read_seed_file(Path(cfg.seeds or ""))[: cfg.max_seeds]
+            seeds = read_seed_file(inputs.seeds or Path(""))[: cfg.max_seeds]
             from sage_dialog.core.prompts import load_prompt
 
             persona = load_prompt(cfg.user_persona) if cfg.user_persona else None
@@ -482,28 +515,35 @@ async def _arun(cfg: CompareConfig, progress: bool = True) -> Report:
             if set(backends) != set(names):
                 raise UserError("compare: per_turn needs every model as a backend (not a dialogs file)")
             turn_backends = backends
-        return await arun_compare(dialogs_by_model, judges, cfg.out, turn_backends=turn_backends,
-                                  sampling=cfg.sampling.params(), system_prompt=cfg.system_prompt,
-                                  n_boot=cfg.bootstrap, seed=cfg.seed, title=cfg.title,
-                                  config=cfg.model_dump(mode="json"), progress=progress, ledger=ledger,
-                                  canaries=cfg.canaries, stability_sample=cfg.stability_sample)
+        # the manifest's config is the command's config as it always was: the settings, inputs and output
+        config = {"out": str(out), "models": {k: v if isinstance(v, str) else v.model_dump(mode="json")
+                                              for k, v in inputs.models.items()},
+                  "dialogs": {k: str(v) for k, v in inputs.dialogs.items()},
+                  "seeds": str(inputs.seeds) if inputs.seeds is not None else None, **cfg.model_dump(mode="json")}
+        report = await arun_compare(dialogs_by_model, judges, out, turn_backends=turn_backends,
+                                    sampling=cfg.sampling.params(), system_prompt=cfg.system_prompt,
+                                    n_boot=cfg.bootstrap, seed=cfg.seed, title=cfg.title,
+                                    config=config, progress=progress, ledger=ledger,
+                                    canaries=cfg.canaries, stability_sample=cfg.stability_sample)
+        return report, ledger.to_dict()["totals"]
     finally:
         await pool.aclose()
 
 
-def usage_of(out_dir: str | Path) -> dict[str, Any]:
-    """Tokens/s of a finished compare folder, from its manifest (empty when nothing was generated)."""
-    speed = io.read_json(Path(out_dir) / "manifest.json").get("usage", {}).get("tokens_per_s")
-    return {"tokens_per_s": speed} if speed is not None else {}
-
-
-def run(cfg: CompareConfig, *, progress: bool = True) -> Report:
-    """Run the compare stage from a config; returns the :class:`~sage_dialog.stages.compare.report.Report`."""
-    if cfg.threads is not None:
+def run(settings: Settings, *, inputs: Inputs, out: Path, progress: bool = True) -> Result:
+    """Play, judge and report into the folder ``out`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    if settings.threads is not None:
         from sage_dialog.core import threads
 
-        threads.apply(cfg.threads)
-    return asyncio.run(_arun(cfg, progress))
+        threads.apply(settings.threads)
+    report, usage = asyncio.run(_arun(settings, inputs, out, progress))
+    trusted = report.trust_counts()
+    return Result(report=report, usage=usage, seconds=time.perf_counter() - t0,
+                  counts={"models": len(report.models), **report.verdict_counts(),
+                          **{k: v for k, v in trusted.items() if not isinstance(v, str)}},
+                  notes={k: v for k, v in trusted.items() if isinstance(v, str)},
+                  outputs={"report": report.markdown_path, "html": report.html_path, "verdicts": out / "verdicts.jsonl"})
 
 
 def analyse_judgements(judgements_dir: str | Path, out_dir: str | Path, *, n_boot: int = 2000,

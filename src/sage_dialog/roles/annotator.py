@@ -1,8 +1,8 @@
-"""Annotation: label every utterance of every dialog with motivation, emotion and topics.
+"""The LLM annotator role: label every utterance of a dialog with motivation, emotion and topics.
 
 The annotator sees a whole dialog in one request and answers JSON for all its turns
 ("future-aware": later turns inform the labels of earlier ones). :class:`LLMAnnotator` implements
-:class:`roles.Annotator` on any backend:
+:class:`roles.protocols.Annotator` on any backend:
 
 1. it asks for JSON matching a schema built from a pydantic model (closed label sets become enums),
    and hands the schema to the backend for structured output / guided decoding where it has one;
@@ -10,27 +10,23 @@ The annotator sees a whole dialog in one request and answers JSON for all its tu
    :func:`sac.clean_value`, closed-set values mapped from near misses or refused), repairs what can
    be repaired locally (code fences, trailing commas, a bare list, ``topic`` for ``topics``) and
    otherwise asks again, showing the model its answer and the problems, a bounded number of times;
-3. a dialog that still fails comes back with ``error`` set: :func:`run` writes it to the rejects file
-   with the reason and counts it. Nothing is dropped silently.
+3. a dialog that still fails comes back with ``error`` set (the annotate stage writes it to the
+   rejects file with the reason and counts it). Nothing is dropped silently.
 
-:func:`run` is the stage: it streams the input (our Dialog JSONL, raw ShareGPT JSON,
-EmpatheticDialogues CSV, ESConv JSON or a seed file) in chunks, hands each chunk to the annotator
-(the backend sees the whole chunk's requests at once and runs them concurrently), writes annotated
-dialogs (user turns carry ``state``, assistant turns ``action``) and prints a label-distribution
-summary. Resuming is the backend cache's job: the same input annotated again makes zero model calls.
+:class:`ScoringAnnotator` chooses each closed label by the backend's option scores instead (for
+small models). Both are made by :func:`sage_dialog.roles.factory.make_annotator` from a spec and a
+:class:`~sage_dialog.roles.factory.BackendPool`, like every other role; :class:`LabelSets` are the
+closed label sets both use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
-import itertools
 import json
 import re
 import string
-import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,24 +34,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from sage_dialog.backends.base import Backend, BackendConfig, BackendError, ChatRequest, SamplingParams
+from sage_dialog.backends.base import Backend, BackendError, ChatRequest, SamplingParams
 from sage_dialog.core import sac
 from sage_dialog.core.errors import UserError, where
-from sage_dialog.core.io import (
-    atomic_write,
-    check_paths,
-    dumps,
-    iter_jsonl_raw,
-    new_manifest,
-    read_jsonl,
-    sha256_path,
-    write_json,
-)
-from sage_dialog.core.redact import redact_obj
-from sage_dialog.core.schema import Dialog, Tags, Turn, utc_now
+from sage_dialog.core.io import read_jsonl
+from sage_dialog.core.schema import Dialog, Tags, Turn
 from sage_dialog.labels import load_label_set
-from sage_dialog.roles.protocols import AnnotationResult, Annotator
-from sage_dialog.stages.engine import EngineSettings, engine_field, in_order
+from sage_dialog.roles.protocols import AnnotationResult
 
 FIELDS = ("motivation", "emotion", "topics")
 ROLES = ("user", "assistant")
@@ -453,6 +438,11 @@ def check_answer(text: str, dialog: Dialog, labels: LabelSets, *, tidy: bool) ->
 # the LLM annotator
 
 
+# the start of every answer (see answer_model), prefilled with ``json_prefill``
+JSON_PREFILL = '{"turns": [{"index": 0, "motivation": "'
+
+
+
 class LLMAnnotator:
     """:class:`roles.Annotator` on any backend: one JSON request per dialog, validated and repaired.
 
@@ -657,473 +647,3 @@ class ScoringAnnotator:
                                         topics=[]) for i in range(len(dialog.turns))])
             for d, dialog in enumerate(dialogs)
         ]
-
-
-# ---------------------------------------------------------------------------------------------
-# reading inputs
-
-
-def _resolve_format(path: Path, fmt: str) -> str:
-    """The format name to read ``path`` with: ``seeds`` or a dialog format of :mod:`sage_dialog.formats`."""
-    if fmt == "dialog":
-        return "dialogs"  # the short spelling
-    if fmt != "auto":
-        return fmt
-    if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
-        return "seeds"  # the original test_sent.tsv: one utterance per line
-    from sage_dialog.formats import detect_format
-
-    return detect_format(path)
-
-
-def load_dialogs(path: str | Path, fmt: InputFormat = "auto") -> Iterator[Dialog]:
-    """Stream dialogs from ``path``: a seed file (``seeds``) or any dialog format sage-dialog reads
-    (Dialog JSONL, ShareGPT JSON, TRL messages, a LLaMA-Factory folder, transcripts,
-    EmpatheticDialogues CSV, ESConv JSON); ``auto`` detects it as ``sage-dialog convert`` does."""
-    from sage_dialog.formats import get_format, read_records
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    name = _resolve_format(p, fmt)
-    if name == "seeds":
-        from sage_dialog.formats.empathetic import seed_dialogs
-
-        yield from seed_dialogs(p)
-        return
-    if get_format(name).kind != "dialog":
-        raise UserError(f"{p}: format {name} holds no dialogs")
-    yield from read_records(p, name)
-
-
-def _count(path: Path, fmt: InputFormat) -> int:
-    """Number of dialogs, for the progress bar's ETA (JSONL lines are counted without parsing records)."""
-    if _resolve_format(path, fmt) == "dialogs":
-        return sum(1 for _ in iter_jsonl_raw(path))
-    return sum(1 for _ in load_dialogs(path, fmt))  # whole-document formats: a second, cheap read
-
-
-def _chunks(it: Iterable[Dialog], size: int) -> Iterator[list[Dialog]]:
-    buf: list[Dialog] = []
-    for d in it:
-        buf.append(d)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-# ---------------------------------------------------------------------------------------------
-# the stage
-
-
-# the start of every answer (see answer_model), prefilled with ``json_prefill``
-JSON_PREFILL = '{"turns": [{"index": 0, "motivation": "'
-
-
-class AnnotateConfig(BaseModel):
-    """Settings of ``sage-dialog annotate`` (also usable from Python: ``annotate.run(cfg)``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    input: Path = Field(description="dialogs to annotate")
-    output: Path = Field(description="annotated Dialog JSONL to write")
-    annotator: str | BackendConfig = Field(description='"oracle" or a backend spec (hf:PATH, vllm:PATH, openai:MODEL, '
-                                           'mock:FILE)')
-    input_format: InputFormat = Field("auto", description="auto (detected), seeds (one utterance per line), or a "
-                                      "dialog format of `sage-dialog convert --help`: dialogs, sharegpt, trl-sft, "
-                                      "llamafactory-sft, transcripts, empathetic, esconv, ...")
-    rejects: Path | None = Field(None, description="rejects JSONL (default: OUTPUT.rejects.jsonl)")
-    summary: Path | None = Field(None, description="summary JSON (default: OUTPUT.summary.json)")
-    sharegpt_output: Path | None = Field(None, description="also write the original annotated ShareGPT JSON")
-    sac_output: Path | None = Field(None, description="also chain the result into SAC dialogs (Dialog .jsonl, or "
-                                    "chained ShareGPT .json)")
-    labels: dict[str, str] = Field(default_factory=dict, description="closed label set for FIELD or ROLE.FIELD "
-                                   "(motivation, emotion, topics; user, assistant): a shipped set "
-                                   "(esconv_strategies, empathetic_emotions) or a file, one label per line")
-    closed: Literal["map", "reject"] = Field("map", description="closed sets: map near misses onto the set or "
-                                             "refuse them")
-    tidy: bool = Field(False, description="let the annotator tidy text and add a bridging question (original kept "
-                       "in original_text)")
-    few_shot: Path | None = Field(None, description="annotated Dialog JSONL used as few-shot examples")
-    prompt: Path | None = Field(None, description="a custom annotator prompt template (string.Template)")
-    max_attempts: int = Field(3, ge=1, description="requests per dialog, repairs included")
-    temperature: float = Field(0.0, ge=0, description="sampling temperature of the annotator")
-    max_tokens_per_turn: int = Field(48, ge=8, description="answer length allowed per dialog turn (with constrained "
-                                     "decoding at least what the bounded schema allows: never cut off)")
-    mode: Literal["generate", "score"] = Field(
-        "generate", description="generate: a JSON answer per dialog (models of ~1B parameters and up, or an API "
-        "model; with hf: and xgrammar the JSON is constrained and bounded); score: choose each closed label by "
-        "the backend's option scores (valid by construction; topics left empty; the mode for small models such "
-        "as smollm2-135m, which write JSON but fill it with repeated text)")
-    json_prefill: bool = Field(False, description="start each answer with its JSON head (for small models that "
-                               "otherwise continue the dialog; backends without constrained decoding)")
-    chunk_size: int = Field(64, ge=1, description="dialogs handed to the backend at once")
-    cache: str | None = Field(None, description="response cache (SQLite) path; re-runs take answers from it")
-    backend_options: dict[str, Any] = Field(default_factory=dict, description="backend constructor options, e.g. "
-                                            "base_url=http://127.0.0.1:8000/v1")
-    limit: int | None = Field(None, ge=1, description="annotate only the first N dialogs")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
-                                "else the cores not busy now, at least 1)")
-    engine: EngineSettings = engine_field()
-
-    def _beside_output(self, suffix: str) -> Path:
-        if not self.output.name:  # ".", "/", "..": a folder, and no name to put beside it
-            raise UserError(f"{self.output}: is a folder, expected an output file")
-        return self.output.with_name(self.output.name.removesuffix(".jsonl") + suffix)
-
-    def rejects_path(self) -> Path:
-        return self.rejects or self._beside_output(".rejects.jsonl")
-
-    def summary_path(self) -> Path:
-        return self.summary or self._beside_output(".summary.json")
-
-
-def build_annotator(cfg: AnnotateConfig, ledger: Any = None) -> tuple[Annotator, Backend | None]:
-    """The annotator a config names, and the backend to close afterwards (None for the oracle).
-
-    ``ledger`` (a :class:`backends.ledger.Ledger`) counts the backend's calls, cache hits included.
-    """
-    labels = LabelSets.from_spec(cfg.labels, cfg.closed)  # checked first: a bad set is an error for any annotator
-    if cfg.annotator == "oracle":
-        llm_only = [k for k in ("few_shot", "prompt") if getattr(cfg, k)] + (["labels"] if cfg.labels else []) \
-            + (["tidy"] if cfg.tidy else [])
-        if llm_only:
-            raise UserError(f"annotator 'oracle': option(s) {', '.join(llm_only)} only apply to an LLM annotator")
-        from sage_dialog.roles.factory import oracle
-
-        return oracle("annotator"), None
-    from sage_dialog.backends.base import load_backend
-
-    bcfg = cfg.annotator if isinstance(cfg.annotator, BackendConfig) else BackendConfig(spec=cfg.annotator)
-    if cfg.cache and not bcfg.cache:
-        bcfg = bcfg.model_copy(update={"cache": cfg.cache})
-    options = {**bcfg.options, **cfg.backend_options}
-    if bcfg.spec.startswith("openai:"):
-        # one failed request rejects its dialog (with the reason), not the whole chunk
-        options.setdefault("on_error", "return")
-    bcfg = bcfg.model_copy(update={"options": options})
-    # every input is checked before a model is loaded
-    few = load_few_shot(cfg.few_shot) if cfg.few_shot else []
-    template = None
-    if cfg.prompt:
-        try:
-            template = cfg.prompt.read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError):
-            raise UserError(f"{cfg.prompt}: no such prompt file") from None
-    if cfg.mode == "score":  # checked before the model loads
-        missing = [f"{r}.{f}" for r in ROLES for f in ScoringAnnotator.FIELDS if labels.get(r, f) is None]
-        if missing:
-            raise UserError(f"annotate: mode=score needs closed label sets for {', '.join(missing)} "
-                            f"(labels: {{motivation: SET, emotion: SET}})")
-    backend = load_backend(bcfg)
-    if ledger is not None:
-        backend = ledger.track(backend)  # outermost, so it sees cache hits
-    if cfg.mode == "score":
-        return ScoringAnnotator(backend, labels), backend
-    ann = LLMAnnotator(backend, labels=labels, tidy=cfg.tidy, few_shot=few, max_attempts=cfg.max_attempts,
-                       temperature=cfg.temperature, max_tokens_per_turn=cfg.max_tokens_per_turn, template=template,
-                       json_prefill=cfg.json_prefill)
-    return ann, backend
-
-
-def apply_result(dialog: Dialog, result: AnnotationResult) -> Dialog:
-    """The annotated copy of ``dialog``: tags on turns, tidied text with the original kept."""
-    assert result.tags is not None
-    turns = []
-    for i, (t, tags) in enumerate(zip(dialog.turns, result.tags, strict=True)):
-        new = t.model_copy()
-        new.state, new.action = (tags, None) if t.role == "user" else (None, tags)
-        if result.texts is not None and result.texts[i] != t.text:
-            new.original_text = t.original_text or t.text
-            new.text = result.texts[i]
-        turns.append(new)
-    return dialog.model_copy(update={"turns": turns})
-
-
-def _check_result(dialog: Dialog, result: AnnotationResult) -> str | None:
-    """A reason to reject what an annotator returned (any annotator, oracle included)."""
-    if result.tags is None:
-        return result.error or "annotator gave no tags"
-    if len(result.tags) != len(dialog.turns):
-        return f"annotator gave {len(result.tags)} tag sets for {len(dialog.turns)} turns"
-    if result.texts is not None and len(result.texts) != len(dialog.turns):
-        return f"annotator gave {len(result.texts)} texts for {len(dialog.turns)} turns"
-    return None
-
-
-def _reason_kind(reason: str) -> str:
-    """A short category of a rejection reason, for the summary."""
-    r = reason.lower()
-    for key, kind in (("backend error", "backend_error"), ("cut off", "truncated"), ("not json", "malformed_json"),
-                      ("expected a json object", "malformed_json"), ("expected", "wrong_turn_count"),
-                      ("missing", "missing_field"), ("empty", "missing_field"), ("not an allowed", "label_not_allowed"),
-                      ("indices", "bad_indices")):
-        if key in r:
-            return kind
-    return "other"
-
-
-class Summary:
-    """Counts and label distributions of one annotation run."""
-
-    def __init__(self) -> None:
-        self.dialogs = 0
-        self.annotated = 0
-        self.rejected = 0
-        self.turns = 0
-        self.reasons: Counter[str] = Counter()
-        self.attempts: Counter[int] = Counter()
-        self.labels: dict[str, Counter[str]] = {f"{r}.{f}": Counter() for r in ROLES for f in FIELDS}
-        self.tidied = 0
-        self.repaired = 0
-
-    def add(self, dialog: Dialog, result: AnnotationResult, reason: str | None) -> None:
-        self.dialogs += 1
-        self.attempts[result.attempts] += 1
-        if reason is not None:
-            self.rejected += 1
-            self.reasons[_reason_kind(reason)] += 1
-            return
-        self.annotated += 1
-        self.repaired += result.attempts > 1
-        for t in dialog.turns:
-            self.turns += 1
-            tags = t.state if t.role == "user" else t.action
-            if t.original_text is not None:
-                self.tidied += 1
-            if tags is None:
-                continue
-            self.labels[f"{t.role}.motivation"][tags.motivation or "null"] += 1
-            self.labels[f"{t.role}.emotion"][tags.emotion or "null"] += 1
-            for x in tags.topics or []:
-                self.labels[f"{t.role}.topics"][x] += 1
-
-    def as_dict(self, top: int = 20) -> dict[str, Any]:
-        return {
-            "dialogs": self.dialogs,
-            "annotated": self.annotated,
-            "rejected": self.rejected,
-            "reject_reasons": dict(self.reasons.most_common()),
-            "turns": self.turns,
-            "tidied_turns": self.tidied,
-            "repaired_by_retry": self.repaired,
-            "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
-            "labels": {k: dict(c.most_common(top)) for k, c in self.labels.items() if c},
-            "distinct_labels": {k: len(c) for k, c in self.labels.items() if c},
-        }
-
-    def render(self, top: int = 8) -> str:
-        d = self.as_dict(top)
-        lines = [f"annotated {d['annotated']} of {d['dialogs']} dialogs ({d['turns']} turns); "
-                 f"rejected {d['rejected']}" + (f" {d['reject_reasons']}" if d["rejected"] else "")]
-        for key, counts in d["labels"].items():
-            total = sum(self.labels[key].values())
-            shown = ", ".join(f"{lab} {100 * n / total:.0f}%" for lab, n in counts.items())
-            lines.append(f"  {key} ({d['distinct_labels'][key]} distinct): {shown}")
-        return "\n".join(lines)
-
-
-COUNT_KEYS = ("dialogs", "annotated", "rejected", "repaired_by_retry", "repaired_locally")
-
-
-def add_counts(counts: dict[str, Any], summary_file: dict[str, Any]) -> dict[str, Any]:
-    """``counts`` plus the quality counts of one annotation summary file (for a stage over several files):
-    dialogs, annotated (valid), rejected, repaired (by a retry or locally), and tokens/s."""
-    s, usage = summary_file.get("summary", {}), summary_file.get("usage", {})
-    out = {k: counts.get(k, 0) + int(s.get(k, 0)) for k in COUNT_KEYS}
-    speed = usage.get("ledger", {}).get("tokens_per_s")
-    if speed is not None:
-        out["tokens_per_s"] = speed  # the last file's; files are annotated one after another
-    return out
-
-
-def write_sharegpt_annotated(path: Path, dialogs: Sequence[Dialog]) -> None:
-    """The original annotated ShareGPT file: every value prefixed by its ``{motivation: ...}`` block."""
-    from sage_dialog.formats.sharegpt import write_sharegpt
-
-    write_sharegpt(path, dialogs, style="annotated")
-
-
-async def _run_async(cfg: AnnotateConfig, annotator: Annotator, total: int, quiet: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    summary = Summary()
-    keep_for_sharegpt: list[Dialog] = []
-    usage_before = Counter(getattr(annotator, "stats", Counter()))
-    dialogs = load_dialogs(cfg.input, cfg.input_format)
-    if cfg.limit:
-        dialogs = itertools.islice(dialogs, cfg.limit)
-        total = min(total, cfg.limit)
-    from sage_dialog.backends import progress
-
-    with atomic_write(cfg.output) as out, atomic_write(cfg.rejects_path()) as rej, \
-            tqdm(total=total, unit="dialog", desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                 disable=quiet) as bar, progress.listen(progress.Meter(bar)) as meter:
-        # the bar counts dialogs per chunk; its postfix moves with every request and token inside one
-        window = getattr(annotator, "parallel_chunks", 1)  # a Ray annotator keeps all its workers busy
-        async for chunk, results in in_order(annotator.annotate, _chunks(dialogs, cfg.chunk_size), window):
-            if len(results) != len(chunk):
-                raise RuntimeError(f"annotator {annotator.name} returned {len(results)} results for {len(chunk)} dialogs")
-            for d, r in zip(chunk, results, strict=True):
-                reason = _check_result(d, r)
-                if reason is None:
-                    done = apply_result(d, r)
-                    out.write(dumps(done) + "\n")
-                    summary.add(done, r, None)
-                    if cfg.sharegpt_output:
-                        keep_for_sharegpt.append(done)
-                else:
-                    # a backend's error text may echo the API key: the rejects file never holds it
-                    rej.write(json.dumps(redact_obj({"id": d.id, "reason": reason, "attempts": r.attempts,
-                                                     "raw": r.raw,
-                                                     "dialog": d.model_dump(mode="json", exclude_none=True)}),
-                                         ensure_ascii=False) + "\n")
-                    summary.add(d, r, reason)
-            bar.update(len(chunk))
-        meter.close()
-    if cfg.sharegpt_output:
-        write_sharegpt_annotated(cfg.sharegpt_output, keep_for_sharegpt)
-    stats = Counter(getattr(annotator, "stats", Counter()))
-    stats.subtract(usage_before)
-    result = summary.as_dict()
-    # answers fixed without asking again, and closed-set near misses mapped onto their label
-    result["repaired_locally"] = stats.pop("repaired_locally", 0)
-    result["mapped_labels"] = stats.pop("mapped_labels", 0)
-    result["usage"] = {k: v for k, v in stats.items()}
-    if "requests" in result["usage"]:
-        result["usage"]["model_calls"] = result["usage"]["requests"] - result["usage"].get("cached", 0)
-    result["text"] = summary.render()
-    return result
-
-
-def run(cfg: AnnotateConfig, *, annotator: Annotator | None = None, quiet: bool = False) -> Path:
-    """Annotate ``cfg.input`` into ``cfg.output``; return the output path.
-
-    Writes the rejects file (always, possibly empty) and the summary JSON (a manifest with the
-    label distribution in ``summary``). Pass ``annotator`` to use a role object directly.
-    """
-    check_paths(inputs=[cfg.input, cfg.few_shot, cfg.prompt],
-                files=[cfg.output, cfg.rejects_path(), cfg.summary_path(), cfg.sharegpt_output, cfg.sac_output])
-    if cfg.threads is not None:
-        from sage_dialog.core import threads
-
-        threads.apply(cfg.threads)
-    total = _count(cfg.input, cfg.input_format)
-    from sage_dialog.backends.ledger import Ledger
-
-    backend: Any = None  # what to close afterwards: the backend, or the Ray workers
-    ledger = Ledger("annotate")
-    if annotator is None and cfg.engine.kind == "ray":
-        from sage_dialog.stages.annotate_remote import RemoteAnnotator
-
-        annotator = backend = RemoteAnnotator(cfg, build_annotator)  # one annotator per Ray worker; chunks are the units
-    elif annotator is None:
-        annotator, backend = build_annotator(cfg, ledger)
-    manifest = new_manifest("annotate", cfg.model_dump(mode="json"), inputs={str(cfg.input): sha256_path(cfg.input)})
-
-    async def main() -> dict[str, Any]:
-        try:
-            return await _run_async(cfg, annotator, total, quiet)
-        finally:
-            if backend is not None:
-                await backend.aclose()
-
-    result = asyncio.run(main())
-    if cfg.sac_output:
-        from sage_dialog.stages.chain import chain_file
-
-        chain_file(cfg.output, cfg.sac_output, src_format="dialogs")
-    text = result.pop("text")
-    manifest.usage = {**result.pop("usage"), "ledger": ledger.to_dict()["totals"]}
-    manifest.summary = result
-    manifest.outputs = [str(p) for p in (cfg.output, cfg.rejects_path(), cfg.sharegpt_output, cfg.sac_output) if p]
-    manifest.finished = utc_now()
-    write_json(cfg.summary_path(), manifest)
-    if not quiet:
-        print(text, file=sys.stderr)
-        if "model_calls" in manifest.usage:
-            speed = manifest.usage["ledger"].get("tokens_per_s")
-            print(f"  model calls: {manifest.usage.get('model_calls', 0)}, cached: {manifest.usage.get('cached', 0)}"
-                  + (f", {speed:g} tokens/s" if speed else ""), file=sys.stderr)
-        print(f"wrote {cfg.output}, rejects {cfg.rejects_path()}, summary {cfg.summary_path()}", file=sys.stderr)
-    return cfg.output
-
-
-__all__ = [
-    "AnnotateConfig",
-    "LLMAnnotator",
-    "LabelSets",
-    "Summary",
-    "answer_schema",
-    "apply_result",
-    "check_answer",
-    "dialog_schema",
-    "load_dialogs",
-    "run",
-]
-
-
-def import_corpus(corpus: Literal["empathetic", "esconv", "chitchat"], path: str | Path | None, output: str | Path, *,
-                  seeds_out: str | Path | None = None, limit: int | None = None,
-                  min_turns: int = 1, max_turns: int | None = None,
-                  label_map: str | Path | None = None, keep_unknown: bool = False) -> tuple[int, int]:
-    """Write a public corpus as Dialog JSONL (and its first user utterances as seeds); return counts.
-
-    Dialogs with fewer than ``min_turns`` turns are skipped (counted in the log line of the command);
-    longer than ``max_turns``, they are cut to their first ``max_turns`` turns (a small annotator
-    labels short dialogs much better);
-    ``limit`` counts the dialogs written. ``path`` None means the installed chitchat-dataset's file.
-    ESConv only: ``label_map`` (a JSON/YAML file ``{spelling: label}``) maps strategy spellings,
-    ``keep_unknown`` keeps strategies that are in no set as written.
-    """
-    from sage_dialog.core.io import write_jsonl
-    from sage_dialog.formats.empathetic import write_seeds
-
-    if min_turns < 1:
-        raise UserError(f"--min-turns must be at least 1, got {min_turns}")
-    if max_turns is not None and max_turns < min_turns:
-        raise UserError(f"--max-turns must be at least --min-turns ({min_turns}), got {max_turns}")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    if corpus != "esconv" and (label_map or keep_unknown):
-        raise UserError("--label-map and --keep-unknown apply to esconv imports only")
-    if path is None and corpus != "chitchat":
-        raise UserError(f"import {corpus}: give the corpus FILE")
-
-    def source() -> Iterator[Dialog]:
-        if corpus == "chitchat":
-            from sage_dialog.formats.chitchat import default_path, read_chitchat
-
-            return read_chitchat(default_path() if path is None else path)
-        p = Path(path)  # type: ignore[arg-type]
-        if corpus == "esconv":
-            from sage_dialog.formats.esconv import read_esconv, read_label_map
-
-            return read_esconv(p, label_map=read_label_map(label_map) if label_map else None,
-                               keep_unknown=keep_unknown)
-        fmt: InputFormat = "seeds" if p.suffix.lower() in (".tsv", ".txt") else "empathetic"
-        return load_dialogs(p, fmt)
-
-    check_paths(inputs=[Path(path) if path is not None else None, label_map], files=[output, seeds_out])
-    firsts: list[str] = []
-    skipped = Counter[int]()
-
-    def stream() -> Iterator[Dialog]:
-        for d in source():
-            if len(d.turns) < min_turns:
-                skipped[len(d.turns)] += 1
-                continue
-            if max_turns is not None and len(d.turns) > max_turns:
-                d = d.model_copy(update={"turns": d.turns[:max_turns]})
-            firsts.append(d.turns[0].text)
-            yield d
-            if limit is not None and len(firsts) >= limit:
-                return
-
-    n = write_jsonl(output, stream())
-    if skipped:
-        print(f"skipped {sum(skipped.values())} dialogs with fewer than {min_turns} turns "
-              f"({', '.join(f'{v} with {k}' for k, v in sorted(skipped.items()))})", file=sys.stderr)
-    seeds = write_seeds(seeds_out, firsts) if seeds_out else 0
-    return n, seeds

@@ -20,10 +20,10 @@ from sage_dialog.stages.engine import EngineSettings, open_pool
 
 
 class AnnotateWorker:
-    """What one Ray actor holds: the annotator of the config (built on the worker's node)."""
+    """What one Ray actor holds: the annotator of the settings (built on the worker's node)."""
 
-    def __init__(self, cfg: Any, build: Callable[[Any], tuple[Any, Any]]):
-        self.annotator, self.backend = build(cfg)  # annotate.build_annotator
+    def __init__(self, settings: Any, build: Callable[[Any], tuple[Any, Any]]):
+        self.annotator, self.backend = build(settings)  # annotate.build_annotator: the annotator and its pool
 
     async def annotate(self, chunk: Sequence[Dialog]) -> tuple[list[AnnotationResult], dict[str, int]]:
         before = Counter(getattr(self.annotator, "stats", Counter()))
@@ -37,20 +37,21 @@ class AnnotateWorker:
             await self.backend.aclose()
 
 
-def _make_worker(cfg: Any, build: Callable[[Any], tuple[Any, Any]]) -> AnnotateWorker:
-    return AnnotateWorker(cfg, build)
+def _make_worker(settings: Any, build: Callable[[Any], tuple[Any, Any]]) -> AnnotateWorker:
+    return AnnotateWorker(settings, build)
 
 
 class RemoteAnnotator:
     """The annotator protocol over a pool of Ray workers (usage counters summed from the workers)."""
 
-    def __init__(self, cfg: Any, build: Callable[[Any], tuple[Any, Any]]):
-        local = cfg.model_copy(update={"engine": EngineSettings()})
-        spec = cfg.annotator if isinstance(cfg.annotator, str) else cfg.annotator.spec
-        self.pool = open_pool(cfg.engine, partial(_make_worker, local, build), gpu_backend=spec.startswith("vllm:"))
+    def __init__(self, settings: Any, build: Callable[[Any], tuple[Any, Any]]):
+        local = settings.model_copy(update={"engine": EngineSettings()})
+        spec = settings.annotator if isinstance(settings.annotator, str) else settings.annotator.spec
+        self.pool = open_pool(settings.engine, partial(_make_worker, local, build),
+                              gpu_backend=spec.startswith("vllm:"))
         self.name = f"ray[{len(self.pool)} workers]"
         self.stats: Counter[str] = Counter()
-        self.parallel_chunks = (cfg.engine.concurrency + 1) * len(self.pool)
+        self.parallel_chunks = (settings.engine.concurrency + 1) * len(self.pool)
 
     async def annotate(self, dialogs: Sequence[Dialog]) -> list[AnnotationResult]:
         results, stats = await self.pool.call("annotate", list(dialogs))
