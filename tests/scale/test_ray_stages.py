@@ -96,14 +96,16 @@ SEEDS = ["I failed my driving test again.", "My sister is getting married!", "My
          "I got a new job today.", "I can't sleep before my exam.", "We moved to a new city."]
 
 
-def _search_cfg(tmp_path: Path, model: Path, name: str, engine: EngineSettings) -> stage.SearchRunConfig:
+def _search_cfg(tmp_path: Path, model: Path, name: str, engine: EngineSettings,
+                linger_ms: float | None = None) -> stage.SearchRunConfig:
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("\n".join(SEEDS) + "\n")
     return stage.SearchRunConfig(seeds=seeds, out=tmp_path / name, assistant=f"hf:{model}", user="oracle",
                                  judge="oracle", assistant_persona="none", engine=engine,
                                  # share_prompt off: a shared prefill makes a row's samples depend on which
                                  # requests meet in its micro-batch, and Ray workers batch other requests
-                                 backend_options={"num_threads": 1, "share_prompt": False},
+                                 backend_options={"num_threads": 1, "share_prompt": False,
+                                                  **({"linger_ms": linger_ms} if linger_ms else {})},
                                  config=SearchConfig(turns=2, candidates=3, sampling=SamplingConfig(max_tokens=16)))
 
 
@@ -140,7 +142,9 @@ def _worker_pids() -> list[int]:
 
 
 def test_a_worker_killed_mid_search_loses_and_duplicates_nothing(cluster, tiny_model, local_search, tmp_path):
-    cfg = _search_cfg(tmp_path, tiny_model, "killed", _engine(cluster))
+    # each micro-batch waits 300 ms for company: the stage lasts seconds, not the blink in which a
+    # loaded machine's poller missed it (samples do not depend on batching with share_prompt off)
+    cfg = _search_cfg(tmp_path, tiny_model, "killed", _engine(cluster), linger_ms=300)
     journal = cfg.out / "journal"  # type: ignore[operator]
     killed: list[int] = []
 
