@@ -16,14 +16,14 @@ DIALOG = [{"role": "user", "content": "i failed my exam today and i feel bad abo
 OTHER = [{"role": "user", "content": "my sister is getting married next week"}]
 
 
-def _spy(b: HFBackend) -> list[tuple[int, int]]:
-    """Record the (rows, tokens) shape of every forward pass of ``b``'s model."""
-    calls: list[tuple[int, int]] = []
+def _spy(b: HFBackend) -> list[tuple[int, int, int | None]]:
+    """Record (rows, tokens, logits_to_keep) of every forward pass of ``b``'s model."""
+    calls: list[tuple[int, int, int | None]] = []
     original = b.lm.forward
 
     def spy(*args, **kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
-        calls.append(tuple(ids.shape))
+        calls.append((*ids.shape, kwargs.get("logits_to_keep")))
         return original(*args, **kwargs)
 
     b.lm.forward = spy
@@ -66,8 +66,32 @@ def test_score_prompts_read_only_what_they_do_not_share_with_the_previous_one(ti
     for g, w in zip(got, want, strict=True):
         assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
         assert g.tokens_in == w.tokens_in
-    heads = [c[1] for c in calls if c[0] == 1]  # one-row forwards: prompt heads (options run 3 rows)
+    heads = [c[1] for c in calls if c[2] == 1]  # prompt passes keep one position's logits; options keep all
     first = heads[0]
     # the 2nd prompt read only its tail after the shared dialog; the 3rd (the same prompt) read nothing
     assert len(heads) == 3 and heads[1] < first // 2
     assert got[1].logprobs == pytest.approx(got[2].logprobs, abs=1e-6)
+
+
+def test_one_token_options_are_scored_from_the_prompt_pass_alone(tiny_model):
+    """A judge's " A" / " B" and most labels are one token: the prompt's own last logits score them,
+    with the same log-probabilities as feeding each option after the prompt."""
+    b = load_backend(f"hf:{tiny_model}", share_base=False)
+    assert isinstance(b, HFBackend)
+    tok = b.tokenizer
+    opts = [o for o in (" A", " B", " a", " b", " yes", " no") if len(tok(o, add_special_tokens=False)["input_ids"]) == 1]
+    assert len(opts) >= 2
+    calls = _spy(b)
+    [got] = asyncio.run(b.score([ScoreRequest(DIALOG, opts, prefill="The answer is")]))
+    assert len(calls) == 1 and calls[0][2] == 1  # the prompt pass, nothing after it
+    import torch
+
+    from sage_dialog.backends.prompting import render_prompt
+
+    ids = tok(render_prompt(tok, DIALOG, "The answer is"), add_special_tokens=False)["input_ids"]
+    for o, lp in zip(opts, got.logprobs, strict=True):
+        full = torch.tensor([ids + tok(o, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            logits = b.lm(input_ids=full).logits[0, -2].float()
+        want = float(torch.log_softmax(logits, -1)[full[0, -1]])
+        assert lp == pytest.approx(want, abs=1e-4)
