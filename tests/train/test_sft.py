@@ -107,3 +107,35 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model, sft_data, tmp_pat
     assert logged_steps[0] <= 2 and logged_steps[-1] == 6
     assert 0 < s["tokens"] < 2 * first["tokens"] + 1
     assert (out / "checkpoint-6").exists()
+
+
+def test_fast_lora_on_a_bf16_cpu_trains_fp32_adapters_on_a_bf16_base(tiny_model, sft_data, tmp_path, fast,
+                                                                       monkeypatch):
+    """precision=fast with LoRA: the frozen base loads in bf16 (no autocast), the adapter learns in fp32."""
+    from sage_dialog.core import cpu
+    from sage_dialog.train import common
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    seen = {}
+    original = common.load_model
+
+    def spy(*args, **kwargs):
+        model = original(*args, **kwargs)
+        seen["dtype"] = next(model.parameters()).dtype
+        return model
+
+    monkeypatch.setattr("sage_dialog.train.sft.load_model", spy)
+    out = tmp_path / "fast"
+    cfg = load_config(SFTRunConfig, None, fast(
+        tiny_model, sft_data, out, **{"train.max_steps": 12, "train.learning_rate": 5e-3, "adapter.r": 8,
+                                      "train.precision": "fast"}))
+    train_sft(cfg)
+    assert seen["dtype"] == torch.bfloat16
+    assert common.precision_args(cfg.train, "cpu", "lora")["bf16"] is False  # no autocast over a bf16 base
+    assert common.precision_args(cfg.train, "cpu", "full")["bf16"] is True  # full FT: autocast, fp32 master
+    s = _summary(out)
+    assert all(math.isfinite(h["loss"]) for h in s["log_history"] if "loss" in h)
+    assert s["final_train_loss"] < s["first_train_loss"]
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert {v.dtype for v in adapter.values()} == {torch.float32}
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)

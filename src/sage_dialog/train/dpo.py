@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_dialog.core.errors import UserError
+from sage_dialog.core.heap import training_heap
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
@@ -130,7 +131,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
         label_smoothing=cfg.dpo.label_smoothing,
         dataset_num_proc=None,
     )
-    model = load_model(cfg.model, cfg.adapter, device)
+    model = load_model(cfg.model, cfg.adapter, device, cfg.train.precision)
     check_target_modules(model, cfg.adapter)
     align_eos(tokenizer, model, template)
     set_zero3_leaf_modules(model)
@@ -149,7 +150,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     )
     calm_progress(trainer, "train dpo")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer:
+    with Timer() as timer, training_heap():  # freed activations leave RSS (core.heap)
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     trainer.save_model(str(out))

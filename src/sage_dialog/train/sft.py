@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sage_dialog.core.heap import training_heap
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
@@ -82,7 +83,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
         dataset_num_proc=None,
     )
     # created after the TrainingArguments so that a ZeRO-3 config is active while the model loads
-    model = load_model(cfg.model, cfg.adapter, device)
+    model = load_model(cfg.model, cfg.adapter, device, cfg.train.precision)
     check_target_modules(model, cfg.adapter)
     align_eos(tokenizer, model, template)
     set_zero3_leaf_modules(model)
@@ -96,7 +97,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     )
     calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer:
+    with Timer() as timer, training_heap():  # freed activations leave RSS (core.heap)
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = None
     if eval_ds is not None:
