@@ -183,3 +183,27 @@ def test_input_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
                  "-o", str(tmp_path / "o")]) == 2
     assert "share no seed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing half-made
+
+
+def test_backend_options_reach_the_user_and_judge_given_as_specs(tiny_model: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare's backend_options (a loop passes its own, e.g. dtype: fast) go to every hf: spec it loads,
+    so the user and judge share one base with the compared models instead of loading a second copy."""
+    from sage_dialog.roles import factory
+
+    seen: list[tuple[str, dict]] = []
+    real = factory.load_backend
+
+    def spy(cfg):  # type: ignore[no-untyped-def]
+        seen.append((cfg.spec, dict(cfg.options)))
+        return real(cfg)
+
+    monkeypatch.setattr(factory, "load_backend", spy)
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(SEEDS[0] + "\n")
+    argv = ["compare", "--model", f"m0=hf:{tiny_model}", "--model", f"m1=hf:{tiny_model}", "--seeds", str(seeds),
+            "--user", f"hf:{tiny_model}", "--judge", f"hf:{tiny_model}", "--turns", "1",
+            "--set", "sampling.max_tokens=4", "--set", "canaries=false", "--set", "stability_sample=0",
+            "--set", "backend_options.share_prompt=false", "--no-progress", "-o", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert seen and all(opts == {"share_prompt": False} for _, opts in seen)

@@ -117,3 +117,17 @@ def test_the_benchmarks_stage_returns_its_result_and_writes_its_manifest(tmp_pat
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["sft eq_bench"] == res.quality["sft eq_bench"] and "| sft | eq_bench | eqbench |" in (
         out / "eval.md").read_text()
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "torch.bfloat16"), (False, "torch.float32")])
+def test_the_harness_model_takes_the_backend_dtype(tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   native: bool, expected: str) -> None:
+    """An hf: spec's dtype option (fast: bf16 where the CPU computes it) reaches lm-eval's HFLM."""
+    from sage_dialog.backends.base import BackendConfig
+    from sage_dialog.core import cpu
+    from sage_dialog.stages import eval as harness
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda: native)
+    lm, backend = harness._harness_model(BackendConfig(spec=f"hf:{tiny_model}", options={"dtype": "fast"}),
+                                         harness.Settings(tasks=["eq_bench"]))
+    assert backend is None and str(lm.model.dtype) == expected

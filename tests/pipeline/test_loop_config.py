@@ -73,3 +73,14 @@ def test_training_under_a_launcher_runs_in_its_own_process(tmp_path: Path, tiny_
     assert (out / "config.json").exists()
     assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
     assert (tmp_path / "sft.yaml").exists()
+
+
+def test_the_loop_backend_options_reach_an_annotator_on_the_loop_provider() -> None:
+    """The quickstart's dtype: fast reaches the annotator (hf:), so it shares the run's one base."""
+    cfg = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml")
+    assert cfg.backend_options == {"dtype": "fast"}
+    assert cfg.annotate_settings().backend_options == {"dtype": "fast"}
+    own = load_config(LoopConfig, CONFIGS / "quickstart-smollm2.yaml", ["annotate.backend_options.dtype=float32"])
+    assert own.annotate_settings().backend_options == {"dtype": "float32"}  # the section's own wins
+    other = cfg.model_copy(update={"annotate": cfg.annotate.model_copy(update={"annotator": "mock:"})})
+    assert other.annotate_settings().backend_options == {}  # not the loop's provider: not its options

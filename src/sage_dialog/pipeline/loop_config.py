@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sage_dialog.backends.base import BackendConfig
 from sage_dialog.pipeline.runner import GatesConfig
 from sage_dialog.pipeline.world import WorldSection
 from sage_dialog.stages.annotate import Settings as AnnotateSettings
@@ -153,8 +154,13 @@ class LoopConfig(BaseModel):
         return self
 
     def annotate_settings(self) -> AnnotateSettings:
-        """The annotate section's settings with the loop's engine and cache where the section sets none."""
+        """The annotate section's settings with the loop's engine and cache where the section sets none,
+        and the loop's backend options under the section's own when the annotator runs on the loop's
+        provider (as search's judge and user do: one base in memory, one dtype)."""
         s = self.annotate
-        fill = {k: v for k, v in (("engine", self.engine), ("cache", self.cache_path()))
-                if k not in s.model_fields_set}
+        fill: dict[str, Any] = {k: v for k, v in (("engine", self.engine), ("cache", self.cache_path()))
+                                if k not in s.model_fields_set}
+        spec = s.annotator.spec if isinstance(s.annotator, BackendConfig) else str(s.annotator)
+        if self.backend_options and spec.startswith(f"{self.provider}:"):
+            fill["backend_options"] = {**self.backend_options, **s.backend_options}
         return AnnotateSettings.of(s).model_copy(update=fill)

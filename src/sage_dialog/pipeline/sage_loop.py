@@ -260,6 +260,9 @@ def _compare(cfg: LoopConfig, models: dict[str, str]):  # type: ignore[no-untype
         assert cfg.compare is not None
         data = {"seeds": str(_seeds(cfg, ctx)), "max_seeds": cfg.search.max_seeds, "seed": cfg.seed,
                 "cache": cfg.cache_path(), **cfg.compare.model_dump(mode="json", exclude_unset=True),
+                # the loop's options reach the user and judges on the loop's provider, as in search
+                "backend_options": {**(cfg.backend_options if cfg.provider == "hf" else {}),
+                                    **cfg.compare.backend_options},
                 "out": str(ctx.out_dir), "models": specs}
         ccfg = _validated(compare.CompareConfig, data, "compare")
         res = compare.run(compare.Settings.of(ccfg), inputs=ccfg.inputs(), out=ctx.out_dir, progress=False)

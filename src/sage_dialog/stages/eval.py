@@ -205,6 +205,13 @@ def _harness_model(spec: str | BackendConfig, cfg: Settings) -> tuple[Any, Backe
         if bc.options.get("adapter"):
             kw["peft"] = bc.options["adapter"]
         kw["device"] = bc.options.get("device", "cuda" if _cuda() else "cpu")
+        dtype = str(bc.options.get("dtype", "auto"))
+        if dtype == "fast":  # as the hf backend reads it: bf16 on a GPU or a CPU that computes it natively
+            from sage_dialog.core.cpu import native_bf16
+
+            dtype = "bfloat16" if kw["device"] != "cpu" or native_bf16() else "float32"
+        if dtype != "auto":
+            kw["dtype"] = dtype
         return HFLM(**kw), None
     if cfg.via == "harness":
         raise UserError(f"eval: via=harness works for hf: specs only, not {bc.spec!r}")

@@ -85,6 +85,9 @@ class Settings(StageSettings):
     seed: int = Field(0, description="random seed for sampling and the bootstrap")
     title: str = Field("Model comparison", description="report title")
     cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="constructor options of every "
+                                            "in-process (hf:) user and judge given as a spec, e.g. {dtype: fast}; "
+                                            "a loop passes its own")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
                                 "else the cores not busy now, at least 1)")
 
@@ -479,7 +482,7 @@ async def _arun(cfg: Settings, inputs: Inputs, out: Path, progress: bool = True)
     from sage_dialog.backends.ledger import Ledger
 
     ledger = Ledger("compare")
-    pool = BackendPool(cfg.cache, ledger=ledger)
+    pool = BackendPool(cfg.cache, cfg.backend_options, ledger=ledger)
     try:
         backends = {name: pool.get(spec) for name, spec in inputs.models.items()}
         judges = [make_pairwise_judge(j, pool, mode=cfg.judge_mode) for j in cfg.judges]
