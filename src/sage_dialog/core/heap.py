@@ -4,12 +4,14 @@ glibc serves allocations below its mmap threshold from heap arenas that it rarel
 raises that threshold (up to 32 MiB) each time a large block is freed. A training step allocates and
 frees activations of 0.5-3 MiB per layer, of a size that changes with every sequence, so after a few
 steps they all come from the arenas, and RSS grows to the peak of live memory plus the fragments.
-On the quickstart's LoRA SFT (SmolLM2-135M, 6 steps) that was 2,244 MB against 1,694 MB with a
-fixed 128 KiB threshold, at the same speed (64.0 s against 65.9 s); benchmarks/RESULTS-real-model.md.
+While a trainer runs, blocks of 1 MiB and up are mapped one by one instead, and go back when freed.
 
-Inference is the other way round: a decode step's KV cache grows by small blocks that are cheaper
-to keep in the arena than to map and fault in again (a fixed threshold made scoring 1.5x slower), so
-the threshold is fixed only while a trainer runs, then set back to glibc's ceiling.
+Measured on the quickstart's LoRA SFT (SmolLM2-135M, bf16 base, 6 steps, 2 idle cores; the numbers
+are in benchmarks/RESULTS-real-model.md): glibc's sliding threshold 53.5-60.1 s and 2,442-2,475 MB;
+a fixed 1 MiB 42.7-43.3 s and 2,193-2,199 MB; a fixed 128 KiB 83.6 s and 1,874 MB (each small block
+mapped and faulted in again: a third of the time in the kernel). Inference keeps glibc's ceiling: a
+decode step's small, growing blocks are cheaper to keep in the arena (128 KiB made scoring 1.5x
+slower), so the threshold is set back when training ends.
 
 Elsewhere than glibc (macOS, musl) these are no-ops.
 """
@@ -26,7 +28,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
-TRAINING_THRESHOLD = 128 * 1024  # blocks from this size up are mapped and unmapped one by one
+TRAINING_THRESHOLD = 1024 * 1024  # blocks from this size up are mapped and unmapped one by one
 _GLIBC_MAX_THRESHOLD = 32 * 1024 * 1024  # where glibc's own sliding threshold ends up on 64-bit
 
 

@@ -150,7 +150,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     )
     calm_progress(trainer, "train dpo")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer, training_heap():  # freed activations leave RSS (core.heap)
+    with Timer() as timer, training_heap():  # large freed blocks leave RSS (core.heap)
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     trainer.save_model(str(out))

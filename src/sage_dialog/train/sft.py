@@ -97,7 +97,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     )
     calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer, training_heap():  # freed activations leave RSS (core.heap)
+    with Timer() as timer, training_heap():  # large freed blocks leave RSS (core.heap)
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = None
     if eval_ds is not None:
