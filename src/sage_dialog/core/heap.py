@@ -1,35 +1,23 @@
-"""The C heap under training: freed activation memory goes back to the system instead of piling up.
+"""Give the C heap's free pages back to the system between the stages of one process.
 
-glibc serves allocations below its mmap threshold from heap arenas that it rarely gives back, and it
-raises that threshold (up to 32 MiB) each time a large block is freed. A training step allocates and
-frees activations of 0.5-3 MiB per layer, of a size that changes with every sequence, so after a few
-steps they all come from the arenas, and RSS grows to the peak of live memory plus the fragments.
-While a trainer runs, blocks of 1 MiB and up are mapped one by one instead, and go back when freed.
+``sage-dialog run`` runs every stage in one process. glibc keeps the memory a stage freed in its heap
+arenas (blocks under its mmap threshold, which rises to 32 MiB as large blocks are freed), so RSS
+after a training stage stays near its peak and the next stage starts on top of it. ``malloc_trim``
+returns the free pages (in every arena, not only at the top); the runner calls it after each stage.
 
-Measured on the quickstart's LoRA SFT (SmolLM2-135M, bf16 base, 6 steps, 2 idle cores; the numbers
-are in benchmarks/RESULTS-real-model.md): glibc's sliding threshold 53.5-60.1 s and 2,442-2,475 MB;
-a fixed 1 MiB 42.7-43.3 s and 2,193-2,199 MB; a fixed 128 KiB 83.6 s and 1,874 MB (each small block
-mapped and faulted in again: a third of the time in the kernel). Inference keeps glibc's ceiling: a
-decode step's small, growing blocks are cheaper to keep in the arena (128 KiB made scoring 1.5x
-slower), so the threshold is set back when training ends.
+Tried and not kept (benchmarks/RESULTS-real-model.md): a fixed mmap threshold while a trainer runs.
+At 128 KiB a third of SFT's time went to the kernel (each block mapped and faulted in again); at
+1 MiB SFT ran as fast and peaked lower over 6 steps, but inference after it at that threshold was
+10-15% slower, and switching back per stage gave a higher peak in the whole quickstart.
 
-Elsewhere than glibc (macOS, musl) these are no-ops.
+Elsewhere than glibc (macOS, musl) this is a no-op.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
-import logging
-from collections.abc import Iterator
 from typing import Any
-
-log = logging.getLogger(__name__)
-
-_M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
-TRAINING_THRESHOLD = 1024 * 1024  # blocks from this size up are mapped and unmapped one by one
-_GLIBC_MAX_THRESHOLD = 32 * 1024 * 1024  # where glibc's own sliding threshold ends up on 64-bit
 
 
 def _libc() -> Any:
@@ -38,8 +26,7 @@ def _libc() -> Any:
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.mallopt  # noqa: B018 - glibc only
-        libc.malloc_trim  # noqa: B018
+        libc.malloc_trim  # noqa: B018 - glibc only
     except (OSError, AttributeError):
         return None
     return libc
@@ -52,18 +39,3 @@ def trim() -> bool:
         return False
     libc.malloc_trim(0)
     return True
-
-
-@contextlib.contextmanager
-def training_heap(threshold: int = TRAINING_THRESHOLD) -> Iterator[bool]:
-    """While inside, blocks of ``threshold`` bytes and up are mapped per allocation (freed ones leave
-    RSS at once); on exit the heap is trimmed and the threshold goes back to glibc's ceiling.
-    Yields whether the setting took (glibc)."""
-    libc = _libc()
-    ok = libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1
-    try:
-        yield ok
-    finally:
-        if ok:
-            libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MAX_THRESHOLD)
-            libc.malloc_trim(0)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from sage_dialog.core.errors import UserError
-from sage_dialog.core.heap import training_heap
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
@@ -150,7 +149,7 @@ def train_dpo(cfg: DPORunConfig) -> Path:
     )
     calm_progress(trainer, "train dpo")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer, training_heap():  # large freed blocks leave RSS (core.heap)
+    with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     trainer.save_model(str(out))

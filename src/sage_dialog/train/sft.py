@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sage_dialog.core.heap import training_heap
 from sage_dialog.core.io import check_paths, finish_manifest, new_manifest, sha256_path
 from sage_dialog.train.common import (
     align_eos,
@@ -97,7 +96,7 @@ def train_sft(cfg: SFTRunConfig) -> Path:
     )
     calm_progress(trainer, "train sft")
     resume = resume_checkpoint(cfg.train, out)
-    with Timer() as timer, training_heap():  # large freed blocks leave RSS (core.heap)
+    with Timer() as timer:
         trainer.train(resume_from_checkpoint=resume)
     eval_loss = None
     if eval_ds is not None:
