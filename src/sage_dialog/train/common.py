@@ -32,8 +32,10 @@ def bf16_frozen_base(precision: str, method: str, device: str) -> bool:
     """Whether a CPU run keeps its frozen base weights in bfloat16: ``precision: fast`` with LoRA on a
     CPU that computes bf16 natively. Only the adapters learn, so only they need float32 (PEFT keeps
     them, their gradients and the optimizer in float32); the base's matmuls run in bf16 without
-    autocast's bf16 copies of float32 weights. On the development EPYC: SFT 1.25x faster than fp32
-    with half the weight memory, where autocast gave 1.15x and +1.6 GB (RESULTS-real-model.md)."""
+    autocast's bf16 copies of float32 weights. On the development EPYC the quickstart's SFT was
+    1.12x faster than fp32 with LoRA dropout and no faster than fp32 without it, and RSS grew with
+    each new sequence length (oneDNN's kernel cache); autocast had given 1.15x and +1.6 GB
+    (benchmarks/RESULTS-real-model.md)."""
     if device != "cpu" or precision != "fast" or method != "lora":
         return False
     from sage_dialog.core.cpu import native_bf16
