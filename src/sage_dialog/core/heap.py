@@ -7,8 +7,8 @@ returns the free pages (in every arena, not only at the top); the runner calls i
 
 Tried and not kept (benchmarks/RESULTS-real-model.md): a fixed mmap threshold while a trainer runs.
 At 128 KiB a third of SFT's time went to the kernel (each block mapped and faulted in again); at
-1 MiB SFT ran as fast and peaked lower over 6 steps, but inference after it at that threshold was
-10-15% slower, and switching back per stage gave a higher peak in the whole quickstart.
+1 MiB SFT ran as fast and peaked lower over 6 steps, but inference at that threshold was 10-15%
+slower, and the one quickstart run with it (beside a bf16 base) peaked higher, not lower.
 
 Elsewhere than glibc (macOS, musl) this is a no-op.
 """
