@@ -86,7 +86,7 @@ class Settings(StageSettings):
     title: str = Field("Model comparison", description="report title")
     cache: str | None = Field(None, description="SQLite response cache shared by all model calls")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="constructor options of every "
-                                            "in-process (hf:) user and judge given as a spec, e.g. {dtype: fast}; "
+                                            "in-process (hf:) user and judge given as a spec, e.g. dtype=fast; "
                                             "a loop passes its own")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch/BLAS (default: OMP_NUM_THREADS, "
                                 "else the cores not busy now, at least 1)")
