@@ -130,7 +130,7 @@ def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
             self.any_top_k = any(0 < s.top_k < vocab for s in sp)
             self.any_top_p = any(s.top_p < 1.0 for s in sp)
             # when every row keeps at most k tokens, only the k best are sorted and sampled from (a full
-            # sort of the vocabulary per step was a sixth of a decode step on a CPU)
+            # sort of the vocabulary per step was a sixth of a decode step on a CPU); else all of them
             ks = [s.top_k for s in sp]
             self.k_cap = max(ks) if all(0 < k < vocab for k in ks) else None
             self.all_greedy = bool(self.greedy.all())
@@ -173,19 +173,13 @@ def _make_sampler(rows: list[_Row], vocab: int, device: Any) -> Any:
             choice = scores.argmax(-1)
             if not self.all_greedy:
                 logits = scores / self.temp
-                if self.k_cap is not None:
-                    best, best_idx = logits.topk(self.k_cap, dim=-1)  # sorted, descending
-                    ranks = torch.arange(self.k_cap, device=scores.device)
+                if self.any_top_k or self.any_top_p:  # sample among the head, sorted (all of it without a top-k)
+                    best, best_idx = logits.topk(self.k_cap or logits.shape[1], dim=-1)
+                    ranks = torch.arange(best.shape[1], device=scores.device)
                     best = best.masked_fill(self._nucleus(best, ranks, logits), float("-inf"))
                     pick = (best + self._gumbel(tuple(best.shape), scores.device)).argmax(-1, keepdim=True)
                     sampled = best_idx.gather(1, pick).squeeze(1)
                 else:
-                    if self.any_top_k or self.any_top_p:
-                        sorted_logits, sorted_idx = logits.sort(-1, descending=True)
-                        ranks = torch.arange(sorted_logits.shape[1], device=scores.device)
-                        sorted_logits = sorted_logits.masked_fill(self._nucleus(sorted_logits, ranks, logits),
-                                                                  float("-inf"))
-                        logits = torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
                     sampled = (logits + self._gumbel(tuple(logits.shape), scores.device)).argmax(-1)
                 choice = torch.where(self.greedy, choice, sampled)
             out = torch.full_like(scores, float("-inf"))
@@ -316,11 +310,11 @@ class HFBackend(Backend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         gguf_dtype = dtype  # the dequantized folder's number format (a cast on load costs nothing)
         if dtype == "fast":
-            from sage_dialog.core.cpu import native_bf16
+            from sage_dialog.core.cpu import fast_dtype
 
-            on_cpu = not str(device).startswith("cuda")
-            dtype = "bfloat16" if not on_cpu or native_bf16() else "float32"
-            gguf_dtype = "float32" if on_cpu else dtype  # CPU runs share one float32 folder with training
+            dtype = fast_dtype(str(device))
+            # CPU runs share one float32 folder with training
+            gguf_dtype = "float32" if not str(device).startswith("cuda") else dtype
         elif dtype == "auto":
             dtype = gguf_dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         try:

@@ -21,3 +21,10 @@ def native_bf16() -> bool:
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(tcpu, name, lambda: False)()) for name in probes)
+
+
+def fast_dtype(device: str) -> str:
+    """What ``dtype: fast`` means on ``device``: bfloat16 on a GPU or on a CPU that computes it
+    natively (:func:`native_bf16`), float32 on any other CPU."""
+    on_cpu = not str(device).startswith("cuda")
+    return "bfloat16" if not on_cpu or native_bf16() else "float32"

@@ -206,10 +206,10 @@ def _harness_model(spec: str | BackendConfig, cfg: Settings) -> tuple[Any, Backe
             kw["peft"] = bc.options["adapter"]
         kw["device"] = bc.options.get("device", "cuda" if _cuda() else "cpu")
         dtype = str(bc.options.get("dtype", "auto"))
-        if dtype == "fast":  # as the hf backend reads it: bf16 on a GPU or a CPU that computes it natively
-            from sage_dialog.core.cpu import native_bf16
+        if dtype == "fast":  # as the hf backend reads it
+            from sage_dialog.core.cpu import fast_dtype
 
-            dtype = "bfloat16" if kw["device"] != "cpu" or native_bf16() else "float32"
+            dtype = fast_dtype(str(kw["device"]))
         if dtype != "auto":
             kw["dtype"] = dtype
         return HFLM(**kw), None
