@@ -267,16 +267,8 @@ def _run_one(stage: Stage, root: Path, fp: str, seed: int, log: Callable[[str], 
     t0 = time.perf_counter()
     peak = PeakRSS()  # this stage's own peak (and its launched children's), not the process lifetime's
     try:
-        try:
-            with peak:
-                summary = stage.fn(ctx) or {}
-        finally:  # what the stage freed leaves RSS before the next one starts (one process runs them all)
-            import gc
-
-            from sage_dialog.core import heap
-
-            gc.collect()
-            heap.trim()
+        with peak:
+            summary = stage.fn(ctx) or {}
     except UserError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
